@@ -1,0 +1,55 @@
+"""Training batches: every prefix of a sequence in one pass, bucketed by length (design §6).
+
+A user's training part ``T`` (all but the last two items) yields inputs ``T[:-1]`` and next-item
+targets ``T[1:]``. Sequences longer than the model's window are cut into consecutive windows
+ending at the last target. Windows are sorted by length so a batch pads little, and batches are
+sized by their number of target positions (RecBole's 2048 counts (prefix, target) samples).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from recbench.method import Batch
+
+
+class TrainingWindows:
+    """Start offsets and lengths of all training windows of a dataset's training sequences."""
+
+    def __init__(self, offsets: np.ndarray, items: np.ndarray, window: int) -> None:
+        self.items = np.asarray(items, dtype=np.int64)
+        lengths = np.diff(offsets)
+        targets = np.maximum(lengths - 1, 0)
+        per_user = -(-targets // window)  # ceil division; 0 for users with one training item
+        user = np.repeat(np.arange(len(lengths)), per_user)
+        # j-th window from the end of each user: input positions [max(0, b - window), b)
+        j = np.arange(per_user.sum()) - np.repeat(np.cumsum(per_user) - per_user, per_user)
+        end = targets[user] - j * window
+        begin = np.maximum(0, end - window)
+        self.starts = offsets[:-1][user] + begin
+        self.lengths = end - begin
+        self.window = window
+
+    @property
+    def num_targets(self) -> int:
+        return int(self.lengths.sum())
+
+    def batches(self, targets_per_batch: int, rng: np.random.Generator) -> list[Batch]:
+        """One epoch of batches: random order within equal lengths, then batch order shuffled."""
+        order = rng.permutation(len(self.lengths))
+        order = order[np.argsort(self.lengths[order], kind="stable")]
+        cumulative = np.cumsum(self.lengths[order])
+        cut = np.searchsorted(cumulative, np.arange(targets_per_batch, cumulative[-1], targets_per_batch), side="right")
+        groups = np.split(order, np.unique(cut))
+        return [self._batch(groups[i]) for i in rng.permutation(len(groups)) if len(groups[i])]
+
+    def _batch(self, rows: np.ndarray) -> Batch:
+        lengths = self.lengths[rows]
+        width = int(lengths.max())
+        columns = np.arange(width)
+        index = np.minimum(self.starts[rows][:, None] + columns[None, :], len(self.items) - 2)
+        real = columns[None, :] < lengths[:, None]
+        inputs = np.where(real, self.items[index], 0)
+        targets = np.where(real, self.items[index + 1], 0)
+        return Batch(items=torch.from_numpy(inputs), lengths=torch.from_numpy(lengths), targets=torch.from_numpy(targets))

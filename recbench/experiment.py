@@ -1,0 +1,103 @@
+"""One experiment end to end: dataset + method + seed -> trained, evaluated run record.
+
+This is the library function behind ``recbench train`` and each cell of ``recbench compare``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from recbench.data import Dataset, load_dataset
+from recbench.errors import RecbenchError, RunError
+from recbench.evaluate import EvalResult, Evaluator
+from recbench.method import DataSpec, Method, MethodConfig
+from recbench.registry import MethodEntry, get_method, resolve_config
+from recbench.runs import RunRecord
+from recbench.train import FitResult, Trainer, seed_everything
+
+
+def resolve_device(device: str) -> str:
+    """'auto' -> 'cuda' if available, else 'cpu'; an unavailable device is a user error."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise RecbenchError(f"device '{device}' requested but CUDA is not available; use --device cpu")
+    return device
+
+
+def build_method(entry: MethodEntry, config: MethodConfig, dataset: Dataset) -> Method:
+    """Instantiate a registered method for a dataset (seed the RNGs first for a reproducible init)."""
+    spec = DataSpec(num_items=dataset.num_items, max_seq_length=config.max_seq_length)
+    if entry.cls.needs_text:
+        raise RecbenchError(f"method '{entry.name}' needs item text embeddings, which this recbench cannot build yet")
+    return entry.cls(config, spec)
+
+
+@dataclass
+class ExperimentResult:
+    """A finished run and, if it was trained now, how training went."""
+
+    run: RunRecord
+    reused: bool
+    fit: FitResult | None = None
+
+
+def run_experiment(
+    method_name: str,
+    dataset_name: str,
+    seed: int = 2020,
+    overrides: list[dict[str, Any]] | None = None,
+    runs_dir: Path | str = "runs",
+    resume: bool = False,
+    restart: bool = False,
+    device: str = "auto",
+    show_progress: bool = True,
+    dataset: Dataset | None = None,
+) -> ExperimentResult:
+    """Train ``method_name`` on ``dataset_name`` (or reuse a finished identical run), then test it.
+
+    An unfinished run with a checkpoint is continued with ``resume`` or started over with
+    ``restart``; with neither, it is an error (nothing is silently thrown away).
+    """
+    entry = get_method(method_name)
+    config = resolve_config(entry, *(overrides or []))
+    dataset = dataset or load_dataset(dataset_name)
+    identity = {"method": entry.name, "config": config.model_dump(), "dataset": dataset.name, "fingerprint": dataset.fingerprint, "seed": seed}
+    run = RunRecord.for_experiment(Path(runs_dir), dataset.name, entry.name, seed, identity)
+    if run.is_finished and not restart:
+        return ExperimentResult(run, reused=True)
+    if run.has_checkpoint and not (resume or restart):
+        raise RunError(f"run {run.path} is unfinished (checkpoint after epoch {run.log[-1]['epoch'] if run.log else '?'}); pass --resume to continue it or --restart to start over")
+    device = resolve_device(device)
+    run.write_config({**identity, "device": device, "protocol": {"valid_metric": "ndcg@10", "early_stopping": "RecBole (tie = improvement)"}})
+    seed_everything(seed)
+    method = build_method(entry, config, dataset)
+    trainer = Trainer(method, dataset, config, run, seed=seed, device=device, show_progress=show_progress)
+    fit = trainer.fit(resume=resume and not restart)
+    started = time.perf_counter()
+    valid = trainer.validator.run(method, device)
+    test = Evaluator(dataset, "test", config.max_seq_length, config.eval_batch_size).run(method, device)
+    run.finish(valid, test, extra={"fit": fit.__dict__, "test_seconds": time.perf_counter() - started})
+    return ExperimentResult(run, reused=False, fit=fit)
+
+
+def evaluate_run(run_dir: Path | str, split: str = "test", mask_history: bool = False, device: str = "auto") -> EvalResult:
+    """Re-evaluate a finished run's best weights under another split or protocol."""
+    run = RunRecord(run_dir)
+    run.require_finished()
+    record = run.config
+    entry = get_method(record["method"])
+    config = resolve_config(entry, record["config"])
+    dataset = load_dataset(record["dataset"])
+    if dataset.fingerprint != record["fingerprint"]:
+        raise RunError(f"dataset '{dataset.name}' changed since run {run.path} was made (fingerprint differs); re-train it")
+    device = resolve_device(device)
+    method = build_method(entry, config, dataset)
+    method.load_state_dict(run.load_best())
+    method.to(device)
+    return Evaluator(dataset, split, config.max_seq_length, config.eval_batch_size, mask_history=mask_history).run(method, device)

@@ -1,0 +1,110 @@
+"""Building blocks shared by the transformer-based plugins, faithful to RecBole's.
+
+RecBole's block (``recbole/model/layers.py``) differs from ``torch.nn.TransformerEncoderLayer``
+in ways that matter with dropout 0.5 (design §13): separate q/k/v ``nn.Linear`` layers initialised
+N(0, 0.02), post-LN, GELU, and *no* dropout between the two feed-forward layers.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class MultiHeadAttention(nn.Module):
+    """Multi-head self-attention with separate q/k/v projections, residual and post-LayerNorm."""
+
+    def __init__(self, hidden: int, heads: int, attn_dropout: float, hidden_dropout: float, eps: float) -> None:
+        super().__init__()
+        if hidden % heads:
+            raise ValueError(f"hidden size {hidden} is not a multiple of the number of heads {heads}")
+        self.heads = heads
+        self.query = nn.Linear(hidden, hidden)
+        self.key = nn.Linear(hidden, hidden)
+        self.value = nn.Linear(hidden, hidden)
+        self.attn_dropout = attn_dropout
+        self.dense = nn.Linear(hidden, hidden)
+        self.dropout = nn.Dropout(hidden_dropout)
+        self.norm = nn.LayerNorm(hidden, eps=eps)
+
+    def forward(self, x: torch.Tensor, allowed: torch.Tensor, query_index: torch.Tensor | None = None) -> torch.Tensor:
+        """x: (B, L, d); allowed: (B, 1, L, L) bool, True where a query may attend to a key.
+
+        With ``query_index`` (B,), only the query at that position of each row is computed and the
+        output is (B, 1, d): the last layer of a causal model needs no other position at test time.
+        """
+        batch, length, hidden = x.shape
+        heads, width = self.heads, hidden // self.heads
+        queries = x
+        if query_index is not None:
+            rows = torch.arange(batch, device=x.device)
+            queries = x[rows, query_index][:, None]  # (B, 1, d)
+            allowed = allowed.expand(batch, 1, length, length)[rows, :, query_index][:, :, None]  # (B, 1, 1, L)
+
+        def split(t: torch.Tensor) -> torch.Tensor:  # (B, l, d) -> (B, h, l, d/h)
+            return t.view(batch, -1, heads, width).transpose(1, 2)
+
+        context = F.scaled_dot_product_attention(
+            split(self.query(queries)),
+            split(self.key(x)),
+            split(self.value(x)),
+            attn_mask=allowed,
+            dropout_p=self.attn_dropout if self.training else 0.0,
+        )
+        context = context.transpose(1, 2).reshape(batch, -1, hidden)
+        return self.norm(self.dropout(self.dense(context)) + queries)
+
+
+class FeedForward(nn.Module):
+    """dense -> GELU -> dense -> dropout -> LayerNorm(x + .), as RecBole (no inner dropout)."""
+
+    def __init__(self, hidden: int, inner: int, hidden_dropout: float, eps: float) -> None:
+        super().__init__()
+        self.dense_1 = nn.Linear(hidden, inner)
+        self.dense_2 = nn.Linear(inner, hidden)
+        self.dropout = nn.Dropout(hidden_dropout)
+        self.norm = nn.LayerNorm(hidden, eps=eps)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.dropout(self.dense_2(F.gelu(self.dense_1(x)))) + x)
+
+
+class TransformerEncoder(nn.Module):
+    """A stack of RecBole transformer layers (attention block, then feed-forward block)."""
+
+    def __init__(self, layers: int, hidden: int, heads: int, inner: int, hidden_dropout: float, attn_dropout: float, eps: float) -> None:
+        super().__init__()
+        self.attention = nn.ModuleList(MultiHeadAttention(hidden, heads, attn_dropout, hidden_dropout, eps) for _ in range(layers))
+        self.feed_forward = nn.ModuleList(FeedForward(hidden, inner, hidden_dropout, eps) for _ in range(layers))
+
+    def forward(self, x: torch.Tensor, allowed: torch.Tensor, query_index: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, L, d) -> (B, L, d); with ``query_index`` (B,), -> (B, d) at those positions only."""
+        last = len(self.attention) - 1
+        for layer, (attention, feed_forward) in enumerate(zip(self.attention, self.feed_forward)):
+            x = feed_forward(attention(x, allowed, query_index if layer == last else None))
+        return x[:, 0] if query_index is not None else x
+
+
+def causal_mask(items: torch.Tensor) -> torch.Tensor:
+    """(B, L) item ids -> (B, 1, L, L) bool: attend to earlier-or-same, non-padding positions."""
+    length = items.shape[1]
+    lower = torch.ones(length, length, dtype=torch.bool, device=items.device).tril()
+    return (items > 0)[:, None, None, :] & lower
+
+
+def bidirectional_mask(items: torch.Tensor) -> torch.Tensor:
+    """(B, L) item ids -> (B, 1, 1, L) bool: attend to every non-padding position."""
+    return (items > 0)[:, None, None, :]
+
+
+def init_recbole_weights(module: nn.Module, std: float = 0.02) -> None:
+    """RecBole's ``_init_weights``: Linear/Embedding N(0, std), biases 0, LayerNorm (1, 0)."""
+    if isinstance(module, (nn.Linear, nn.Embedding)):
+        module.weight.data.normal_(mean=0.0, std=std)
+    elif isinstance(module, nn.LayerNorm):
+        module.bias.data.zero_()
+        module.weight.data.fill_(1.0)
+    if isinstance(module, nn.Linear) and module.bias is not None:
+        module.bias.data.zero_()
+

@@ -1,0 +1,102 @@
+"""The plugin contract (design §5, §12): what a method is given and what it must provide.
+
+A method is an ``nn.Module`` subclass of :class:`Method`, registered by name with
+:func:`recbench.registry.register`. It is built from its typed config and a :class:`DataSpec`,
+and implements ``loss(batch) -> scalar`` and ``score(batch) -> (B, N + 1)``. It never reads files,
+splits data, computes metrics or writes results: the Trainer and the Evaluator do.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, fields
+from typing import ClassVar
+
+import torch
+from pydantic import BaseModel, ConfigDict
+from torch import nn
+
+
+class MethodConfig(BaseModel):
+    """Hyper-parameters every method shares: the training protocol of the published tables.
+
+    Defaults are RecBole's (the framework behind the UniSRec/VQ-Rec tables): Adam, lr 1e-3,
+    batch 2048, at most 300 epochs, early stopping on valid NDCG@10 with stopping_step 10.
+    """
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, use_attribute_docstrings=True, frozen=False)
+
+    learning_rate: float = 1e-3
+    """Adam learning rate."""
+    weight_decay: float = 0.0
+    """Adam weight decay (L2)."""
+    train_batch_targets: int = 2048
+    """Training batch size in target positions (RecBole's train_batch_size counts (prefix, target) samples)."""
+    epochs: int = 300
+    """Maximum number of training epochs."""
+    patience: int = 10
+    """Early stopping: stop once more than this many epochs in a row fail to improve valid NDCG@10."""
+    max_seq_length: int = 50
+    """Longest item history the model sees (the last items are kept)."""
+    clip_grad_norm: float | None = None
+    """Clip the gradient norm to this value (None: no clipping, as RecBole)."""
+    eval_batch_size: int = 2048
+    """Users scored per evaluation batch."""
+
+
+@dataclass
+class DataSpec:
+    """What a method may know about the data: item count, history length and, if declared, text."""
+
+    num_items: int
+    """N: item ids are 1..N, 0 is padding; scores have N + 1 columns."""
+    max_seq_length: int
+    item_text_embeddings: torch.Tensor | None = None
+    """(N + 1, d) float32, row 0 zeros; only for methods with ``needs_text = True``."""
+
+
+@dataclass
+class Batch:
+    """A batch of item sequences, oldest first, right-padded with 0.
+
+    ``targets[b, t]`` is the next item after position ``t`` (0 where there is none); training
+    batches have it, evaluation batches do not.
+    """
+
+    items: torch.Tensor  # (B, L) long
+    lengths: torch.Tensor  # (B,) long, >= 1
+    targets: torch.Tensor | None = None  # (B, L) long
+
+    def to(self, device: torch.device | str) -> "Batch":
+        moved = {f.name: getattr(self, f.name) for f in fields(self)}
+        return Batch(**{k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in moved.items()})
+
+    @property
+    def size(self) -> int:
+        return self.items.shape[0]
+
+
+class Method(nn.Module, ABC):
+    """Base class of every recommender plugin."""
+
+    name: ClassVar[str] = ""
+    Config: ClassVar[type[MethodConfig]] = MethodConfig
+    needs_text: ClassVar[bool] = False
+    """True if the method needs ``DataSpec.item_text_embeddings``."""
+
+    def __init__(self, config: MethodConfig, spec: DataSpec) -> None:
+        super().__init__()
+        self.config = config
+        self.spec = spec
+
+    @abstractmethod
+    def loss(self, batch: Batch) -> torch.Tensor:
+        """Scalar training loss of a training batch (``batch.targets`` set)."""
+
+    @abstractmethod
+    def score(self, batch: Batch) -> torch.Tensor:
+        """(B, N + 1) scores of every item as the next item after each sequence."""
+
+    def last_hidden(self, hidden: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """(B, L, d) -> (B, d): the output at each sequence's last real position."""
+        return hidden[torch.arange(hidden.shape[0], device=hidden.device), lengths - 1]

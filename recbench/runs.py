@@ -1,0 +1,160 @@
+"""Run records (design §9): one directory per (dataset, method, config, seed).
+
+Files, each written atomically (temporary file, then rename):
+
+- ``config.json``   method, dataset (+ fingerprint), seed, resolved config, versions, device;
+- ``log.jsonl``     one line per epoch: loss, valid metrics, seconds;
+- ``checkpoint.pt`` everything needed to resume (model, optimiser, RNG, early-stopping state);
+- ``best.pt``       the best-valid model weights (``torch.load(weights_only=True)`` works);
+- ``metrics.json``  valid and test metrics and the evaluation protocol;
+- ``ranks.npz``     per-user ranks of the held-out item, valid and test (int32);
+- ``status.json``   written last: ``{"state": "finished"}``. Without it a run is unfinished.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import platform
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from recbench.errors import RunError
+from recbench.evaluate import EvalResult, metrics_from_ranks
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+
+
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def versions() -> dict[str, str]:
+    import recbench
+
+    return {"recbench": recbench.__version__, "torch": torch.__version__, "numpy": np.__version__, "python": platform.python_version()}
+
+
+def run_id(identity: dict[str, Any]) -> str:
+    """Short stable hash of what makes a run what it is (method, config, dataset, seed)."""
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:10]
+
+
+class RunRecord:
+    """A run directory: read and write its files; never reads an unfinished run as finished."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+
+    @classmethod
+    def for_experiment(cls, runs_dir: Path, dataset: str, method: str, seed: int, identity: dict[str, Any]) -> "RunRecord":
+        return cls(Path(runs_dir) / dataset / method / f"seed{seed}-{run_id(identity)}")
+
+    # --- state -----------------------------------------------------------------------------
+    @property
+    def is_finished(self) -> bool:
+        status = self.path / "status.json"
+        return status.is_file() and json.loads(status.read_text()).get("state") == "finished"
+
+    @property
+    def has_checkpoint(self) -> bool:
+        return (self.path / "checkpoint.pt").is_file()
+
+    def require_finished(self) -> None:
+        if not (self.path / "config.json").is_file():
+            raise RunError(f"{self.path} is not a run directory (no config.json)")
+        if not self.is_finished:
+            raise RunError(f"run {self.path} is unfinished; continue it with `recbench train ... --resume`")
+
+    # --- files -----------------------------------------------------------------------------
+    def write_config(self, record: dict[str, Any]) -> None:
+        atomic_write_json(self.path / "config.json", {**record, "versions": versions()})
+
+    @property
+    def config(self) -> dict[str, Any]:
+        path = self.path / "config.json"
+        if not path.is_file():
+            raise RunError(f"{self.path} is not a run directory (no config.json)")
+        return json.loads(path.read_text())
+
+    def write_log(self, epochs: list[dict[str, Any]]) -> None:
+        atomic_write_bytes(self.path / "log.jsonl", "".join(json.dumps(e) + "\n" for e in epochs).encode())
+
+    @property
+    def log(self) -> list[dict[str, Any]]:
+        path = self.path / "log.jsonl"
+        return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+
+    def save_checkpoint(self, state: dict[str, Any]) -> None:
+        atomic_torch_save(state, self.path / "checkpoint.pt")
+
+    def load_checkpoint(self) -> dict[str, Any]:
+        # The checkpoint holds RNG states and Python scalars written by us, not tensors only.
+        return torch.load(self.path / "checkpoint.pt", map_location="cpu", weights_only=False)
+
+    def save_best(self, state_dict: dict[str, torch.Tensor]) -> None:
+        atomic_torch_save(state_dict, self.path / "best.pt")
+
+    def load_best(self) -> dict[str, torch.Tensor]:
+        path = self.path / "best.pt"
+        if not path.is_file():
+            raise RunError(f"{self.path} has no best.pt")
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+    def finish(self, valid: EvalResult, test: EvalResult, extra: dict[str, Any] | None = None) -> None:
+        """Write metrics and ranks, then mark the run finished (the last write)."""
+        np.savez(buffer := io.BytesIO(), valid=valid.ranks.astype(np.int32), test=test.ranks.astype(np.int32))
+        atomic_write_bytes(self.path / "ranks.npz", buffer.getvalue())
+        atomic_write_json(
+            self.path / "metrics.json",
+            {"valid": valid.metrics, "test": test.metrics, "protocol": test.protocol, **(extra or {})},
+        )
+        atomic_write_json(self.path / "status.json", {"state": "finished"})
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        self.require_finished()
+        return json.loads((self.path / "metrics.json").read_text())
+
+    def ranks(self, split: str = "test") -> np.ndarray:
+        """Per-user ranks of a finished run (user u at position u)."""
+        self.require_finished()
+        with np.load(self.path / "ranks.npz") as arrays:
+            if split not in arrays:
+                raise RunError(f"{self.path}/ranks.npz has no split '{split}'")
+            return arrays[split]
+
+    def recomputed_metrics(self, split: str = "test", ks: tuple[int, ...] = (5, 10, 20, 50)) -> dict[str, float]:
+        return metrics_from_ranks(self.ranks(split), ks)
+
+
+def find_runs(runs_dir: Path | str) -> list[RunRecord]:
+    """Every finished run below ``runs_dir``."""
+    root = Path(runs_dir)
+    if not root.is_dir():
+        raise RunError(f"runs directory {root} does not exist")
+    return [RunRecord(p.parent) for p in sorted(root.rglob("status.json")) if RunRecord(p.parent).is_finished]

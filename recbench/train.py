@@ -1,0 +1,172 @@
+"""The one Trainer (design §6) serving every method.
+
+Adam, length-bucketed batches sized by target positions, validation NDCG@10 every epoch, early
+stopping exactly as RecBole (values rounded to 4 decimals; a tie counts as an improvement; stop
+once the non-improving counter exceeds ``patience``), best weights restored at the end, a
+checkpoint every epoch so an interrupted run resumes to the same result.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from recbench.batching import TrainingWindows
+from recbench.data import Dataset
+from recbench.evaluate import Evaluator
+from recbench.method import Method, MethodConfig
+from recbench.runs import RunRecord
+
+VALID_METRIC = "ndcg@10"
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (CPU and CUDA) generators."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict[str, Any]:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+@dataclass
+class FitResult:
+    """Where training stopped and how good the restored weights were on valid."""
+
+    best_epoch: int
+    best_valid: float
+    epochs_run: int
+    seconds_per_epoch: float
+    seconds_per_eval: float
+
+
+class EarlyStopping:
+    """RecBole's ``early_stopping``: ``value >= best`` resets the counter; stop when it exceeds patience."""
+
+    def __init__(self, patience: int, best: float = -np.inf, counter: int = 0, best_epoch: int = -1) -> None:
+        self.patience, self.best, self.counter, self.best_epoch = patience, best, counter, best_epoch
+
+    def update(self, value: float, epoch: int) -> bool:
+        """Record one epoch's valid value; True if it is the new best."""
+        if value >= self.best:
+            self.best, self.counter, self.best_epoch = value, 0, epoch
+            return True
+        self.counter += 1
+        return False
+
+    @property
+    def should_stop(self) -> bool:
+        return self.counter > self.patience
+
+
+class Trainer:
+    """Trains one method on one dataset into one run directory."""
+
+    def __init__(self, method: Method, dataset: Dataset, config: MethodConfig, run: RunRecord, seed: int, device: str = "cpu", show_progress: bool = True) -> None:
+        self.method = method.to(device)
+        self.dataset = dataset
+        self.config = config
+        self.run = run
+        self.seed = seed
+        self.device = device
+        self.show_progress = show_progress
+        self.windows = TrainingWindows(*dataset.train_sequences(), window=config.max_seq_length)
+        self.validator = Evaluator(dataset, "valid", config.max_seq_length, config.eval_batch_size)
+        trainable = [p for p in method.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.Adam(trainable, lr=config.learning_rate, weight_decay=config.weight_decay)
+
+    def fit(self, resume: bool = False) -> FitResult:
+        stopping = EarlyStopping(self.config.patience)
+        log: list[dict[str, Any]] = []
+        start_epoch = 0
+        seed_everything(self.seed)
+        best_state = copy.deepcopy(self.method.state_dict())
+        if resume and self.run.has_checkpoint:
+            checkpoint = self.run.load_checkpoint()
+            self.method.load_state_dict(checkpoint["model"])
+            self.optimizer.load_state_dict(checkpoint["optimizer"])
+            stopping = EarlyStopping(self.config.patience, **checkpoint["early_stopping"])
+            log, start_epoch = checkpoint["log"], checkpoint["epoch"]
+            best_state = self.run.load_best() if stopping.best_epoch >= 0 else best_state
+            set_rng_state(checkpoint["rng"])
+        train_seconds: list[float] = [e["train_seconds"] for e in log]
+        eval_seconds: list[float] = [e["valid_seconds"] for e in log]
+        with self._progress() as progress:
+            task = progress.add_task("train", total=None, status="")
+            for epoch in range(start_epoch, self.config.epochs):
+                if stopping.should_stop:
+                    break
+                started = time.perf_counter()
+                loss = self._train_epoch(epoch, progress, task)
+                train_seconds.append(time.perf_counter() - started)
+                started = time.perf_counter()
+                valid = self.validator.run(self.method, self.device)
+                eval_seconds.append(time.perf_counter() - started)
+                value = round(valid.metrics[VALID_METRIC], 4)  # RecBole's metric_decimal_place
+                if stopping.update(value, epoch):
+                    best_state = copy.deepcopy(self.method.state_dict())
+                    self.run.save_best(best_state)
+                log.append({"epoch": epoch, "loss": loss, "valid": valid.metrics, "train_seconds": train_seconds[-1], "valid_seconds": eval_seconds[-1]})
+                self.run.write_log(log)
+                self.run.save_checkpoint({
+                    "model": self.method.state_dict(),
+                    "optimizer": self.optimizer.state_dict(),
+                    "epoch": epoch + 1,
+                    "early_stopping": {"best": stopping.best, "counter": stopping.counter, "best_epoch": stopping.best_epoch},
+                    "log": log,
+                    "rng": rng_state(),
+                })
+                progress.update(task, status=f"epoch {epoch} loss {loss:.4f} valid {VALID_METRIC} {value:.4f} (best {stopping.best:.4f} @ {stopping.best_epoch})")
+        self.method.load_state_dict(best_state)
+        return FitResult(
+            best_epoch=stopping.best_epoch,
+            best_valid=float(stopping.best),
+            epochs_run=len(log),
+            seconds_per_epoch=float(np.mean(train_seconds)) if train_seconds else 0.0,
+            seconds_per_eval=float(np.mean(eval_seconds)) if eval_seconds else 0.0,
+        )
+
+    def _train_epoch(self, epoch: int, progress: Progress, task: Any) -> float:
+        self.method.train()
+        batches = self.windows.batches(self.config.train_batch_targets, np.random.default_rng([self.seed, epoch]))
+        progress.update(task, total=len(batches), completed=0, description=f"epoch {epoch}")
+        total, count, started = 0.0, 0, time.perf_counter()
+        for batch in batches:
+            batch = batch.to(self.device)
+            loss = self.method.loss(batch)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if self.config.clip_grad_norm:
+                torch.nn.utils.clip_grad_norm_(self.method.parameters(), self.config.clip_grad_norm)
+            self.optimizer.step()
+            targets = int((batch.targets > 0).sum())
+            total, count = total + loss.item() * targets, count + targets
+            rate = count / max(time.perf_counter() - started, 1e-9)
+            progress.update(task, advance=1, status=f"loss {total / count:.4f}  {rate:,.0f} targets/s")
+        return total / max(count, 1)
+
+    def _progress(self) -> Progress:
+        return Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            TextColumn("{task.fields[status]}"), disable=not self.show_progress, transient=False,
+        )
