@@ -35,14 +35,42 @@ class TrainingWindows:
     def num_targets(self) -> int:
         return int(self.lengths.sum())
 
-    def batches(self, targets_per_batch: int, rng: np.random.Generator) -> list[Batch]:
-        """One epoch of batches: random order within equal lengths, then batch order shuffled."""
+    def batches(self, targets_per_batch: int, rng: np.random.Generator, bucket_by_length: bool = True) -> list[Batch]:
+        """One epoch of batches holding at most ``targets_per_batch`` targets each, in random order.
+
+        With ``bucket_by_length``, windows of equal length are packed together (no padding); the
+        few left over per length are packed in length order. Without it, windows are packed in a
+        random order, as RecBole's shuffled batches (more padding, lengths mixed in each batch).
+        """
         order = rng.permutation(len(self.lengths))
+        if not bucket_by_length:
+            groups = self._pack(order, targets_per_batch)
+            return [self._batch(groups[i]) for i in rng.permutation(len(groups))]
         order = order[np.argsort(self.lengths[order], kind="stable")]
-        cumulative = np.cumsum(self.lengths[order])
-        cut = np.searchsorted(cumulative, np.arange(targets_per_batch, cumulative[-1], targets_per_batch), side="right")
-        groups = np.split(order, np.unique(cut))
-        return [self._batch(groups[i]) for i in rng.permutation(len(groups)) if len(groups[i])]
+        sorted_lengths = self.lengths[order]
+        groups = []
+        leftovers: list[np.ndarray] = []
+        for length in np.unique(sorted_lengths):  # at most `window` distinct lengths
+            same = order[np.searchsorted(sorted_lengths, length) : np.searchsorted(sorted_lengths, length, side="right")]
+            per_batch = max(1, targets_per_batch // int(length))
+            full = len(same) // per_batch * per_batch
+            groups.extend(np.split(same[:full], full // per_batch) if full else [])
+            leftovers.append(same[full:])
+        groups.extend(self._pack(np.concatenate(leftovers), targets_per_batch))
+        return [self._batch(groups[i]) for i in rng.permutation(len(groups))]
+
+    def _pack(self, rows: np.ndarray, targets_per_batch: int) -> list[np.ndarray]:
+        """Greedily cut ``rows`` (in the given order) into groups of at most ``targets_per_batch`` targets."""
+        groups: list[np.ndarray] = []
+        start, filled = 0, 0
+        for position, length in enumerate(self.lengths[rows].tolist()):
+            if position > start and filled + length > targets_per_batch:
+                groups.append(rows[start:position])
+                start, filled = position, 0
+            filled += length
+        if start < len(rows):
+            groups.append(rows[start:])
+        return groups
 
     def _batch(self, rows: np.ndarray) -> Batch:
         lengths = self.lengths[rows]

@@ -32,6 +32,8 @@ class MethodConfig(BaseModel):
     """Adam weight decay (L2)."""
     train_batch_targets: int = 2048
     """Training batch size in target positions (RecBole's train_batch_size counts (prefix, target) samples)."""
+    bucket_by_length: bool = True
+    """Pack training windows of equal length together (no padding); False mixes lengths in each batch."""
     epochs: int = 300
     """Maximum number of training epochs."""
     patience: int = 10
@@ -83,6 +85,8 @@ class Method(nn.Module, ABC):
     Config: ClassVar[type[MethodConfig]] = MethodConfig
     needs_text: ClassVar[bool] = False
     """True if the method needs ``DataSpec.item_text_embeddings``."""
+    causal: ClassVar[bool] = True
+    """True if the score after a sequence ignores anything placed beyond its length (tested)."""
 
     def __init__(self, config: MethodConfig, spec: DataSpec) -> None:
         super().__init__()

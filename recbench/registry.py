@@ -158,7 +158,7 @@ def resolve_config(entry: MethodEntry, *layers: dict[str, Any]) -> MethodConfig:
         for error in err.errors():
             key = ".".join(str(p) for p in error["loc"])
             if error["type"] == "extra_forbidden":
-                problems.append(str(UnknownNameError(f"config key of method '{entry.name}'", key, known)))
+                problems.append(str(UnknownNameError("config key", key, known, extra=f" (method '{entry.name}')")))
             else:
                 problems.append(f"config key '{key}' of method '{entry.name}': {error['msg']} (got {error.get('input')!r})")
         raise ConfigError("; ".join(problems)) from None

@@ -148,7 +148,7 @@ class Trainer:
 
     def _train_epoch(self, epoch: int, progress: Progress, task: Any) -> float:
         self.method.train()
-        batches = self.windows.batches(self.config.train_batch_targets, np.random.default_rng([self.seed, epoch]))
+        batches = self.windows.batches(self.config.train_batch_targets, np.random.default_rng([self.seed, epoch]), self.config.bucket_by_length)
         progress.update(task, total=len(batches), completed=0, description=f"epoch {epoch}")
         total, count, started = 0.0, 0, time.perf_counter()
         for batch in batches:

@@ -1,0 +1,164 @@
+"""The ``recbench`` command line: thin typer commands, each calling one library function.
+
+Heavy imports (torch, numpy, pandas) happen inside the commands so ``--help`` is instant. A
+:class:`recbench.errors.RecbenchError` is printed as one line and exits with status 1.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any, Optional, TypeVar
+
+import typer
+from rich.console import Console
+
+from recbench.errors import RecbenchError
+
+app = typer.Typer(
+    help="Benchmark transferable sequential recommenders: data, training, evaluation, statistics.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def user_errors(command: F) -> F:
+    """Print a RecbenchError as one line and exit 1; anything else is a bug and keeps its traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except RecbenchError as err:
+            err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+            sys.exit(1)
+
+    return wrapper
+
+
+RunsDir = Annotated[Path, typer.Option("--runs-dir", help="Where run directories are written.")]
+
+
+@app.command()
+@user_errors
+def download(
+    name: Annotated[str, typer.Argument(help="Dataset name from datasets.toml (or a new name for an import).")],
+    source: Annotated[Optional[Path], typer.Option("--from", help="Import local files in another tool's format from this path.")] = None,
+    fmt: Annotated[Optional[str], typer.Option("--format", help="Import format (default: detected). Known: unisrec.")] = None,
+) -> None:
+    """Bring a dataset into recbench's canonical format (under $RECBENCH_HOME/datasets)."""
+    from recbench.download import import_local
+
+    if source is None:
+        raise RecbenchError("downloading raw files is not available yet; pass --from DIR with local files")
+    result = import_local(name, source, fmt)
+    counts = result.dataset.counts
+    console.print(f"[green]{result.dataset.name}[/]: {counts.users:,} users, {counts.items:,} items, {counts.interactions:,} interactions -> {result.path}")
+    for message in result.messages:
+        console.print(f"  {message}", highlight=False)
+    for mismatch in result.mismatches:
+        err_console.print(f"[bold yellow]WARNING: count mismatch:[/] {mismatch}", highlight=False)
+
+
+@app.command()
+@user_errors
+def train(
+    method: Annotated[str, typer.Argument(help="Registered method name (see `recbench list methods`).")],
+    dataset: Annotated[str, typer.Option("--dataset", "-d", help="Dataset name (downloaded).")],
+    seed: Annotated[int, typer.Option(help="Random seed (Python, NumPy, torch).")] = 2020,
+    assignments: Annotated[Optional[list[str]], typer.Option("--set", help="Config override key=value (repeatable).")] = None,
+    config_file: Annotated[Optional[Path], typer.Option("--config", help="TOML file of config overrides.")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run from its last checkpoint.")] = False,
+    restart: Annotated[bool, typer.Option("--restart", help="Start the run over even if it exists.")] = False,
+    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto.")] = "auto",
+    runs_dir: RunsDir = Path("runs"),
+) -> None:
+    """Train a method on a dataset, evaluate the best-valid weights on test, write a run record."""
+    from recbench.experiment import run_experiment
+    from recbench.registry import parse_assignments, read_config_file
+
+    layers = [read_config_file(config_file)] if config_file else []
+    layers.append(parse_assignments(assignments or []))
+    result = run_experiment(method, dataset, seed=seed, overrides=layers, runs_dir=runs_dir, resume=resume, restart=restart, device=device)
+    if result.reused:
+        console.print(f"finished run already exists, reused: {result.run.path} (pass --restart to train again)")
+    _print_metrics(result.run.metrics["test"], f"test metrics ({result.run.path})")
+
+
+@app.command("eval")
+@user_errors
+def evaluate(
+    run_dir: Annotated[Path, typer.Argument(help="A finished run directory.")],
+    split: Annotated[str, typer.Option(help="valid or test.")] = "test",
+    mask_history: Annotated[bool, typer.Option("--mask-history", help="Remove the user's history items from the candidates (not the published protocol).")] = False,
+    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto.")] = "auto",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON.")] = False,
+) -> None:
+    """Re-evaluate a finished run's best weights (another split or with history masking)."""
+    from recbench.experiment import evaluate_run
+
+    result = evaluate_run(run_dir, split=split, mask_history=mask_history, device=device)
+    if as_json:
+        console.print_json(json.dumps({"metrics": result.metrics, "protocol": result.protocol}))
+    else:
+        _print_metrics(result.metrics, f"{split} metrics, history {'masked' if mask_history else 'not masked'} ({run_dir})")
+
+
+class ListWhat(str, Enum):
+    methods = "methods"
+    datasets = "datasets"
+
+
+@app.command("list")
+@user_errors
+def list_(what: Annotated[ListWhat, typer.Argument(help="methods or datasets.")]) -> None:
+    """List registered methods (and plugins that failed to import) or datasets (and which are downloaded)."""
+    from rich.table import Table
+
+    if what is ListWhat.methods:
+        from recbench.registry import failed_plugins, methods
+
+        table = Table("method", "class", "preset", "description")
+        for entry in methods():
+            table.add_row(entry.name, f"{entry.module}.{entry.cls.__name__}", json.dumps(entry.preset) if entry.preset else "", entry.summary)
+        console.print(table)
+        for label, error in failed_plugins().items():
+            err_console.print(f"[yellow]plugin {label} failed to import:[/] {error}", highlight=False)
+    else:
+        from recbench.catalog import dataset_names, get_dataset_spec
+        from recbench.data import dataset_path, downloaded_names
+
+        table = Table("dataset", "family", "downloaded: users / items / interactions", "expected (datasets.toml)")
+        catalogued = set(dataset_names())
+        for name in sorted(catalogued | set(downloaded_names())):
+            spec = get_dataset_spec(name) if name in catalogued else None
+            manifest_path = dataset_path(name) / "manifest.json"
+            counts = json.loads(manifest_path.read_text())["counts"] if manifest_path.is_file() else None
+            got = " / ".join(f"{counts[k]:,}" for k in ("users", "items", "interactions")) if counts else "no"
+            expected = f"{spec.expected.users:,} / {spec.expected.items:,} / {spec.expected.interactions:,}" if spec and spec.expected else ""
+            table.add_row(name, spec.family if spec else "imported", got, expected)
+        console.print(table)
+
+
+def _print_metrics(metrics: dict[str, float], title: str) -> None:
+    from rich.table import Table
+
+    ks = sorted({int(k.split("@")[1]) for k in metrics if "@" in k})
+    table = Table("k", "HR@k", "NDCG@k", "MRR@k", title=title)
+    for k in ks:
+        table.add_row(str(k), f"{metrics[f'hr@{k}']:.4f}", f"{metrics[f'ndcg@{k}']:.4f}", f"{metrics[f'mrr@{k}']:.4f}")
+    console.print(table)
+    if "mrr" in metrics:
+        console.print(f"MRR (all ranks): {metrics['mrr']:.4f}")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,97 @@
+"""The Trainer: early stopping as RecBole, determinism, resume after an interruption."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from recbench.errors import RunError
+from recbench.experiment import run_experiment
+from recbench.runs import RunRecord
+from recbench.train import EarlyStopping, Trainer
+
+TINY = {"hidden_size": 16, "inner_size": 16, "max_seq_length": 10, "epochs": 6, "patience": 2, "train_batch_targets": 64, "learning_rate": 0.01}
+
+
+def test_early_stopping_counts_ties_as_improvements_and_stops_after_patience_plus_one() -> None:
+    stopping = EarlyStopping(patience=2)
+    history = [0.1, 0.2, 0.2, 0.1, 0.15, 0.19, 0.3]
+    stopped_at = None
+    for epoch, value in enumerate(history):
+        stopping.update(value, epoch)
+        if stopping.should_stop:
+            stopped_at = epoch
+            break
+    assert stopping.best_epoch == 2  # the tie at epoch 2 replaced epoch 1
+    assert stopped_at == 5  # three non-improving epochs (3, 4, 5) exceed patience 2
+
+
+def train_toy(runs_dir: Path, **kwargs) -> RunRecord:
+    result = run_experiment("sasrec", "toy", seed=5, overrides=[TINY], runs_dir=runs_dir, device="cpu", show_progress=False, **kwargs)
+    return result.run
+
+
+def test_same_seed_gives_the_same_metrics(toy_dataset, tmp_path: Path) -> None:
+    first = train_toy(tmp_path / "a")
+    second = train_toy(tmp_path / "b")
+    assert first.metrics["test"] == second.metrics["test"]
+    assert np.array_equal(first.ranks("test"), second.ranks("test"))
+
+
+def test_resume_after_an_interruption_gives_the_same_result(toy_dataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    reference = train_toy(tmp_path / "straight")
+
+    original = Trainer._train_epoch
+
+    def interrupt_at_epoch_3(self, epoch, progress, task):
+        if epoch == 3:
+            raise KeyboardInterrupt
+        return original(self, epoch, progress, task)
+
+    monkeypatch.setattr(Trainer, "_train_epoch", interrupt_at_epoch_3)
+    with pytest.raises(KeyboardInterrupt):
+        train_toy(tmp_path / "interrupted")
+    monkeypatch.setattr(Trainer, "_train_epoch", original)
+
+    run = RunRecord(next((tmp_path / "interrupted").rglob("checkpoint.pt")).parent)
+    assert not run.is_finished and len(run.log) == 3
+    with pytest.raises(RunError, match="--resume"):
+        train_toy(tmp_path / "interrupted")
+    resumed = train_toy(tmp_path / "interrupted", resume=True)
+    assert resumed.metrics["test"] == reference.metrics["test"]
+    assert [e["loss"] for e in resumed.log] == [e["loss"] for e in reference.log]
+
+
+def test_a_finished_run_is_reused_not_retrained(toy_dataset, tmp_path: Path) -> None:
+    first = run_experiment("sasrec", "toy", seed=5, overrides=[TINY], runs_dir=tmp_path, device="cpu", show_progress=False)
+    again = run_experiment("sasrec", "toy", seed=5, overrides=[TINY], runs_dir=tmp_path, device="cpu", show_progress=False)
+    assert not first.reused and again.reused and again.run.path == first.run.path
+
+
+def test_run_record_holds_config_log_best_weights_metrics_and_ranks(toy_dataset, tmp_path: Path) -> None:
+    import torch
+
+    run = train_toy(tmp_path)
+    config = run.config
+    assert config["method"] == "sasrec" and config["seed"] == 5 and config["fingerprint"] == toy_dataset.fingerprint
+    assert config["config"]["hidden_size"] == 16 and "torch" in config["versions"]
+    assert len(run.log) >= 1 and "ndcg@10" in run.log[0]["valid"]
+    state = torch.load(run.path / "best.pt", weights_only=True)
+    assert "item_embedding.weight" in state
+    assert run.ranks("test").dtype == np.int32 and len(run.ranks("test")) == toy_dataset.num_users
+    assert run.recomputed_metrics("test") == pytest.approx(run.metrics["test"])
+
+
+def test_training_learns_the_toy_task(toy_dataset, tmp_path: Path) -> None:
+    run = train_toy(tmp_path)
+    # Next item = current + 1 (90% of steps): far above the 10/30 a random ranking would give.
+    assert run.metrics["test"]["hr@10"] > 0.6
+
+
+def test_unfinished_run_is_not_read_as_finished(tmp_path: Path) -> None:
+    run = RunRecord(tmp_path / "r")
+    run.write_config({"method": "sasrec"})
+    with pytest.raises(RunError, match="unfinished"):
+        run.ranks("test")
