@@ -42,7 +42,7 @@ class MethodConfig(BaseModel):
     """Longest item history the model sees (the last items are kept)."""
     clip_grad_norm: float | None = None
     """Clip the gradient norm to this value (None: no clipping, as RecBole)."""
-    eval_batch_size: int = 2048
+    eval_batch_size: int = 256
     """Users scored per evaluation batch."""
 
 
