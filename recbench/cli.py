@@ -148,6 +148,35 @@ def list_(what: Annotated[ListWhat, typer.Argument(help="methods or datasets.")]
         console.print(table)
 
 
+@app.command()
+@user_errors
+def leaderboard(
+    runs_dir: Annotated[Path, typer.Argument(help="Directory of finished runs (searched recursively).")] = Path("runs"),
+    fmt: Annotated[Optional[str], typer.Option("--format", help="md, tex, csv or json (default: terminal tables, or the --out suffix).")] = None,
+    metrics: Annotated[str, typer.Option(help="Comma-separated: hr@K, ndcg@K, mrr@K, mrr.")] = "hr@10,ndcg@10,hr@50,ndcg@50",
+    datasets: Annotated[Optional[str], typer.Option(help="Comma-separated datasets (default: every dataset with runs).")] = None,
+    baseline: Annotated[Optional[str], typer.Option(help="Test each method against this one (default: all pairs).")] = None,
+    test: Annotated[str, typer.Option(help="Paired per-user test: t, wilcoxon or permutation.")] = "t",
+    correction: Annotated[str, typer.Option(help="Over the comparisons of each dataset's table: holm, bonferroni, bh or none.")] = "holm",
+    alpha: Annotated[float, typer.Option(help="Significance level.")] = 0.05,
+    out: Annotated[Optional[Path], typer.Option(help="Write the table to this file instead of printing it.")] = None,
+) -> None:
+    """Leaderboard of stored runs with per-user significance tests; no model is loaded."""
+    from recbench.leaderboard import leaderboard as make_leaderboard
+
+    report = make_leaderboard(
+        runs_dir, metrics=metrics.split(","), datasets=datasets.split(",") if datasets else None,
+        baseline=baseline, test=test, correction=correction, alpha=alpha, fmt=fmt, out=out,
+    )
+    if out is not None:
+        console.print(f"wrote {out}")
+    elif fmt is not None:
+        typer.echo(report.render(fmt), nl=False)
+    else:
+        for table in report.rich_tables():
+            console.print(table)
+
+
 def _print_metrics(metrics: dict[str, float], title: str) -> None:
     from rich.table import Table
 

@@ -14,7 +14,8 @@ import torch
 
 from recbench.data import Dataset, load_dataset
 from recbench.errors import RecbenchError, RunError
-from recbench.evaluate import EvalResult, Evaluator
+from recbench.evaluate import Evaluator
+from recbench.metrics import EvalResult
 from recbench.method import DataSpec, Method, MethodConfig
 from recbench.registry import MethodEntry, get_method, resolve_config
 from recbench.runs import RunRecord

@@ -22,11 +22,15 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
 
 from recbench.errors import RunError
-from recbench.evaluate import EvalResult, metrics_from_ranks
+from recbench.metrics import EvalResult, metrics_from_ranks
+
+if TYPE_CHECKING:
+    import torch
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -48,12 +52,16 @@ def atomic_write_json(path: Path, obj: Any) -> None:
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
+    import torch  # imported here so reading runs (leaderboards) never loads torch
+
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     atomic_write_bytes(path, buffer.getvalue())
 
 
 def versions() -> dict[str, str]:
+    import torch
+
     import recbench
 
     return {"recbench": recbench.__version__, "torch": torch.__version__, "numpy": np.__version__, "python": platform.python_version()}
@@ -113,6 +121,8 @@ class RunRecord:
         atomic_torch_save(state, self.path / "checkpoint.pt")
 
     def load_checkpoint(self) -> dict[str, Any]:
+        import torch
+
         # The checkpoint holds RNG states and Python scalars written by us, not tensors only.
         return torch.load(self.path / "checkpoint.pt", map_location="cpu", weights_only=False)
 
@@ -123,6 +133,8 @@ class RunRecord:
         path = self.path / "best.pt"
         if not path.is_file():
             raise RunError(f"{self.path} has no best.pt")
+        import torch
+
         return torch.load(path, map_location="cpu", weights_only=True)
 
     def finish(self, valid: EvalResult, test: EvalResult, extra: dict[str, Any] | None = None) -> None:

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from recbench.evaluate import Evaluator, metrics_from_ranks, ranks_from_scores
+from recbench.evaluate import Evaluator, ranks_from_scores
+from recbench.metrics import metrics_from_ranks
 from recbench.method import Batch, DataSpec, Method, MethodConfig
 
 

@@ -1,0 +1,85 @@
+"""``recbench leaderboard``: a report from stored runs only (design §1.3); no model is loaded.
+
+Every finished run below a runs directory contributes its per-user ranks; metrics and tests are
+recomputed from them, so a leaderboard can be made on any machine from copied run directories.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from recbench.errors import RecbenchError, RunError, UnknownNameError
+from recbench.report import Report, RunResult, build_report
+from recbench.runs import atomic_write_bytes, find_runs
+from recbench.stats import DEFAULT_PERMUTATIONS, DEFAULT_RESAMPLES
+
+DEFAULT_METRICS = ("hr@10", "ndcg@10", "hr@50", "ndcg@50")  # the columns of the published tables
+FORMATS = ("md", "tex", "csv", "json")
+_SUFFIXES = {".md": "md", ".markdown": "md", ".tex": "tex", ".csv": "csv", ".json": "json"}
+
+
+def load_results(runs_dir: Path | str, datasets: Sequence[str] | None = None, split: str = "test") -> list[RunResult]:
+    """Per-user ranks and protocol of every finished run (optionally of some datasets only).
+
+    Two finished runs of one (dataset, method, seed), e.g. with different configs, are an
+    error rather than a silent choice; so are runs of one dataset name made on different data.
+    """
+    results: list[RunResult] = []
+    first_fingerprint: dict[str, tuple[str, str]] = {}  # dataset -> (fingerprint, run path)
+    seen: dict[tuple[str, str, int], str] = {}
+    available: set[str] = set()
+    for run in find_runs(runs_dir):
+        config = run.config
+        dataset, method, seed = config["dataset"], config["method"], int(config.get("seed", 0))
+        available.add(dataset)
+        if datasets and dataset not in datasets:
+            continue
+        if (dataset, method, seed) in seen:
+            raise RunError(f"two finished runs of {method} on {dataset} with seed {seed}: {seen[dataset, method, seed]} and {run.path}; move one out of {runs_dir}")
+        seen[dataset, method, seed] = str(run.path)
+        fingerprint = config.get("fingerprint")
+        known = first_fingerprint.setdefault(dataset, (fingerprint, str(run.path)))
+        if fingerprint != known[0]:
+            raise RunError(f"runs of dataset '{dataset}' were made on different data (fingerprint {fingerprint} in {run.path}, {known[0]} in {known[1]})")
+        protocol = {**run.metrics.get("protocol", {}), "split": split}
+        results.append(RunResult(dataset, method, seed, run.ranks(split), protocol, source=str(run.path)))
+    for name in datasets or ():
+        if name not in available:
+            raise UnknownNameError("dataset", name, available, f" (no finished runs of it under {runs_dir})")
+    if not results:
+        raise RunError(f"no finished runs under {runs_dir}")
+    return results
+
+
+def leaderboard(
+    runs_dir: Path | str = "runs",
+    metrics: Sequence[str] = DEFAULT_METRICS,
+    datasets: Sequence[str] | None = None,
+    baseline: str | None = None,
+    test: str = "t",
+    correction: str = "holm",
+    alpha: float = 0.05,
+    fmt: str | None = None,
+    out: Path | str | None = None,
+    n_permutations: int = DEFAULT_PERMUTATIONS,
+    n_resamples: int = DEFAULT_RESAMPLES,
+    seed: int = 0,
+) -> Report:
+    """Build the report of the finished runs under ``runs_dir``; with ``out``, also write it there.
+
+    The format of ``out`` is ``fmt`` or, without it, guessed from the file suffix.
+    """
+    if fmt is not None and fmt not in FORMATS:
+        raise RecbenchError(f"unknown format '{fmt}'; expected one of: {', '.join(FORMATS)}")
+    if out is not None and fmt is None:
+        fmt = _SUFFIXES.get(Path(out).suffix.lower())
+        if fmt is None:
+            raise RecbenchError(f"cannot tell the format of {out} from its suffix; pass --format ({', '.join(FORMATS)})")
+    report = build_report(
+        load_results(runs_dir, datasets), metrics, baseline, test, correction, alpha,
+        n_permutations=n_permutations, n_resamples=n_resamples, seed=seed,
+    )
+    if out is not None:
+        atomic_write_bytes(Path(out), report.render(fmt).encode())
+    return report
