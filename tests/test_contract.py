@@ -14,7 +14,7 @@ from recbench.registry import get_method, method_names, resolve_config
 from recbench.train import seed_everything
 from tests.conftest import make_cyclic_dataset
 
-SMALL = {"hidden_size": 16, "inner_size": 16, "n_heads": 2, "max_seq_length": 10}
+SMALL = {"hidden_size": 16, "item_size": 16, "semantic_hidden_size": 16, "inner_size": 16, "n_heads": 2, "max_seq_length": 10}
 
 
 def small_config(name: str) -> dict:
@@ -26,8 +26,9 @@ def small_config(name: str) -> dict:
 def build(name: str, num_items: int = 30, seed: int = 0, **overrides) -> Method:
     entry = get_method(name)
     config = resolve_config(entry, small_config(name), overrides)
-    text = torch.randn(num_items + 1, 12) if entry.cls.needs_text else None
-    if text is not None:
+    text = None
+    if entry.cls.needs_text:  # fixed random "text embeddings", the same for every build
+        text = torch.randn(num_items + 1, 12, generator=torch.Generator().manual_seed(0))
         text[0] = 0
     seed_everything(seed)
     return entry.cls(config, DataSpec(num_items=num_items, max_seq_length=config.max_seq_length, item_text_embeddings=text))
