@@ -51,6 +51,12 @@ class DatasetSpec:
     expected: Counts | None
     raw_files: dict[str, dict[str, Any]] = field(default_factory=dict)
     preprocess: dict[str, Any] = field(default_factory=dict)
+    generator: dict[str, Any] = field(default_factory=dict)
+    """Parameters of :func:`recbench.synthetic.generate` (synthetic family only)."""
+
+    @property
+    def synthetic(self) -> bool:
+        return self.family == "synthetic"
 
 
 @dataclass(frozen=True)
@@ -106,6 +112,7 @@ def get_dataset_spec(name: str) -> DatasetSpec:
         expected=Counts(**expected) if expected else None,
         raw_files=raw_files,
         preprocess={**family.get("preprocess", {}), **entry.get("preprocess", {})},
+        generator=dict(entry.get("generator", {})),
     )
 
 

@@ -55,17 +55,39 @@ def download(
     fmt: Annotated[Optional[str], typer.Option("--format", help="Import format (default: detected). Known: unisrec.")] = None,
 ) -> None:
     """Bring a dataset into recbench's canonical format (under $RECBENCH_HOME/datasets)."""
-    from recbench.download import import_local
+    from recbench.download import download as make_dataset
 
-    if source is None:
-        raise RecbenchError("downloading raw files is not available yet; pass --from DIR with local files")
-    result = import_local(name, source, fmt)
+    result = make_dataset(name, source, fmt)
     counts = result.dataset.counts
     console.print(f"[green]{result.dataset.name}[/]: {counts.users:,} users, {counts.items:,} items, {counts.interactions:,} interactions -> {result.path}")
     for message in result.messages:
         console.print(f"  {message}", highlight=False)
     for mismatch in result.mismatches:
         err_console.print(f"[bold yellow]WARNING: count mismatch:[/] {mismatch}", highlight=False)
+
+
+@app.command()
+@user_errors
+def encode(
+    datasets: Annotated[list[str], typer.Argument(help="Downloaded datasets whose item texts to encode.")],
+    encoder: Annotated[str, typer.Option(help="Sentence encoder: all-MiniLM-L6-v2 (offline default) or any Hugging Face name.")] = "all-MiniLM-L6-v2",
+    pooling: Annotated[str, typer.Option(help="cls or mean.")] = "mean",
+    max_tokens: Annotated[int, typer.Option(help="Tokens of each text the encoder reads.")] = 256,
+    batch_size: Annotated[int, typer.Option(help="Texts per encoder batch.")] = 64,
+    word_drop: Annotated[float, typer.Option(help="Drop each word with this probability (UniSRec's augmented view uses 0.15).")] = 0.0,
+    export: Annotated[Optional[Path], typer.Option(help="Also write UniSRec's raw .feat1CLS layout to this file (one dataset).")] = None,
+) -> None:
+    """Encode item texts into a cached float32 matrix (reused until the text or encoder changes)."""
+    from recbench.data import load_dataset
+    from recbench.encode import EncoderSpec, export_feat, item_embeddings
+
+    spec = EncoderSpec(encoder, pooling, max_tokens, word_drop)
+    for name in datasets:
+        table, cached = item_embeddings(load_dataset(name), spec, batch_size)
+        console.print(f"{name}: {table.shape[0] - 1:,} items x {table.shape[1]} dims ({'cache hit' if cached else 'encoded and cached'})")
+        if export is not None:
+            export_feat(table, export)
+            console.print(f"wrote {export}")
 
 
 @app.command()
@@ -144,7 +166,8 @@ def list_(what: Annotated[ListWhat, typer.Argument(help="methods or datasets.")]
             counts = json.loads(manifest_path.read_text())["counts"] if manifest_path.is_file() else None
             got = " / ".join(f"{counts[k]:,}" for k in ("users", "items", "interactions")) if counts else "no"
             expected = f"{spec.expected.users:,} / {spec.expected.items:,} / {spec.expected.interactions:,}" if spec and spec.expected else ""
-            table.add_row(name, spec.family if spec else "imported", got, expected)
+            family = "SYNTHETIC demo" if spec and spec.synthetic else spec.family if spec else "imported"
+            table.add_row(name, family, got, expected)
         console.print(table)
 
 
@@ -175,6 +198,48 @@ def leaderboard(
     else:
         for table in report.rich_tables():
             console.print(table)
+
+
+@app.command()
+@user_errors
+def compare(
+    datasets: Annotated[Optional[str], typer.Option(help="Comma-separated datasets (downloaded, synthetic, or importable).")] = None,
+    suite: Annotated[Optional[str], typer.Option(help="Use a suite's target datasets from datasets.toml (e.g. demo).")] = None,
+    methods: Annotated[Optional[str], typer.Option(help="Comma-separated methods (default: every registered method).")] = None,
+    seeds: Annotated[int, typer.Option(help="Seeds per cell (2020, 2021, ...); 3 recommended.")] = 1,
+    runs_dir: RunsDir = Path("runs"),
+    jobs: Annotated[int, typer.Option(help="Cells run in parallel (local processes).")] = 1,
+    executor: Annotated[str, typer.Option(help="local or ray (runs cells as Ray tasks; pip install 'recbench[ray]').")] = "local",
+    baseline: Annotated[Optional[str], typer.Option(help="Test each method against this one (default: all pairs).")] = None,
+    assignments: Annotated[Optional[list[str]], typer.Option("--set", help="Config override key=value for every method (repeatable).")] = None,
+    metrics: Annotated[str, typer.Option(help="Comma-separated: hr@K, ndcg@K, mrr@K, mrr.")] = "hr@10,ndcg@10,hr@50,ndcg@50",
+    test: Annotated[str, typer.Option(help="Paired per-user test: t, wilcoxon or permutation.")] = "t",
+    correction: Annotated[str, typer.Option(help="holm, bonferroni, bh or none.")] = "holm",
+    out: Annotated[Optional[str], typer.Option(help="Write the report to OUT.md, OUT.tex, ... (see --format).")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="Comma-separated formats written with --out: md, tex, csv, json.")] = "md,tex,csv,json",
+    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto.")] = "auto",
+) -> None:
+    """Train and evaluate every method on every dataset (reusing finished runs), then report."""
+    from recbench.compare import compare as run_compare
+    from recbench.registry import parse_assignments
+
+    names = datasets.split(",") if datasets else []
+    if suite:
+        from recbench.catalog import get_suite
+
+        names += list(get_suite(suite).targets)
+    report, outcomes = run_compare(
+        names, methods.split(",") if methods else None, seeds, runs_dir, jobs, executor,
+        [parse_assignments(assignments or [])], device, baseline, metrics.split(","), test, correction,
+        out=out, formats=fmt.split(","),
+    )
+    for table in report.rich_tables():
+        console.print(table)
+    failed = [o for o in outcomes if o.error]
+    for outcome in failed:
+        err_console.print(f"[red]failed:[/] {outcome.cell.dataset} / {outcome.cell.method} / seed {outcome.cell.seed}: {outcome.error}", highlight=False)
+    if out:
+        console.print(f"wrote {', '.join(f'{out}.{f}' for f in fmt.split(','))}")
 
 
 def _print_metrics(metrics: dict[str, float], title: str) -> None:

@@ -59,3 +59,23 @@ def import_local(name: str, source: Path, fmt: str | None = None, root: Path | N
     if dataset.num_items == 0:
         raise DataError(f"{name}: no items after import")
     return IngestResult(dataset, path, imported.notes + report.lines(), mismatches)
+
+
+def download(name: str, source: Path | None = None, fmt: str | None = None, root: Path | None = None) -> IngestResult:
+    """Make the canonical dataset ``name``: import ``source`` if given, generate a synthetic one.
+
+    Fetching and preprocessing the raw Amazon files is not available in this version; the error
+    says how to import local copies instead.
+    """
+    if source is not None:
+        return import_local(name, source, fmt, root)
+    spec = get_dataset_spec(name)
+    if spec.synthetic:
+        from recbench.synthetic import generate
+
+        dataset = generate(spec.name, spec.generator)
+        return IngestResult(dataset, save_dataset(dataset, root), ["SYNTHETIC demo data (recbench.synthetic), not a real dataset"])
+    raise DataError(
+        f"downloading the raw {spec.family} files of '{spec.name}' is not available yet; "
+        f"import local copies with `recbench download {spec.name} --from DIR`"
+    )

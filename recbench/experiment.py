@@ -16,7 +16,7 @@ from recbench.data import Dataset, load_dataset
 from recbench.errors import RecbenchError, RunError
 from recbench.evaluate import Evaluator
 from recbench.metrics import EvalResult
-from recbench.method import DataSpec, Method, MethodConfig
+from recbench.method import DataSpec, Method, MethodConfig, TextMethodConfig
 from recbench.registry import MethodEntry, get_method, resolve_config
 from recbench.runs import RunRecord
 from recbench.train import FitResult, Trainer, seed_everything
@@ -31,12 +31,21 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def build_method(entry: MethodEntry, config: MethodConfig, dataset: Dataset) -> Method:
-    """Instantiate a registered method for a dataset (seed the RNGs first for a reproducible init)."""
-    spec = DataSpec(num_items=dataset.num_items, max_seq_length=config.max_seq_length)
+def build_method(entry: MethodEntry, config: MethodConfig, dataset: Dataset, show_progress: bool = False) -> Method:
+    """Instantiate a registered method for a dataset (seed the RNGs first for a reproducible init).
+
+    Methods that need text get the item text embeddings, encoded now if not cached.
+    """
+    text = None
     if entry.cls.needs_text:
-        raise RecbenchError(f"method '{entry.name}' needs item text embeddings, which this recbench cannot build yet")
-    return entry.cls(config, spec)
+        if not isinstance(config, TextMethodConfig):
+            raise TypeError(f"{entry.cls.__name__} needs text: its Config must subclass TextMethodConfig")
+        from recbench.encode import EncoderSpec, item_embeddings
+
+        spec = EncoderSpec(config.text_encoder, config.text_pooling, config.text_max_tokens)
+        table, _ = item_embeddings(dataset, spec, show_progress=show_progress)
+        text = torch.from_numpy(table)
+    return entry.cls(config, DataSpec(num_items=dataset.num_items, max_seq_length=config.max_seq_length, item_text_embeddings=text))
 
 
 @dataclass
@@ -77,7 +86,7 @@ def run_experiment(
     device = resolve_device(device)
     run.write_config({**identity, "device": device, "protocol": {"valid_metric": "ndcg@10", "early_stopping": "RecBole (tie = improvement)"}})
     seed_everything(seed)
-    method = build_method(entry, config, dataset)
+    method = build_method(entry, config, dataset, show_progress)
     trainer = Trainer(method, dataset, config, run, seed=seed, device=device, show_progress=show_progress)
     fit = trainer.fit(resume=resume and not restart)
     started = time.perf_counter()

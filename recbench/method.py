@@ -46,6 +46,17 @@ class MethodConfig(BaseModel):
     """Users scored per evaluation batch."""
 
 
+class TextMethodConfig(MethodConfig):
+    """Shared keys of methods that read item texts: which encoder turns texts into vectors."""
+
+    text_encoder: str = "all-MiniLM-L6-v2"
+    """Sentence encoder (any Hugging Face name; the papers use bert-base-uncased with CLS pooling)."""
+    text_pooling: str = "mean"
+    """Pooling of the encoder's token vectors: cls or mean."""
+    text_max_tokens: int = 256
+    """Tokens of each item text the encoder reads."""
+
+
 @dataclass
 class DataSpec:
     """What a method may know about the data: item count, history length and, if declared, text."""

@@ -1,0 +1,120 @@
+"""LSH-SR: IDA-SR with a learnable locality-sensitive-hashing semantic mapping fused with item IDs.
+
+Source: the reproduction report of IDA-SR (Mu et al., CCIR 2022) that proposes LSH-SR (recbench
+issue 6); no paper or official code to check against. Same encoder, pre-training tasks and
+fine-tuning as IDA-SR (``plugins/idasr.py``); only the item representation changes:
+
+1. m hash functions (``n_hash_tables`` = 3), each with h random hyperplanes w (``n_hyperplanes``
+   = 10): bit_j = 1[w_j^T m_i > 0], code c_k = sum_j 2^(j-1) bit_j in [0, 2^h).
+2. m hash-embedding tables E_k in R^(2^h x d); item i's m looked-up vectors E_k[c_k(i)] are
+   multiplied element-wise with its ID embedding e_i, concatenated (m d), and passed through a
+   DNN (``dnn_layers`` = 4, ReLU between layers).
+3. Residual gate: m~ = g * DNN + (1 - g) * e_i with g = sigmoid(learnable vector); the item
+   representation is m~ + e_i. ``use_gate = false`` (ablation) uses m~ = DNN.
+
+The hyperplanes are learnable. The sign is not differentiable, so we use a straight-through
+estimator: the forward pass uses the hard code's embedding, and the backward pass reaches the
+hyperplanes through the expected embedding under independent soft bits sigmoid(w^T m / T)
+(computed against a detached table, so the tables learn only from the hard look-up).
+Hyperplanes start N(0, 1) (random-projection LSH); the ID embedding starts N(0, 0.02).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from recbench.method import DataSpec
+from recbench.registry import register
+from recbench_plugins.idasr import IDASR, IDASRConfig
+
+
+class LSHSRConfig(IDASRConfig):
+    """LSH-SR hyper-parameters; defaults = the reproduction report's settings."""
+
+    use_id: bool = True
+    """LSH-SR always fuses hash embeddings with item ID embeddings."""
+    n_hyperplanes: int = 10
+    """Hyperplanes per hash function (codes in [0, 2^h))."""
+    n_hash_tables: int = 3
+    """Number of hash functions, each with its own hash-embedding table."""
+    dnn_layers: int = 4
+    """Layers of the DNN over the concatenated fused vectors."""
+    use_gate: bool = True
+    """Residual gate between the DNN output and the ID embedding (false = ablation without gate)."""
+    lsh_temperature: float = 1.0
+    """Temperature of the soft bits used by the straight-through gradient to the hyperplanes."""
+
+
+class LearnableLSH(nn.Module):
+    """Text embeddings (N, t) -> hash-table vectors (N, m, d), hard codes forward, soft backward."""
+
+    def __init__(self, text_size: int, n_hyperplanes: int, n_tables: int, dim: int, temperature: float, table_std: float) -> None:
+        super().__init__()
+        self.table_std = table_std
+        self.hyperplanes = nn.Parameter(torch.empty(n_tables, text_size, n_hyperplanes))
+        self.tables = nn.Parameter(torch.empty(n_tables, 2**n_hyperplanes, dim))
+        self.temperature = temperature
+        self.register_buffer("powers", 2 ** torch.arange(n_hyperplanes), persistent=False)
+        bits = (torch.arange(2**n_hyperplanes)[:, None] // self.powers) % 2  # (2^h, h): the bits of each code
+        self.register_buffer("code_bits", bits.float(), persistent=False)
+
+    def reset_parameters(self) -> None:
+        nn.init.normal_(self.hyperplanes)
+        nn.init.normal_(self.tables, std=self.table_std)
+
+    def project(self, text: torch.Tensor) -> torch.Tensor:
+        return torch.einsum("nt,mth->nmh", text, self.hyperplanes)  # (N, m, h)
+
+    def codes(self, text: torch.Tensor) -> torch.Tensor:
+        """(N, m) long codes c_k = sum_j 2^(j-1) 1[w_j^T m > 0]."""
+        return ((self.project(text) > 0).long() * self.powers).sum(dim=-1)
+
+    def forward(self, text: torch.Tensor) -> torch.Tensor:
+        projection = self.project(text)  # (N, m, h)
+        codes = ((projection > 0).long() * self.powers).sum(dim=-1)  # (N, m)
+        hard = self.tables[torch.arange(self.tables.shape[0], device=text.device), codes]  # (N, m, d)
+        if not (self.training and self.hyperplanes.requires_grad):
+            return hard
+        # log P(code) under independent soft bits: sum_j b_j log s_j + (1 - b_j) log(1 - s_j)
+        scaled = projection / self.temperature
+        log_prob = F.logsigmoid(scaled) @ self.code_bits.T + F.logsigmoid(-scaled) @ (1 - self.code_bits).T  # (N, m, 2^h)
+        soft = torch.einsum("nmc,mcd->nmd", log_prob.exp(), self.tables.detach())
+        return hard + soft - soft.detach()
+
+
+@register("lshsr")
+class LSHSR(IDASR):
+    """LSH-SR: learnable LSH codes of item text, fused with ID embeddings through a gated DNN."""
+
+    Config = LSHSRConfig
+
+    def __init__(self, config: LSHSRConfig, spec: DataSpec) -> None:
+        if not config.use_id:
+            raise ValueError("LSH-SR fuses hash embeddings with ID embeddings: use_id must be true")
+        super().__init__(config, spec)
+        d = config.item_size
+        sizes = [config.n_hash_tables * d] + [d] * config.dnn_layers
+        layers: list[nn.Module] = []
+        for index, (width_in, width_out) in enumerate(zip(sizes, sizes[1:])):
+            layers += [nn.Linear(width_in, width_out)] + ([nn.ReLU()] if index < config.dnn_layers - 1 else [])
+        self.dnn = nn.Sequential(*layers)
+        self.gate_logit = nn.Parameter(torch.zeros(d)) if config.use_gate else None  # g = 0.5 at start
+        for module in self.dnn:
+            if isinstance(module, nn.Linear):
+                nn.init.normal_(module.weight, std=config.initializer_range)
+                nn.init.zeros_(module.bias)
+        nn.init.normal_(self.id_embedding.weight, std=config.initializer_range)
+
+    def build_item_representation(self, config: LSHSRConfig, text_size: int) -> nn.Module:
+        return LearnableLSH(text_size, config.n_hyperplanes, config.n_hash_tables, config.item_size, config.lsh_temperature, config.initializer_range)
+
+    def item_table(self) -> torch.Tensor:
+        ids = self.id_embedding.weight  # (N + 1, d)
+        hashed = self.item_representation(self.text)  # (N + 1, m, d)
+        mapped = self.dnn((hashed * ids[:, None, :]).flatten(1))  # (N + 1, d)
+        if self.gate_logit is not None:
+            gate = torch.sigmoid(self.gate_logit)
+            mapped = gate * mapped + (1 - gate) * ids
+        return mapped + ids

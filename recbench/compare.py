@@ -1,0 +1,260 @@
+"""``recbench compare``: the grid (dataset x method x seed) -> runs -> one Report.
+
+Each cell goes through the library (dataset -> train -> evaluate) via
+:func:`recbench.experiment.run_experiment`, reusing finished runs and resuming unfinished
+ones. A failing cell is recorded with its error and never stops the others. Cells run in this
+process (``jobs=1``), in a local process pool (``jobs > 1``), or as Ray tasks on a Ray cluster
+(``executor="ray"``, optional extra ``recbench[ray]``).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+from recbench.errors import RecbenchError
+
+BASE_SEED = 2020  # RecBole's default seed; seed i of a grid is BASE_SEED + i
+
+
+@dataclass(frozen=True)
+class GridCell:
+    """One (dataset, method, seed) cell."""
+
+    dataset: str
+    method: str
+    seed: int
+
+
+@dataclass
+class CellOutcome:
+    """How a cell ended: the run directory, or the error that stopped it."""
+
+    cell: GridCell
+    run_dir: str | None = None
+    error: str | None = None
+    reused: bool = False
+    seconds: float = 0.0
+
+
+def ensure_dataset(name: str) -> None:
+    """Make the dataset available: nothing if downloaded, else the download library function."""
+    from recbench.data import is_downloaded
+    from recbench.download import download
+
+    if not is_downloaded(name):
+        download(name)
+
+
+def run_cell(cell: GridCell, runs_dir: str, overrides: list[dict[str, Any]], device: str, threads: int | None = None) -> CellOutcome:
+    """Run one cell to completion (or reuse it); any failure becomes ``CellOutcome.error``."""
+    started = time.perf_counter()
+    try:
+        if threads:
+            import torch
+
+            torch.set_num_threads(threads)
+        from recbench.experiment import run_experiment
+
+        ensure_dataset(cell.dataset)
+        own = overrides_for(cell.method, overrides)
+        result = run_experiment(cell.method, cell.dataset, seed=cell.seed, overrides=own, runs_dir=runs_dir, resume=True, device=device, show_progress=False)
+        return CellOutcome(cell, str(result.run.path), reused=result.reused, seconds=time.perf_counter() - started)
+    except Exception as err:  # noqa: BLE001 - one failing cell must not stop the grid
+        message = str(err) if isinstance(err, RecbenchError) else "".join(traceback.format_exception_only(type(err), err)).strip()
+        return CellOutcome(cell, error=message, seconds=time.perf_counter() - started)
+
+
+def overrides_for(method: str, overrides: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The grid-wide overrides restricted to the keys this method's config has."""
+    from recbench.registry import get_method
+
+    fields = get_method(method).cls.Config.model_fields
+    return [{k: v for k, v in layer.items() if k in fields} for layer in overrides]
+
+
+def check_overrides(methods: Sequence[str], overrides: list[dict[str, Any]]) -> None:
+    """A key that no compared method knows is a typo: fail before running anything."""
+    from recbench.errors import UnknownNameError
+    from recbench.registry import get_method
+
+    known = set().union(*(get_method(m).cls.Config.model_fields for m in methods))
+    for layer in overrides:
+        for key in layer:
+            if key not in known:
+                raise UnknownNameError("config key", key, known, extra=f" (no compared method has it: {', '.join(methods)})")
+
+
+def grid(datasets: Sequence[str], methods: Sequence[str], seeds: int) -> list[GridCell]:
+    return [GridCell(d.lower(), m.lower(), BASE_SEED + s) for d in datasets for m in methods for s in range(seeds)]
+
+
+Listener = Callable[[GridCell, str, CellOutcome | None], None]  # (cell, "running" | "done" | "failed", outcome)
+
+
+def run_grid(cells: Sequence[GridCell], runs_dir: Path | str, overrides: list[dict[str, Any]] | None = None, jobs: int = 1, executor: str = "local", device: str = "auto", listener: Listener | None = None) -> list[CellOutcome]:
+    """Run every cell; outcomes in the order of ``cells``."""
+    overrides = overrides or []
+    notify = listener or (lambda cell, state, outcome: None)
+    arguments = (str(runs_dir), overrides, device)
+    if executor == "ray":
+        return _run_ray(cells, arguments, notify)
+    if executor != "local":
+        raise RecbenchError(f"unknown executor '{executor}'; expected local or ray")
+    if jobs <= 1:
+        outcomes = []
+        for cell in cells:
+            notify(cell, "running", None)
+            outcomes.append(run_cell(cell, *arguments))
+            notify(cell, "failed" if outcomes[-1].error else "done", outcomes[-1])
+        return outcomes
+    threads = max(1, (os.cpu_count() or 1) // jobs)  # jobs x threads <= cores
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
+        futures = {pool.submit(run_cell, cell, *arguments, threads): cell for cell in cells}
+        return _collect(futures, notify)
+
+
+def _collect(futures: dict[Future, GridCell], notify: Listener) -> list[CellOutcome]:
+    pending, outcomes, started = dict(futures), {}, set()
+    while pending:
+        for future, cell in list(pending.items()):
+            if future.done():
+                outcome = future.result()
+                outcomes[cell] = outcome
+                notify(cell, "failed" if outcome.error else "done", outcome)
+                del pending[future]
+            elif future.running() and cell not in started:
+                started.add(cell)
+                notify(cell, "running", None)
+        time.sleep(0.2)
+    return [outcomes[cell] for cell in futures.values()]
+
+
+def _run_ray(cells: Sequence[GridCell], arguments: tuple, notify: Listener) -> list[CellOutcome]:
+    try:
+        import ray
+    except ImportError:
+        raise RecbenchError("--executor ray needs Ray: pip install 'recbench[ray]'") from None
+    if not ray.is_initialized():
+        ray.init(address=os.environ.get("RAY_ADDRESS"), ignore_reinit_error=True, log_to_driver=False)
+    remote_cell = ray.remote(run_cell)
+    references = {remote_cell.remote(cell, *arguments): cell for cell in cells}
+    for cell in cells:
+        notify(cell, "running", None)
+    outcomes: dict[GridCell, CellOutcome] = {}
+    pending = list(references)
+    while pending:
+        done, pending = ray.wait(pending, num_returns=1)
+        outcome = ray.get(done[0])
+        outcomes[references[done[0]]] = outcome
+        notify(outcome.cell, "failed" if outcome.error else "done", outcome)
+    return [outcomes[cell] for cell in cells]
+
+
+def results_of(outcomes: Sequence[CellOutcome], split: str = "test") -> list[Any]:
+    """Report inputs: per-user ranks of finished cells, the error of failed ones."""
+    from recbench.report import RunResult
+    from recbench.runs import RunRecord
+
+    results = []
+    for outcome in outcomes:
+        cell = outcome.cell
+        if outcome.error is not None:
+            results.append(RunResult(cell.dataset, cell.method, cell.seed, error=outcome.error))
+            continue
+        run = RunRecord(outcome.run_dir)
+        protocol = {**run.metrics.get("protocol", {}), "split": split}
+        results.append(RunResult(cell.dataset, cell.method, cell.seed, run.ranks(split), protocol, source=str(run.path)))
+    return results
+
+
+class LiveGrid:
+    """A rich live table of the grid: state and elapsed time of every cell."""
+
+    def __init__(self, cells: Sequence[GridCell], enabled: bool = True) -> None:
+        from rich.live import Live
+
+        self.states = {cell: ("queued", None, None) for cell in cells}
+        self.started = time.perf_counter()
+        self.live = Live(self._table(), refresh_per_second=2, transient=False) if enabled else None
+
+    def __enter__(self) -> "LiveGrid":
+        if self.live:
+            self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.live:
+            self.live.update(self._table())
+            self.live.__exit__(*exc)
+
+    def __call__(self, cell: GridCell, state: str, outcome: CellOutcome | None) -> None:
+        since = time.perf_counter() if state == "running" else self.states[cell][1]
+        self.states[cell] = (state if not (outcome and outcome.reused) else "reused", since, outcome)
+        if self.live:
+            self.live.update(self._table())
+
+    def _table(self) -> Any:
+        from rich.table import Table
+
+        counts = {s: sum(1 for v in self.states.values() if v[0] == s) for s in ("done", "reused", "running", "failed", "queued")}
+        title = f"compare: {len(self.states)} cells, " + ", ".join(f"{n} {s}" for s, n in counts.items() if n) + f" ({time.perf_counter() - self.started:.0f} s)"
+        table = Table("dataset", "method", "seed", "state", "elapsed", "note", title=title)
+        colours = {"done": "green", "reused": "cyan", "running": "yellow", "failed": "red", "queued": "dim"}
+        for cell, (state, since, outcome) in self.states.items():
+            elapsed = f"{outcome.seconds:.0f} s" if outcome else f"{time.perf_counter() - since:.0f} s" if since else ""
+            note = (outcome.error or "")[:80] if outcome else ""
+            table.add_row(cell.dataset, cell.method, str(cell.seed), f"[{colours[state]}]{state}[/]", elapsed, note)
+        return table
+
+
+def compare(
+    datasets: Sequence[str],
+    methods: Sequence[str] | None = None,
+    seeds: int = 1,
+    runs_dir: Path | str = "runs",
+    jobs: int = 1,
+    executor: str = "local",
+    overrides: list[dict[str, Any]] | None = None,
+    device: str = "auto",
+    baseline: str | None = None,
+    metrics: Sequence[str] | None = None,
+    test: str = "t",
+    correction: str = "holm",
+    alpha: float = 0.05,
+    out: str | None = None,
+    formats: Sequence[str] = ("md",),
+    live: bool = True,
+) -> tuple[Any, list[CellOutcome]]:
+    """Run the grid and build the report; with ``out``, write ``out.<fmt>`` for every format."""
+    from recbench.leaderboard import DEFAULT_METRICS, FORMATS
+    from recbench.registry import get_method, method_names
+    from recbench.report import build_report
+    from recbench.runs import atomic_write_bytes
+
+    if not datasets:
+        raise RecbenchError("compare needs at least one dataset (--datasets a,b)")
+    if seeds < 1:
+        raise RecbenchError(f"--seeds must be at least 1, got {seeds}")
+    unknown_formats = [f for f in formats if f not in FORMATS]
+    if unknown_formats:
+        raise RecbenchError(f"unknown format(s) {', '.join(unknown_formats)}; expected {', '.join(FORMATS)}")
+    methods = [get_method(m).name for m in methods] if methods else method_names()
+    if baseline is not None and get_method(baseline).name not in methods:
+        raise RecbenchError(f"baseline '{baseline}' is not among the compared methods ({', '.join(methods)})")
+    check_overrides(methods, overrides or [])
+    cells = grid(datasets, methods, seeds)
+    with LiveGrid(cells, enabled=live) as view:
+        outcomes = run_grid(cells, runs_dir, overrides, jobs, executor, device, listener=view)
+    report = build_report(results_of(outcomes), list(metrics or DEFAULT_METRICS), baseline, test, correction, alpha)
+    if out is not None:
+        for fmt in formats:
+            atomic_write_bytes(Path(f"{out}.{fmt}"), report.render(fmt).encode())
+    return report, outcomes
