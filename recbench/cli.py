@@ -118,20 +118,37 @@ def train(
 @app.command("eval")
 @user_errors
 def evaluate(
-    run_dir: Annotated[Path, typer.Argument(help="A finished run directory.")],
+    run_dir: Annotated[Optional[Path], typer.Argument(help="A finished run directory (omit with --import).")] = None,
     split: Annotated[str, typer.Option(help="valid or test.")] = "test",
     mask_history: Annotated[bool, typer.Option("--mask-history", help="Remove the user's history items from the candidates (not the published protocol).")] = False,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto.")] = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON.")] = False,
+    import_file: Annotated[Optional[Path], typer.Option("--import", help="Evaluate another tool's ranked lists (.tsv/.csv/.txt) or score matrix (.npy).")] = None,
+    dataset: Annotated[Optional[str], typer.Option(help="With --import: the dataset the file scores.")] = None,
+    name: Annotated[Optional[str], typer.Option(help="With --import: the method label in leaderboards.")] = None,
+    runs_dir: RunsDir = Path("runs"),
 ) -> None:
-    """Re-evaluate a finished run's best weights (another split or with history masking)."""
-    from recbench.experiment import evaluate_run
+    """Re-evaluate a finished run, or evaluate another tool's results and store them as a run."""
+    if import_file is not None:
+        from recbench.external import import_results
 
-    result = evaluate_run(run_dir, split=split, mask_history=mask_history, device=device)
-    if as_json:
-        console.print_json(json.dumps({"metrics": result.metrics, "protocol": result.protocol}))
+        if not dataset or not name:
+            raise RecbenchError("--import needs --dataset NAME and --name LABEL")
+        if split != "test":
+            raise RecbenchError("--import evaluates the test split (the one leaderboards compare)")
+        run = import_results(import_file, dataset, name, runs_dir)
+        metrics, protocol, where = run.metrics["test"], run.metrics["protocol"], run.path
+    elif run_dir is None:
+        raise RecbenchError("give a RUN_DIR, or --import FILE --dataset NAME --name LABEL")
     else:
-        _print_metrics(result.metrics, f"{split} metrics, history {'masked' if mask_history else 'not masked'} ({run_dir})")
+        from recbench.experiment import evaluate_run
+
+        result = evaluate_run(run_dir, split=split, mask_history=mask_history, device=device)
+        metrics, protocol, where = result.metrics, result.protocol, run_dir
+    if as_json:
+        console.print_json(json.dumps({"metrics": metrics, "protocol": protocol}))
+    else:
+        _print_metrics(metrics, f"{split} metrics, history {'masked' if protocol.get('mask_history') else 'not masked'} ({where})")
 
 
 class ListWhat(str, Enum):

@@ -137,13 +137,17 @@ class RunRecord:
 
         return torch.load(path, map_location="cpu", weights_only=True)
 
-    def finish(self, valid: EvalResult, test: EvalResult, extra: dict[str, Any] | None = None) -> None:
-        """Write metrics and ranks, then mark the run finished (the last write)."""
-        np.savez(buffer := io.BytesIO(), valid=valid.ranks.astype(np.int32), test=test.ranks.astype(np.int32))
+    def finish(self, valid: EvalResult | None, test: EvalResult, extra: dict[str, Any] | None = None) -> None:
+        """Write metrics and ranks, then mark the run finished (the last write).
+
+        ``valid`` may be None for results imported from another tool (test split only).
+        """
+        splits = {"test": test.ranks.astype(np.int32)} | ({"valid": valid.ranks.astype(np.int32)} if valid else {})
+        np.savez(buffer := io.BytesIO(), **splits)
         atomic_write_bytes(self.path / "ranks.npz", buffer.getvalue())
         atomic_write_json(
             self.path / "metrics.json",
-            {"valid": valid.metrics, "test": test.metrics, "protocol": test.protocol, **(extra or {})},
+            {"valid": valid.metrics if valid else None, "test": test.metrics, "protocol": test.protocol, **(extra or {})},
         )
         atomic_write_json(self.path / "status.json", {"state": "finished"})
 

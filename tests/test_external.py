@@ -1,0 +1,66 @@
+"""External results: ranked lists and score matrices get the ranks the Evaluator would give."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from recbench.errors import DataError
+from recbench.evaluate import ranks_from_scores
+from recbench.external import import_results
+from recbench.leaderboard import load_results
+
+
+def test_score_matrix_ranks_equal_the_evaluators(toy_dataset, tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    scores = rng.normal(size=(toy_dataset.num_users, toy_dataset.num_items + 1)).astype(np.float32)
+    np.save(tmp_path / "scores.npy", scores)
+    _, _, targets = toy_dataset.eval_examples("test", 50)
+    run = import_results(tmp_path / "scores.npy", "toy", "other-tool", runs_dir=tmp_path / "runs")
+    expected = ranks_from_scores(torch.from_numpy(scores.copy()), torch.from_numpy(targets))
+    assert run.ranks("test").tolist() == expected.tolist()
+
+
+def test_score_matrix_without_padding_column_is_shifted(toy_dataset, tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    scores = rng.normal(size=(toy_dataset.num_users, toy_dataset.num_items)).astype(np.float32)
+    np.save(tmp_path / "scores.npy", scores)
+    _, _, targets = toy_dataset.eval_examples("test", 50)
+    run = import_results(tmp_path / "scores.npy", "toy", "other-tool", runs_dir=tmp_path / "runs")
+    brute = [1 + int((scores[u] >= scores[u, targets[u] - 1]).sum()) - 1 for u in range(toy_dataset.num_users)]
+    assert run.ranks("test").tolist() == brute
+
+
+def test_ranked_lists_give_the_target_position_or_the_worst_rank(toy_dataset, tmp_path: Path) -> None:
+    _, _, targets = toy_dataset.eval_examples("test", 50)
+    lines, expected = [], []
+    for user, token in enumerate(toy_dataset.user_ids):
+        others = [i for i in range(1, toy_dataset.num_items + 1) if i != targets[user]][:5]
+        listed = others[: user % 4] + [int(targets[user])] + others[user % 4 :] if user % 3 else others
+        lines.append("\t".join([token, " ".join(toy_dataset.item_ids[i - 1] for i in listed)]))
+        expected.append(user % 4 + 1 if user % 3 else toy_dataset.num_items)
+    (tmp_path / "run.tsv").write_text("\n".join(lines) + "\n")
+    run = import_results(tmp_path / "run.tsv", "toy", "lists", runs_dir=tmp_path / "runs")
+    assert run.ranks("test").tolist() == expected
+    assert [r.method for r in load_results(tmp_path / "runs")] == ["lists"]
+
+
+def test_unknown_item_token_names_the_line(toy_dataset, tmp_path: Path) -> None:
+    (tmp_path / "run.tsv").write_text(f"{toy_dataset.user_ids[0]}\t{toy_dataset.item_ids[0]}\n{toy_dataset.user_ids[1]}\tNOT_AN_ITEM\n")
+    with pytest.raises(DataError, match=r"run\.tsv:2: unknown item token 'NOT_AN_ITEM'"):
+        import_results(tmp_path / "run.tsv", "toy", "lists", runs_dir=tmp_path / "runs")
+
+
+def test_missing_users_are_an_error(toy_dataset, tmp_path: Path) -> None:
+    (tmp_path / "run.tsv").write_text(f"{toy_dataset.user_ids[0]}\t{toy_dataset.item_ids[0]}\n")
+    with pytest.raises(DataError, match="users have no line"):
+        import_results(tmp_path / "run.tsv", "toy", "lists", runs_dir=tmp_path / "runs")
+
+
+def test_wrong_matrix_shape_is_an_error(toy_dataset, tmp_path: Path) -> None:
+    np.save(tmp_path / "bad.npy", np.zeros((3, 3), dtype=np.float32))
+    with pytest.raises(DataError, match="expected"):
+        import_results(tmp_path / "bad.npy", "toy", "x", runs_dir=tmp_path / "runs")
