@@ -31,13 +31,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from recbench.layers import TransformerEncoder, bidirectional_mask, causal_mask, init_recbole_weights
-from recbench.method import Batch, DataSpec, Method, TextMethodConfig
+from recbench.method import Batch, DataSpec, Method, TransferConfig
 from recbench.registry import register
 
 PRETRAIN_TASKS = ("next", "mask", "permute")
 
 
-class IDASRConfig(TextMethodConfig):
+class IDASRConfig(TransferConfig):
     """IDA-SR hyper-parameters; defaults = the reproduction report's settings."""
 
     item_size: int = 256
@@ -119,6 +119,11 @@ class IDASR(Method):
         nn.init.normal_(self.mask_vector, std=config.initializer_range)
         if self.id_embedding is not None:
             nn.init.zeros_(self.id_embedding.weight)
+
+    @classmethod
+    def pretraining_config(cls, config: IDASRConfig) -> IDASRConfig:
+        """The ID embedding of the t+ID variant exists only at fine-tuning: both variants share pre-training."""
+        return config.model_copy(update={"use_id": False})
 
     def build_item_representation(self, config: IDASRConfig, text_size: int) -> nn.Module:
         """The module mapping (N + 1, text) embeddings to (N + 1, item_size); LSH-SR overrides it."""

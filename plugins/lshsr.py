@@ -107,6 +107,10 @@ class LSHSR(IDASR):
                 nn.init.zeros_(module.bias)
         nn.init.normal_(self.id_embedding.weight, std=config.initializer_range)
 
+    @classmethod
+    def pretraining_config(cls, config: LSHSRConfig) -> LSHSRConfig:
+        return config  # LSH-SR fuses source-item ID embeddings during pre-training too
+
     def build_item_representation(self, config: LSHSRConfig, text_size: int) -> nn.Module:
         return LearnableLSH(text_size, config.n_hyperplanes, config.n_hash_tables, config.item_size, config.lsh_temperature, config.initializer_range)
 

@@ -102,6 +102,7 @@ def train(
     restart: Annotated[bool, typer.Option("--restart", help="Start the run over even if it exists.")] = False,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto.")] = "auto",
     runs_dir: RunsDir = Path("runs"),
+    pretrain_on: Annotated[Optional[str], typer.Option("--pretrain-on", help="Comma-separated source datasets: pre-train on their union first (transfer methods).")] = None,
 ) -> None:
     """Train a method on a dataset, evaluate the best-valid weights on test, write a run record."""
     from recbench.experiment import run_experiment
@@ -109,7 +110,8 @@ def train(
 
     layers = [read_config_file(config_file)] if config_file else []
     layers.append(parse_assignments(assignments or []))
-    result = run_experiment(method, dataset, seed=seed, overrides=layers, runs_dir=runs_dir, resume=resume, restart=restart, device=device)
+    sources = pretrain_on.split(",") if pretrain_on else None
+    result = run_experiment(method, dataset, seed=seed, overrides=layers, runs_dir=runs_dir, resume=resume, restart=restart, device=device, pretrain_on=sources)
     if result.reused:
         console.print(f"finished run already exists, reused: {result.run.path} (pass --restart to train again)")
     _print_metrics(result.run.metrics["test"], f"test metrics ({result.run.path})")
@@ -235,20 +237,24 @@ def compare(
     out: Annotated[Optional[str], typer.Option(help="Write the report to OUT.md, OUT.tex, ... (see --format).")] = None,
     fmt: Annotated[str, typer.Option("--format", help="Comma-separated formats written with --out: md, tex, csv, json.")] = "md,tex,csv,json",
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto.")] = "auto",
+    pretrain_on: Annotated[Optional[str], typer.Option("--pretrain-on", help="Source datasets for transfer methods (default with --suite: its sources; 'none' to train from scratch).")] = None,
 ) -> None:
     """Train and evaluate every method on every dataset (reusing finished runs), then report."""
     from recbench.compare import compare as run_compare
     from recbench.registry import parse_assignments
 
     names = datasets.split(",") if datasets else []
+    sources = pretrain_on.split(",") if pretrain_on and pretrain_on != "none" else None
     if suite:
         from recbench.catalog import get_suite
 
         names += list(get_suite(suite).targets)
+        if pretrain_on is None:
+            sources = list(get_suite(suite).sources)
     report, outcomes = run_compare(
         names, methods.split(",") if methods else None, seeds, runs_dir, jobs, executor,
         [parse_assignments(assignments or [])], device, baseline, metrics.split(","), test, correction,
-        out=out, formats=fmt.split(","),
+        out=out, formats=fmt.split(","), pretrain_on=sources,
     )
     for table in report.rich_tables():
         console.print(table)

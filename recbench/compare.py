@@ -53,7 +53,7 @@ def ensure_dataset(name: str) -> None:
         download(name)
 
 
-def run_cell(cell: GridCell, runs_dir: str, overrides: list[dict[str, Any]], device: str, threads: int | None = None) -> CellOutcome:
+def run_cell(cell: GridCell, runs_dir: str, overrides: list[dict[str, Any]], device: str, pretrain_on: Sequence[str] | None = None, threads: int | None = None) -> CellOutcome:
     """Run one cell to completion (or reuse it); any failure becomes ``CellOutcome.error``."""
     started = time.perf_counter()
     try:
@@ -63,9 +63,13 @@ def run_cell(cell: GridCell, runs_dir: str, overrides: list[dict[str, Any]], dev
             torch.set_num_threads(threads)
         from recbench.experiment import run_experiment
 
-        ensure_dataset(cell.dataset)
+        from recbench.registry import get_method
+
+        sources = list(pretrain_on or []) if get_method(cell.method).cls.supports_pretraining else []
+        for name in [cell.dataset, *sources]:
+            ensure_dataset(name)
         own = overrides_for(cell.method, overrides)
-        result = run_experiment(cell.method, cell.dataset, seed=cell.seed, overrides=own, runs_dir=runs_dir, resume=True, device=device, show_progress=False)
+        result = run_experiment(cell.method, cell.dataset, seed=cell.seed, overrides=own, runs_dir=runs_dir, resume=True, device=device, show_progress=False, pretrain_on=sources or None)
         return CellOutcome(cell, str(result.run.path), reused=result.reused, seconds=time.perf_counter() - started)
     except Exception as err:  # noqa: BLE001 - one failing cell must not stop the grid
         message = str(err) if isinstance(err, RecbenchError) else "".join(traceback.format_exception_only(type(err), err)).strip()
@@ -99,11 +103,17 @@ def grid(datasets: Sequence[str], methods: Sequence[str], seeds: int) -> list[Gr
 Listener = Callable[[GridCell, str, CellOutcome | None], None]  # (cell, "running" | "done" | "failed", outcome)
 
 
-def run_grid(cells: Sequence[GridCell], runs_dir: Path | str, overrides: list[dict[str, Any]] | None = None, jobs: int = 1, executor: str = "local", device: str = "auto", listener: Listener | None = None) -> list[CellOutcome]:
-    """Run every cell; outcomes in the order of ``cells``."""
+def run_grid(cells: Sequence[GridCell], runs_dir: Path | str, overrides: list[dict[str, Any]] | None = None, jobs: int = 1, executor: str = "local", device: str = "auto", listener: Listener | None = None, pretrain_on: Sequence[str] | None = None) -> list[CellOutcome]:
+    """Run every cell; outcomes in the order of ``cells``.
+
+    Transfer methods are pre-trained on ``pretrain_on`` first, once per (method, seed), in this
+    process, so parallel cells only ever reuse a finished pre-training run.
+    """
     overrides = overrides or []
     notify = listener or (lambda cell, state, outcome: None)
-    arguments = (str(runs_dir), overrides, device)
+    if pretrain_on and (jobs > 1 or executor != "local"):
+        _pretrain_first(cells, str(runs_dir), overrides, device, pretrain_on)
+    arguments = (str(runs_dir), overrides, device, list(pretrain_on or []))
     if executor == "ray":
         return _run_ray(cells, arguments, notify)
     if executor != "local":
@@ -119,6 +129,24 @@ def run_grid(cells: Sequence[GridCell], runs_dir: Path | str, overrides: list[di
     with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
         futures = {pool.submit(run_cell, cell, *arguments, threads): cell for cell in cells}
         return _collect(futures, notify)
+
+
+def _pretrain_first(cells: Sequence[GridCell], runs_dir: str, overrides: list[dict[str, Any]], device: str, sources: Sequence[str]) -> None:
+    from recbench.experiment import pretrain, resolve_device
+    from recbench.registry import get_method, resolve_config
+
+    done = set()
+    for cell in cells:
+        entry = get_method(cell.method)
+        if not entry.cls.supports_pretraining or (entry.name, cell.seed) in done:
+            continue
+        done.add((entry.name, cell.seed))
+        try:
+            for name in sources:
+                ensure_dataset(name)
+            pretrain(entry, resolve_config(entry, *overrides_for(cell.method, overrides)), sources, cell.seed, Path(runs_dir), resolve_device(device), False)
+        except Exception:  # noqa: BLE001 - the cell runs it again and reports the error as its own
+            pass
 
 
 def _collect(futures: dict[Future, GridCell], notify: Listener) -> list[CellOutcome]:
@@ -232,6 +260,7 @@ def compare(
     out: str | None = None,
     formats: Sequence[str] = ("md",),
     live: bool = True,
+    pretrain_on: Sequence[str] | None = None,
 ) -> tuple[Any, list[CellOutcome]]:
     """Run the grid and build the report; with ``out``, write ``out.<fmt>`` for every format."""
     from recbench.leaderboard import DEFAULT_METRICS, FORMATS
@@ -252,7 +281,7 @@ def compare(
     check_overrides(methods, overrides or [])
     cells = grid(datasets, methods, seeds)
     with LiveGrid(cells, enabled=live) as view:
-        outcomes = run_grid(cells, runs_dir, overrides, jobs, executor, device, listener=view)
+        outcomes = run_grid(cells, runs_dir, overrides, jobs, executor, device, listener=view, pretrain_on=pretrain_on)
     report = build_report(results_of(outcomes), list(metrics or DEFAULT_METRICS), baseline, test, correction, alpha)
     if out is not None:
         for fmt in formats:

@@ -307,3 +307,27 @@ def load_dataset(name: str, root: Path | None = None) -> Dataset:
         item_texts=texts if any(t is not None for t in texts) else None,
         manifest=manifest,
     )
+
+
+def union_of(datasets: list[Dataset]) -> Dataset:
+    """The union of several domains for pre-training: users and items kept apart per domain.
+
+    Item and user tokens are prefixed ``"<domain>-"`` so no id is shared across domains (no
+    alignment); each item keeps its text, and the manifest lists the domains and their item id
+    ranges (domain k owns ids ``item_ranges[k][0] .. item_ranges[k][1]``).
+    """
+    if not datasets:
+        raise DataError("a union needs at least one source dataset")
+    names = sorted(d.name for d in datasets)
+    datasets = sorted(datasets, key=lambda d: d.name)
+    item_offset, sequences, user_ids, item_ids, texts, ranges = 0, [], [], [], [], []
+    for d in datasets:
+        sequences += [d.sequence(u).astype(np.int64) - 1 + item_offset for u in range(d.num_users)]
+        user_ids += [f"{d.name}-{u}" for u in d.user_ids]
+        item_ids += [f"{d.name}-{i}" for i in d.item_ids]
+        texts += d.item_texts if d.item_texts is not None else [""] * d.num_items
+        ranges.append([item_offset + 1, item_offset + d.num_items])
+        item_offset += d.num_items
+    manifest = {"union": {"domains": names, "fingerprints": {d.name: d.fingerprint for d in datasets}, "item_ranges": ranges}}
+    union, _ = build_dataset("+".join(names), user_ids, sequences, item_ids, texts if any(texts) else None, manifest)
+    return union

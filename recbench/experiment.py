@@ -6,13 +6,14 @@ This is the library function behind ``recbench train`` and each cell of ``recben
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from recbench.data import Dataset, load_dataset
+from recbench.data import Dataset, load_dataset, union_of
 from recbench.errors import RecbenchError, RunError
 from recbench.evaluate import Evaluator
 from recbench.metrics import EvalResult
@@ -57,6 +58,29 @@ class ExperimentResult:
     fit: FitResult | None = None
 
 
+def pretrain(entry: MethodEntry, config: MethodConfig, sources: Sequence[str], seed: int, runs_dir: Path, device: str, show_progress: bool) -> RunRecord:
+    """Pre-train a transfer method on the union of ``sources`` once; reused by every target.
+
+    The run lives under ``runs_dir/_pretrain/<sources>/<method>/`` and is keyed by the method,
+    its config, the sources' fingerprints and the seed.
+    """
+    if not entry.cls.supports_pretraining:
+        raise RecbenchError(f"method '{entry.name}' does not pre-train; drop --pretrain-on")
+    config = entry.cls.pretraining_config(config)
+    union = union_of([load_dataset(name) for name in sources])
+    # Keyed by the base method, not the variant: variants that differ only in fine-tuning share it.
+    identity = {"method": entry.cls.name, "config": config.model_dump(), "sources": union.manifest["union"]["fingerprints"], "seed": seed, "stage": "pretrain"}
+    run = RunRecord.for_experiment(runs_dir / "_pretrain", union.name, entry.cls.name, seed, identity)
+    if run.is_finished:
+        return run
+    run.write_config({**identity, "dataset": union.name, "fingerprint": union.fingerprint, "device": device})
+    seed_everything(seed)
+    method = build_method(entry, config, union, show_progress)
+    Trainer(method, union, config, run, seed=seed, device=device, show_progress=show_progress, pretrain=True).fit(resume=run.has_checkpoint)
+    run.mark_finished()  # no evaluation: the pre-trained weights (best.pt) are the product
+    return run
+
+
 def run_experiment(
     method_name: str,
     dataset_name: str,
@@ -68,25 +92,33 @@ def run_experiment(
     device: str = "auto",
     show_progress: bool = True,
     dataset: Dataset | None = None,
+    pretrain_on: Sequence[str] | None = None,
 ) -> ExperimentResult:
     """Train ``method_name`` on ``dataset_name`` (or reuse a finished identical run), then test it.
 
+    With ``pretrain_on`` (source dataset names), a transfer method is first pre-trained on their
+    union (or that pre-training run is reused) and then fine-tuned from it on the target.
     An unfinished run with a checkpoint is continued with ``resume`` or started over with
     ``restart``; with neither, it is an error (nothing is silently thrown away).
     """
     entry = get_method(method_name)
     config = resolve_config(entry, *(overrides or []))
     dataset = dataset or load_dataset(dataset_name)
+    device = resolve_device(device)
+    pretrained = pretrain(entry, config, pretrain_on, seed, Path(runs_dir), device, show_progress) if pretrain_on else None
     identity = {"method": entry.name, "config": config.model_dump(), "dataset": dataset.name, "fingerprint": dataset.fingerprint, "seed": seed}
+    if pretrained is not None:
+        identity["pretrained"] = pretrained.path.name
     run = RunRecord.for_experiment(Path(runs_dir), dataset.name, entry.name, seed, identity)
     if run.is_finished and not restart:
         return ExperimentResult(run, reused=True)
     if run.has_checkpoint and not (resume or restart):
         raise RunError(f"run {run.path} is unfinished (checkpoint after epoch {run.log[-1]['epoch'] if run.log else '?'}); pass --resume to continue it or --restart to start over")
-    device = resolve_device(device)
     run.write_config({**identity, "device": device, "protocol": {"valid_metric": "ndcg@10", "early_stopping": "RecBole (tie = improvement)"}})
     seed_everything(seed)
     method = build_method(entry, config, dataset, show_progress)
+    if pretrained is not None:
+        method.load_pretrained(pretrained.load_best())
     trainer = Trainer(method, dataset, config, run, seed=seed, device=device, show_progress=show_progress)
     fit = trainer.fit(resume=resume and not restart)
     started = time.perf_counter()

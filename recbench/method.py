@@ -57,6 +57,13 @@ class TextMethodConfig(MethodConfig):
     """Tokens of each item text the encoder reads."""
 
 
+class TransferConfig(TextMethodConfig):
+    """Shared keys of methods that pre-train on source domains before training on the target."""
+
+    pretrain_epochs: int = 10
+    """Epochs of pre-training on the union of the source domains (no validation)."""
+
+
 @dataclass
 class DataSpec:
     """What a method may know about the data: item count, history length and, if declared, text."""
@@ -98,6 +105,8 @@ class Method(nn.Module, ABC):
     """True if the method needs ``DataSpec.item_text_embeddings``."""
     causal: ClassVar[bool] = True
     """True if the score after a sequence ignores anything placed beyond its length (tested)."""
+    supports_pretraining: ClassVar[bool] = False
+    """True if the method implements ``pretrain_loss`` (its Config must subclass TransferConfig)."""
 
     def __init__(self, config: MethodConfig, spec: DataSpec) -> None:
         super().__init__()
@@ -111,6 +120,27 @@ class Method(nn.Module, ABC):
     @abstractmethod
     def score(self, batch: Batch) -> torch.Tensor:
         """(B, N + 1) scores of every item as the next item after each sequence."""
+
+    @classmethod
+    def pretraining_config(cls, config: MethodConfig) -> MethodConfig:
+        """The config the pre-training model is built with (variants that differ only in
+        fine-tuning return the same one, so they share one pre-training run)."""
+        return config
+
+    def pretrain_loss(self, batch: Batch) -> torch.Tensor:
+        """Pre-training loss on a batch of source-domain sequences (transfer methods only)."""
+        raise TypeError(f"{type(self).__name__} does not pre-train (supports_pretraining is False)")
+
+    def load_pretrained(self, state: dict[str, torch.Tensor]) -> list[str]:
+        """Load the transferable part of a pre-trained state: every weight whose shape matches.
+
+        Item-specific tables (their size depends on the number of items) stay freshly
+        initialised. Returns the names that were not loaded. Override to freeze what a paper freezes.
+        """
+        own = self.state_dict()
+        transferable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+        self.load_state_dict(transferable, strict=False)
+        return sorted(set(own) - set(transferable))
 
     def last_hidden(self, hidden: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """(B, L, d) -> (B, d): the output at each sequence's last real position."""

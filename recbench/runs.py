@@ -149,6 +149,10 @@ class RunRecord:
             self.path / "metrics.json",
             {"valid": valid.metrics if valid else None, "test": test.metrics, "protocol": test.protocol, **(extra or {})},
         )
+        self.mark_finished()
+
+    def mark_finished(self) -> None:
+        """The last write of a run: from now on it is read as finished."""
         atomic_write_json(self.path / "status.json", {"state": "finished"})
 
     @property
@@ -169,8 +173,8 @@ class RunRecord:
 
 
 def find_runs(runs_dir: Path | str) -> list[RunRecord]:
-    """Every finished run below ``runs_dir``."""
+    """Every finished, evaluated run below ``runs_dir`` (pre-training runs have no ranks: skipped)."""
     root = Path(runs_dir)
     if not root.is_dir():
         raise RunError(f"runs directory {root} does not exist")
-    return [RunRecord(p.parent) for p in sorted(root.rglob("status.json")) if RunRecord(p.parent).is_finished]
+    return [RunRecord(p.parent) for p in sorted(root.rglob("status.json")) if RunRecord(p.parent).is_finished and (p.parent / "ranks.npz").is_file()]

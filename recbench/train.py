@@ -80,9 +80,16 @@ class EarlyStopping:
 
 
 class Trainer:
-    """Trains one method on one dataset into one run directory."""
+    """Trains one method on one dataset into one run directory.
 
-    def __init__(self, method: Method, dataset: Dataset, config: MethodConfig, run: RunRecord, seed: int, device: str = "cpu", show_progress: bool = True) -> None:
+    With ``pretrain=True`` the objective is the method's ``pretrain_loss`` on (the union of)
+    source domains, for ``config.pretrain_epochs`` epochs without validation; the weights after
+    the last epoch are the run's ``best.pt``.
+    """
+
+    def __init__(self, method: Method, dataset: Dataset, config: MethodConfig, run: RunRecord, seed: int, device: str = "cpu", show_progress: bool = True, pretrain: bool = False) -> None:
+        self.pretrain = pretrain
+        self.epochs = config.pretrain_epochs if pretrain else config.epochs
         self.method = method.to(device)
         self.dataset = dataset
         self.config = config
@@ -91,7 +98,7 @@ class Trainer:
         self.device = device
         self.show_progress = show_progress
         self.windows = TrainingWindows(*dataset.train_sequences(), window=config.max_seq_length)
-        self.validator = Evaluator(dataset, "valid", config.max_seq_length, config.eval_batch_size)
+        self.validator = None if pretrain else Evaluator(dataset, "valid", config.max_seq_length, config.eval_batch_size)
         trainable = [p for p in method.parameters() if p.requires_grad]
         self.optimizer = torch.optim.Adam(trainable, lr=config.learning_rate, weight_decay=config.weight_decay)
 
@@ -113,20 +120,21 @@ class Trainer:
         eval_seconds: list[float] = [e["valid_seconds"] for e in log]
         with self._progress() as progress:
             task = progress.add_task("train", total=None, status="")
-            for epoch in range(start_epoch, self.config.epochs):
+            for epoch in range(start_epoch, self.epochs):
                 if stopping.should_stop:
                     break
                 started = time.perf_counter()
                 loss = self._train_epoch(epoch, progress, task)
                 train_seconds.append(time.perf_counter() - started)
                 started = time.perf_counter()
-                valid = self.validator.run(self.method, self.device)
+                valid_metrics = self.validator.run(self.method, self.device).metrics if self.validator else {}
                 eval_seconds.append(time.perf_counter() - started)
-                value = round(valid.metrics[VALID_METRIC], 4)  # RecBole's metric_decimal_place
+                # Pre-training has no validation: every epoch "improves", the last weights are kept.
+                value = round(valid_metrics[VALID_METRIC], 4) if self.validator else float(epoch)  # RecBole rounds to 4 decimals
                 if stopping.update(value, epoch):
                     best_state = copy.deepcopy(self.method.state_dict())
                     self.run.save_best(best_state)
-                log.append({"epoch": epoch, "loss": loss, "valid": valid.metrics, "train_seconds": train_seconds[-1], "valid_seconds": eval_seconds[-1]})
+                log.append({"epoch": epoch, "loss": loss, "valid": valid_metrics, "train_seconds": train_seconds[-1], "valid_seconds": eval_seconds[-1]})
                 self.run.write_log(log)
                 self.run.save_checkpoint({
                     "model": self.method.state_dict(),
@@ -136,7 +144,8 @@ class Trainer:
                     "log": log,
                     "rng": rng_state(),
                 })
-                progress.update(task, status=f"epoch {epoch} loss {loss:.4f} valid {VALID_METRIC} {value:.4f} (best {stopping.best:.4f} @ {stopping.best_epoch})")
+                if self.validator:
+                    progress.update(task, status=f"epoch {epoch} loss {loss:.4f} valid {VALID_METRIC} {value:.4f} (best {stopping.best:.4f} @ {stopping.best_epoch})")
         self.method.load_state_dict(best_state)
         return FitResult(
             best_epoch=stopping.best_epoch,
@@ -149,11 +158,11 @@ class Trainer:
     def _train_epoch(self, epoch: int, progress: Progress, task: Any) -> float:
         self.method.train()
         batches = self.windows.batches(self.config.train_batch_targets, np.random.default_rng([self.seed, epoch]), self.config.bucket_by_length)
-        progress.update(task, total=len(batches), completed=0, description=f"epoch {epoch}")
+        progress.update(task, total=len(batches), completed=0, description=f"{'pre-train ' if self.pretrain else ''}epoch {epoch}")
         total, count, started = 0.0, 0, time.perf_counter()
         for batch in batches:
             batch = batch.to(self.device)
-            loss = self.method.loss(batch)
+            loss = self.method.pretrain_loss(batch) if self.pretrain else self.method.loss(batch)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if self.config.clip_grad_norm:

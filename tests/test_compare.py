@@ -90,3 +90,28 @@ def test_two_local_jobs_give_the_same_runs_as_one(recbench_home: Path, tmp_path:
     for a, b in zip(serial, parallel):
         assert a.error is None and b.error is None, (a.error, b.error)
         assert RunRecord(a.run_dir).metrics["test"] == RunRecord(b.run_dir).metrics["test"]
+
+
+def test_ray_executor_runs_the_same_cells(recbench_home: Path, tmp_path: Path) -> None:
+    ray = pytest.importorskip("ray")
+    cells = [GridCell("synthetic-c", "sasrec", 2020)]
+    local = run_grid(cells, tmp_path / "local", [TINY], device="cpu")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        remote = run_grid(cells, tmp_path / "ray", [TINY], executor="ray", device="cpu")
+    finally:
+        ray.shutdown()
+    from recbench.runs import RunRecord
+
+    assert remote[0].error is None, remote[0].error
+    assert RunRecord(remote[0].run_dir).metrics["test"] == RunRecord(local[0].run_dir).metrics["test"]
+
+
+def test_transfer_methods_pretrain_on_the_sources_in_a_grid(recbench_home: Path, tmp_path: Path) -> None:
+    small = {"item_size": 8, "semantic_hidden_size": 8, "inner_size": 8, "max_seq_length": 8, "epochs": 1, "pretrain_epochs": 1, "hidden_size": 8}
+    _, outcomes = compare(["synthetic-c"], ["idasr", "sasrec"], runs_dir=tmp_path / "runs", overrides=[small], device="cpu", live=False, pretrain_on=["synthetic-a"], jobs=2)
+    assert all(o.error is None for o in outcomes), [o.error for o in outcomes]
+    from recbench.runs import RunRecord
+
+    configs = {o.cell.method: RunRecord(o.run_dir).config for o in outcomes}
+    assert "pretrained" in configs["idasr"] and "pretrained" not in configs["sasrec"]

@@ -95,3 +95,40 @@ def test_unfinished_run_is_not_read_as_finished(tmp_path: Path) -> None:
     run.write_config({"method": "sasrec"})
     with pytest.raises(RunError, match="unfinished"):
         run.ranks("test")
+
+
+def test_pretraining_runs_once_on_the_union_and_fine_tuning_starts_from_it(recbench_home, tmp_path: Path) -> None:
+    import torch
+
+    from recbench.data import load_dataset, save_dataset, union_of
+    from tests.conftest import make_cyclic_dataset
+
+    for name, seed in (("src-a", 1), ("src-b", 2), ("target", 3)):
+        save_dataset(make_cyclic_dataset(name, items=20, seed=seed))
+    small = {"item_size": 8, "semantic_hidden_size": 8, "inner_size": 8, "max_seq_length": 8, "epochs": 2, "pretrain_epochs": 2}
+    union = union_of([load_dataset("src-b"), load_dataset("src-a")])
+    assert union.num_items == 40 and union.item_ids[0] == "src-a-i0" and union.manifest["union"]["item_ranges"] == [[1, 20], [21, 40]]
+
+    def train(**kwargs):
+        return run_experiment("idasr", "target", seed=1, overrides=[small], runs_dir=tmp_path, device="cpu", show_progress=False, pretrain_on=["src-a", "src-b"], **kwargs)
+
+    first = train()
+    pretrain_runs = [p.parent for p in (tmp_path / "_pretrain").rglob("best.pt")]
+    assert len(pretrain_runs) == 1 and len(RunRecord(pretrain_runs[0]).log) == 2
+    assert first.run.config["pretrained"] == pretrain_runs[0].name
+    mtime = (pretrain_runs[0] / "best.pt").stat().st_mtime
+    with_id = run_experiment("idasr-id", "target", seed=1, overrides=[small], runs_dir=tmp_path, device="cpu", show_progress=False, pretrain_on=["src-a", "src-b"])
+    assert [p.parent for p in (tmp_path / "_pretrain").rglob("best.pt")] == pretrain_runs  # t and t+ID share pre-training
+    assert (pretrain_runs[0] / "best.pt").stat().st_mtime == mtime
+    pretrained = torch.load(pretrain_runs[0] / "best.pt", weights_only=True)
+    from recbench.experiment import build_method
+    from recbench.registry import get_method, resolve_config
+
+    entry = get_method("idasr")
+    model = build_method(entry, resolve_config(entry, small), load_dataset("target"))
+    skipped = model.load_pretrained(pretrained)
+    assert skipped == []  # IDA-SR (text only) transfers every weight
+    torch.testing.assert_close(model.encoder.state_dict()["attention.0.query.weight"], pretrained["encoder.attention.0.query.weight"])
+    from recbench.runs import find_runs
+
+    assert sorted(r.path for r in find_runs(tmp_path)) == sorted([first.run.path, with_id.run.path])  # pre-training runs are not results
