@@ -52,7 +52,7 @@ RunsDir = Annotated[Path, typer.Option("--runs-dir", help="Where run directories
 def download(
     name: Annotated[str, typer.Argument(help="Dataset name from datasets.toml (or a new name for an import).")],
     source: Annotated[Optional[Path], typer.Option("--from", help="Import local files in another tool's format from this path.")] = None,
-    fmt: Annotated[Optional[str], typer.Option("--format", help="Import format (default: detected). Known: unisrec.")] = None,
+    fmt: Annotated[Optional[str], typer.Option("--format", help="Import format (default: detected). Known: unisrec, lcrec.")] = None,
 ) -> None:
     """Bring a dataset into recbench's canonical format (under $RECBENCH_HOME/datasets)."""
     from recbench.download import download as make_dataset

@@ -5,10 +5,16 @@ Each importer returns ``(user_ids, sequences, item_ids, item_texts, notes)`` for
 
 - ``unisrec``: UniSRec / RecBole benchmark files ``X.train/valid/test.inter`` + ``X.item2index``
   + ``X.user2index`` (+ ``X.text``), as released with UniSRec and VQ-Rec.
+- ``lcrec``: LC-Rec style ``X.inter.json`` (user index -> chronological item indices) +
+  ``X.item2id`` (+ ``X.user2id``, + ``X.item.json`` with title / categories / brand), as
+  released with LC-Rec, LETTER and MQL4GRec. Item text is built as UniSRec builds it.
 """
 
 from __future__ import annotations
 
+import html
+import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -169,7 +175,72 @@ def _single_prefix(directory: Path, suffix: str) -> str:
     return found[0]
 
 
-IMPORTERS = {"unisrec": import_unisrec}
+TEXT_FIELDS = ("title", "categories", "brand")  # UniSRec's order: title, category, brand
+MAX_TEXT_CHARS = 2000
+
+
+def clean_text(raw: object) -> str:
+    """UniSRec's ``clean_text``: lists joined, HTML unescaped, quotes/newlines removed, one final dot."""
+    if isinstance(raw, list):
+        raw = " ".join(str(part) for part in raw)
+    elif isinstance(raw, dict):
+        raw = str(raw)
+    text = re.sub(r'["\n\r]*', "", html.unescape(str(raw)))
+    text = text.rstrip(".") + "."
+    return "" if len(text) >= MAX_TEXT_CHARS else text
+
+
+def item_text(record: dict) -> str:
+    """Present fields in UniSRec's order, each cleaned and followed by one space."""
+    return "".join(clean_text(record[name]) + " " for name in TEXT_FIELDS if record.get(name) not in (None, ""))
+
+
+def _read_json(path: Path) -> object:
+    try:
+        return json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path}: not valid UTF-8 ({err.reason} at byte {err.start})") from None
+    except json.JSONDecodeError as err:
+        raise DataError(f"{path}:{err.lineno}: malformed JSON ({err.msg})") from None
+
+
+def import_lcrec(directory: Path, prefix: str | None = None) -> Imported:
+    """Read LC-Rec style files; sequences are already chronological (no timestamps)."""
+    directory = Path(directory)
+    prefix = prefix or _single_prefix(directory, ".inter.json")
+    inter_path, item_path = directory / f"{prefix}.inter.json", directory / f"{prefix}.item2id"
+    if not item_path.is_file():
+        raise DataError(f"missing file {item_path} (LC-Rec format needs {prefix}.inter.json and {prefix}.item2id)")
+    item_ids = read_index(item_path)
+    user_path = directory / f"{prefix}.user2id"
+    inter = _read_json(inter_path)
+    if not isinstance(inter, dict):
+        raise DataError(f"{inter_path}: expected an object mapping user index to a list of item indices")
+    keys = sorted(inter, key=lambda k: int(k) if str(k).isdigit() else -1)
+    if any(not str(k).isdigit() for k in keys):
+        raise DataError(f"{inter_path}: user keys must be integer indices")
+    user_ids = read_index(user_path) if user_path.is_file() else [str(k) for k in keys]
+    if len(user_ids) < len(keys):
+        raise DataError(f"{user_path}: {len(user_ids)} users but {inter_path.name} has {len(keys)}")
+    sequences = [[int(i) for i in inter[k]] for k in keys]
+    user_ids = [user_ids[int(k)] for k in keys]
+    notes = [] if user_path.is_file() else [f"no {user_path.name}: user tokens are the indices of {inter_path.name}"]
+    texts, files = None, [inter_path, item_path] + ([user_path] if user_path.is_file() else [])
+    text_path = directory / f"{prefix}.item.json"
+    if text_path.is_file():
+        records = _read_json(text_path)
+        texts = [item_text(records.get(str(i), {})) for i in range(len(item_ids))]
+        if not any(texts):
+            raise DataError(f"{text_path}: its keys match none of the {len(item_ids)} items of {item_path.name}")
+        missing = sum(1 for t in texts if not t)
+        notes.append(f"item text from {text_path.name} (title, categories, brand as UniSRec)" + (f"; {missing} items have none" if missing else ""))
+        files.append(text_path)
+    else:
+        notes.append(f"no {text_path.name}: the dataset is ID-only (text-based methods cannot use it)")
+    return Imported(user_ids, sequences, item_ids, texts, "lcrec", files, notes)
+
+
+IMPORTERS = {"unisrec": import_unisrec, "lcrec": import_lcrec}
 
 
 def detect_format(directory: Path) -> str:
@@ -179,4 +250,6 @@ def detect_format(directory: Path) -> str:
         raise DataError(f"{directory} does not exist")
     if directory.is_dir() and any(directory.glob("*.test.inter")):
         return "unisrec"
+    if directory.is_dir() and any(directory.glob("*.inter.json")):
+        return "lcrec"
     raise DataError(f"cannot tell the format of {directory}; pass --format ({', '.join(IMPORTERS)})")
