@@ -31,13 +31,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from recbench.layers import TransformerEncoder, bidirectional_mask, causal_mask, init_recbole_weights
-from recbench.method import Batch, DataSpec, Method, TransferConfig
+from recbench.method import Batch, DataSpec, Method, TransferConfig, TransformerConfig
 from recbench.registry import register
 
 PRETRAIN_TASKS = ("next", "mask", "permute")
 
 
-class IDASRConfig(TransferConfig):
+class IDASRConfig(TransferConfig, TransformerConfig):
     """IDA-SR hyper-parameters; defaults = the reproduction report's settings."""
 
     item_size: int = 256
@@ -45,19 +45,7 @@ class IDASRConfig(TransferConfig):
     semantic_hidden_size: int = 512
     """Intermediate width of the semantic transformation."""
     inner_size: int = 512
-    """Feed-forward width inside each transformer block."""
-    n_layers: int = 2
-    """Number of transformer blocks."""
-    n_heads: int = 2
-    """Attention heads per block."""
-    hidden_dropout_prob: float = 0.5
-    """Dropout on embeddings and block outputs."""
-    attn_dropout_prob: float = 0.5
-    """Dropout on attention weights."""
-    layer_norm_eps: float = 1e-12
-    """LayerNorm epsilon."""
-    initializer_range: float = 0.02
-    """Standard deviation of the normal initialisation."""
+    """Feed-forward width inside each transformer block (the report's "hidden 512")."""
     use_id: bool = False
     """Add a learnable item ID embedding to the text representation (the t+ID variant)."""
     tasks: list[str] = list(PRETRAIN_TASKS)
@@ -110,10 +98,7 @@ class IDASR(Method):
         self.mask_vector = nn.Parameter(torch.zeros(config.item_size))
         self.norm = nn.LayerNorm(config.item_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
-        self.encoder = TransformerEncoder(
-            config.n_layers, config.item_size, config.n_heads, config.inner_size,
-            config.hidden_dropout_prob, config.attn_dropout_prob, config.layer_norm_eps,
-        )
+        self.encoder = TransformerEncoder.from_config(config, config.item_size)
         self.apply(lambda module: init_recbole_weights(module, config.initializer_range))
         self.item_representation.reset_parameters()
         nn.init.normal_(self.mask_vector, std=config.initializer_range)

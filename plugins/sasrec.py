@@ -25,29 +25,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from recbench.layers import TransformerEncoder, causal_mask, init_recbole_weights
-from recbench.method import Batch, DataSpec, Method, MethodConfig
+from recbench.method import Batch, DataSpec, Method, TransformerConfig
 from recbench.registry import register
 
 
-class SASRecConfig(MethodConfig):
+class SASRecConfig(TransformerConfig):
     """SASRec hyper-parameters; defaults = RecBole SASRec with the papers' hidden size 300."""
 
     hidden_size: int = 300
     """Width of item/position embeddings and transformer layers."""
-    inner_size: int = 256
-    """Width of the feed-forward layer inside each transformer block."""
-    n_layers: int = 2
-    """Number of transformer blocks."""
-    n_heads: int = 2
-    """Attention heads per block."""
-    hidden_dropout_prob: float = 0.5
-    """Dropout on embeddings and block outputs."""
-    attn_dropout_prob: float = 0.5
-    """Dropout on attention weights."""
-    layer_norm_eps: float = 1e-12
-    """LayerNorm epsilon."""
-    initializer_range: float = 0.02
-    """Standard deviation of the normal initialisation."""
 
 
 @register("sasrec")
@@ -62,10 +48,7 @@ class SASRec(Method):
         self.position_embedding = nn.Embedding(spec.max_seq_length, config.hidden_size)
         self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
-        self.encoder = TransformerEncoder(
-            config.n_layers, config.hidden_size, config.n_heads, config.inner_size,
-            config.hidden_dropout_prob, config.attn_dropout_prob, config.layer_norm_eps,
-        )
+        self.encoder = TransformerEncoder.from_config(config, config.hidden_size)
         self.apply(lambda module: init_recbole_weights(module, config.initializer_range))
 
     def encode(self, items: torch.Tensor, last: torch.Tensor | None = None) -> torch.Tensor:

@@ -7,9 +7,14 @@ N(0, 0.02), post-LN, GELU, and *no* dropout between the two feed-forward layers.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+if TYPE_CHECKING:
+    from recbench.method import TransformerConfig
 
 
 class MultiHeadAttention(nn.Module):
@@ -77,6 +82,11 @@ class TransformerEncoder(nn.Module):
         super().__init__()
         self.attention = nn.ModuleList(MultiHeadAttention(hidden, heads, attn_dropout, hidden_dropout, eps) for _ in range(layers))
         self.feed_forward = nn.ModuleList(FeedForward(hidden, inner, hidden_dropout, eps) for _ in range(layers))
+
+    @classmethod
+    def from_config(cls, config: "TransformerConfig", hidden: int) -> "TransformerEncoder":
+        """The encoder a :class:`recbench.method.TransformerConfig` describes, ``hidden`` wide."""
+        return cls(config.n_layers, hidden, config.n_heads, config.inner_size, config.hidden_dropout_prob, config.attn_dropout_prob, config.layer_norm_eps)
 
     def forward(self, x: torch.Tensor, allowed: torch.Tensor, query_index: torch.Tensor | None = None) -> torch.Tensor:
         """(B, L, d) -> (B, L, d); with ``query_index`` (B,), -> (B, d) at those positions only."""

@@ -46,6 +46,25 @@ class MethodConfig(BaseModel):
     """Users scored per evaluation batch."""
 
 
+class TransformerConfig(MethodConfig):
+    """Shared keys of RecBole-style transformer encoders; defaults = RecBole's SASRec/BERT4Rec."""
+
+    inner_size: int = 256
+    """Width of the feed-forward layer inside each transformer block."""
+    n_layers: int = 2
+    """Number of transformer blocks."""
+    n_heads: int = 2
+    """Attention heads per block."""
+    hidden_dropout_prob: float = 0.5
+    """Dropout on embeddings and block outputs."""
+    attn_dropout_prob: float = 0.5
+    """Dropout on attention weights."""
+    layer_norm_eps: float = 1e-12
+    """LayerNorm epsilon."""
+    initializer_range: float = 0.02
+    """Standard deviation of the normal initialisation."""
+
+
 class TextMethodConfig(MethodConfig):
     """Shared keys of methods that read item texts: which encoder turns texts into vectors."""
 
