@@ -133,6 +133,8 @@ def evaluate_run(run_dir: Path | str, split: str = "test", mask_history: bool = 
     run = RunRecord(run_dir)
     run.require_finished()
     record = run.config
+    if "imported" in record:
+        raise RunError(f"run {run.path} holds results imported from {record.get('imported_from')}; there is no model to re-evaluate")
     entry = get_method(record["method"])
     config = resolve_config(entry, record["config"])
     dataset = load_dataset(record["dataset"])
