@@ -32,6 +32,16 @@ def datasets_dir() -> Path:
     return recbench_home() / "datasets"
 
 
+def raw_dir(name: str) -> Path:
+    """Where the raw files of dataset ``name`` are downloaded (with their checksum manifest)."""
+    return recbench_home() / "raw" / name.lower()
+
+
+def family_preprocess(family: str) -> dict[str, Any]:
+    """The ``[families.<family>.preprocess]`` defaults (for imports under a name not in the catalogue)."""
+    return dict(load_catalog().get("families", {}).get(family, {}).get("preprocess", {}))
+
+
 @dataclass(frozen=True)
 class Counts:
     """Users / items / interactions of a preprocessed dataset."""

@@ -50,20 +50,28 @@ RunsDir = Annotated[Path, typer.Option("--runs-dir", help="Where run directories
 @app.command()
 @user_errors
 def download(
-    name: Annotated[str, typer.Argument(help="Dataset name from datasets.toml (or a new name for an import).")],
-    source: Annotated[Optional[Path], typer.Option("--from", help="Import local files in another tool's format from this path.")] = None,
-    fmt: Annotated[Optional[str], typer.Option("--format", help="Import format (default: detected). Known: unisrec, lcrec.")] = None,
+    names: Annotated[list[str], typer.Argument(help="Dataset names from datasets.toml (or one new name for an import).")],
+    source: Annotated[Optional[Path], typer.Option("--from", help="Import local files from this path instead of downloading.")] = None,
+    fmt: Annotated[Optional[str], typer.Option("--format", help="Import format (default: detected): unisrec, lcrec, recbole, table, amazon (raw files).")] = None,
+    user_col: Annotated[Optional[str], typer.Option("--user-col", help="table/recbole: the user column.")] = None,
+    item_col: Annotated[Optional[str], typer.Option("--item-col", help="table/recbole: the item column.")] = None,
+    time_col: Annotated[Optional[str], typer.Option("--time-col", help="table/recbole: the timestamp column.")] = None,
+    item_text: Annotated[Optional[Path], typer.Option("--item-text", help="table: item-text table (CSV/TSV/parquet/JSON lines) keyed by item.")] = None,
+    text_fields: Annotated[Optional[str], typer.Option("--text-fields", help="table/recbole: comma-separated item fields joined into the text.")] = None,
+    partial_text: Annotated[bool, typer.Option("--partial-text", help="lcrec: use an X.item.partial.json that covers only some items.")] = False,
 ) -> None:
-    """Bring a dataset into recbench's canonical format (under $RECBENCH_HOME/datasets)."""
-    from recbench.download import download as make_dataset
+    """Download and preprocess datasets (raw Amazon 2018 as UniSRec), or import local files with --from."""
+    from recbench.download import download_datasets
+    from recbench.ingest import ImportOptions
 
-    result = make_dataset(name, source, fmt)
-    counts = result.dataset.counts
-    console.print(f"[green]{result.dataset.name}[/]: {counts.users:,} users, {counts.items:,} items, {counts.interactions:,} interactions -> {result.path}")
-    for message in result.messages:
-        console.print(f"  {message}", highlight=False)
-    for mismatch in result.mismatches:
-        err_console.print(f"[bold yellow]WARNING: count mismatch:[/] {mismatch}", highlight=False)
+    options = ImportOptions(user_col, item_col, time_col, item_text, tuple(text_fields.split(",")) if text_fields else None, partial_text)
+    for result in download_datasets(names, source, fmt, options):
+        counts = result.dataset.counts
+        console.print(f"[green]{result.dataset.name}[/]: {counts.users:,} users, {counts.items:,} items, {counts.interactions:,} interactions -> {result.path}")
+        for message in result.messages:
+            console.print(f"  {message}", highlight=False)
+        for mismatch in result.mismatches:
+            err_console.print(f"[bold yellow]WARNING: count mismatch:[/] {mismatch}", highlight=False)
 
 
 @app.command()
@@ -132,14 +140,16 @@ def evaluate(
 ) -> None:
     """Re-evaluate a finished run, or evaluate another tool's results and store them as a run."""
     if import_file is not None:
-        from recbench.external import import_results
+        from recbench.external import import_note, import_results
 
-        if not dataset or not name:
-            raise RecbenchError("--import needs --dataset NAME and --name LABEL")
-        if split != "test":
-            raise RecbenchError("--import evaluates the test split (the one leaderboards compare)")
+        if not dataset or not name or run_dir is not None:
+            raise RecbenchError("--import FILE needs --dataset NAME and --name LABEL, and no RUN_DIR")
+        if split != "test" or mask_history:
+            raise RecbenchError("--import evaluates the test split as published (no --mask-history): the one leaderboards compare")
         run = import_results(import_file, dataset, name, runs_dir)
         metrics, protocol, where = run.metrics["test"], run.metrics["protocol"], run.path
+        if note := import_note(run):
+            err_console.print(f"[yellow]note:[/] {note}", highlight=False)
     elif run_dir is None:
         raise RecbenchError("give a RUN_DIR, or --import FILE --dataset NAME --name LABEL")
     else:
@@ -238,6 +248,7 @@ def compare(
     fmt: Annotated[str, typer.Option("--format", help="Comma-separated formats written with --out: md, tex, csv, json.")] = "md,tex,csv,json",
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto.")] = "auto",
     pretrain_on: Annotated[Optional[str], typer.Option("--pretrain-on", help="Source datasets for transfer methods (default with --suite: its sources; 'none' to train from scratch).")] = None,
+    quick: Annotated[bool, typer.Option("--quick", help="Smoke-test preset beneath --set: small widths, at most 10 epochs (not the published protocol).")] = False,
 ) -> None:
     """Train and evaluate every method on every dataset (reusing finished runs), then report."""
     from recbench.compare import compare as run_compare
@@ -254,13 +265,14 @@ def compare(
     report, outcomes = run_compare(
         names, methods.split(",") if methods else None, seeds, runs_dir, jobs, executor,
         [parse_assignments(assignments or [])], device, baseline, metrics.split(","), test, correction,
-        out=out, formats=fmt.split(","), pretrain_on=sources,
+        out=out, formats=fmt.split(","), pretrain_on=sources, quick=quick,
     )
     for table in report.rich_tables():
         console.print(table)
     failed = [o for o in outcomes if o.error]
     for outcome in failed:
-        err_console.print(f"[red]failed:[/] {outcome.cell.dataset} / {outcome.cell.method} / seed {outcome.cell.seed}: {outcome.error}", highlight=False)
+        where = f" (traceback: {outcome.traceback_file})" if outcome.traceback_file else ""
+        err_console.print(f"[red]failed:[/] {outcome.cell.dataset} / {outcome.cell.method} / seed {outcome.cell.seed}: {outcome.error}{where}", highlight=False)
     if out:
         console.print(f"wrote {', '.join(f'{out}.{f}' for f in fmt.split(','))}")
 

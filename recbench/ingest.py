@@ -1,25 +1,34 @@
 """Importers: bring files in other tools' formats into the canonical Dataset.
 
-Each importer returns ``(user_ids, sequences, item_ids, item_texts, notes)`` for
-:func:`recbench.data.build_dataset`, which applies the canonical checks. Formats:
+Each importer returns an :class:`Imported` for :func:`recbench.data.build_dataset`, which applies
+the canonical checks. Formats (``IMPORTERS``; :func:`detect_format` guesses one from the files):
 
 - ``unisrec``: UniSRec / RecBole benchmark files ``X.train/valid/test.inter`` + ``X.item2index``
   + ``X.user2index`` (+ ``X.text``), as released with UniSRec and VQ-Rec.
 - ``lcrec``: LC-Rec style ``X.inter.json`` (user index -> chronological item indices) +
   ``X.item2id`` (+ ``X.user2id``, + ``X.item.json`` with title / categories / brand), as
-  released with LC-Rec, LETTER and MQL4GRec. Item text is built as UniSRec builds it.
+  released with LC-Rec, LETTER and MQL4GRec. Item text is built as UniSRec builds it. A
+  ``X.item.partial.json`` (text for some items only) is used only when asked for.
+- ``recbole``: RecBole atomic ``X.inter`` (+ ``X.item``) (:mod:`recbench.tables`).
+- ``table``: a plain CSV/TSV/parquet interactions table (+ item-text table) (:mod:`recbench.tables`).
+- ``amazon``: raw Amazon 2018 ratings CSV + ``meta_*.json.gz``, preprocessed exactly as UniSRec
+  (:mod:`recbench.amazon`).
 """
 
 from __future__ import annotations
 
-import html
 import json
-import re
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
-from recbench.errors import DataError
+import numpy as np
+
+from recbench.errors import DataError, UnknownNameError
+from recbench.itemtext import MAX_TEXT_CHARS, clean_text, nonempty_fields_text
+
+__all__ = ["Imported", "ImportOptions", "IMPORTERS", "clean_text", "detect_format", "import_lcrec", "import_unisrec", "item_text", "run_importer"]
 
 
 @dataclass
@@ -27,12 +36,34 @@ class Imported:
     """Raw material for :func:`recbench.data.build_dataset`."""
 
     user_ids: list[str]
-    sequences: list[list[int]]  # 0-based indices into item_ids, chronological
+    sequences: Sequence[Sequence[int] | np.ndarray]  # 0-based indices into item_ids, chronological
     item_ids: list[str]
     item_texts: list[str] | None
     format: str
     files: list[Path]
     notes: list[str] = field(default_factory=list)
+    details: dict[str, Any] = field(default_factory=dict)  # recorded in the dataset manifest
+
+
+@dataclass(frozen=True)
+class ImportOptions:
+    """Options of ``recbench download --from``; each format accepts only the ones it uses."""
+
+    user_col: str | None = None
+    """Interactions column holding the user (table, recbole)."""
+    item_col: str | None = None
+    """Interactions column holding the item (table, recbole)."""
+    time_col: str | None = None
+    """Interactions column holding the timestamp (table, recbole)."""
+    item_text: Path | None = None
+    """Item-text table: CSV/TSV/parquet/JSON lines keyed by item (table)."""
+    text_fields: tuple[str, ...] | None = None
+    """Item fields joined into the text, in this order (table, recbole)."""
+    partial_text: bool = False
+    """Use a text file that covers only some items, e.g. ``X.item.partial.json`` (lcrec)."""
+
+    def given(self) -> list[str]:
+        return [f.name for f in fields(self) if getattr(self, f.name) not in (None, False)]
 
 
 def read_lines(path: Path) -> Iterator[tuple[int, str]]:
@@ -43,6 +74,41 @@ def read_lines(path: Path) -> Iterator[tuple[int, str]]:
                 yield number, raw.decode("utf-8").rstrip("\r\n")
             except UnicodeDecodeError as err:
                 raise DataError(f"{path}:{number}: not valid UTF-8 ({err.reason} at byte {err.start})") from None
+
+
+BLOCK_BYTES = 16 << 20  # large files are read in blocks of whole lines of about this size
+
+
+def iter_line_blocks(path: Path, block_bytes: int = BLOCK_BYTES) -> Iterator[bytes]:
+    """Blocks of whole lines (the last may lack its newline): big files without a Python loop per line."""
+    with open(path, "rb") as f:
+        carry = b""
+        while chunk := f.read(block_bytes):
+            data = carry + chunk
+            cut = data.rfind(b"\n") + 1
+            if cut:
+                yield data[:cut]
+            carry = data[cut:]
+        if carry:
+            yield carry
+
+
+def decode_block(raw: bytes, path: Path, first_line: int) -> str:
+    """UTF-8 text of a block whose first line is ``first_line``; bad bytes name the file and line."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = first_line + raw.count(b"\n", 0, err.start)
+        column = err.start - (raw.rfind(b"\n", 0, err.start) + 1)
+        raise DataError(f"{path}:{line}: not valid UTF-8 ({err.reason} at byte {column} of the line)") from None
+
+
+def check_utf8(path: Path) -> None:
+    """Raise :class:`DataError` naming file and line if ``path`` is not valid UTF-8."""
+    line = 1
+    for raw in iter_line_blocks(path):
+        decode_block(raw, path, line)
+        line += raw.count(b"\n")
 
 
 def read_index(path: Path) -> list[str]:
@@ -176,23 +242,11 @@ def _single_prefix(directory: Path, suffix: str) -> str:
 
 
 TEXT_FIELDS = ("title", "categories", "brand")  # UniSRec's order: title, category, brand
-MAX_TEXT_CHARS = 2000
-
-
-def clean_text(raw: object) -> str:
-    """UniSRec's ``clean_text``: lists joined, HTML unescaped, quotes/newlines removed, one final dot."""
-    if isinstance(raw, list):
-        raw = " ".join(str(part) for part in raw)
-    elif isinstance(raw, dict):
-        raw = str(raw)
-    text = re.sub(r'["\n\r]*', "", html.unescape(str(raw)))
-    text = text.rstrip(".") + "."
-    return "" if len(text) >= MAX_TEXT_CHARS else text
 
 
 def item_text(record: dict) -> str:
-    """Present fields in UniSRec's order, each cleaned and followed by one space."""
-    return "".join(clean_text(record[name]) + " " for name in TEXT_FIELDS if record.get(name) not in (None, ""))
+    """Present, non-empty fields in UniSRec's order, each cleaned and followed by one space."""
+    return nonempty_fields_text(record, TEXT_FIELDS, MAX_TEXT_CHARS)
 
 
 def _read_json(path: Path) -> object:
@@ -204,7 +258,7 @@ def _read_json(path: Path) -> object:
         raise DataError(f"{path}:{err.lineno}: malformed JSON ({err.msg})") from None
 
 
-def import_lcrec(directory: Path, prefix: str | None = None) -> Imported:
+def import_lcrec(directory: Path, prefix: str | None = None, partial_text: bool = False) -> Imported:
     """Read LC-Rec style files; sequences are already chronological (no timestamps)."""
     directory = Path(directory)
     prefix = prefix or _single_prefix(directory, ".inter.json")
@@ -216,40 +270,124 @@ def import_lcrec(directory: Path, prefix: str | None = None) -> Imported:
     inter = _read_json(inter_path)
     if not isinstance(inter, dict):
         raise DataError(f"{inter_path}: expected an object mapping user index to a list of item indices")
-    keys = sorted(inter, key=lambda k: int(k) if str(k).isdigit() else -1)
-    if any(not str(k).isdigit() for k in keys):
+    if any(not str(k).isdigit() for k in inter):
         raise DataError(f"{inter_path}: user keys must be integer indices")
+    keys = sorted(inter, key=int)
     user_ids = read_index(user_path) if user_path.is_file() else [str(k) for k in keys]
     if len(user_ids) < len(keys):
         raise DataError(f"{user_path}: {len(user_ids)} users but {inter_path.name} has {len(keys)}")
-    sequences = [[int(i) for i in inter[k]] for k in keys]
+    sequences = []
+    for k in keys:
+        if not isinstance(inter[k], list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in inter[k]):
+            raise DataError(f"{inter_path}: user {k}: expected a list of integer item indices")
+        sequences.append(inter[k])
     user_ids = [user_ids[int(k)] for k in keys]
     notes = [] if user_path.is_file() else [f"no {user_path.name}: user tokens are the indices of {inter_path.name}"]
-    texts, files = None, [inter_path, item_path] + ([user_path] if user_path.is_file() else [])
-    text_path = directory / f"{prefix}.item.json"
-    if text_path.is_file():
-        records = _read_json(text_path)
-        texts = [item_text(records.get(str(i), {})) for i in range(len(item_ids))]
-        if not any(texts):
-            raise DataError(f"{text_path}: its keys match none of the {len(item_ids)} items of {item_path.name}")
-        missing = sum(1 for t in texts if not t)
-        notes.append(f"item text from {text_path.name} (title, categories, brand as UniSRec)" + (f"; {missing} items have none" if missing else ""))
-        files.append(text_path)
+    files = [inter_path, item_path] + ([user_path] if user_path.is_file() else [])
+    text_path, partial_path = directory / f"{prefix}.item.json", directory / f"{prefix}.item.partial.json"
+    texts = None
+    if text_path.is_file() or (partial_text and partial_path.is_file()):
+        path = text_path if text_path.is_file() else partial_path
+        texts, note = _lcrec_texts(path, item_ids, item_path)
+        notes.append(note)
+        files.append(path)
+    elif partial_path.is_file():
+        covered = sum(1 for t in _lcrec_texts(partial_path, item_ids, item_path)[0] if t)
+        notes.append(
+            f"ID-only: {partial_path.name} has text for only {covered:,} of {len(item_ids):,} items, so it was not used "
+            "(pass --partial-text to import it; text-based results would then not be comparable)"
+        )
     else:
         notes.append(f"no {text_path.name}: the dataset is ID-only (text-based methods cannot use it)")
     return Imported(user_ids, sequences, item_ids, texts, "lcrec", files, notes)
 
 
-IMPORTERS = {"unisrec": import_unisrec, "lcrec": import_lcrec}
+def _lcrec_texts(path: Path, item_ids: list[str], item_path: Path) -> tuple[list[str], str]:
+    records = _read_json(path)
+    if not isinstance(records, dict):
+        raise DataError(f"{path}: expected an object mapping item index to a record")
+    texts = [item_text(records.get(str(i)) or {}) for i in range(len(item_ids))]
+    if not any(texts):
+        raise DataError(f"{path}: its keys match none of the {len(item_ids)} items of {item_path.name}")
+    missing = sum(1 for t in texts if not t)
+    note = f"item text from {path.name} (title, categories, brand as UniSRec)" + (f"; {missing:,} items have none (of {len(item_ids):,})" if missing else "")
+    return texts, note
 
 
-def detect_format(directory: Path) -> str:
+Importer = Callable[[Path, ImportOptions], Imported]
+
+
+def _unisrec(source: Path, options: ImportOptions) -> Imported:
+    return import_unisrec(source)
+
+
+def _lcrec(source: Path, options: ImportOptions) -> Imported:
+    return import_lcrec(source, partial_text=options.partial_text)
+
+
+def _recbole(source: Path, options: ImportOptions) -> Imported:
+    from recbench.tables import import_recbole
+
+    return import_recbole(source, options)
+
+
+def _table(source: Path, options: ImportOptions) -> Imported:
+    from recbench.tables import import_table
+
+    return import_table(source, options)
+
+
+IMPORTERS: dict[str, Importer] = {"unisrec": _unisrec, "lcrec": _lcrec, "recbole": _recbole, "table": _table}
+ACCEPTED_OPTIONS = {
+    "unisrec": set(),
+    "lcrec": {"partial_text"},
+    "recbole": {"user_col", "item_col", "time_col", "text_fields"},
+    "table": {"user_col", "item_col", "time_col", "item_text", "text_fields"},
+    "amazon": set(),
+}
+FORMATS = (*IMPORTERS, "amazon")  # amazon needs the catalogue entry: see recbench.download.import_local
+TABLE_SUFFIXES = (".csv", ".tsv", ".tab", ".txt", ".parquet", ".pq")
+
+
+def check_options(fmt: str, options: ImportOptions) -> None:
+    """Reject options the format does not use (a silently ignored option is a surprise later)."""
+    if fmt not in ACCEPTED_OPTIONS:
+        raise UnknownNameError("import format", fmt, FORMATS)
+    unused = [name for name in options.given() if name not in ACCEPTED_OPTIONS[fmt]]
+    if unused:
+        flags = ", ".join("--" + name.replace("_", "-") for name in unused)
+        raise DataError(f"{flags} does not apply to the {fmt} format")
+
+
+def run_importer(fmt: str, source: Path, options: ImportOptions | None = None) -> Imported:
+    """Check the options, then run the importer of ``fmt`` (not ``amazon``) on ``source``."""
+    options = options or ImportOptions()
+    check_options(fmt, options)
+    if fmt not in IMPORTERS:
+        raise UnknownNameError("import format", fmt, IMPORTERS)
+    return IMPORTERS[fmt](Path(source), options)
+
+
+def detect_format(source: Path) -> str:
     """Guess the import format from the files present."""
-    directory = Path(directory)
-    if not directory.exists():
-        raise DataError(f"{directory} does not exist")
-    if directory.is_dir() and any(directory.glob("*.test.inter")):
+    source = Path(source)
+    if not source.exists():
+        raise DataError(f"{source} does not exist")
+    if source.is_file():
+        if source.name.endswith(".inter"):
+            return "recbole"
+        if source.suffix.lower() in TABLE_SUFFIXES:
+            return "table"
+        raise DataError(f"cannot tell the format of {source}; pass --format ({', '.join(FORMATS)})")
+    if any(source.glob("*.test.inter")):
         return "unisrec"
-    if directory.is_dir() and any(directory.glob("*.inter.json")):
+    if any(source.glob("*.inter.json")):
         return "lcrec"
-    raise DataError(f"cannot tell the format of {directory}; pass --format ({', '.join(IMPORTERS)})")
+    if any(source.glob("meta_*.json.gz")) or any(source.glob("Metadata/meta_*.json.gz")):
+        return "amazon"
+    if any(source.glob("*.inter")):
+        return "recbole"
+    tables = [p for p in source.iterdir() if p.is_file() and p.suffix.lower() in TABLE_SUFFIXES]
+    if len(tables) == 1:
+        return "table"
+    raise DataError(f"cannot tell the format of {source}; pass --format ({', '.join(FORMATS)})")
