@@ -1,10 +1,12 @@
 """``recbench compare``: the grid (dataset x method x seed) -> runs -> one Report.
 
-Each cell goes through the library (dataset -> train -> evaluate) via
+Each cell goes through the library (download -> encode -> pre-train -> train -> evaluate) via
 :func:`recbench.experiment.run_experiment`, reusing finished runs and resuming unfinished
-ones. A failing cell is recorded with its error and never stops the others. Cells run in this
-process (``jobs=1``), in a local process pool (``jobs > 1``), or as Ray tasks on a Ray cluster
-(``executor="ray"``, optional extra ``recbench[ray]``).
+ones. A failing cell is recorded with its error and never stops the others. Datasets are made
+available once, before any cell runs (a dataset that cannot be made fails only its own cells).
+Cells run in this process (``jobs=1``), in a local process pool (``jobs > 1``, spawned workers
+with cores / jobs torch threads each), or as Ray tasks on a Ray cluster (``executor="ray"``,
+optional extra ``recbench[ray]``).
 """
 
 from __future__ import annotations
@@ -22,6 +24,22 @@ from typing import Any
 from recbench.errors import RecbenchError
 
 BASE_SEED = 2020  # RecBole's default seed; seed i of a grid is BASE_SEED + i
+
+# ``--quick``: a smoke-test preset (small widths, few epochs) so a whole grid runs in minutes on a
+# laptop CPU, e.g. the SYNTHETIC demo suite. Applied before --set (which wins), to every method
+# that has the key. Its numbers are NOT the published protocol (that is: no preset).
+QUICK: dict[str, Any] = {
+    "epochs": 10,
+    "patience": 3,
+    "pretrain_epochs": 2,
+    "search_epochs": 1,
+    "max_seq_length": 20,
+    "hidden_size": 64,
+    "inner_size": 128,
+    "item_size": 64,
+    "semantic_hidden_size": 128,
+    "channel_hidden_size": 64,
+}
 
 
 @dataclass(frozen=True)
@@ -42,15 +60,29 @@ class CellOutcome:
     error: str | None = None
     reused: bool = False
     seconds: float = 0.0
+    traceback: str | None = None  # full traceback of an unexpected error (a bug, not a user error)
+    traceback_file: str | None = None  # where compare() wrote it
 
 
-def ensure_dataset(name: str) -> None:
-    """Make the dataset available: nothing if downloaded, else the download library function."""
+def ensure_dataset(name: str, show_progress: bool = False) -> None:
+    """Make the dataset available: nothing if downloaded, else :func:`recbench.download.download`
+    (fetch and preprocess the raw files, or generate SYNTHETIC data); its errors name the fix."""
     from recbench.data import is_downloaded
     from recbench.download import download
 
     if not is_downloaded(name):
-        download(name)
+        download(name, show_progress=show_progress)
+
+
+def prepare_datasets(names: Sequence[str], show_progress: bool = False) -> dict[str, str]:
+    """Make each dataset available once, in this process; returns name -> why it is unavailable."""
+    problems = {}
+    for name in dict.fromkeys(names):
+        try:
+            ensure_dataset(name, show_progress)
+        except Exception as err:  # noqa: BLE001 - the cells that need it report it as their error
+            problems[name] = str(err) if isinstance(err, RecbenchError) else repr(err)
+    return problems
 
 
 def run_cell(cell: GridCell, runs_dir: str, overrides: list[dict[str, Any]], device: str, pretrain_on: Sequence[str] | None = None, threads: int | None = None) -> CellOutcome:
@@ -62,7 +94,6 @@ def run_cell(cell: GridCell, runs_dir: str, overrides: list[dict[str, Any]], dev
 
             torch.set_num_threads(threads)
         from recbench.experiment import run_experiment
-
         from recbench.registry import get_method
 
         sources = list(pretrain_on or []) if get_method(cell.method).cls.supports_pretraining else []
@@ -72,8 +103,10 @@ def run_cell(cell: GridCell, runs_dir: str, overrides: list[dict[str, Any]], dev
         result = run_experiment(cell.method, cell.dataset, seed=cell.seed, overrides=own, runs_dir=runs_dir, resume=True, device=device, show_progress=False, pretrain_on=sources or None)
         return CellOutcome(cell, str(result.run.path), reused=result.reused, seconds=time.perf_counter() - started)
     except Exception as err:  # noqa: BLE001 - one failing cell must not stop the grid
-        message = str(err) if isinstance(err, RecbenchError) else "".join(traceback.format_exception_only(type(err), err)).strip()
-        return CellOutcome(cell, error=message, seconds=time.perf_counter() - started)
+        if isinstance(err, RecbenchError):
+            return CellOutcome(cell, error=str(err), seconds=time.perf_counter() - started)
+        message = "".join(traceback.format_exception_only(type(err), err)).strip()
+        return CellOutcome(cell, error=message, seconds=time.perf_counter() - started, traceback=traceback.format_exc())
 
 
 def overrides_for(method: str, overrides: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -97,38 +130,74 @@ def check_overrides(methods: Sequence[str], overrides: list[dict[str, Any]]) -> 
 
 
 def grid(datasets: Sequence[str], methods: Sequence[str], seeds: int) -> list[GridCell]:
+    """Every (dataset, method, seed) cell, dataset-major; seeds are BASE_SEED, BASE_SEED + 1, ..."""
     return [GridCell(d.lower(), m.lower(), BASE_SEED + s) for d in datasets for m in methods for s in range(seeds)]
 
 
 Listener = Callable[[GridCell, str, CellOutcome | None], None]  # (cell, "running" | "done" | "failed", outcome)
 
 
-def run_grid(cells: Sequence[GridCell], runs_dir: Path | str, overrides: list[dict[str, Any]] | None = None, jobs: int = 1, executor: str = "local", device: str = "auto", listener: Listener | None = None, pretrain_on: Sequence[str] | None = None) -> list[CellOutcome]:
+def run_grid(
+    cells: Sequence[GridCell],
+    runs_dir: Path | str,
+    overrides: list[dict[str, Any]] | None = None,
+    jobs: int = 1,
+    executor: str = "local",
+    device: str = "auto",
+    listener: Listener | None = None,
+    pretrain_on: Sequence[str] | None = None,
+    unavailable: dict[str, str] | None = None,
+) -> list[CellOutcome]:
     """Run every cell; outcomes in the order of ``cells``.
 
-    Transfer methods are pre-trained on ``pretrain_on`` first, once per (method, seed), in this
-    process, so parallel cells only ever reuse a finished pre-training run.
+    Locally, every dataset is made available first, once (``unavailable``: the caller already did,
+    with these problems); a cell whose data cannot be made fails with that error. Transfer methods
+    are pre-trained on ``pretrain_on`` first, once per (method, seed), in this process, so
+    parallel cells only ever reuse a finished pre-training run.
     """
+    if executor not in ("local", "ray"):
+        raise RecbenchError(f"unknown executor '{executor}'; expected local or ray")
     overrides = overrides or []
     notify = listener or (lambda cell, state, outcome: None)
+    outcomes: dict[GridCell, CellOutcome] = {}
+    if executor == "local":  # each dataset once, here: not concurrently in workers, nor once per cell
+        if unavailable is None:
+            unavailable = prepare_datasets([*(cell.dataset for cell in cells), *(pretrain_on or [])])
+        for cell in cells:
+            missing = [name for name in _needs(cell, pretrain_on) if name in unavailable]
+            if missing:
+                outcomes[cell] = CellOutcome(cell, error=unavailable[missing[0]])
+                notify(cell, "failed", outcomes[cell])
+    ready = [cell for cell in cells if cell not in outcomes]
     if pretrain_on and (jobs > 1 or executor != "local"):
-        _pretrain_first(cells, str(runs_dir), overrides, device, pretrain_on)
+        _pretrain_first(ready, str(runs_dir), overrides, device, pretrain_on)
     arguments = (str(runs_dir), overrides, device, list(pretrain_on or []))
     if executor == "ray":
-        return _run_ray(cells, arguments, notify)
-    if executor != "local":
-        raise RecbenchError(f"unknown executor '{executor}'; expected local or ray")
-    if jobs <= 1:
-        outcomes = []
-        for cell in cells:
+        finished = _run_ray(ready, arguments, notify)
+    elif jobs <= 1:
+        finished = []
+        for cell in ready:
             notify(cell, "running", None)
-            outcomes.append(run_cell(cell, *arguments))
-            notify(cell, "failed" if outcomes[-1].error else "done", outcomes[-1])
-        return outcomes
-    threads = max(1, (os.cpu_count() or 1) // jobs)  # jobs x threads <= cores
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
-        futures = {pool.submit(run_cell, cell, *arguments, threads): cell for cell in cells}
-        return _collect(futures, notify)
+            finished.append(run_cell(cell, *arguments))
+            notify(cell, "failed" if finished[-1].error else "done", finished[-1])
+    else:
+        threads = max(1, (os.cpu_count() or 1) // jobs)  # jobs x threads <= cores
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
+            futures = {pool.submit(run_cell, cell, *arguments, threads): cell for cell in ready}
+            finished = _collect(futures, notify, jobs)
+    outcomes.update(zip(ready, finished))
+    return [outcomes[cell] for cell in cells]
+
+
+def _needs(cell: GridCell, pretrain_on: Sequence[str] | None) -> list[str]:
+    """The datasets a cell reads: its own, and the sources if its method pre-trains."""
+    from recbench.registry import get_method
+
+    try:
+        transfer = get_method(cell.method).cls.supports_pretraining
+    except RecbenchError:  # an unknown method: the cell itself reports that
+        transfer = False
+    return [cell.dataset, *(pretrain_on or [])] if transfer else [cell.dataset]
 
 
 def _pretrain_first(cells: Sequence[GridCell], runs_dir: str, overrides: list[dict[str, Any]], device: str, sources: Sequence[str]) -> None:
@@ -149,16 +218,20 @@ def _pretrain_first(cells: Sequence[GridCell], runs_dir: str, overrides: list[di
             pass
 
 
-def _collect(futures: dict[Future, GridCell], notify: Listener) -> list[CellOutcome]:
+def _collect(futures: dict[Future, GridCell], notify: Listener, jobs: int) -> list[CellOutcome]:
+    # A pool marks one call more than it has workers as running (its call queue): show at most jobs.
     pending, outcomes, started = dict(futures), {}, set()
     while pending:
         for future, cell in list(pending.items()):
             if future.done():
-                outcome = future.result()
+                try:
+                    outcome = future.result()
+                except Exception as err:  # noqa: BLE001 - e.g. a worker killed for lack of memory
+                    outcome = CellOutcome(cell, error=f"worker process failed: {err!r}")
                 outcomes[cell] = outcome
                 notify(cell, "failed" if outcome.error else "done", outcome)
                 del pending[future]
-            elif future.running() and cell not in started:
+            elif future.running() and cell not in started and len(started - outcomes.keys()) < jobs:
                 started.add(cell)
                 notify(cell, "running", None)
         time.sleep(0.2)
@@ -180,9 +253,13 @@ def _run_ray(cells: Sequence[GridCell], arguments: tuple, notify: Listener) -> l
     pending = list(references)
     while pending:
         done, pending = ray.wait(pending, num_returns=1)
-        outcome = ray.get(done[0])
-        outcomes[references[done[0]]] = outcome
-        notify(outcome.cell, "failed" if outcome.error else "done", outcome)
+        cell = references[done[0]]
+        try:
+            outcome = ray.get(done[0])
+        except Exception as err:  # noqa: BLE001 - a lost node or worker fails its cell only
+            outcome = CellOutcome(cell, error=f"Ray task failed: {err!r}")
+        outcomes[cell] = outcome
+        notify(cell, "failed" if outcome.error else "done", outcome)
     return [outcomes[cell] for cell in cells]
 
 
@@ -201,6 +278,18 @@ def results_of(outcomes: Sequence[CellOutcome], split: str = "test") -> list[Any
         protocol = {**run.metrics.get("protocol", {}), "split": split}
         results.append(RunResult(cell.dataset, cell.method, cell.seed, run.ranks(split), protocol, source=str(run.path)))
     return results
+
+
+def _write_tracebacks(outcomes: Sequence[CellOutcome], runs_dir: Path) -> None:
+    """Keep the traceback of every cell that failed on a bug, for the method's author."""
+    from recbench.runs import atomic_write_bytes
+
+    for outcome in outcomes:
+        if outcome.traceback:
+            cell = outcome.cell
+            path = runs_dir / "_failed" / f"{cell.dataset}-{cell.method}-seed{cell.seed}.txt"
+            atomic_write_bytes(path, outcome.traceback.encode())
+            outcome.traceback_file = str(path)
 
 
 class LiveGrid:
@@ -222,6 +311,8 @@ class LiveGrid:
         if self.live:
             self.live.update(self._table())
             self.live.__exit__(*exc)
+            if not self.live.console.is_terminal:  # rich ends a non-terminal live render without a newline
+                self.live.console.line()
 
     def __call__(self, cell: GridCell, state: str, outcome: CellOutcome | None) -> None:
         since = time.perf_counter() if state == "running" else self.states[cell][1]
@@ -261,8 +352,14 @@ def compare(
     formats: Sequence[str] = ("md",),
     live: bool = True,
     pretrain_on: Sequence[str] | None = None,
+    quick: bool = False,
 ) -> tuple[Any, list[CellOutcome]]:
-    """Run the grid and build the report; with ``out``, write ``out.<fmt>`` for every format."""
+    """Run the grid and build the report; with ``out``, write ``out.<fmt>`` for every format.
+
+    ``overrides`` are config layers applied to every method that has their keys (a key no
+    compared method has is an error); ``quick`` puts the :data:`QUICK` preset beneath them.
+    """
+    from recbench.data import check_dataset_name
     from recbench.leaderboard import DEFAULT_METRICS, FORMATS
     from recbench.registry import get_method, method_names
     from recbench.report import build_report
@@ -279,9 +376,19 @@ def compare(
     if baseline is not None and get_method(baseline).name not in methods:
         raise RecbenchError(f"baseline '{baseline}' is not among the compared methods ({', '.join(methods)})")
     check_overrides(methods, overrides or [])
+    overrides = [QUICK, *(overrides or [])] if quick else overrides
     cells = grid(datasets, methods, seeds)
+    if executor not in ("local", "ray"):
+        raise RecbenchError(f"unknown executor '{executor}'; expected local or ray")
+    unavailable = None
+    if executor == "local":  # a Ray cluster's nodes may hold datasets this machine has not
+        names = list(dict.fromkeys([*(cell.dataset for cell in cells), *(pretrain_on or [])]))
+        for name in names:
+            check_dataset_name(name)  # a typo fails here, with suggestions, before anything runs
+        unavailable = prepare_datasets(names, show_progress=live)  # before the live view: downloads show progress
     with LiveGrid(cells, enabled=live) as view:
-        outcomes = run_grid(cells, runs_dir, overrides, jobs, executor, device, listener=view, pretrain_on=pretrain_on)
+        outcomes = run_grid(cells, runs_dir, overrides, jobs, executor, device, listener=view, pretrain_on=pretrain_on, unavailable=unavailable)
+    _write_tracebacks(outcomes, Path(runs_dir))
     report = build_report(results_of(outcomes), list(metrics or DEFAULT_METRICS), baseline, test, correction, alpha)
     if out is not None:
         for fmt in formats:

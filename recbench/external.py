@@ -4,16 +4,19 @@ Two documented formats, for the dataset's leave-one-out ``test`` targets:
 
 - ranked lists (``.tsv``, ``.csv``, ``.txt``): one line per user, ``user item1 item2 ...``
   separated by tabs, commas or spaces, using the dataset's raw user and item tokens (those of
-  ``users.txt`` / ``items.jsonl``), best first. The rank of the held-out item is its position in
-  the list; an item missing from the list ties with every other unlisted item at the bottom, so
-  its rank is N (pessimistic, as every tie in recbench). Metrics@k are exact for k up to the
-  list length and lower bounds beyond it.
+  ``users.txt`` / ``items.jsonl``), best first; an optional first header line whose first field
+  is ``user``, ``user_id`` or ``uid`` is skipped. The rank of the held-out item is its position in
+  the list (repeated items count once, at their first position). A target missing from the list
+  ties with every other unlisted item at the bottom, so its rank is N (pessimistic, as every tie
+  in recbench). Hence metrics@k are exact for k up to the shortest list's length K and lower
+  bounds beyond it; K is stored with the run (``metrics.json``: ``list_length``).
 - a score matrix (``.npy``): shape (users, N + 1) with column i = item id i (column 0 ignored),
   or (users, N) with column j = item id j + 1; rows in the dataset's user order. Ranks follow
-  from the scores exactly as for a recbench model (pessimistic ties, padding excluded).
+  from the scores exactly as for a recbench model (pessimistic ties, NaN counts against the
+  target, padding excluded).
 
-The result is stored as a finished run (method name = the given label, no valid split), so it
-appears in ``recbench leaderboard`` next to recbench's own runs.
+The result is stored as a finished run (method name = the given label, seed 0, no valid split),
+so it appears in ``recbench leaderboard`` next to recbench's own runs.
 """
 
 from __future__ import annotations
@@ -25,26 +28,34 @@ import numpy as np
 import torch
 
 from recbench.data import Dataset, load_dataset
-from recbench.errors import DataError
+from recbench.errors import DataError, RunError
 from recbench.evaluate import TIE_POLICY, ranks_from_scores
 from recbench.ingest import read_lines
 from recbench.metrics import EvalResult, metrics_from_ranks
 from recbench.runs import RunRecord
 
 _SEPARATOR = re.compile(r"[\t, ]+")
+_HEADER_FIELDS = {"user", "user_id", "userid", "uid", "user:token", "user_id:token"}
+_LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
 
 
-def ranks_from_lists(path: Path, dataset: Dataset, targets: np.ndarray) -> np.ndarray:
-    """Per-user ranks of ``targets`` (U,) in a ranked-list file (see the module docstring)."""
+def ranks_from_lists(path: Path, dataset: Dataset, targets: np.ndarray) -> tuple[np.ndarray, int]:
+    """Per-user ranks of ``targets`` (U,) in a ranked-list file, and the shortest list's length.
+
+    See the module docstring for the format; a malformed line raises :class:`DataError` naming
+    the file and line.
+    """
     user_index = {token: u for u, token in enumerate(dataset.user_ids)}
     item_id = {token: i + 1 for i, token in enumerate(dataset.item_ids)}
     ranks = np.zeros(dataset.num_users, dtype=np.int32)
-    longest = 0
+    shortest = None
     for number, line in read_lines(path):
         fields = [f for f in _SEPARATOR.split(line.strip()) if f]
         if not fields:
             continue
         user = user_index.get(fields[0])
+        if user is None and number == 1 and fields[0].lower() in _HEADER_FIELDS:
+            continue
         if user is None:
             raise DataError(f"{path}:{number}: unknown user token {fields[0]!r} (not in dataset '{dataset.name}')")
         if ranks[user]:
@@ -55,22 +66,29 @@ def ranks_from_lists(path: Path, dataset: Dataset, targets: np.ndarray) -> np.nd
                 raise DataError(f"{path}:{number}: unknown item token {token!r} (not in dataset '{dataset.name}')")
             listed.append(item_id[token])
         listed = list(dict.fromkeys(listed))  # first occurrence counts
-        longest = max(longest, len(listed))
+        shortest = len(listed) if shortest is None else min(shortest, len(listed))
+        # An unlisted target ties with all other unlisted items: pessimistic rank N.
         ranks[user] = listed.index(targets[user]) + 1 if targets[user] in listed else dataset.num_items
     missing = int((ranks == 0).sum())
     if missing:
-        raise DataError(f"{path}: {missing} of {dataset.num_users} users have no line")
-    return ranks
+        first = dataset.user_ids[int(np.flatnonzero(ranks == 0)[0])]
+        raise DataError(f"{path}: {missing} of {dataset.num_users} users have no line (e.g. user {first!r}); every user must be ranked")
+    return ranks, int(shortest or 0)
 
 
 def ranks_from_score_matrix(path: Path, dataset: Dataset, targets: np.ndarray, batch_size: int = 1024) -> np.ndarray:
-    """Per-user ranks from a (users, N + 1) or (users, N) ``.npy`` score matrix."""
-    scores = np.load(path, mmap_mode="r")
+    """Per-user ranks from a (users, N + 1) or (users, N) ``.npy`` score matrix, in batches."""
+    try:
+        scores = np.load(path, mmap_mode="r", allow_pickle=False)
+    except ValueError as err:
+        raise DataError(f"{path}: not a numeric .npy array ({err})") from None
+    if not isinstance(scores, np.ndarray) or not np.issubdtype(scores.dtype, np.number):
+        raise DataError(f"{path}: expected a numeric .npy score matrix, got {getattr(scores, 'dtype', type(scores).__name__)}")
     if scores.ndim != 2 or scores.shape[0] != dataset.num_users or scores.shape[1] not in (dataset.num_items, dataset.num_items + 1):
         raise DataError(f"{path}: score matrix of shape {scores.shape}, expected ({dataset.num_users}, {dataset.num_items + 1}) or ({dataset.num_users}, {dataset.num_items})")
     pad = scores.shape[1] == dataset.num_items
     ranks = np.empty(dataset.num_users, dtype=np.int32)
-    for start in range(0, dataset.num_users, batch_size):
+    for start in range(0, dataset.num_users, batch_size):  # never the whole matrix in float32 at once
         chunk = torch.from_numpy(np.array(scores[start : start + batch_size], dtype=np.float32))  # a writable copy
         if pad:
             chunk = torch.nn.functional.pad(chunk, (1, 0), value=-torch.inf)
@@ -79,26 +97,56 @@ def ranks_from_score_matrix(path: Path, dataset: Dataset, targets: np.ndarray, b
     return ranks
 
 
+def check_label(label: str) -> None:
+    """An imported run needs a name of its own: a safe directory name that no method has."""
+    from recbench.registry import method_names
+
+    if not _LABEL.fullmatch(label):
+        raise DataError(f"--name {label!r}: use letters, digits and . _ + - (it names a directory and a table row)")
+    if label.lower() in method_names():
+        raise DataError(f"--name {label!r} is a registered recbench method; label other tools' results differently (e.g. {label}-external)")
+
+
 def import_results(path: Path | str, dataset_name: str, label: str, runs_dir: Path | str = "runs", max_history: int = 50) -> RunRecord:
-    """Evaluate another tool's output file and store it as a finished run named ``label``."""
+    """Evaluate another tool's output file and store it as a finished run named ``label``.
+
+    Importing the same file again returns the stored run; a different file under a label that
+    already has a run on this dataset is an error (a leaderboard row is one set of results).
+    """
     from recbench.download import sha256_file
 
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path} does not exist")
+    check_label(label)
     dataset = load_dataset(dataset_name)
-    _, _, targets = dataset.eval_examples("test", max_history)
-    if path.suffix == ".npy":
-        ranks, kind = ranks_from_score_matrix(path, dataset, targets), "score matrix"
-    else:
-        ranks, kind = ranks_from_lists(path, dataset, targets), "ranked lists"
     checksum = sha256_file(path)
     identity = {"method": label, "dataset": dataset.name, "fingerprint": dataset.fingerprint, "seed": 0, "imported": checksum}
     run = RunRecord.for_experiment(Path(runs_dir), dataset.name, label, 0, identity)
+    if run.is_finished:
+        return run
+    others = sorted(p.parent for p in (Path(runs_dir) / dataset.name / label).glob("seed0-*/status.json"))
+    if others:
+        raise RunError(f"{others[0]} already holds results labelled '{label}' on {dataset.name} (from another file); remove it or choose another --name")
+    _, _, targets = dataset.eval_examples("test", max_history)
+    extra: dict[str, object] = {}
+    if path.suffix.lower() == ".npy":
+        ranks, kind = ranks_from_score_matrix(path, dataset, targets), "score matrix"
+    else:
+        ranks, shortest = ranks_from_lists(path, dataset, targets)
+        kind, extra["list_length"] = "ranked lists", shortest
     run.write_config({**identity, "config": {}, "imported_from": str(path.resolve()), "imported_format": kind})
     protocol = {
         "split": "test", "candidates": "all items", "num_candidates": dataset.num_items, "num_users": dataset.num_users,
         "mask_history": False, "ties": TIE_POLICY, "max_history": max_history,
     }
-    run.finish(None, EvalResult("test", ranks, metrics_from_ranks(ranks), protocol), extra={"imported": kind})
+    run.finish(None, EvalResult("test", ranks, metrics_from_ranks(ranks), protocol), extra={"imported": kind, **extra})
     return run
+
+
+def import_note(run: RunRecord) -> str | None:
+    """What a reader of an imported run's metrics must know, or None."""
+    length = run.metrics.get("list_length")
+    if length is None or length >= run.metrics["protocol"]["num_candidates"]:
+        return None
+    return f"ranked lists of at least {length} items: metrics@k are exact for k <= {length}, lower bounds beyond (an unlisted target gets rank N)"

@@ -25,6 +25,7 @@ from recbench.stats import (
     CORRECTIONS, DEFAULT_PERMUTATIONS, DEFAULT_RESAMPLES, TESTS,
     PairedStats, across_seeds, adjust, comparison_pairs, paired_stats, parse_metric, per_user_metric,
 )
+from recbench.synthetic import NOTE as SYNTHETIC_NOTE, is_synthetic_name
 
 # Protocol fields that must agree between runs compared on one dataset.
 PROTOCOL_KEYS = ("split", "candidates", "num_candidates", "num_users", "mask_history", "ties")
@@ -356,7 +357,15 @@ def _rows(report: Report, dataset: str) -> list[tuple[str, list[_Entry]]]:
 
 
 def caption(report: Report, dataset: str, style: _Style = _MARKDOWN) -> str:
-    """Dataset, protocol card, seeds, emphasis and significance legend, in one paragraph."""
+    """Dataset, protocol card, seeds, emphasis and significance legend, in one paragraph.
+
+    Results on SYNTHETIC demo data say so first, so they never pass for results on real data.
+    """
+    text = _caption_body(report, dataset, style)
+    return f"{style.escape(SYNTHETIC_NOTE)}. {text}" if is_synthetic_name(dataset) else text
+
+
+def _caption_body(report: Report, dataset: str, style: _Style) -> str:
     esc, protocol = style.escape, report.protocols.get(dataset, {})
     if not protocol:
         return f"Results on {esc(dataset)}: no finished run."

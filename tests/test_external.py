@@ -8,9 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from recbench.errors import DataError
+from typer.testing import CliRunner
+
+from recbench.cli import app
+from recbench.errors import DataError, RunError
 from recbench.evaluate import ranks_from_scores
-from recbench.external import import_results
+from recbench.external import import_note, import_results
 from recbench.leaderboard import load_results
 
 
@@ -64,3 +67,42 @@ def test_wrong_matrix_shape_is_an_error(toy_dataset, tmp_path: Path) -> None:
     np.save(tmp_path / "bad.npy", np.zeros((3, 3), dtype=np.float32))
     with pytest.raises(DataError, match="expected"):
         import_results(tmp_path / "bad.npy", "toy", "x", runs_dir=tmp_path / "runs")
+
+
+def test_top_k_lists_cut_from_a_score_matrix_agree_with_the_matrix_up_to_k(toy_dataset, tmp_path: Path) -> None:
+    k = 7
+    scores = np.random.default_rng(2).normal(size=(toy_dataset.num_users, toy_dataset.num_items + 1)).astype(np.float32)
+    np.save(tmp_path / "scores.npy", scores)
+    top = np.argsort(-scores[:, 1:], axis=1)[:, :k] + 1  # (U, k) item ids, best first
+    lines = [f"{user},{' '.join(toy_dataset.item_ids[i - 1] for i in row)}" for user, row in zip(toy_dataset.user_ids, top)]
+    (tmp_path / "top.csv").write_text("user_id,items\n" + "\n".join(lines) + "\n")
+    from_scores = import_results(tmp_path / "scores.npy", "toy", "dense", runs_dir=tmp_path / "runs").ranks("test")
+    from_lists = import_results(tmp_path / "top.csv", "toy", "top7", runs_dir=tmp_path / "runs")
+    expected = np.where(from_scores <= k, from_scores, toy_dataset.num_items)
+    assert from_lists.ranks("test").tolist() == expected.tolist()
+    assert from_lists.metrics["list_length"] == k and "k <= 7" in import_note(from_lists)
+
+
+def test_an_imported_label_is_its_own_row(toy_dataset, tmp_path: Path) -> None:
+    first = toy_dataset.user_ids[0]
+    lines = "".join(f"{u}\t{toy_dataset.item_ids[0]}\n" for u in toy_dataset.user_ids)
+    (tmp_path / "a.tsv").write_text(lines)
+    (tmp_path / "b.tsv").write_text(lines.replace(f"{first}\t{toy_dataset.item_ids[0]}", f"{first}\t{toy_dataset.item_ids[1]}"))
+    with pytest.raises(DataError, match="registered recbench method"):
+        import_results(tmp_path / "a.tsv", "toy", "sasrec", runs_dir=tmp_path / "runs")
+    run = import_results(tmp_path / "a.tsv", "toy", "other", runs_dir=tmp_path / "runs")
+    assert import_results(tmp_path / "a.tsv", "toy", "other", runs_dir=tmp_path / "runs").path == run.path
+    with pytest.raises(RunError, match="already holds results labelled 'other'"):
+        import_results(tmp_path / "b.tsv", "toy", "other", runs_dir=tmp_path / "runs")
+
+
+def test_cli_imports_a_file_and_bad_tokens_are_one_line_naming_the_line(toy_dataset, tmp_path: Path) -> None:
+    scores = np.random.default_rng(3).normal(size=(toy_dataset.num_users, toy_dataset.num_items)).astype(np.float32)
+    np.save(tmp_path / "scores.npy", scores)
+    runs = str(tmp_path / "runs")
+    ok = CliRunner().invoke(app, ["eval", "--import", str(tmp_path / "scores.npy"), "--dataset", "toy", "--name", "ext", "--runs-dir", runs, "--json"])
+    assert ok.exit_code == 0, ok.output
+    assert [r.method for r in load_results(runs)] == ["ext"]
+    (tmp_path / "bad.tsv").write_text(f"{toy_dataset.user_ids[0]}\t{toy_dataset.item_ids[0]} ???\n")
+    bad = CliRunner().invoke(app, ["eval", "--import", str(tmp_path / "bad.tsv"), "--dataset", "toy", "--name", "bad", "--runs-dir", runs])
+    assert bad.exit_code == 1 and "bad.tsv:1: unknown item token '???'" in bad.output and "Traceback" not in bad.output
