@@ -7,17 +7,19 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
+from recbench.batching import TrainingWindows
 from recbench.data import Dataset, load_dataset, union_of
 from recbench.errors import RecbenchError, RunError
 from recbench.evaluate import Evaluator
 from recbench.metrics import EvalResult
-from recbench.method import DataSpec, Method, MethodConfig, TextMethodConfig
+from recbench.method import Batch, DataSpec, Method, MethodConfig, SearchData, TextMethodConfig
 from recbench.registry import MethodEntry, get_method, resolve_config
 from recbench.runs import RunRecord
 from recbench.train import FitResult, Trainer, seed_everything
@@ -81,6 +83,43 @@ def pretrain(entry: MethodEntry, config: MethodConfig, sources: Sequence[str], s
     return run
 
 
+# --- architecture search hook (issue 7): Method.search_architecture before the final model ----
+def architecture_search(entry: MethodEntry, config: MethodConfig, dataset: Dataset, run: RunRecord, seed: int, device: str, reuse: bool) -> dict[str, Any] | None:
+    """The method's architecture search on train/valid (None for most methods), as recorded in the run.
+
+    A resumed run reuses the search recorded in its config.json instead of searching again.
+    """
+    if reuse and run.has_checkpoint:
+        return run.config.get("search")
+    windows = TrainingWindows(*dataset.train_sequences(), window=config.max_seq_length)
+    data = SearchData(
+        build=lambda search_config: build_method(entry, search_config, dataset),
+        train_batches=lambda epoch: windows.batches(config.train_batch_targets, np.random.default_rng([seed, epoch]), config.bucket_by_length),
+        valid_batches=lambda: valid_batches(dataset, config.max_seq_length, config.eval_batch_size, seed),
+    )
+    seed_everything(seed)
+    outcome = entry.cls.search_architecture(config, data, seed, device)
+    return asdict(outcome) if outcome is not None else None
+
+
+def valid_batches(dataset: Dataset, max_history: int, batch_size: int, seed: int) -> list[Batch]:
+    """Every user's valid history, in random order, with the valid item as the target of its last position."""
+    histories, lengths, targets = dataset.eval_examples("valid", max_history)
+    order = np.random.default_rng(seed).permutation(len(lengths))
+    batches = []
+    for start in range(0, len(order), batch_size):
+        rows = order[start : start + batch_size]
+        items = torch.from_numpy(histories[rows, : int(lengths[rows].max())])
+        last = torch.from_numpy(lengths[rows] - 1)
+        next_items = torch.zeros_like(items)
+        next_items[torch.arange(len(rows)), last] = torch.from_numpy(targets[rows])
+        batches.append(Batch(items=items, lengths=torch.from_numpy(lengths[rows]), targets=next_items))
+    return batches
+
+
+# --- end of the architecture search hook ---------------------------------------------------
+
+
 def run_experiment(
     method_name: str,
     dataset_name: str,
@@ -114,7 +153,9 @@ def run_experiment(
         return ExperimentResult(run, reused=True)
     if run.has_checkpoint and not (resume or restart):
         raise RunError(f"run {run.path} is unfinished (checkpoint after epoch {run.log[-1]['epoch'] if run.log else '?'}); pass --resume to continue it or --restart to start over")
-    run.write_config({**identity, "device": device, "protocol": {"valid_metric": "ndcg@10", "early_stopping": "RecBole (tie = improvement)"}})
+    search = architecture_search(entry, config, dataset, run, seed, device, reuse=resume and not restart)
+    config = resolve_config(entry, config.model_dump(), search["config_updates"]) if search else config
+    run.write_config({**identity, **({"search": search} if search else {}), "device": device, "protocol": {"valid_metric": "ndcg@10", "early_stopping": "RecBole (tie = improvement)"}})
     seed_everything(seed)
     method = build_method(entry, config, dataset, show_progress)
     if pretrained is not None:
@@ -124,7 +165,7 @@ def run_experiment(
     started = time.perf_counter()
     valid = trainer.validator.run(method, device)
     test = Evaluator(dataset, "test", config.max_seq_length, config.eval_batch_size).run(method, device)
-    run.finish(valid, test, extra={"fit": fit.__dict__, "test_seconds": time.perf_counter() - started})
+    run.finish(valid, test, extra={"fit": fit.__dict__, "test_seconds": time.perf_counter() - started, **({"search": search} if search else {})})
     return ExperimentResult(run, reused=False, fit=fit)
 
 
@@ -136,7 +177,7 @@ def evaluate_run(run_dir: Path | str, split: str = "test", mask_history: bool = 
     if "imported" in record:
         raise RunError(f"run {run.path} holds results imported from {record.get('imported_from')}; there is no model to re-evaluate")
     entry = get_method(record["method"])
-    config = resolve_config(entry, record["config"])
+    config = resolve_config(entry, record["config"], (record.get("search") or {}).get("config_updates", {}))
     dataset = load_dataset(record["dataset"])
     if dataset.fingerprint != record["fingerprint"]:
         raise RunError(f"dataset '{dataset.name}' changed since run {run.path} was made (fingerprint differs); re-train it")

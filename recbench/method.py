@@ -9,8 +9,9 @@ splits data, computes metrics or writes results: the Trainer and the Evaluator d
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, fields
-from typing import ClassVar
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar
 
 import torch
 from pydantic import BaseModel, ConfigDict
@@ -115,6 +116,30 @@ class Batch:
         return self.items.shape[0]
 
 
+# --- architecture search hook (AutoMLP's short-term length; issue 7) ------------------------
+@dataclass
+class SearchData:
+    """What an architecture search may use; every field is built only when called."""
+
+    build: Callable[["MethodConfig"], "Method"]
+    """A fresh model of the method for a config (with the item text, if the method needs it)."""
+    train_batches: Callable[[int], list[Batch]]
+    """The shuffled training batches of an epoch, exactly as the Trainer makes them."""
+    valid_batches: Callable[[], list[Batch]]
+    """Every user's valid history with the valid item as its only target (``targets[b, length - 1]``)."""
+
+
+@dataclass
+class SearchOutcome:
+    """The result of an architecture search: config updates for the final model, and what to record."""
+
+    config_updates: dict[str, Any]
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+# --- end of the architecture search hook ---------------------------------------------------
+
+
 class Method(nn.Module, ABC):
     """Base class of every recommender plugin."""
 
@@ -145,6 +170,15 @@ class Method(nn.Module, ABC):
         """The config the pre-training model is built with (variants that differ only in
         fine-tuning return the same one, so they share one pre-training run)."""
         return config
+
+    @classmethod
+    def search_architecture(cls, config: MethodConfig, data: SearchData, seed: int, device: str) -> SearchOutcome | None:
+        """Search part of the architecture before the final model is built and trained from scratch.
+
+        Called once per run by :func:`recbench.experiment.run_experiment`; the returned config
+        updates are applied to the final model and recorded in the run. None: nothing to search.
+        """
+        return None
 
     def pretrain_loss(self, batch: Batch) -> torch.Tensor:
         """Pre-training loss on a batch of source-domain sequences (transfer methods only)."""

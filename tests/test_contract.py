@@ -15,6 +15,9 @@ from recbench.train import seed_everything
 from tests.conftest import make_cyclic_dataset
 
 SMALL = {"hidden_size": 16, "item_size": 16, "semantic_hidden_size": 16, "inner_size": 16, "n_heads": 2, "max_seq_length": 10}
+# Regularisation slows a 16-wide model on a 30-item toy task without telling us anything about
+# the gradient path; the learnability test switches it off where the method has these keys.
+NO_DROPOUT = {"hidden_dropout_prob": 0.0, "attn_dropout_prob": 0.0, "dropout_prob": 0.0}
 
 
 def small_config(name: str) -> dict:
@@ -82,7 +85,8 @@ def test_score_ignores_items_beyond_the_sequence_length(name: str) -> None:
 
 @pytest.mark.parametrize("name", ALL_METHODS)
 def test_loss_falls_on_a_learnable_toy_task(name: str) -> None:
-    model = build(name, learning_rate=0.01).train()
+    fields = get_method(name).cls.Config.model_fields
+    model = build(name, learning_rate=0.01, **{k: v for k, v in NO_DROPOUT.items() if k in fields}).train()
     batches = training_batches()
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=0.01)
 
@@ -93,7 +97,7 @@ def test_loss_falls_on_a_learnable_toy_task(name: str) -> None:
     model.eval()
     before = mean_loss()
     model.train()
-    for _ in range(15):
+    for _ in range(40):  # a cloze task (BERT4Rec) predicts ~20% of positions per step
         for batch in batches:
             optimizer.zero_grad()
             model.loss(batch).backward()

@@ -1,0 +1,217 @@
+"""AutoMLP: all-MLP long/short-term sequential recommender with a searched short-term length.
+
+Paper: Li, Zhang, Zhao, Wang, Zhao, Wu, Guo, "AutoMLP: Automated MLP for Sequential
+Recommendations", WWW 2023 (arXiv 2303.06337). No official code was found (the authors' sibling
+repository Li-Muyang/MLP4Rec is a RecBole 1.0.1 copy); this follows the paper's description as
+given in recbench issue 7 (the paper's text beyond its introduction could not be read here).
+
+1. Embedding layer: item ID embeddings (the paper also embeds item attributes; recbench's AutoMLP
+   row is ID-only, design §5).
+2. SRS-MLP layer (MLP-Mixer): a sequence mixer over the time axis for each channel,
+   x + W2 g(W1 LN(x)), then a channel mixer over features for each time step, x + W4 g(W3 LN(x)),
+   g = GELU, hidden widths R_s (``sequence_hidden_size``) and R_c (``channel_hidden_size``).
+3. Long-term module: stacked SRS-MLP layers over the last T = ``max_seq_length`` items;
+   short-term module: its own stacked layers over the last k items. Each module's output is its
+   state at the last position; h = W_o [x_s ; x_l] + b_o is scored against every item embedding.
+4. Short-term length search (``short_length = None``): one short-term module per candidate k,
+   mixed by softmax(alpha); DARTS bi-level optimisation (weights on the training loss, alpha on the
+   validation loss at the one-step unrolled weights W - xi grad_W L_train, differentiated exactly
+   through that step); then the argmax-alpha k is kept and the model retrained from scratch with
+   it (``search_architecture``; the run records k and the final softmax(alpha)).
+
+Choices and deviations, stated:
+- Alignment: the time mixers have position-specific weights over a fixed length, so each history is
+  right-aligned (its last item at the last position T - 1, as the left padding of RecBole's MLP
+  models would have it) and padding positions are held at zero after every sub-layer, so padding
+  carries no signal and the columns of W1 / rows of W2 that only padding would meet are skipped
+  (a batch whose longest history is W costs W, not T, positions).
+- Training: the full time mixer is not causal, so one pass over a window cannot predict every
+  position. Each target position of a training window becomes its own right-aligned prefix row
+  (as RecBole's (prefix, target) samples): every next-item target is used, at a cost per epoch
+  at most RecBole's (rows are as wide as their batch's longest window, not 50).
+  Loss: full-softmax CE over all N + 1 embedding rows (no sampled negatives).
+- The validation loss of the search is the CE of each user's valid item after its valid history
+  (the split used for early stopping); the search runs ``search_epochs`` epochs (not reported in
+  the paper as far as could be checked). Weights use Adam (the paper's optimiser for W is not
+  known here). alpha uses DARTS's Adam(betas (0.5, 0.999), weight decay 1e-3) but lr 1e-2, not
+  DARTS's 3e-4: a search here has a few hundred steps, not DARTS's ~20,000, and at 3e-4 the
+  softmax(alpha) stayed within 0.02 of uniform in our tests (argmax = noise).
+- Cost: materialising prefixes makes an epoch O(sum of squared window lengths); a search step
+  (unrolled step + double backward, all candidates) costs about three supernet steps.
+- Hidden sizes, dropout 0.2 and N(0, 0.02) init are our defaults, not the paper's (unverified).
+"""
+
+from __future__ import annotations
+
+import time
+from itertools import cycle
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
+
+from recbench.layers import init_recbole_weights
+from recbench.method import Batch, DataSpec, Method, MethodConfig, SearchData, SearchOutcome
+from recbench.registry import register
+
+
+class AutoMLPConfig(MethodConfig):
+    """AutoMLP hyper-parameters (sizes and dropout are our defaults; the search follows DARTS)."""
+
+    hidden_size: int = 64
+    """Width of item embeddings and of every SRS-MLP layer."""
+    sequence_hidden_size: int = 64
+    """R_s: hidden width of the sequence (time) mixers."""
+    channel_hidden_size: int = 256
+    """R_c: hidden width of the channel mixers."""
+    long_layers: int = 2
+    """SRS-MLP layers in the long-term module."""
+    short_layers: int = 2
+    """SRS-MLP layers in the short-term module."""
+    dropout_prob: float = 0.2
+    """Dropout on the embeddings and on each mixer's output."""
+    layer_norm_eps: float = 1e-12
+    """LayerNorm epsilon."""
+    initializer_range: float = 0.02
+    """Standard deviation of the normal initialisation."""
+    short_length: int | None = None
+    """Short-term length k; None searches it (DARTS) over the candidates before training."""
+    short_length_candidates: list[int] = [1, 2, 4, 8, 16, 32]
+    """Candidate short-term lengths K (those above max_seq_length are dropped)."""
+    search_epochs: int = 10
+    """Epochs of the bi-level search."""
+    arch_learning_rate: float = 1e-2
+    """Adam learning rate of the architecture weights alpha."""
+    arch_weight_decay: float = 1e-3
+    """Weight decay of alpha."""
+    unrolled_step: float = 0.01
+    """xi of the one-step approximation W* ~ W - xi grad_W L_train."""
+
+
+class SRSMLPLayer(nn.Module):
+    """Sequence mixer over time then channel mixer over features, over a frame of ``length`` steps."""
+
+    def __init__(self, length: int, hidden: int, sequence_hidden: int, channel_hidden: int, dropout: float, eps: float) -> None:
+        super().__init__()
+        self.sequence_norm = nn.LayerNorm(hidden, eps=eps)
+        self.sequence_in = nn.Linear(length, sequence_hidden)  # W1: mixes time steps
+        self.sequence_out = nn.Linear(sequence_hidden, length)  # W2
+        self.channel_norm = nn.LayerNorm(hidden, eps=eps)
+        self.channel_in = nn.Linear(hidden, channel_hidden)  # W3: mixes features
+        self.channel_out = nn.Linear(channel_hidden, hidden)  # W4
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+        """x: (R, W, d), the last W steps of the frame; real: (R, W, 1), 1 at items, 0 at padding."""
+        width = x.shape[1]
+        time_major = (self.sequence_norm(x) * real).transpose(1, 2)  # (R, d, W), padding is 0
+        mixed = F.gelu(F.linear(time_major, self.sequence_in.weight[:, -width:], self.sequence_in.bias))  # (R, d, R_s)
+        mixed = F.linear(mixed, self.sequence_out.weight[-width:], self.sequence_out.bias[-width:])  # (R, d, W)
+        x = (x + self.dropout(mixed.transpose(1, 2))) * real
+        x = x + self.dropout(self.channel_out(F.gelu(self.channel_in(self.channel_norm(x)))))
+        return x * real
+
+
+class InterestModule(nn.Module):
+    """A stack of SRS-MLP layers over the last ``length`` steps; output = state at the last step."""
+
+    def __init__(self, config: AutoMLPConfig, length: int, layers: int) -> None:
+        super().__init__()
+        self.length = length
+        self.layers = nn.ModuleList(
+            SRSMLPLayer(length, config.hidden_size, config.sequence_hidden_size, config.channel_hidden_size, config.dropout_prob, config.layer_norm_eps)
+            for _ in range(layers)
+        )
+
+    def forward(self, x: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+        """(R, W, d) right-aligned embeddings -> (R, d)."""
+        x, real = x[:, -self.length :], real[:, -self.length :]
+        for layer in self.layers:
+            x = layer(x, real)
+        return x[:, -1]
+
+
+def right_aligned(items: torch.Tensor, rows: torch.Tensor, ends: torch.Tensor, width: int) -> torch.Tensor:
+    """items[rows[r], :ends[r] + 1], its last ``width`` items right-aligned: (R, width), 0 = padding on the left."""
+    source = ends[:, None] - (width - 1) + torch.arange(width, device=items.device)[None, :]
+    return torch.where(source >= 0, items[rows[:, None], source.clamp(min=0)], 0)
+
+
+@register("automlp")
+class AutoMLP(Method):
+    """AutoMLP: MLP-Mixer long- and short-term modules over item IDs, short-term length searched by DARTS."""
+
+    Config = AutoMLPConfig
+
+    def __init__(self, config: AutoMLPConfig, spec: DataSpec) -> None:
+        super().__init__(config, spec)
+        self.horizon = spec.max_seq_length  # T
+        lengths = [config.short_length] if config.short_length else [k for k in config.short_length_candidates if k <= self.horizon]
+        if not lengths or max(lengths) > self.horizon:
+            raise ValueError(f"short-term length(s) {lengths or config.short_length_candidates} must be in 1..max_seq_length={self.horizon}")
+        self.short_lengths = lengths
+        self.item_embedding = nn.Embedding(spec.num_items + 1, config.hidden_size, padding_idx=0)
+        self.dropout = nn.Dropout(config.dropout_prob)
+        self.long_term = InterestModule(config, self.horizon, config.long_layers)
+        self.short_term = nn.ModuleList(InterestModule(config, k, config.short_layers) for k in lengths)
+        self.output = nn.Linear(2 * config.hidden_size, config.hidden_size)  # W_o, b_o
+        self.apply(lambda module: init_recbole_weights(module, config.initializer_range))
+        # alpha: one weight per candidate; a single candidate has softmax(alpha) = 1.
+        self.arch_weights = nn.Parameter(torch.zeros(len(lengths)))
+
+    def represent(self, aligned: torch.Tensor) -> torch.Tensor:
+        """(R, W) right-aligned item ids -> (R, d) user representation h."""
+        real = (aligned > 0).unsqueeze(-1).float()  # (R, W, 1)
+        x = self.dropout(self.item_embedding(aligned)) * real
+        mixture = torch.softmax(self.arch_weights, dim=0)  # (|K|,)
+        short = sum(weight * module(x, real) for weight, module in zip(mixture, self.short_term))  # (R, d)
+        return self.output(torch.cat([short, self.long_term(x, real)], dim=-1))
+
+    def loss(self, batch: Batch) -> torch.Tensor:
+        rows, ends = (batch.targets > 0).nonzero(as_tuple=True)  # one prefix row per target position
+        aligned = right_aligned(batch.items, rows, ends, min(batch.items.shape[1], self.horizon))
+        logits = self.represent(aligned) @ self.item_embedding.weight.T  # (R, N + 1)
+        return F.cross_entropy(logits, batch.targets[rows, ends])
+
+    def score(self, batch: Batch) -> torch.Tensor:
+        rows = torch.arange(batch.size, device=batch.items.device)
+        aligned = right_aligned(batch.items, rows, batch.lengths - 1, min(batch.items.shape[1], self.horizon))
+        return self.represent(aligned) @ self.item_embedding.weight.T
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        """The training loss; lets ``torch.func.functional_call`` evaluate it at other weights."""
+        return self.loss(batch)
+
+    # --- short-term length search (DARTS) ----------------------------------------------------
+    def unrolled_valid_loss(self, train: Batch, valid: Batch, step: float) -> torch.Tensor:
+        """L_valid(W - xi grad_W L_train(W, alpha), alpha), differentiable w.r.t. alpha through the step."""
+        weights = {name: p for name, p in self.named_parameters() if name != "arch_weights"}
+        grads = torch.autograd.grad(self(train), list(weights.values()), create_graph=True, allow_unused=True)
+        unrolled = {name: p if g is None else p - step * g for (name, p), g in zip(weights.items(), grads)}
+        return functional_call(self, {**unrolled, "arch_weights": self.arch_weights}, (valid,))
+
+    @classmethod
+    def search_architecture(cls, config: AutoMLPConfig, data: SearchData, seed: int, device: str) -> SearchOutcome | None:
+        """DARTS over the short-term length; returns {"short_length": argmax-alpha k}."""
+        if config.short_length is not None:
+            return None
+        started = time.perf_counter()
+        supernet = data.build(config).to(device).train()
+        weights = [p for name, p in supernet.named_parameters() if name != "arch_weights"]
+        weight_optimizer = torch.optim.Adam(weights, lr=config.learning_rate, weight_decay=config.weight_decay)
+        arch_optimizer = torch.optim.Adam([supernet.arch_weights], lr=config.arch_learning_rate, betas=(0.5, 0.999), weight_decay=config.arch_weight_decay)
+        valid_batches = cycle(data.valid_batches())
+        for epoch in range(config.search_epochs):
+            for train in data.train_batches(epoch):
+                train, valid = train.to(device), next(valid_batches).to(device)
+                arch_optimizer.zero_grad(set_to_none=True)
+                supernet.unrolled_valid_loss(train, valid, config.unrolled_step).backward(inputs=[supernet.arch_weights])
+                arch_optimizer.step()
+                weight_optimizer.zero_grad(set_to_none=True)
+                supernet.loss(train).backward(inputs=weights)
+                weight_optimizer.step()
+        mixture = torch.softmax(supernet.arch_weights.detach(), dim=0).cpu()
+        chosen = supernet.short_lengths[int(mixture.argmax())]
+        details = {"weights": {k: round(float(w), 4) for k, w in zip(supernet.short_lengths, mixture)}, "epochs": config.search_epochs, "seconds": time.perf_counter() - started}
+        return SearchOutcome(config_updates={"short_length": chosen}, details=details)

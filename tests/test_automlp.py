@@ -1,0 +1,81 @@
+"""AutoMLP: alignment of histories and the DARTS search of the short-term length."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from recbench.batching import TrainingWindows
+from recbench.data import build_dataset
+from recbench.experiment import valid_batches
+from recbench.method import Batch, DataSpec, SearchData
+from recbench.registry import get_method, resolve_config
+from recbench.train import seed_everything
+from recbench_plugins.automlp import AutoMLP, right_aligned
+
+TINY = {"hidden_size": 16, "sequence_hidden_size": 16, "channel_hidden_size": 32, "dropout_prob": 0.0}
+
+
+def lagged_dataset(lag: int, users: int = 300, items: int = 12, length: int = 14, seed: int = 0):
+    """x[t + 1] = x[t + 1 - lag] + 1 (mod items): the next item is fixed by the last ``lag`` items and
+    independent of any shorter suffix (the first ``lag`` items of a user are drawn at random)."""
+    rng = np.random.default_rng(seed)
+    sequences = []
+    for _ in range(users):
+        sequence = list(rng.integers(items, size=lag))
+        while len(sequence) < length:
+            sequence.append((sequence[-lag] + 1) % items)
+        sequences.append([int(i) for i in sequence])
+    dataset, _ = build_dataset("lagged", [f"u{u}" for u in range(users)], sequences, [f"i{i}" for i in range(items)], None)
+    return dataset
+
+
+@pytest.mark.parametrize(("lag", "candidates"), [(2, [2, 1]), (4, [1, 2, 4])])
+def test_search_picks_the_shortest_length_that_holds_the_signal(lag: int, candidates: list[int]) -> None:
+    # long_layers = 0: the long-term module is the last item's embedding alone, so only the
+    # short-term candidates with k >= lag can predict; every shorter k sees pure noise.
+    dataset = lagged_dataset(lag)
+    entry = get_method("automlp")
+    config = resolve_config(entry, TINY, {"max_seq_length": 8, "long_layers": 0, "short_length_candidates": candidates, "search_epochs": 12, "learning_rate": 0.01, "train_batch_targets": 512})
+    windows = TrainingWindows(*dataset.train_sequences(), window=config.max_seq_length)
+    data = SearchData(
+        build=lambda c: AutoMLP(c, DataSpec(num_items=dataset.num_items, max_seq_length=c.max_seq_length)),
+        train_batches=lambda epoch: windows.batches(config.train_batch_targets, np.random.default_rng(epoch)),
+        valid_batches=lambda: valid_batches(dataset, config.max_seq_length, 128, seed=0),
+    )
+    seed_everything(0)
+    outcome = AutoMLP.search_architecture(config, data, seed=0, device="cpu")
+    assert outcome.config_updates == {"short_length": lag}
+    assert max(outcome.details["weights"], key=outcome.details["weights"].get) == lag
+
+
+def test_a_fixed_short_length_needs_no_search() -> None:
+    config = resolve_config(get_method("automlp"), {"short_length": 4})
+    assert AutoMLP.search_architecture(config, data=None, seed=0, device="cpu") is None  # type: ignore[arg-type]
+
+
+def test_histories_are_right_aligned_and_cut_to_the_last_items() -> None:
+    items = torch.tensor([[1, 2, 3, 0], [4, 5, 6, 7]])
+    aligned = right_aligned(items, torch.tensor([0, 1, 1]), torch.tensor([2, 3, 1]), width=3)
+    assert aligned.tolist() == [[1, 2, 3], [5, 6, 7], [0, 4, 5]]
+
+
+def test_training_uses_every_target_position_as_its_own_prefix() -> None:
+    # The loss on a window equals the mean loss of its prefixes scored one by one.
+    seed_everything(0)
+    model = AutoMLP(resolve_config(get_method("automlp"), TINY, {"max_seq_length": 6, "short_length": 2}), DataSpec(num_items=9, max_seq_length=6)).eval()
+    window = Batch(items=torch.tensor([[3, 5, 7, 2]]), lengths=torch.tensor([4]), targets=torch.tensor([[5, 7, 2, 9]]))
+    prefixes = Batch(items=torch.tensor([[3, 0, 0, 0], [3, 5, 0, 0], [3, 5, 7, 0], [3, 5, 7, 2]]), lengths=torch.tensor([1, 2, 3, 4]))
+    with torch.no_grad():
+        expected = torch.nn.functional.cross_entropy(model.score(prefixes), torch.tensor([5, 7, 2, 9]))
+        torch.testing.assert_close(model.loss(window), expected)
+
+
+def test_valid_batches_hold_one_target_after_each_history() -> None:
+    dataset = lagged_dataset(2, users=10)
+    batches = valid_batches(dataset, 8, 4, seed=0)
+    assert sum(b.size for b in batches) == 10
+    for batch in batches:
+        assert ((batch.targets > 0).sum(dim=1) == 1).all()
+        assert (batch.targets[torch.arange(batch.size), batch.lengths - 1] > 0).all()

@@ -1,0 +1,99 @@
+"""BERT4Rec: what the cloze task masks, what it trains on, and where scoring reads its output."""
+
+from __future__ import annotations
+
+import torch
+
+from recbench.method import Batch, DataSpec
+from recbench.registry import get_method, resolve_config
+from recbench.train import seed_everything
+from recbench_plugins.bert4rec import BERT4Rec
+
+NUM_ITEMS = 20
+
+
+def model(**overrides) -> BERT4Rec:
+    seed_everything(0)
+    config = resolve_config(get_method("bert4rec"), {"hidden_size": 16, "inner_size": 16, "max_seq_length": 10}, overrides)
+    return BERT4Rec(config, DataSpec(num_items=NUM_ITEMS, max_seq_length=config.max_seq_length))
+
+
+def padded_sequences(rows: int = 4000, width: int = 11) -> torch.Tensor:
+    """Random items 1..N with random lengths 1..width, right-padded with 0."""
+    generator = torch.Generator().manual_seed(0)
+    items = torch.randint(1, NUM_ITEMS + 1, (rows, width), generator=generator)
+    lengths = torch.randint(1, width + 1, (rows, 1), generator=generator)
+    return items * (torch.arange(width) < lengths)
+
+
+def test_masking_never_masks_padding() -> None:
+    sequences = padded_sequences()
+    inputs, predicted = model(mask_ratio=0.9).mask_items(sequences)
+    assert (inputs[sequences == 0] == 0).all()
+    assert not predicted[sequences == 0].any()
+
+
+def test_each_item_is_masked_with_the_mask_ratio() -> None:
+    sequences = padded_sequences()
+    inputs, _ = model().mask_items(sequences)
+    masked = inputs == NUM_ITEMS + 1
+    rate = masked.sum() / (sequences > 0).sum()
+    assert abs(float(rate) - 0.2) < 0.01
+
+
+def test_at_most_the_last_mask_ratio_times_max_length_masked_positions_are_predicted() -> None:
+    sequences = padded_sequences()
+    inputs, predicted = model(mask_ratio=0.5).mask_items(sequences)  # int(0.5 * 10) = 5 predictions at most
+    masked = inputs == NUM_ITEMS + 1
+    assert predicted.sum(dim=1).max() == 5
+    assert (predicted <= masked).all()  # every predicted position is masked in the input
+    # rows with more than 5 masks keep them all masked but predict exactly their last 5
+    crowded = masked.sum(dim=1) > 5
+    assert crowded.any()
+    last_five = masked & (masked.flip(1).cumsum(1).flip(1) <= 5)
+    assert torch.equal(predicted[crowded], last_five[crowded])
+    assert torch.equal(predicted[~crowded], masked[~crowded])
+
+
+def test_training_rows_are_the_samples_with_their_targets() -> None:
+    batch = Batch(items=torch.tensor([[3, 5, 7], [4, 6, 0]]), lengths=torch.tensor([3, 2]), targets=torch.tensor([[5, 7, 9], [6, 8, 0]]))
+    rows = {mode: model(training_input=mode).training_sequences(batch).tolist() for mode in ("samples", "prefixes", "window")}
+    assert rows["samples"] == [[3, 5, 0, 0], [3, 5, 7, 0], [3, 5, 7, 9], [4, 6, 0, 0], [4, 6, 8, 0]]
+    assert rows["prefixes"] == [[3, 0, 0], [3, 5, 0], [3, 5, 7], [4, 0, 0], [4, 6, 0]]  # RecBole's item_seq
+    assert rows["window"] == [[3, 5, 7, 9], [4, 6, 8, 0]]
+
+
+def test_a_batch_without_any_masked_item_gives_a_zero_loss_with_gradients() -> None:
+    bert4rec = model(mask_ratio=0.0)
+    batch = Batch(items=torch.tensor([[3, 5]]), lengths=torch.tensor([2]), targets=torch.tensor([[5, 7]]))
+    loss = bert4rec.loss(batch)
+    loss.backward()
+    assert loss.item() == 0.0 and torch.isfinite(loss)
+
+
+def test_scoring_appends_the_mask_token_after_the_last_item_and_reads_that_position() -> None:
+    bert4rec = model().eval()
+    batch = Batch(items=torch.tensor([[1, 2, 3, 0], [5, 6, 9, 9]]), lengths=torch.tensor([3, 2]))  # row 2: junk past its end
+    seen: list[torch.Tensor] = []
+    hook = bert4rec.item_embedding.register_forward_hook(lambda module, args, output: seen.append(args[0].clone()))
+    with torch.no_grad():
+        scores = bert4rec.score(batch)
+    hook.remove()
+    mask = NUM_ITEMS + 1
+    assert seen[0].tolist() == [[1, 2, 3, mask, 0], [5, 6, mask, 0, 0]]
+    # the scores are the output at the mask position (full forward pass, all positions computed)
+    with torch.no_grad():
+        hidden = bert4rec.encode(seen[0])  # (B, L + 1, d)
+        expected = hidden[torch.arange(2), batch.lengths] @ bert4rec.item_embedding.weight[: NUM_ITEMS + 1].T
+    torch.testing.assert_close(scores, expected)
+    assert scores.shape == (2, NUM_ITEMS + 1)
+
+
+def test_the_mask_token_embedding_drives_the_scores() -> None:
+    bert4rec = model().eval()
+    batch = Batch(items=torch.tensor([[1, 2, 3]]), lengths=torch.tensor([3]))
+    with torch.no_grad():
+        before = bert4rec.score(batch)
+        bert4rec.item_embedding.weight[NUM_ITEMS + 1] += 1.0  # the mask row, not a candidate
+        after = bert4rec.score(batch)
+    assert not torch.allclose(before, after)
