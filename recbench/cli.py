@@ -83,13 +83,14 @@ def encode(
     max_tokens: Annotated[int, typer.Option(help="Tokens of each text the encoder reads.")] = 256,
     batch_size: Annotated[int, typer.Option(help="Texts per encoder batch.")] = 64,
     word_drop: Annotated[float, typer.Option(help="Drop each word with this probability (UniSRec's augmented view uses 0.15).")] = 0.0,
+    precision: Annotated[str, typer.Option(help="float32 (reproducible) or bfloat16 (about 2x faster on CPUs with native bf16).")] = "float32",
     export: Annotated[Optional[Path], typer.Option(help="Also write UniSRec's raw .feat1CLS layout to this file (one dataset).")] = None,
 ) -> None:
     """Encode item texts into a cached float32 matrix (reused until the text or encoder changes)."""
     from recbench.data import load_dataset
     from recbench.encode import EncoderSpec, export_feat, item_embeddings
 
-    spec = EncoderSpec(encoder, pooling, max_tokens, word_drop)
+    spec = EncoderSpec(encoder, pooling, max_tokens, word_drop, precision=precision)
     for name in datasets:
         table, cached = item_embeddings(load_dataset(name), spec, batch_size)
         console.print(f"{name}: {table.shape[0] - 1:,} items x {table.shape[1]} dims ({'cache hit' if cached else 'encoded and cached'})")

@@ -45,7 +45,7 @@ def build_method(entry: MethodEntry, config: MethodConfig, dataset: Dataset, sho
             raise TypeError(f"{entry.cls.__name__} needs text: its Config must subclass TextMethodConfig")
         from recbench.encode import EncoderSpec, item_embeddings
 
-        spec = EncoderSpec(config.text_encoder, config.text_pooling, config.text_max_tokens)
+        spec = EncoderSpec(config.text_encoder, config.text_pooling, config.text_max_tokens, precision=config.text_precision)
         table, _ = item_embeddings(dataset, spec, show_progress=show_progress)
         text = torch.from_numpy(table)
     return entry.cls(config, DataSpec(num_items=dataset.num_items, max_seq_length=config.max_seq_length, item_text_embeddings=text))

@@ -7,7 +7,7 @@ import pytest
 
 from recbench.data import build_dataset
 from recbench.encode import EncoderSpec, drop_words, export_feat, import_feat, item_embeddings
-from recbench.errors import DataError
+from recbench.errors import DataError, RecbenchError
 from tests.conftest import make_cyclic_dataset
 
 
@@ -39,11 +39,17 @@ def test_changed_text_or_encoder_settings_miss_the_cache(recbench_home) -> None:
     item_embeddings(dataset, encoder=encoder, show_progress=False)
     item_embeddings(dataset, EncoderSpec(pooling="cls"), encoder=encoder, show_progress=False)
     item_embeddings(dataset, EncoderSpec(name="bert-base-uncased"), encoder=encoder, show_progress=False)
+    item_embeddings(dataset, EncoderSpec(precision="bfloat16"), encoder=encoder, show_progress=False)
     changed_texts = list(dataset.item_texts)
     changed_texts[0] += " new words"
     changed, _ = build_dataset("toy", dataset.user_ids, [dataset.sequence(u) - 1 for u in range(dataset.num_users)], dataset.item_ids, changed_texts)
     _, cached = item_embeddings(changed, encoder=encoder, show_progress=False)
-    assert not cached and encoder.seen == 4 * dataset.num_items
+    assert not cached and encoder.seen == 5 * dataset.num_items
+
+
+def test_unknown_precision_is_a_clear_error(recbench_home) -> None:
+    with pytest.raises(RecbenchError, match="unknown precision 'float8'"):
+        item_embeddings(make_cyclic_dataset(), EncoderSpec(precision="float8"), encoder=CountingEncoder(), show_progress=False)
 
 
 def test_word_drop_removes_about_the_ratio_deterministically() -> None:
@@ -78,3 +84,8 @@ def test_offline_minilm_encodes_similar_texts_closer(recbench_home) -> None:
     vectors = table[1:] / np.linalg.norm(table[1:], axis=1, keepdims=True)
     assert table.shape == (4, 384)
     assert vectors[0] @ vectors[1] > vectors[0] @ vectors[2]
+    # bf16 autocast: the same vectors up to bf16 rounding (cosine to float32 close to 1), cached apart
+    half, cached = item_embeddings(dataset, EncoderSpec(max_tokens=32, precision="bfloat16"), show_progress=False)
+    cosine = (half[1:] * table[1:]).sum(1) / np.linalg.norm(half[1:], axis=1) / np.linalg.norm(table[1:], axis=1)
+    assert not cached and half.dtype == np.float32 and not np.array_equal(half, table)
+    assert cosine.min() > 0.999
