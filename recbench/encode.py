@@ -77,6 +77,9 @@ def load_encoder(spec: EncoderSpec) -> Any:
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
         except ImportError:
             path = f"sentence-transformers/{DEFAULT_ENCODER}"
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()  # its per-tensor "Loading weights" bar on every load is noise
     try:
         transformer = Transformer(path, max_seq_length=spec.max_tokens)
     except OSError as err:
