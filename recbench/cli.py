@@ -172,7 +172,7 @@ class ListWhat(str, Enum):
 @app.command("list")
 @user_errors
 def list_(what: Annotated[ListWhat, typer.Argument(help="methods or datasets.")]) -> None:
-    """List registered methods (and plugins that failed to import) or datasets (and which are downloaded)."""
+    """List registered methods (and plugins that failed to import) or datasets (which are downloaded) and suites."""
     from rich.table import Table
 
     if what is ListWhat.methods:
@@ -199,6 +199,12 @@ def list_(what: Annotated[ListWhat, typer.Argument(help="methods or datasets.")]
             family = "SYNTHETIC demo" if spec and spec.synthetic else spec.family if spec else "imported"
             table.add_row(name, family, got, expected)
         console.print(table)
+        from recbench.sources import suite_rows
+
+        suites = Table("suite", "pre-train on (sources)", "evaluate on (targets)", "not downloaded yet", "description")
+        for row in suite_rows():
+            suites.add_row(row.name, ", ".join(row.sources), ", ".join(row.targets), ", ".join(row.missing) or "-", row.description)
+        console.print(suites)
 
 
 @app.command()

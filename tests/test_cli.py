@@ -51,6 +51,7 @@ def test_download_train_eval_list_end_to_end(tmp_path: Path, recbench_home: Path
 
     listing = runner.invoke(app, ["list", "datasets"])
     assert "toy" in listing.output and "30 / 12" in listing.output
+    assert "suite" in listing.output and "synthetic-a" in listing.output  # the demo suite's source domain
 
     args = ["train", "sasrec", "--dataset", "toy", "--runs-dir", str(tmp_path / "runs"), "--device", "cpu"]
     for assignment in ("hidden_size=8", "inner_size=8", "epochs=2", "max_seq_length=8"):
