@@ -66,7 +66,7 @@ def read_any_table(path: Path) -> tuple[pd.DataFrame, np.ndarray]:
         try:
             frame = pd.read_parquet(path)
         except ImportError:
-            raise DataError(f"{path}: reading parquet needs pyarrow (pip install pyarrow), or convert the table to CSV") from None
+            raise DataError(f"{path}: reading parquet needs pyarrow (pip install 'recbench[parquet]'), or convert the table to CSV") from None
         return frame, np.arange(len(frame)) + 1
     if suffix in (".jsonl", ".json"):
         check_utf8(path)
