@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -16,13 +16,16 @@ import torch
 
 from recbench.batching import TrainingWindows
 from recbench.data import Dataset, load_dataset, union_of
-from recbench.errors import RecbenchError, RunError
+from recbench.errors import DataError, RecbenchError, RunError
 from recbench.evaluate import Evaluator
 from recbench.metrics import EvalResult
 from recbench.method import Batch, DataSpec, Method, MethodConfig, SearchData, TextMethodConfig
 from recbench.registry import MethodEntry, get_method, resolve_config
 from recbench.runs import RunRecord
 from recbench.train import FitResult, Trainer, seed_everything
+
+WORD_DROP_RATIO = 0.15
+"""Share of words dropped for the augmented text view (UniSRec's feat2CLS of the pre-training domains)."""
 
 
 def resolve_device(device: str) -> str:
@@ -34,21 +37,37 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def build_method(entry: MethodEntry, config: MethodConfig, dataset: Dataset, show_progress: bool = False) -> Method:
+def build_method(entry: MethodEntry, config: MethodConfig, dataset: Dataset, show_progress: bool = False, pretraining: bool = False) -> Method:
     """Instantiate a registered method for a dataset (seed the RNGs first for a reproducible init).
 
-    Methods that need text get the item text embeddings, encoded now if not cached.
+    Methods that need text get the item text embeddings, encoded now if not cached (and, when
+    pre-training a method that asks for it, the word-dropped view of the texts as well).
     """
-    text = None
-    if entry.cls.needs_text:
+    cls = entry.cls
+    text = word_dropped = None
+    if cls.needs_text:
         if not isinstance(config, TextMethodConfig):
-            raise TypeError(f"{entry.cls.__name__} needs text: its Config must subclass TextMethodConfig")
+            raise TypeError(f"{cls.__name__} needs text: its Config must subclass TextMethodConfig")
         from recbench.encode import EncoderSpec, item_embeddings
 
         spec = EncoderSpec(config.text_encoder, config.text_pooling, config.text_max_tokens, precision=config.text_precision)
-        table, _ = item_embeddings(dataset, spec, show_progress=show_progress)
-        text = torch.from_numpy(table)
-    return entry.cls(config, DataSpec(num_items=dataset.num_items, max_seq_length=config.max_seq_length, item_text_embeddings=text))
+        text = torch.from_numpy(item_embeddings(dataset, spec, show_progress=show_progress)[0])
+        if pretraining and cls.needs_word_dropped_text:
+            dropped = replace(spec, word_drop=WORD_DROP_RATIO)
+            word_dropped = torch.from_numpy(item_embeddings(dataset, dropped, show_progress=show_progress)[0])
+    if cls.needs_raw_text and not dataset.has_text:
+        raise DataError(f"dataset '{dataset.name}' has no item text; {entry.name} needs it")
+    train_items = np.zeros(dataset.num_items + 1, dtype=bool)
+    train_items[dataset.train_sequences()[1]] = True
+    spec = DataSpec(
+        num_items=dataset.num_items,
+        max_seq_length=config.max_seq_length,
+        item_text_embeddings=text,
+        item_text_embeddings_word_dropped=word_dropped,
+        train_item_mask=torch.from_numpy(train_items),
+        item_texts=[t or "" for t in dataset.item_texts] if cls.needs_raw_text else None,
+    )
+    return cls(config, spec)
 
 
 @dataclass
@@ -77,8 +96,10 @@ def pretrain(entry: MethodEntry, config: MethodConfig, sources: Sequence[str], s
         return run
     run.write_config({**identity, "dataset": union.name, "fingerprint": union.fingerprint, "device": device})
     seed_everything(seed)
-    method = build_method(entry, config, union, show_progress)
+    method = build_method(entry, config, union, show_progress, pretraining=True)
     Trainer(method, union, config, run, seed=seed, device=device, show_progress=show_progress, pretrain=True).fit(resume=run.has_checkpoint)
+    method.finish_pretraining(show_progress)
+    run.save_best(method.state_dict())
     run.mark_finished()  # no evaluation: the pre-trained weights (best.pt) are the product
     return run
 

@@ -95,6 +95,13 @@ class DataSpec:
     max_seq_length: int
     item_text_embeddings: torch.Tensor | None = None
     """(N + 1, d) float32, row 0 zeros; only for methods with ``needs_text = True``."""
+    item_text_embeddings_word_dropped: torch.Tensor | None = None
+    """(N + 1, d) embeddings of the texts with 15% of words dropped (UniSRec's feat2CLS); only when
+    pre-training a method with ``needs_word_dropped_text = True``."""
+    train_item_mask: torch.Tensor | None = None
+    """(N + 1,) bool: True for items that occur in some user's training part (history or target)."""
+    item_texts: list[str] | None = None
+    """Raw text of item ids 1..N (position i - 1); only for methods with ``needs_raw_text = True``."""
 
 
 @dataclass
@@ -153,6 +160,10 @@ class Method(nn.Module, ABC):
     """True if the score after a sequence ignores anything placed beyond its length (tested)."""
     supports_pretraining: ClassVar[bool] = False
     """True if the method implements ``pretrain_loss`` (its Config must subclass TransferConfig)."""
+    needs_word_dropped_text: ClassVar[bool] = False
+    """True if pre-training also needs ``DataSpec.item_text_embeddings_word_dropped``."""
+    needs_raw_text: ClassVar[bool] = False
+    """True if the method needs ``DataSpec.item_texts`` (e.g. to fine-tune a text encoder)."""
 
     def __init__(self, config: MethodConfig, spec: DataSpec) -> None:
         super().__init__()
@@ -181,6 +192,20 @@ class Method(nn.Module, ABC):
         updates are applied to the final model and recorded in the run. None: nothing to search.
         """
         return None
+
+    def on_epoch_start(self, epoch: int) -> None:
+        """Called by the Trainer before each training epoch on the target (0-based), and on resume
+        with the last finished epoch before training continues.
+
+        A method with a training schedule (VQ-Rec's code re-assignment epochs) may change which
+        parameters require gradients here; the Trainer rebuilds the optimizer whenever that set
+        changes. Must be idempotent: a state change it makes once (e.g. at epoch 5) must be
+        recorded in the state dict so that a resumed run does not make it twice.
+        """
+
+    def finish_pretraining(self, show_progress: bool = False) -> None:
+        """Called once after the last pre-training epoch, before the weights become the
+        pre-trained product (IDP tunes its cross-domain matcher here). Default: nothing."""
 
     def pretrain_loss(self, batch: Batch) -> torch.Tensor:
         """Pre-training loss on a batch of source-domain sequences (transfer methods only)."""

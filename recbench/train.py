@@ -99,8 +99,26 @@ class Trainer:
         self.show_progress = show_progress
         self.windows = TrainingWindows(*dataset.train_sequences(), window=config.max_seq_length)
         self.validator = None if pretrain else Evaluator(dataset, "valid", config.max_seq_length, config.eval_batch_size)
-        trainable = [p for p in method.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.Adam(trainable, lr=config.learning_rate, weight_decay=config.weight_decay)
+        self.optimizer: torch.optim.Optimizer | None = None
+        self._trainable: list[torch.nn.Parameter] = []
+        self._refresh_optimizer()
+
+    def _refresh_optimizer(self) -> None:
+        """(Re)build Adam over the parameters that require gradients, if that set changed.
+
+        A method's schedule (``Method.on_epoch_start``) may freeze or unfreeze parameters; like
+        the official VQ-Rec trainer, the new phase starts with a fresh optimizer state.
+        """
+        trainable = [p for p in self.method.parameters() if p.requires_grad]
+        if self.optimizer is not None and [id(p) for p in trainable] == [id(p) for p in self._trainable]:
+            return
+        self._trainable = trainable
+        self.optimizer = torch.optim.Adam(trainable, lr=self.config.learning_rate, weight_decay=self.config.weight_decay) if trainable else None
+
+    def _start_epoch(self, epoch: int) -> None:
+        if not self.pretrain:
+            self.method.on_epoch_start(epoch)
+        self._refresh_optimizer()
 
     def fit(self, resume: bool = False) -> FitResult:
         stopping = EarlyStopping(self.config.patience)
@@ -111,7 +129,9 @@ class Trainer:
         if resume and self.run.has_checkpoint:
             checkpoint = self.run.load_checkpoint()
             self.method.load_state_dict(checkpoint["model"])
-            self.optimizer.load_state_dict(checkpoint["optimizer"])
+            self._start_epoch(checkpoint["epoch"] - 1)  # the phase the saved optimizer state belongs to
+            if self.optimizer is not None:
+                self.optimizer.load_state_dict(checkpoint["optimizer"])
             stopping = EarlyStopping(self.config.patience, **checkpoint["early_stopping"])
             log, start_epoch = checkpoint["log"], checkpoint["epoch"]
             best_state = self.run.load_best() if stopping.best_epoch >= 0 else best_state
@@ -123,6 +143,7 @@ class Trainer:
             for epoch in range(start_epoch, self.epochs):
                 if stopping.should_stop:
                     break
+                self._start_epoch(epoch)
                 started = time.perf_counter()
                 loss = self._train_epoch(epoch, progress, task)
                 train_seconds.append(time.perf_counter() - started)
@@ -138,7 +159,7 @@ class Trainer:
                 self.run.write_log(log)
                 self.run.save_checkpoint({
                     "model": self.method.state_dict(),
-                    "optimizer": self.optimizer.state_dict(),
+                    "optimizer": self.optimizer.state_dict() if self.optimizer is not None else None,
                     "epoch": epoch + 1,
                     "early_stopping": {"best": stopping.best, "counter": stopping.counter, "best_epoch": stopping.best_epoch},
                     "log": log,
@@ -146,6 +167,8 @@ class Trainer:
                 })
                 if self.validator:
                     progress.update(task, status=f"epoch {epoch} loss {loss:.4f} valid {VALID_METRIC} {value:.4f} (best {stopping.best:.4f} @ {stopping.best_epoch})")
+        if not log:  # nothing to train (epochs = 0, e.g. a zero-shot variant): the initial weights are the product
+            self.run.save_best(best_state)
         self.method.load_state_dict(best_state)
         return FitResult(
             best_epoch=stopping.best_epoch,
@@ -163,10 +186,12 @@ class Trainer:
         for batch in batches:
             batch = batch.to(self.device)
             loss = self.method.pretrain_loss(batch) if self.pretrain else self.method.loss(batch)
+            if self.optimizer is None:
+                raise RuntimeError(f"{type(self.method).__name__}: no parameter requires a gradient at epoch {epoch}")
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if self.config.clip_grad_norm:
-                torch.nn.utils.clip_grad_norm_(self.method.parameters(), self.config.clip_grad_norm)
+                torch.nn.utils.clip_grad_norm_(self._trainable, self.config.clip_grad_norm)
             self.optimizer.step()
             targets = int((batch.targets > 0).sum())
             total, count = total + loss.item() * targets, count + targets
