@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from recbench import distributed
 from recbench.batching import TrainingWindows
 from recbench.data import Dataset, load_dataset, union_of
 from recbench.errors import DataError, RecbenchError, RunError
@@ -101,6 +102,7 @@ def pretrain(entry: MethodEntry, config: MethodConfig, sources: Sequence[str], s
     method.finish_pretraining(show_progress)
     run.save_best(method.state_dict())
     run.mark_finished()  # no evaluation: the pre-trained weights (best.pt) are the product
+    distributed.barrier()  # under torchrun, the other processes read best.pt once rank 0 has written it
     return run
 
 
@@ -164,7 +166,7 @@ def run_experiment(
     entry = get_method(method_name)
     config = resolve_config(entry, *(overrides or []))
     dataset = dataset or load_dataset(dataset_name)
-    device = resolve_device(device)
+    device = distributed.setup(resolve_device(device))
     pretrained = pretrain(entry, config, pretrain_on, seed, Path(runs_dir), device, show_progress) if pretrain_on else None
     identity = {"method": entry.name, "config": config.model_dump(), "dataset": dataset.name, "fingerprint": dataset.fingerprint, "seed": seed}
     if pretrained is not None:

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from recbench.distributed import main_process_only
 from recbench.errors import RunError
 from recbench.metrics import EvalResult, metrics_from_ranks
 
@@ -99,6 +100,7 @@ class RunRecord:
             raise RunError(f"run {self.path} is unfinished; continue it with `recbench train ... --resume`")
 
     # --- files -----------------------------------------------------------------------------
+    @main_process_only
     def write_config(self, record: dict[str, Any]) -> None:
         atomic_write_json(self.path / "config.json", {**record, "versions": versions()})
 
@@ -109,6 +111,7 @@ class RunRecord:
             raise RunError(f"{self.path} is not a run directory (no config.json)")
         return json.loads(path.read_text())
 
+    @main_process_only
     def write_log(self, epochs: list[dict[str, Any]]) -> None:
         atomic_write_bytes(self.path / "log.jsonl", "".join(json.dumps(e) + "\n" for e in epochs).encode())
 
@@ -117,6 +120,7 @@ class RunRecord:
         path = self.path / "log.jsonl"
         return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
 
+    @main_process_only
     def save_checkpoint(self, state: dict[str, Any]) -> None:
         atomic_torch_save(state, self.path / "checkpoint.pt")
 
@@ -126,6 +130,7 @@ class RunRecord:
         # The checkpoint holds RNG states and Python scalars written by us, not tensors only.
         return torch.load(self.path / "checkpoint.pt", map_location="cpu", weights_only=False)
 
+    @main_process_only
     def save_best(self, state_dict: dict[str, torch.Tensor]) -> None:
         atomic_torch_save(state_dict, self.path / "best.pt")
 
@@ -137,6 +142,7 @@ class RunRecord:
 
         return torch.load(path, map_location="cpu", weights_only=True)
 
+    @main_process_only
     def finish(self, valid: EvalResult | None, test: EvalResult, extra: dict[str, Any] | None = None) -> None:
         """Write metrics and ranks, then mark the run finished (the last write).
 
@@ -151,6 +157,7 @@ class RunRecord:
         )
         self.mark_finished()
 
+    @main_process_only
     def mark_finished(self) -> None:
         """The last write of a run: from now on it is read as finished."""
         atomic_write_json(self.path / "status.json", {"state": "finished"})

@@ -8,6 +8,7 @@ checkpoint every epoch so an interrupted run resumes to the same result.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import random
 import time
@@ -18,6 +19,7 @@ import numpy as np
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from recbench import distributed
 from recbench.batching import TrainingWindows
 from recbench.data import Dataset
 from recbench.evaluate import Evaluator
@@ -79,12 +81,27 @@ class EarlyStopping:
         return self.counter > self.patience
 
 
+class BatchLoss(torch.nn.Module):
+    """The training objective as a module, so DistributedDataParallel can wrap its forward."""
+
+    def __init__(self, method: Method, pretrain: bool) -> None:
+        super().__init__()
+        self.method, self.pretrain = method, pretrain
+
+    def forward(self, batch: Any) -> torch.Tensor:
+        return self.method.pretrain_loss(batch) if self.pretrain else self.method.loss(batch)
+
+
 class Trainer:
     """Trains one method on one dataset into one run directory.
 
     With ``pretrain=True`` the objective is the method's ``pretrain_loss`` on (the union of)
     source domains, for ``config.pretrain_epochs`` epochs without validation; the weights after
     the last epoch are the run's ``best.pt``.
+
+    Under ``torchrun`` with several processes (see :mod:`recbench.distributed`) each process takes
+    every K-th batch and DistributedDataParallel averages gradients; every process validates the
+    same weights (so all take the same early-stopping decisions) and rank 0 writes the run.
     """
 
     def __init__(self, method: Method, dataset: Dataset, config: MethodConfig, run: RunRecord, seed: int, device: str = "cpu", show_progress: bool = True, pretrain: bool = False) -> None:
@@ -99,6 +116,8 @@ class Trainer:
         self.show_progress = show_progress
         self.windows = TrainingWindows(*dataset.train_sequences(), window=config.max_seq_length)
         self.validator = None if pretrain else Evaluator(dataset, "valid", config.max_seq_length, config.eval_batch_size)
+        self.rank, self.world_size = distributed.world()
+        self.objective: torch.nn.Module = BatchLoss(self.method, pretrain)
         self.optimizer: torch.optim.Optimizer | None = None
         self._trainable: list[torch.nn.Parameter] = []
         self._refresh_optimizer()
@@ -114,6 +133,11 @@ class Trainer:
             return
         self._trainable = trainable
         self.optimizer = torch.optim.Adam(trainable, lr=self.config.learning_rate, weight_decay=self.config.weight_decay) if trainable else None
+        if self.world_size > 1 and trainable:  # DDP hooks the parameters that require gradients at construction
+            from torch.nn.parallel import DistributedDataParallel
+
+            # Some objectives leave parameters unused on a batch (e.g. a switched-off pre-training task).
+            self.objective = DistributedDataParallel(BatchLoss(self.method, self.pretrain), find_unused_parameters=True)
 
     def _start_epoch(self, epoch: int) -> None:
         if not self.pretrain:
@@ -181,11 +205,18 @@ class Trainer:
     def _train_epoch(self, epoch: int, progress: Progress, task: Any) -> float:
         self.method.train()
         batches = self.windows.batches(self.config.train_batch_targets, np.random.default_rng([self.seed, epoch]), self.config.bucket_by_length)
+        batches = batches[self.rank :: self.world_size]  # every process makes the same list, then takes its share
         progress.update(task, total=len(batches), completed=0, description=f"{'pre-train ' if self.pretrain else ''}epoch {epoch}")
+        # DDP's join(): a process with one batch fewer than the others keeps the gradient averaging in step
+        with getattr(self.objective, "join", contextlib.nullcontext)():
+            total, count = self._train_batches(batches, epoch, progress, task)
+        return total / max(count, 1)
+
+    def _train_batches(self, batches: list[Any], epoch: int, progress: Progress, task: Any) -> tuple[float, int]:
         total, count, started = 0.0, 0, time.perf_counter()
         for batch in batches:
             batch = batch.to(self.device)
-            loss = self.method.pretrain_loss(batch) if self.pretrain else self.method.loss(batch)
+            loss = self.objective(batch)
             if self.optimizer is None:
                 raise RuntimeError(f"{type(self.method).__name__}: no parameter requires a gradient at epoch {epoch}")
             self.optimizer.zero_grad(set_to_none=True)
@@ -197,10 +228,10 @@ class Trainer:
             total, count = total + loss.item() * targets, count + targets
             rate = count / max(time.perf_counter() - started, 1e-9)
             progress.update(task, advance=1, status=f"loss {total / count:.4f}  {rate:,.0f} targets/s")
-        return total / max(count, 1)
+        return total, count
 
     def _progress(self) -> Progress:
         return Progress(
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-            TextColumn("{task.fields[status]}"), disable=not self.show_progress, transient=False,
+            TextColumn("{task.fields[status]}"), disable=not (self.show_progress and distributed.is_main()), transient=False,
         )
