@@ -85,13 +85,21 @@ def encode(
     word_drop: Annotated[float, typer.Option(help="Drop each word with this probability (UniSRec's augmented view uses 0.15).")] = 0.0,
     precision: Annotated[str, typer.Option(help="float32 (reproducible) or bfloat16 (about 2x faster on CPUs with native bf16).")] = "float32",
     export: Annotated[Optional[Path], typer.Option(help="Also write UniSRec's raw .feat1CLS layout to this file (one dataset).")] = None,
+    import_from: Annotated[Optional[Path], typer.Option("--import", help="Store this UniSRec .feat1CLS/.feat2CLS file as the embeddings of --encoder/--pooling/--word-drop instead of encoding (one dataset).")] = None,
 ) -> None:
     """Encode item texts into a cached float32 matrix (reused until the text or encoder changes)."""
     from recbench.data import load_dataset
-    from recbench.encode import EncoderSpec, export_feat, item_embeddings
+    from recbench.encode import EncoderSpec, export_feat, import_feat, item_embeddings, save_embeddings
 
     spec = EncoderSpec(encoder, pooling, max_tokens, word_drop, precision=precision)
+    if (export or import_from) and len(datasets) != 1:
+        raise RecbenchError("--export and --import take one dataset")
     for name in datasets:
+        if import_from is not None:
+            dataset = load_dataset(name)
+            table = import_feat(import_from, dataset)
+            console.print(f"{name}: imported {table.shape[0] - 1:,} items x {table.shape[1]} dims to {save_embeddings(dataset, spec, table, str(import_from))}")
+            continue
         table, cached = item_embeddings(load_dataset(name), spec, batch_size)
         console.print(f"{name}: {table.shape[0] - 1:,} items x {table.shape[1]} dims ({'cache hit' if cached else 'encoded and cached'})")
         if export is not None:

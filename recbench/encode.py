@@ -143,12 +143,20 @@ def item_embeddings(dataset: Dataset, spec: EncoderSpec = EncoderSpec(), batch_s
     vectors = encode_texts(texts, encoder or load_encoder(spec), batch_size, show_progress, spec.precision)
     table = np.zeros((dataset.num_items + 1, vectors.shape[1]), dtype=np.float32)
     table[1:] = vectors
+    save_embeddings(dataset, spec, table)
+    return table, False
+
+
+def save_embeddings(dataset: Dataset, spec: EncoderSpec, table: np.ndarray, source: str | None = None) -> Path:
+    """Store a (N + 1, d) table in the cache as the embeddings of ``dataset`` under ``spec``."""
     from recbench.runs import atomic_write_bytes, atomic_write_json
 
-    np.save(buffer := io.BytesIO(), table)
+    path = cache_path(dataset, spec)
+    np.save(buffer := io.BytesIO(), np.ascontiguousarray(table, dtype=np.float32))
     atomic_write_bytes(path, buffer.getvalue())
-    atomic_write_json(path.with_suffix(".json"), {**spec.__dict__, "dataset": dataset.name, "fingerprint": dataset.fingerprint, "shape": list(table.shape)})
-    return table, False
+    record = {**spec.__dict__, "dataset": dataset.name, "fingerprint": dataset.fingerprint, "shape": list(table.shape)}
+    atomic_write_json(path.with_suffix(".json"), {**record, **({"imported_from": source} if source else {})})
+    return path
 
 
 def export_feat(table: np.ndarray, path: Path) -> None:
@@ -156,11 +164,16 @@ def export_feat(table: np.ndarray, path: Path) -> None:
     np.ascontiguousarray(table[1:], dtype=np.float32).tofile(path)
 
 
-def import_feat(path: Path, dataset: Dataset, dim: int) -> np.ndarray:
-    """Read a UniSRec ``.featNCLS`` file into a (N + 1, dim) table (row 0 zeros)."""
+def import_feat(path: Path, dataset: Dataset) -> np.ndarray:
+    """Read a UniSRec ``.featNCLS`` file (float32 rows, row i = item index i) into a (N + 1, d) table.
+
+    The width d is what the file size implies for the dataset's N items; row 0 (padding) is zeros.
+    """
+    if not Path(path).is_file():
+        raise DataError(f"{path}: no such file")
     raw = np.fromfile(path, dtype=np.float32)
-    if raw.size != dataset.num_items * dim:
-        raise DataError(f"{path}: {raw.size} floats, expected {dataset.num_items} items x {dim} dims")
-    table = np.zeros((dataset.num_items + 1, dim), dtype=np.float32)
-    table[1:] = raw.reshape(dataset.num_items, dim)
+    if dataset.num_items == 0 or raw.size % dataset.num_items:
+        raise DataError(f"{path}: {raw.size} floats is not a whole number of rows for the {dataset.num_items} items of '{dataset.name}'")
+    table = np.zeros((dataset.num_items + 1, raw.size // dataset.num_items), dtype=np.float32)
+    table[1:] = raw.reshape(dataset.num_items, -1)
     return table

@@ -65,9 +65,27 @@ def test_feat_layout_round_trip(tmp_path, recbench_home) -> None:
     table, _ = item_embeddings(dataset, encoder=CountingEncoder(), show_progress=False)
     export_feat(table, tmp_path / "toy.feat1CLS")
     assert (tmp_path / "toy.feat1CLS").stat().st_size == dataset.num_items * 3 * 4
-    assert np.array_equal(import_feat(tmp_path / "toy.feat1CLS", dataset, 3), table)
-    with pytest.raises(DataError, match="expected"):
-        import_feat(tmp_path / "toy.feat1CLS", dataset, 4)
+    assert np.array_equal(import_feat(tmp_path / "toy.feat1CLS", dataset), table)
+    (tmp_path / "short.feat1CLS").write_bytes((tmp_path / "toy.feat1CLS").read_bytes()[:-4])
+    with pytest.raises(DataError, match="whole number of rows"):
+        import_feat(tmp_path / "short.feat1CLS", dataset)
+
+
+def test_imported_feat_file_becomes_the_cache_of_its_encoder_spec(tmp_path, recbench_home) -> None:
+    from typer.testing import CliRunner
+
+    from recbench.cli import app
+    from recbench.data import save_dataset
+
+    dataset = make_cyclic_dataset()
+    save_dataset(dataset)
+    table = np.random.default_rng(0).normal(size=(dataset.num_items + 1, 5)).astype(np.float32)
+    table[0] = 0
+    export_feat(table, tmp_path / "toy.feat1CLS")
+    result = CliRunner().invoke(app, ["encode", "toy", "--encoder", "bert-base-uncased", "--pooling", "cls", "--import", str(tmp_path / "toy.feat1CLS")])
+    assert result.exit_code == 0, result.output
+    cached, hit = item_embeddings(dataset, EncoderSpec("bert-base-uncased", "cls"), encoder=CountingEncoder())
+    assert hit and np.array_equal(cached, table)
 
 
 def test_dataset_without_text_is_a_clear_error(recbench_home) -> None:
