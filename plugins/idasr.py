@@ -134,7 +134,7 @@ class IDASR(Method):
         return self.next_item_loss(batch.items, batch.targets, self.item_table())
 
     def score(self, batch: Batch) -> torch.Tensor:
-        table = self.item_table()
+        table = self.once_per_pass("item_table", self.item_table)
         hidden = self.encode(table[batch.items], batch.items, causal_mask(batch.items), last=batch.lengths - 1)
         return hidden @ table.T
 

@@ -164,7 +164,7 @@ class UniSRec(Method):
         return F.cross_entropy(logits, batch.targets[has_target])
 
     def score(self, batch: Batch) -> torch.Tensor:
-        table = self.item_table()
+        table = self.once_per_pass("item_table", self.item_table)
         hidden = self.encode(table[batch.items], batch.items, last=batch.lengths - 1)  # (B, d)
         return F.normalize(hidden, dim=-1) @ F.normalize(table, dim=-1).T
 

@@ -66,11 +66,12 @@ class Evaluator:
         method.eval()
         ranks = np.empty(len(self.order), dtype=np.int32)
         position = 0
-        for items, lengths, targets in self.batches:
-            items, lengths, targets = items.to(device), lengths.to(device), targets.to(device)
-            scores = method.score(Batch(items=items, lengths=lengths)).float()
-            batch_ranks = ranks_from_scores(scores, targets, items if self.mask_history else None)
-            ranks[self.order[position : position + len(targets)]] = batch_ranks.cpu().numpy()
-            position += len(targets)
+        with method.scoring_pass():
+            for items, lengths, targets in self.batches:
+                items, lengths, targets = items.to(device), lengths.to(device), targets.to(device)
+                scores = method.score(Batch(items=items, lengths=lengths)).float()
+                batch_ranks = ranks_from_scores(scores, targets, items if self.mask_history else None)
+                ranks[self.order[position : position + len(targets)]] = batch_ranks.cpu().numpy()
+                position += len(targets)
         method.train(was_training)
         return EvalResult(self.split, ranks, metrics_from_ranks(ranks, self.ks), dict(self.protocol))

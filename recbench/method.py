@@ -9,7 +9,8 @@ splits data, computes metrics or writes results: the Trainer and the Evaluator d
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, Literal
 
@@ -169,6 +170,25 @@ class Method(nn.Module, ABC):
         super().__init__()
         self.config = config
         self.spec = spec
+        self._pass_cache: dict[str, Any] | None = None
+
+    @contextmanager
+    def scoring_pass(self) -> Iterator[None]:
+        """One evaluation pass over all users (the Evaluator opens it; weights do not change inside)."""
+        self._pass_cache = {}
+        try:
+            yield
+        finally:
+            self._pass_cache = None
+
+    def once_per_pass(self, key: str, compute: Callable[[], Any]) -> Any:
+        """``compute()``, done once per scoring pass (e.g. an item table built from text by a
+        network) and reused by every batch of the pass; outside a pass, computed every call."""
+        if self._pass_cache is None:
+            return compute()
+        if key not in self._pass_cache:
+            self._pass_cache[key] = compute()
+        return self._pass_cache[key]
 
     @abstractmethod
     def loss(self, batch: Batch) -> torch.Tensor:

@@ -96,3 +96,24 @@ def test_evaluator_ranks_every_user_in_dataset_order(toy_dataset) -> None:
     assert result.ranks.tolist() == expected
     assert result.metrics == metrics_from_ranks(np.array(expected))
     assert result.protocol["mask_history"] is False and "pessimistic" in result.protocol["ties"]
+
+
+def test_an_item_table_is_built_once_per_evaluation_pass(toy_dataset) -> None:
+    class CountingTable(LookupScorer):
+        builds = 0
+
+        def score(self, batch: Batch) -> torch.Tensor:
+            def build() -> torch.Tensor:
+                CountingTable.builds += 1
+                return self.table
+
+            return self.once_per_pass("table", build)[batch.items[:, 0] - 1].clone()
+
+    table = torch.randn(toy_dataset.num_items + 1, toy_dataset.num_items + 1)
+    scorer = CountingTable(table)
+    evaluator = Evaluator(toy_dataset, "test", max_history=50, batch_size=7)
+    first = evaluator.run(scorer)
+    assert len(evaluator.batches) > 1 and CountingTable.builds == 1
+    table.mul_(-1)  # weights change between passes: the next pass must not reuse the old table
+    second = evaluator.run(scorer)
+    assert CountingTable.builds == 2 and first.ranks.tolist() != second.ranks.tolist()
