@@ -22,7 +22,8 @@ checkpoint predates that fix: ``pos_logits`` with ``keepdim=True`` broadcast to 
 - Pre-training on the union of source domains: sequence-item contrastive (the sequence output vs
   the adaptor vector of its next item) + lambda (1e-3) * sequence-sequence contrastive (vs the
   output of an augmented view of the same sequence), both InfoNCE with in-batch negatives,
-  temperature 0.07, and in-batch rows with the same next item removed from the negatives. The
+  temperature 0.07; an in-batch row with the same next item is no negative: as in the official
+  code its logit is set to 0 (so it adds exp(0) = 1 to the denominator, not exp(s / 0.07)). The
   augmented view is drawn once per batch: w.p. 0.9 item drop (each position kept w.p. 0.8, the
   first always, kept items packed left), otherwise word drop (each position w.p. 0.2 takes the
   embedding of its text with 15% of the words dropped, UniSRec's feat2CLS).
@@ -233,6 +234,7 @@ def last_kept(keep: torch.Tensor) -> torch.Tensor:
 
 def contrastive_loss(anchors: torch.Tensor, positives: torch.Tensor, excluded: torch.Tensor, temperature: float) -> torch.Tensor:
     """InfoNCE with in-batch negatives: row i's positive is ``positives[i]``, its negatives the other
-    rows except where ``excluded[i, j]`` (rows sharing the same next item). Inputs are normalised."""
-    logits = (anchors @ positives.T / temperature).masked_fill(excluded, float("-inf"))  # (T, T)
+    rows; where ``excluded[i, j]`` (rows sharing the same next item) the logit is 0, as the official
+    ``torch.where(same_pos_id, 0, logits)`` before the exp. Inputs are normalised."""
+    logits = (anchors @ positives.T / temperature).masked_fill(excluded, 0.0)  # (T, T)
     return F.cross_entropy(logits, torch.arange(len(anchors), device=anchors.device))

@@ -14,7 +14,7 @@ from recbench.registry import get_method, method_names, resolve_config
 from recbench.train import seed_everything
 from tests.conftest import make_cyclic_dataset
 
-SMALL = {"hidden_size": 16, "item_size": 16, "semantic_hidden_size": 16, "inner_size": 16, "n_heads": 2, "max_seq_length": 10}
+SMALL = {"hidden_size": 16, "item_size": 16, "semantic_hidden_size": 16, "inner_size": 16, "n_heads": 2, "max_seq_length": 10, "code_dim": 4, "code_cap": 8}
 # Regularisation slows a 16-wide model on a 30-item toy task without telling us anything about
 # the gradient path; the learnability test switches it off where the method has these keys.
 NO_DROPOUT = {"hidden_dropout_prob": 0.0, "attn_dropout_prob": 0.0, "dropout_prob": 0.0}

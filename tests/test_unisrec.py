@@ -54,7 +54,7 @@ def test_gate_noise_is_drawn_in_training_only() -> None:
     torch.testing.assert_close(adaptor.gates(x).sum(-1), torch.ones(10))
 
 
-def test_same_target_rows_are_excluded_but_not_the_row_itself() -> None:
+def test_same_target_rows_are_marked_but_not_the_row_itself() -> None:
     mask = same_target_mask(torch.tensor([3, 5, 3]))
     assert mask.tolist() == [[False, False, True], [False, False, False], [True, False, False]]
 
@@ -66,7 +66,8 @@ def test_contrastive_loss_matches_a_hand_computation() -> None:
     tau = 0.07
     total = 0.0
     for i in range(4):
-        denominator = sum(math.exp(float(anchors[i] @ positives[j]) / tau) for j in range(4) if not excluded[i, j])
+        # a same-target row contributes exp(0) = 1, as in the official code
+        denominator = sum(1.0 if excluded[i, j] else math.exp(float(anchors[i] @ positives[j]) / tau) for j in range(4))
         total += -math.log(math.exp(float(anchors[i] @ positives[i]) / tau) / denominator)
     assert contrastive_loss(anchors, positives, excluded, tau).item() == pytest.approx(total / 4, rel=1e-5)
 

@@ -1,0 +1,282 @@
+"""VQ-Rec: vector-quantised item codes from text, code embeddings, a self-attention encoder.
+
+Paper: Hou, He, McAuley, Zhao, Wen, "Learning Vector-Quantized Item Representation for
+Transferable Sequential Recommenders", WWW 2023 (arXiv 2210.12316).
+Checked against: RUCAIBox/VQ-Rec @2981845 (``vqrec.py`` with the March-2023 fixes 062dae0 and
+7ce91ce, ``trainer.py``, ``pq.py``, ``data/dataset.py``, ``props/VQRec.yaml``).
+
+- Item codes: an OPQ rotation + product quantiser (faiss ``OPQ{M},IVF1,PQ{M}x{bits}``, inner
+  product metric) trained on the text embeddings of the items that occur in the training part
+  (the official "strict" index), then every item (cold ones too) is encoded. Codes are shifted
+  by one and offset per sub-space, so the padding item has the all-zero code.
+- Item representation: mean of the item's ``code_dim`` code embeddings; sequence: + position
+  embedding -> LayerNorm -> dropout -> RecBole transformer; the output at the last position.
+- Fine-tuning: CE over cosine / 0.07 against all N + 1 item rows (the padding row too, as the
+  official code); scores are cosines. Schedule (official trainer): epochs < ``reassign_steps``
+  train only ``trans_matrix``, each batch using the code table permuted per sub-space by a
+  Gumbel-Sinkhorn sample; at ``reassign_steps`` the permuted table is written once into the code
+  table (row 0 zeroed) and then everything trains except the position embedding, the transformer
+  and ``trans_matrix``. The official trainer applies this freeze whatever the fine-tuning flags,
+  so a run without pre-training freezes its (random) transformer too; kept, to be faithful.
+- Pre-training: seq-item InfoNCE over all target positions with in-batch negatives, plus one
+  semi-synthetic negative per instance (the positive's codes, each replaced with probability
+  ``fake_idx_ratio`` by a uniformly random code of its sub-space), in the bug-fixed version
+  (no ``fake_item_idx[0, :] = 0``, the negative sum reshaped per row). As in the official code,
+  a negative with the same target as the row is not dropped: its logit is set to 0, so it adds
+  exp(0) = 1 to the denominator. No seq-seq loss.
+
+Deviations:
+- Hard assignment: the official code takes the row-wise argmax of the Sinkhorn matrix (then
+  ``ceil``), which after 3 iterations is not injective (measured on a randn 32 x 257 x 257
+  ``trans_matrix``: only 79% of the slots of a sub-space keep a distinct embedding), and ``ceil`` has zero gradient, so ``trans_matrix`` never receives a
+  gradient there. Here the hard assignment is the exact permutation of highest Sinkhorn weight
+  (Hungarian algorithm; Sinkhorn's row/column normalisations do not change it) with a
+  straight-through row softmax, so it is a permutation and ``trans_matrix`` does learn.
+- Scoring during the permutation epochs uses the noise-free permutation, and the table written
+  at ``reassign_steps`` is that noise-free permutation (the official code writes a fresh noisy
+  sample and evaluates with the last training batch's sample), so the best-valid weights of an
+  early epoch re-evaluate identically and the write continues what was validated.
+- The schedule phase is a state-dict buffer, so best-weights restore and resume see which table
+  the weights belong to. Faiss seeds default to faiss's own (1234), configurable.
+- Training uses every prefix of a sequence in one causal pass (design §6), as the SASRec plugin.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy.optimize import linear_sum_assignment
+from torch import nn
+
+from recbench.layers import TransformerEncoder, causal_mask, init_recbole_weights
+from recbench.method import Batch, DataSpec, Method, TransferConfig, TransformerConfig
+from recbench.registry import register
+
+# Values of the ``phase`` buffer: which code table the weights belong to.
+PLAIN, ASSIGNING, REASSIGNED = 0, 1, 2
+# The codes and the schedule state describe the target dataset, never the pre-training one.
+DATASET_STATE = ("codes", "phase")
+
+
+class VQRecConfig(TransferConfig, TransformerConfig):
+    """VQ-Rec hyper-parameters; defaults = the official ``props/VQRec.yaml``."""
+
+    hidden_size: int = 300
+    """Width of code/position embeddings and transformer layers."""
+    learning_rate: float = 1e-3
+    """Adam learning rate (RecBole's default; the official README fine-tunes most targets, e.g. Scientific, at 0.003)."""
+    code_dim: int = 32
+    """Sub-vectors per item (PQ's M): each item is ``code_dim`` discrete codes."""
+    code_cap: int = 256
+    """Centroids per sub-space (a power of two: PQ bits = log2(code_cap))."""
+    temperature: float = 0.07
+    """Temperature of the cosine logits in the fine-tuning CE and the pre-training InfoNCE."""
+    sinkhorn_iter: int = 3
+    """Alternating row/column normalisations of the Gumbel-Sinkhorn permutation."""
+    gumbel_temperature: float = 0.7
+    """Temperature of the Gumbel-Sinkhorn logits (the official ``gumbel_sinkhorn`` default)."""
+    reassign_steps: int = 5
+    """Fine-tuning epochs that learn only the code-embedding permutation before it is fixed."""
+    fake_idx_ratio: float = 0.75
+    """Probability of replacing each code of the positive in its semi-synthetic negative."""
+    pq_seed: int = 1234
+    """Seed of faiss's OPQ/PQ/coarse k-means (1234 is faiss's default, as the official index used)."""
+
+
+def train_quantizer(vectors: np.ndarray, code_dim: int, code_cap: int, seed: int):
+    """Train the official ``OPQ{M},IVF1,PQ{M}x{bits}`` inner-product index on (n, d) float32 vectors."""
+    import faiss  # lazily: only VQ-Rec needs it
+
+    dim = vectors.shape[1]
+    bits = code_cap.bit_length() - 1
+    index = faiss.index_factory(dim, f"OPQ{code_dim},IVF1,PQ{code_dim}x{bits}", faiss.METRIC_INNER_PRODUCT)
+    rotation = faiss.downcast_VectorTransform(index.chain.at(0))
+    ivf = faiss.downcast_index(faiss.extract_index_ivf(index))
+    # OPQ trains its rotation with its own PQ, 8 bits unless given one: give it the final PQ's size.
+    rotation_pq = faiss.ProductQuantizer(dim, code_dim, bits)
+    rotation_pq.cp.seed = seed
+    rotation.pq = rotation_pq
+    ivf.cp.seed = seed
+    ivf.pq.cp.seed = seed
+    index.train(np.ascontiguousarray(vectors, dtype=np.float32))
+    rotation.pq = None  # a raw pointer to a Python-owned object: drop it before that object goes
+    return index
+
+
+def encode_codes(index, vectors: np.ndarray, code_dim: int, code_cap: int) -> np.ndarray:
+    """(n, d) vectors -> (n, code_dim) int64 codes in [0, code_cap) of a trained index."""
+    bits = code_cap.bit_length() - 1
+    packed = index.sa_encode(np.ascontiguousarray(vectors, dtype=np.float32))  # (n, bytes); IVF1 adds no list id
+    # faiss packs each code's bits least-significant first, codes one after another.
+    unpacked = np.unpackbits(packed, axis=1, bitorder="little")[:, : code_dim * bits].reshape(len(vectors), code_dim, bits)
+    return (unpacked.astype(np.int64) << np.arange(bits)).sum(axis=-1)
+
+
+def item_codes(embeddings: torch.Tensor, train_mask: torch.Tensor | None, code_dim: int, code_cap: int, seed: int) -> torch.Tensor:
+    """(N + 1, d) text embeddings -> (N + 1, code_dim) long codes, row 0 (padding) all zeros.
+
+    The quantiser is trained on the items where ``train_mask`` is True (None: all items 1..N)
+    and encodes every item. Code c of sub-space k becomes ``k * (code_cap + 1) + c + 1``, the
+    index of its row in the code-embedding table.
+    """
+    num_rows, dim = embeddings.shape
+    if dim % code_dim:
+        raise ValueError(f"VQ-Rec: text embedding size {dim} is not divisible by code_dim {code_dim}")
+    if code_cap < 2 or code_cap & (code_cap - 1):
+        raise ValueError(f"VQ-Rec: code_cap {code_cap} must be a power of two (PQ centroids = 2**bits)")
+    strict = torch.ones(num_rows, dtype=torch.bool) if train_mask is None else train_mask.bool().clone()
+    strict[0] = False
+    if int(strict.sum()) < code_cap:
+        raise ValueError(f"VQ-Rec: {int(strict.sum())} training items are fewer than code_cap {code_cap} centroids per sub-space")
+    vectors = embeddings.detach().float().cpu().numpy()
+    index = train_quantizer(vectors[strict.numpy()], code_dim, code_cap, seed)
+    codes = encode_codes(index, vectors[1:], code_dim, code_cap) + 1 + np.arange(code_dim) * (code_cap + 1)
+    return torch.cat([torch.zeros(1, code_dim, dtype=torch.long), torch.from_numpy(codes)])
+
+
+def semi_synthetic_codes(codes: torch.Tensor, code_cap: int, ratio: float) -> torch.Tensor:
+    """(..., M) offset codes -> the same with each code replaced, with probability ``ratio``, by a
+    uniformly random code of its sub-space (the semi-synthetic negative)."""
+    offsets = torch.arange(codes.shape[-1], device=codes.device) * (code_cap + 1) + 1
+    random = torch.randint_like(codes, code_cap) + offsets
+    return torch.where(torch.rand(codes.shape, device=codes.device) < ratio, random, codes)
+
+
+def sinkhorn(log_alpha: torch.Tensor, iterations: int) -> torch.Tensor:
+    """(M, K, K) logits -> log of an (approximately) doubly stochastic matrix per sub-space."""
+    for _ in range(iterations):
+        log_alpha = log_alpha - torch.logsumexp(log_alpha, dim=-1, keepdim=True)  # rows sum to 1
+        log_alpha = log_alpha - torch.logsumexp(log_alpha, dim=-2, keepdim=True)  # columns sum to 1
+    return log_alpha
+
+
+def gumbel_sinkhorn(trans: torch.Tensor, iterations: int, temperature: float, noise: bool) -> torch.Tensor:
+    """(M, K, K) permutation parameters -> log doubly stochastic matrices (Gumbel noise if ``noise``)."""
+    logits = torch.log(torch.exp(trans) + 1e-6)  # the official log(exp(trans) + eps)
+    if noise:
+        uniform = torch.rand_like(logits)
+        logits = logits - torch.log(-torch.log(uniform + 1e-6) + 1e-6)
+    return sinkhorn(logits / temperature, iterations)
+
+
+def hard_permutation(log_soft: torch.Tensor) -> torch.Tensor:
+    """(M, K, K) log weights -> (M, K, K) one-hot permutations of maximal total log weight, with a
+    straight-through gradient of the row softmax of the soft matrix."""
+    weights = log_soft.detach().cpu().numpy()
+    hard = torch.zeros_like(log_soft)
+    for space, matrix in enumerate(weights):  # M small assignments (M = 32): not a hot loop over items
+        rows, columns = linear_sum_assignment(matrix, maximize=True)
+        hard[space, torch.from_numpy(rows), torch.from_numpy(columns)] = 1.0
+    soft = torch.softmax(log_soft.exp(), dim=-1)  # the official differentiable top-1 softmax
+    return hard + (soft - soft.detach())  # exactly the hard matrix forward, the soft gradient backward
+
+
+@register("vqrec")
+class VQRec(Method):
+    """VQ-Rec: items as OPQ/PQ codes of their text, code embeddings, causal self-attention."""
+
+    Config = VQRecConfig
+    needs_text = True
+    supports_pretraining = True
+
+    def __init__(self, config: VQRecConfig, spec: DataSpec) -> None:
+        super().__init__(config, spec)
+        codes = item_codes(spec.item_text_embeddings, spec.train_item_mask, config.code_dim, config.code_cap, config.pq_seed)
+        self.register_buffer("codes", codes)  # (N + 1, M): persistent, so a saved run re-evaluates identically
+        self.register_buffer("phase", torch.tensor(PLAIN))
+        slots = config.code_cap + 1
+        self.code_embedding = nn.Embedding(config.code_dim * slots, config.hidden_size, padding_idx=0)
+        self.position_embedding = nn.Embedding(spec.max_seq_length, config.hidden_size)
+        self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.encoder = TransformerEncoder.from_config(config, config.hidden_size)
+        self.trans_matrix = nn.Parameter(torch.randn(config.code_dim, slots, slots))
+        self.apply(lambda module: init_recbole_weights(module, config.initializer_range))
+
+    # --- code embeddings --------------------------------------------------------------------
+    def permuted_table(self, noise: bool) -> torch.Tensor:
+        """(M * (K + 1), d) code table with each sub-space's rows permuted by the assignment."""
+        config = self.config
+        log_soft = gumbel_sinkhorn(self.trans_matrix, config.sinkhorn_iter, config.gumbel_temperature, noise)
+        raw = self.code_embedding.weight.view(config.code_dim, config.code_cap + 1, -1)  # (M, K + 1, d)
+        return torch.bmm(hard_permutation(log_soft), raw).reshape(-1, config.hidden_size)
+
+    def code_table(self) -> torch.Tensor:
+        """The code table of the current phase: permuted (a Gumbel sample when training) while assigning."""
+        table = self.permuted_table(noise=self.training) if int(self.phase) == ASSIGNING else self.code_embedding.weight
+        # Row 0 gets no gradient, as the official padding_idx=0 lookups.
+        return torch.cat([table[:1].detach(), table[1:]])
+
+    def embed(self, codes: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+        """(..., M) codes -> (..., d) item representations: the mean of the code embeddings."""
+        flat = F.embedding_bag(codes.reshape(-1, codes.shape[-1]), table, mode="mean")  # no (.., M, d) tensor
+        return flat.view(*codes.shape[:-1], table.shape[1])
+
+    def encode(self, items: torch.Tensor, table: torch.Tensor, last: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, L) item ids -> (B, L, d) outputs; with ``last`` (B,) positions -> (B, d) there only."""
+        positions = torch.arange(items.shape[1], device=items.device)
+        hidden = self.embed(self.codes[items], table) + self.position_embedding(positions)
+        hidden = self.dropout(self.norm(hidden))
+        return self.encoder(hidden, causal_mask(items), query_index=last)
+
+    # --- fine-tuning ------------------------------------------------------------------------
+    def loss(self, batch: Batch) -> torch.Tensor:
+        table = self.code_table()
+        hidden = self.encode(batch.items, table)  # (B, L, d)
+        has_target = batch.targets > 0
+        items = F.normalize(self.embed(self.codes, table), dim=-1)  # (N + 1, d), padding row included
+        logits = F.normalize(hidden[has_target], dim=-1) @ items.T / self.config.temperature  # (T, N + 1)
+        return F.cross_entropy(logits, batch.targets[has_target])
+
+    def score(self, batch: Batch) -> torch.Tensor:
+        table, items = self.once_per_pass("tables", self.scoring_tables)
+        hidden = self.encode(batch.items, table, last=batch.lengths - 1)  # (B, d)
+        return F.normalize(hidden, dim=-1) @ items.T
+
+    def scoring_tables(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The code table and the (N + 1, d) normalised item representations, once per scoring pass."""
+        table = self.code_table()
+        return table, F.normalize(self.embed(self.codes, table), dim=-1)
+
+    def on_epoch_start(self, epoch: int) -> None:
+        """Official schedule: learn only the permutation before ``reassign_steps``, then write it
+        into the code table once and train everything but position, transformer and permutation."""
+        if epoch < self.config.reassign_steps and int(self.phase) != REASSIGNED:
+            self.phase.fill_(ASSIGNING)
+            for parameter in self.parameters():
+                parameter.requires_grad_(False)
+            self.trans_matrix.requires_grad_(True)
+            return
+        if int(self.phase) != REASSIGNED:  # once: the buffer records it for resumed runs
+            with torch.no_grad():
+                table = self.permuted_table(noise=False)
+                table[0] = 0.0
+                self.code_embedding.weight.copy_(table)
+            self.phase.fill_(REASSIGNED)
+        for parameter in self.parameters():
+            parameter.requires_grad_(True)
+        for parameter in [*self.position_embedding.parameters(), *self.encoder.parameters(), self.trans_matrix]:
+            parameter.requires_grad_(False)
+
+    def load_pretrained(self, state: dict[str, torch.Tensor]) -> list[str]:
+        """Every weight whose shape fits, but never the codes or schedule state of the source data."""
+        return super().load_pretrained({k: v for k, v in state.items() if k not in DATASET_STATE})
+
+    # --- pre-training on the source domains -------------------------------------------------
+    def pretrain_loss(self, batch: Batch) -> torch.Tensor:
+        """Seq-item InfoNCE over every target position with in-batch and semi-synthetic negatives."""
+        table = self.code_table()
+        hidden = self.encode(batch.items, table)  # (B, L, d)
+        has_target = batch.targets > 0
+        sequences = F.normalize(hidden[has_target], dim=-1)  # (T, d)
+        targets = batch.targets[has_target]  # (T,)
+        target_codes = self.codes[targets]  # (T, M)
+        positives = F.normalize(self.embed(target_codes, table), dim=-1)  # (T, d)
+        logits = sequences @ positives.T / self.config.temperature  # (T, T); diagonal = own positive
+        same_target = (targets[:, None] == targets[None]) & ~torch.eye(len(targets), dtype=torch.bool, device=targets.device)
+        logits = logits.masked_fill(same_target, 0.0)  # official: logit 0, i.e. exp(0) = 1 in the denominator
+        fakes = semi_synthetic_codes(target_codes, self.config.code_cap, self.config.fake_idx_ratio)
+        fake_logits = (sequences * F.normalize(self.embed(fakes, table), dim=-1)).sum(-1) / self.config.temperature  # (T,)
+        denominator = torch.logsumexp(torch.cat([logits, fake_logits[:, None]], dim=1), dim=1)
+        return (denominator - logits.diagonal()).mean()
