@@ -99,6 +99,11 @@ def train_quantizer(vectors: np.ndarray, code_dim: int, code_cap: int, seed: int
     rotation.pq = rotation_pq
     ivf.cp.seed = seed
     ivf.pq.cp.seed = seed
+    if len(vectors) <= dim:
+        # faiss's OPQ training corrupts memory when there are fewer points than dimensions (seen with
+        # faiss-cpu 1.15 on 300 x 384). Repeating the points leaves the k-means and Procrustes
+        # objectives' minimisers as they are and only happens on toy data (real domains have n >> d).
+        vectors = np.tile(vectors, (dim // len(vectors) + 1, 1))
     index.train(np.ascontiguousarray(vectors, dtype=np.float32))
     rotation.pq = None  # a raw pointer to a Python-owned object: drop it before that object goes
     return index

@@ -132,3 +132,29 @@ def test_pretraining_runs_once_on_the_union_and_fine_tuning_starts_from_it(recbe
     from recbench.runs import find_runs
 
     assert sorted(r.path for r in find_runs(tmp_path)) == sorted([first.run.path, with_id.run.path])  # pre-training runs are not results
+
+
+@pytest.mark.parametrize("interrupt_at", [1, 3])  # inside VQ-Rec's permutation epochs, and after the table was written
+def test_a_method_with_a_training_schedule_resumes_to_the_same_result(toy_dataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, interrupt_at: int) -> None:
+    schedule = {**TINY, "code_dim": 4, "code_cap": 8, "reassign_steps": 2, "epochs": 5, "patience": 10}
+
+    def train(runs_dir: Path, **kwargs) -> RunRecord:
+        return run_experiment("vqrec", "toy", seed=5, overrides=[schedule], runs_dir=runs_dir, device="cpu", show_progress=False, **kwargs).run
+
+    reference = train(tmp_path / "straight")
+    original = Trainer._train_epoch
+
+    def interrupt(self, epoch, progress, task):
+        if epoch == interrupt_at:
+            raise KeyboardInterrupt
+        return original(self, epoch, progress, task)
+
+    monkeypatch.setattr(Trainer, "_train_epoch", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        train(tmp_path / "interrupted")
+    monkeypatch.setattr(Trainer, "_train_epoch", original)
+    resumed = train(tmp_path / "interrupted", resume=True)
+    assert [e["loss"] for e in resumed.log] == [e["loss"] for e in reference.log]
+    assert resumed.metrics["test"] == reference.metrics["test"]
+    best = resumed.load_best()
+    assert int(best["phase"]) == 2  # the permuted table was written once, at epoch 2

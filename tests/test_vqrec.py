@@ -253,3 +253,10 @@ def test_load_pretrained_keeps_the_target_codes_and_schedule_state() -> None:
     assert int(target.phase) == 0
     torch.testing.assert_close(target.code_embedding.weight, source.code_embedding.weight)
     torch.testing.assert_close(target.encoder.attention[0].query.weight, source.encoder.attention[0].query.weight)
+
+
+def test_fewer_training_items_than_dimensions_still_get_codes() -> None:
+    # faiss's OPQ training corrupted memory on such inputs before the points were repeated
+    embeddings = torch.randn(31, 96, generator=torch.Generator().manual_seed(0))
+    codes = item_codes(embeddings, None, code_dim=4, code_cap=8, seed=0)
+    assert codes.shape == (31, 4) and (codes[1:] > 0).all()
