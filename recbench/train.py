@@ -203,6 +203,8 @@ class Trainer:
         )
 
     def _train_epoch(self, epoch: int, progress: Progress, task: Any) -> float:
+        if self.optimizer is None:
+            raise RuntimeError(f"{type(self.method).__name__}: no parameter requires a gradient at epoch {epoch}")
         self.method.train()
         batches = self.windows.batches(self.config.train_batch_targets, np.random.default_rng([self.seed, epoch]), self.config.bucket_by_length)
         batches = batches[self.rank :: self.world_size]  # every process makes the same list, then takes its share
@@ -217,8 +219,6 @@ class Trainer:
         for batch in batches:
             batch = batch.to(self.device)
             loss = self.objective(batch)
-            if self.optimizer is None:
-                raise RuntimeError(f"{type(self.method).__name__}: no parameter requires a gradient at epoch {epoch}")
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if self.config.clip_grad_norm:
