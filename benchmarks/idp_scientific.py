@@ -24,14 +24,6 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 SOURCE = "instruments-lcrec"
 
 
-def method_overrides(method: str, overrides: dict[str, Any]) -> dict[str, Any]:
-    """The overrides the method has keys for; a zero-shot variant keeps its epochs = 0."""
-    from recbench.registry import get_method
-
-    fields = get_method(method).cls.Config.model_fields
-    return {k: v for k, v in overrides.items() if k in fields and not (k == "epochs" and method.endswith("zeroshot"))}
-
-
 def describe(metrics: dict[str, float]) -> str:
     return f"R@10 {metrics['hr@10']:.4f} N@10 {metrics['ndcg@10']:.4f} R@50 {metrics['hr@50']:.4f} N@50 {metrics['ndcg@50']:.4f}"
 
@@ -47,6 +39,7 @@ def main() -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     args = parser.parse_args()
     home = os.environ.setdefault("RECBENCH_HOME", tempfile.mkdtemp(prefix="recbench-bench-"))
+    from recbench.compare import overrides_for
     from recbench.data import is_downloaded, load_dataset
     from recbench.download import import_local
     from recbench.experiment import run_experiment
@@ -63,7 +56,7 @@ def main() -> None:
     def run(method: str, seed: int, extra: dict[str, Any], dataset: Any = None) -> tuple[dict[str, Any], float]:
         started = time.perf_counter()
         sources = None if method == "sasrec" else [SOURCE]
-        result = run_experiment(method, "scientific", seed=seed, overrides=[method_overrides(method, {**overrides, **extra})], runs_dir=runs_dir, resume=True, pretrain_on=sources, show_progress=False, dataset=dataset)
+        result = run_experiment(method, "scientific", seed=seed, overrides=overrides_for(method, [{**overrides, **extra}]), runs_dir=runs_dir, resume=True, pretrain_on=sources, show_progress=False, dataset=dataset)
         return result.run.metrics, time.perf_counter() - started
 
     best_m: dict[str, Any] = {}

@@ -110,11 +110,14 @@ def run_cell(cell: GridCell, runs_dir: str, overrides: list[dict[str, Any]], dev
 
 
 def overrides_for(method: str, overrides: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The grid-wide overrides restricted to the keys this method's config has."""
+    """The grid-wide overrides restricted to the keys this method's config has, except the keys its
+    variant preset defines (``--set epochs=20`` must not make ``idp-zeroshot`` train, nor
+    ``--set use_id=false`` turn ``unisrec-id`` into ``unisrec``)."""
     from recbench.registry import get_method
 
-    fields = get_method(method).cls.Config.model_fields
-    return [{k: v for k, v in layer.items() if k in fields} for layer in overrides]
+    entry = get_method(method)
+    fields = entry.cls.Config.model_fields
+    return [{k: v for k, v in layer.items() if k in fields and k not in entry.preset} for layer in overrides]
 
 
 def check_overrides(methods: Sequence[str], overrides: list[dict[str, Any]]) -> None:

@@ -171,3 +171,12 @@ def test_transfer_methods_pretrain_on_the_sources_in_a_grid(recbench_home: Path,
 
     configs = {o.cell.method: RunRecord(o.run_dir).config for o in outcomes}
     assert "pretrained" in configs["idasr"] and "pretrained" not in configs["sasrec"]
+
+
+def test_grid_wide_overrides_skip_unknown_keys_and_the_keys_a_variant_preset_defines() -> None:
+    from recbench.compare import overrides_for
+
+    # idp-zeroshot's preset fixes epochs = 0: --quick's epochs must not reach it (nor AutoMLP's keys)
+    assert overrides_for("idp-zeroshot", [QUICK]) == [{"patience": 3, "pretrain_epochs": 2, "max_seq_length": 20, "hidden_size": 64, "inner_size": 128}]
+    assert overrides_for("unisrec-id", [{"use_id": False, "hidden_size": 8}]) == [{"hidden_size": 8}]
+    assert overrides_for("unisrec", [{"use_id": True}]) == [{"use_id": True}]  # not a preset of the base name
