@@ -39,6 +39,7 @@ QUICK: dict[str, Any] = {
     "item_size": 64,
     "semantic_hidden_size": 128,
     "channel_hidden_size": 64,
+    "code_cap": 64,  # VQ-Rec's centroids per sub-space: a demo domain has fewer than 256 training items
 }
 
 
