@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +35,23 @@ def train_toy(runs_dir: Path, **kwargs) -> RunRecord:
     return result.run
 
 
+@contextlib.contextmanager
+def interrupted_at_epoch(epoch: int, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Inside the block, training raises KeyboardInterrupt when it reaches ``epoch`` (as Ctrl-C would)."""
+    original = Trainer._train_epoch
+
+    def interrupt(self, current, progress, task):
+        if current == epoch:
+            raise KeyboardInterrupt
+        return original(self, current, progress, task)
+
+    monkeypatch.setattr(Trainer, "_train_epoch", interrupt)
+    try:
+        yield
+    finally:
+        monkeypatch.setattr(Trainer, "_train_epoch", original)
+
+
 def test_same_seed_gives_the_same_metrics(toy_dataset, tmp_path: Path) -> None:
     first = train_toy(tmp_path / "a")
     second = train_toy(tmp_path / "b")
@@ -43,17 +62,8 @@ def test_same_seed_gives_the_same_metrics(toy_dataset, tmp_path: Path) -> None:
 def test_resume_after_an_interruption_gives_the_same_result(toy_dataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     reference = train_toy(tmp_path / "straight")
 
-    original = Trainer._train_epoch
-
-    def interrupt_at_epoch_3(self, epoch, progress, task):
-        if epoch == 3:
-            raise KeyboardInterrupt
-        return original(self, epoch, progress, task)
-
-    monkeypatch.setattr(Trainer, "_train_epoch", interrupt_at_epoch_3)
-    with pytest.raises(KeyboardInterrupt):
+    with interrupted_at_epoch(3, monkeypatch), pytest.raises(KeyboardInterrupt):
         train_toy(tmp_path / "interrupted")
-    monkeypatch.setattr(Trainer, "_train_epoch", original)
 
     run = RunRecord(next((tmp_path / "interrupted").rglob("checkpoint.pt")).parent)
     assert not run.is_finished and len(run.log) == 3
@@ -142,17 +152,8 @@ def test_a_method_with_a_training_schedule_resumes_to_the_same_result(toy_datase
         return run_experiment("vqrec", "toy", seed=5, overrides=[schedule], runs_dir=runs_dir, device="cpu", show_progress=False, **kwargs).run
 
     reference = train(tmp_path / "straight")
-    original = Trainer._train_epoch
-
-    def interrupt(self, epoch, progress, task):
-        if epoch == interrupt_at:
-            raise KeyboardInterrupt
-        return original(self, epoch, progress, task)
-
-    monkeypatch.setattr(Trainer, "_train_epoch", interrupt)
-    with pytest.raises(KeyboardInterrupt):
+    with interrupted_at_epoch(interrupt_at, monkeypatch), pytest.raises(KeyboardInterrupt):
         train(tmp_path / "interrupted")
-    monkeypatch.setattr(Trainer, "_train_epoch", original)
     resumed = train(tmp_path / "interrupted", resume=True)
     assert [e["loss"] for e in resumed.log] == [e["loss"] for e in reference.log]
     assert resumed.metrics["test"] == reference.metrics["test"]
