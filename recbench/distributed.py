@@ -14,7 +14,7 @@ import os
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-F = TypeVar("F", bound=Callable[..., Any])
+WriteMethod = TypeVar("WriteMethod", bound=Callable[..., Any])
 
 
 def world() -> tuple[int, int]:
@@ -58,7 +58,7 @@ def barrier() -> None:
         torch.distributed.barrier()
 
 
-def main_process_only(write: F) -> F:
+def main_process_only(write: WriteMethod) -> WriteMethod:
     """Decorate a method that writes files: only rank 0 runs it."""
 
     @functools.wraps(write)
