@@ -36,6 +36,7 @@ def main() -> None:
     parser.add_argument("--m", default="", help="comma-separated m values to search on valid (e.g. 1,5,10,20); empty: the config's m")
     parser.add_argument("--m-variant", default="idp-zeroshot", help="the IDP variant the m search runs (zero-shot costs no training)")
     parser.add_argument("--runs-dir", type=Path, default=None)
+    parser.add_argument("--pretrain-seed", type=int, default=None, help="one pre-training run (this seed) shared by every fine-tuning seed")
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     args = parser.parse_args()
     home = os.environ.setdefault("RECBENCH_HOME", tempfile.mkdtemp(prefix="recbench-bench-"))
@@ -56,7 +57,7 @@ def main() -> None:
     def run(method: str, seed: int, extra: dict[str, Any], dataset: Any = None) -> tuple[dict[str, Any], float]:
         started = time.perf_counter()
         sources = None if method == "sasrec" else [SOURCE]
-        result = run_experiment(method, "scientific", seed=seed, overrides=overrides_for(method, [{**overrides, **extra}]), runs_dir=runs_dir, resume=True, pretrain_on=sources, show_progress=False, dataset=dataset)
+        result = run_experiment(method, "scientific", seed=seed, overrides=overrides_for(method, [{**overrides, **extra}]), runs_dir=runs_dir, resume=True, pretrain_on=sources, pretrain_seed=args.pretrain_seed, show_progress=False, dataset=dataset)
         return result.run.metrics, time.perf_counter() - started
 
     best_m: dict[str, Any] = {}

@@ -24,6 +24,7 @@ def main() -> None:
     parser.add_argument("--methods", default="idasr,idasr-id,lshsr")
     parser.add_argument("--seeds", default="2020")
     parser.add_argument("--runs-dir", type=Path, default=None)
+    parser.add_argument("--pretrain-seed", type=int, default=None, help="one pre-training run (this seed) shared by every fine-tuning seed")
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     parser.add_argument("--no-scratch", action="store_true", help="only the pre-trained runs")
     parser.add_argument("--no-pretrained", action="store_true", help="only the runs from scratch")
@@ -43,7 +44,7 @@ def main() -> None:
         for sources in ([None] if not args.no_scratch else []) + ([["instruments-lcrec"]] if not args.no_pretrained else []):
             for seed in [int(s) for s in args.seeds.split(",")]:
                 started = time.perf_counter()
-                result = run_experiment(method, "scientific", seed=seed, overrides=overrides, runs_dir=runs_dir, resume=True, pretrain_on=sources, show_progress=False)
+                result = run_experiment(method, "scientific", seed=seed, overrides=overrides, runs_dir=runs_dir, resume=True, pretrain_on=sources, pretrain_seed=args.pretrain_seed, show_progress=False)
                 m, fit = result.run.metrics["test"], result.run.metrics.get("fit", {})
                 label = ("pre-trained on instruments-lcrec" if sources else "from scratch") + (f", {' '.join(args.overrides)}" if args.overrides else "")
                 print(

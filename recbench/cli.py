@@ -120,6 +120,7 @@ def train(
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto.")] = "auto",
     runs_dir: RunsDir = Path("runs"),
     pretrain_on: Annotated[Optional[str], typer.Option("--pretrain-on", help="Comma-separated source datasets: pre-train on their union first (transfer methods).")] = None,
+    pretrain_seed: Annotated[Optional[int], typer.Option("--pretrain-seed", help="Seed of the pre-training run (default: --seed); fix it to fine-tune several seeds from one checkpoint.")] = None,
 ) -> None:
     """Train a method on a dataset, evaluate the best-valid weights on test, write a run record."""
     from recbench.experiment import run_experiment
@@ -128,7 +129,7 @@ def train(
     layers = [read_config_file(config_file)] if config_file else []
     layers.append(parse_assignments(assignments or []))
     sources = pretrain_on.split(",") if pretrain_on else None
-    result = run_experiment(method, dataset, seed=seed, overrides=layers, runs_dir=runs_dir, resume=resume, restart=restart, device=device, pretrain_on=sources)
+    result = run_experiment(method, dataset, seed=seed, overrides=layers, runs_dir=runs_dir, resume=resume, restart=restart, device=device, pretrain_on=sources, pretrain_seed=pretrain_seed)
     if result.reused:
         console.print(f"finished run already exists, reused: {result.run.path} (pass --restart to train again)")
     _print_metrics(result.run.metrics["test"], f"test metrics ({result.run.path})")

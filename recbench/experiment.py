@@ -155,11 +155,14 @@ def run_experiment(
     show_progress: bool = True,
     dataset: Dataset | None = None,
     pretrain_on: Sequence[str] | None = None,
+    pretrain_seed: int | None = None,
 ) -> ExperimentResult:
     """Train ``method_name`` on ``dataset_name`` (or reuse a finished identical run), then test it.
 
     With ``pretrain_on`` (source dataset names), a transfer method is first pre-trained on their
-    union (or that pre-training run is reused) and then fine-tuned from it on the target.
+    union (or that pre-training run is reused) and then fine-tuned from it on the target. The
+    pre-training uses ``pretrain_seed`` (default: ``seed``); one fixed ``pretrain_seed`` lets several
+    fine-tuning seeds share one pre-trained checkpoint, so their spread is that of fine-tuning alone.
     An unfinished run with a checkpoint is continued with ``resume`` or started over with
     ``restart``; with neither, it is an error (nothing is silently thrown away).
     """
@@ -167,7 +170,7 @@ def run_experiment(
     config = resolve_config(entry, *(overrides or []))
     dataset = dataset or load_dataset(dataset_name)
     device = distributed.setup(resolve_device(device))
-    pretrained = pretrain(entry, config, pretrain_on, seed, Path(runs_dir), device, show_progress) if pretrain_on else None
+    pretrained = pretrain(entry, config, pretrain_on, seed if pretrain_seed is None else pretrain_seed, Path(runs_dir), device, show_progress) if pretrain_on else None
     identity = {"method": entry.name, "config": config.model_dump(), "dataset": dataset.name, "fingerprint": dataset.fingerprint, "seed": seed}
     if pretrained is not None:
         identity["pretrained"] = pretrained.path.name

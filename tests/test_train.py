@@ -119,8 +119,8 @@ def test_pretraining_runs_once_on_the_union_and_fine_tuning_starts_from_it(recbe
     union = union_of([load_dataset("src-b"), load_dataset("src-a")])
     assert union.num_items == 40 and union.item_ids[0] == "src-a-i0" and union.manifest["union"]["item_ranges"] == [[1, 20], [21, 40]]
 
-    def train(**kwargs):
-        return run_experiment("idasr", "target", seed=1, overrides=[small], runs_dir=tmp_path, device="cpu", show_progress=False, pretrain_on=["src-a", "src-b"], **kwargs)
+    def train(seed: int = 1, **kwargs):
+        return run_experiment("idasr", "target", seed=seed, overrides=[small], runs_dir=tmp_path, device="cpu", show_progress=False, pretrain_on=["src-a", "src-b"], **kwargs)
 
     first = train()
     pretrain_runs = [p.parent for p in (tmp_path / "_pretrain").rglob("best.pt")]
@@ -142,6 +142,13 @@ def test_pretraining_runs_once_on_the_union_and_fine_tuning_starts_from_it(recbe
     from recbench.runs import find_runs
 
     assert sorted(r.path for r in find_runs(tmp_path)) == sorted([first.run.path, with_id.run.path])  # pre-training runs are not results
+
+    second_seed = train(seed=2, pretrain_seed=1)  # a new fine-tuning seed from the same checkpoint
+    assert [p.parent for p in (tmp_path / "_pretrain").rglob("best.pt")] == pretrain_runs
+    assert second_seed.run.config["pretrained"] == pretrain_runs[0].name and second_seed.run.path != first.run.path
+    own_pretraining = train(seed=2)  # without pretrain_seed, the seed pre-trains anew
+    assert own_pretraining.run.config["pretrained"] != pretrain_runs[0].name
+    assert len(list((tmp_path / "_pretrain").rglob("best.pt"))) == 2
 
 
 @pytest.mark.parametrize("interrupt_at", [1, 3])  # inside VQ-Rec's permutation epochs, and after the table was written
