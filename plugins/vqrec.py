@@ -99,6 +99,10 @@ def train_quantizer(vectors: np.ndarray, code_dim: int, code_cap: int, seed: int
     rotation.pq = rotation_pq
     ivf.cp.seed = seed
     ivf.pq.cp.seed = seed
+    # faiss warns (on stderr, once per k-means: hundreds of lines per OPQ run) below 39 points per
+    # centroid; a domain of a few thousand items is always below it. The bound only gates that warning.
+    for clustering in (rotation_pq.cp, ivf.pq.cp):
+        clustering.min_points_per_centroid = 1
     if len(vectors) <= dim:
         # faiss's OPQ training corrupts memory when there are fewer points than dimensions (seen with
         # faiss-cpu 1.15 on 300 x 384). Repeating the points leaves the k-means and Procrustes
