@@ -17,13 +17,22 @@ from recbench.stats import DEFAULT_PERMUTATIONS, DEFAULT_RESAMPLES
 DEFAULT_METRICS = ("hr@10", "ndcg@10", "hr@50", "ndcg@50")  # the columns of the published tables
 FORMATS = ("md", "tex", "csv", "json")
 _SUFFIXES = {".md": "md", ".markdown": "md", ".tex": "tex", ".csv": "csv", ".json": "json"}
+PRETRAINED_SUFFIX = " (pre-trained)"
+
+
+def method_label(config: dict) -> str:
+    """A run's row in the leaderboard: its method, marked when it was fine-tuned from pre-training,
+    so that a method from scratch and pre-trained are two rows compared like any two methods."""
+    return config["method"] + (PRETRAINED_SUFFIX if config.get("pretrained") else "")
 
 
 def load_results(runs_dir: Path | str, datasets: Sequence[str] | None = None, split: str = "test") -> list[RunResult]:
     """Per-user ranks and protocol of every finished run (optionally of some datasets only).
 
-    Two finished runs of one (dataset, method, seed), e.g. with different configs, are an
-    error rather than a silent choice; so are runs of one dataset name made on different data.
+    A method's runs from scratch and its runs fine-tuned from pre-training are two rows (see
+    :func:`method_label`). Two finished runs of one (dataset, row, seed), e.g. with different
+    configs, are an error rather than a silent choice; so are runs of one dataset name made on
+    different data.
     """
     results: list[RunResult] = []
     first_fingerprint: dict[str, tuple[str, str]] = {}  # dataset -> (fingerprint, run path)
@@ -31,7 +40,7 @@ def load_results(runs_dir: Path | str, datasets: Sequence[str] | None = None, sp
     available: set[str] = set()
     for run in find_runs(runs_dir):
         config = run.config
-        dataset, method, seed = config["dataset"], config["method"], int(config.get("seed", 0))
+        dataset, method, seed = config["dataset"], method_label(config), int(config.get("seed", 0))
         available.add(dataset)
         if datasets and dataset not in datasets:
             continue

@@ -37,9 +37,11 @@ def protocol(users: int = USERS, mask_history: bool = False) -> dict:
     return {"split": "test", "candidates": "all items", "num_candidates": 500, "num_users": users, "mask_history": mask_history, "ties": TIE_POLICY, "max_history": 50}
 
 
-def write_run(runs_dir: Path, dataset: str, method: str, seed: int, ranks: np.ndarray, fingerprint: str = "fp1", tag: str = "", **protocol_changes) -> RunRecord:
+def write_run(runs_dir: Path, dataset: str, method: str, seed: int, ranks: np.ndarray, fingerprint: str = "fp1", tag: str = "", pretrained: str | None = None, **protocol_changes) -> RunRecord:
     """A finished run directory as `recbench train` leaves it, with the given test ranks."""
     identity = {"method": method, "config": {"tag": tag}, "dataset": dataset, "fingerprint": fingerprint, "seed": seed}
+    if pretrained is not None:
+        identity["pretrained"] = pretrained
     run = RunRecord.for_experiment(runs_dir, dataset, method, seed, identity)
     run.write_config(identity)
     test_protocol = {**protocol(len(ranks)), **protocol_changes}
@@ -265,6 +267,16 @@ def test_two_finished_runs_of_one_seed_are_an_error(tmp_path: Path) -> None:
     write_run(tmp_path, "arts", "base", 1, synthetic_ranks(50), tag="lr=1e-4")
     with pytest.raises(RunError, match="two finished runs of base on arts with seed 1"):
         load_results(tmp_path)
+
+
+def test_a_method_from_scratch_and_pre_trained_are_two_compared_rows(tmp_path: Path) -> None:
+    for seed in (1, 2):
+        write_run(tmp_path, "arts", "unisrec", seed, synthetic_ranks(60, seed))
+        write_run(tmp_path, "arts", "unisrec", seed, synthetic_ranks(25, seed), pretrained="seed2020-0123456789")
+    report = leaderboard(tmp_path, metrics=["ndcg@10"], baseline="unisrec")
+    assert report.cell("arts", "unisrec (pre-trained)").seeds == [1, 2]
+    (comparison,) = report.comparisons_for("arts")
+    assert comparison.method == "unisrec (pre-trained)" and comparison.stats.mean_diff > 0
 
 
 def test_runs_made_on_different_data_are_an_error(tmp_path: Path) -> None:
