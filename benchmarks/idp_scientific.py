@@ -33,6 +33,7 @@ def main() -> None:
     parser.add_argument("--methods", default="sasrec,idp-zeroshot,idp,idp-newencoder")
     parser.add_argument("--seeds", default="2020")
     parser.add_argument("--fractions", default="1,0.3,0.1", help="shares of Scientific's users kept for training and evaluation")
+    parser.add_argument("--subsample-seed", type=int, default=2020, help="which users a fraction keeps: the same for every seed, so seeds are paired on the same users")
     parser.add_argument("--m", default="", help="comma-separated m values to search on valid (e.g. 1,5,10,20); empty: the config's m")
     parser.add_argument("--m-variant", default="idp-zeroshot", help="the IDP variant the m search runs (zero-shot costs no training)")
     parser.add_argument("--runs-dir", type=Path, default=None)
@@ -72,7 +73,7 @@ def main() -> None:
 
     for fraction in [float(f) for f in args.fractions.split(",")]:
         for seed in seeds:
-            subset = None if fraction == 1 else load_dataset("scientific").subsample_users(fraction, seed)
+            subset = None if fraction == 1 else load_dataset("scientific").subsample_users(fraction, args.subsample_seed)
             for method in args.methods.split(","):
                 metrics, seconds = run(method, seed, {} if method == "sasrec" else best_m, subset)
                 fit = metrics.get("fit", {})
