@@ -69,6 +69,23 @@ def test_download_train_eval_list_end_to_end(tmp_path: Path, recbench_home: Path
     assert json.loads(masked.output)["protocol"]["mask_history"] is True
 
 
+def test_train_pre_trains_on_sources_with_the_given_pretrain_seed(tmp_path: Path, recbench_home: Path) -> None:
+    from recbench.data import save_dataset
+    from tests.conftest import make_cyclic_dataset
+
+    for name, seed in (("src", 1), ("target", 2)):
+        save_dataset(make_cyclic_dataset(name, items=20, seed=seed))
+    args = ["train", "idasr", "--dataset", "target", "--seed", "7", "--pretrain-on", "src", "--pretrain-seed", "3", "--runs-dir", str(tmp_path / "runs"), "--device", "cpu"]
+    for assignment in ("item_size=8", "semantic_hidden_size=8", "inner_size=8", "max_seq_length=8", "epochs=1", "pretrain_epochs=1"):
+        args += ["--set", assignment]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    (pretrain_run,) = [p.parent.name for p in (tmp_path / "runs" / "_pretrain").rglob("status.json")]
+    (fine_tuned,) = [p.parent for p in (tmp_path / "runs" / "target").rglob("status.json")]
+    assert pretrain_run.startswith("seed3-") and fine_tuned.name.startswith("seed7-")
+    assert json.loads((fine_tuned / "config.json").read_text())["pretrained"] == pretrain_run
+
+
 def test_list_methods_shows_sasrec() -> None:
     result = runner.invoke(app, ["list", "methods"])
     assert result.exit_code == 0 and "sasrec" in result.output
