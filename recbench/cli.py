@@ -265,6 +265,7 @@ def compare(
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto.")] = "auto",
     pretrain_on: Annotated[Optional[str], typer.Option("--pretrain-on", help="Source datasets for transfer methods (default with --suite: its sources; 'none' to train from scratch).")] = None,
     quick: Annotated[bool, typer.Option("--quick", help="Smoke-test preset beneath --set: small widths, at most 10 epochs (not the published protocol).")] = False,
+    pretrain_seed: Annotated[Optional[int], typer.Option("--pretrain-seed", help="One pre-training run per method with this seed, shared by every seed (default: one per seed).")] = None,
 ) -> None:
     """Train and evaluate every method on every dataset (reusing finished runs), then report."""
     from recbench.compare import compare as run_compare
@@ -281,7 +282,7 @@ def compare(
     report, outcomes = run_compare(
         names, methods.split(",") if methods else None, seeds, runs_dir, jobs, executor,
         [parse_assignments(assignments or [])], device, baseline, metrics.split(","), test, correction,
-        out=out, formats=fmt.split(","), pretrain_on=sources, quick=quick,
+        out=out, formats=fmt.split(","), pretrain_on=sources, quick=quick, pretrain_seed=pretrain_seed,
     )
     for table in report.rich_tables():
         console.print(table)

@@ -86,7 +86,10 @@ def prepare_datasets(names: Sequence[str], show_progress: bool = False) -> dict[
     return problems
 
 
-def run_cell(cell: GridCell, runs_dir: str, overrides: list[dict[str, Any]], device: str, pretrain_on: Sequence[str] | None = None, threads: int | None = None) -> CellOutcome:
+def run_cell(
+    cell: GridCell, runs_dir: str, overrides: list[dict[str, Any]], device: str,
+    pretrain_on: Sequence[str] | None = None, pretrain_seed: int | None = None, threads: int | None = None,
+) -> CellOutcome:
     """Run one cell to completion (or reuse it); any failure becomes ``CellOutcome.error``."""
     started = time.perf_counter()
     try:
@@ -101,7 +104,7 @@ def run_cell(cell: GridCell, runs_dir: str, overrides: list[dict[str, Any]], dev
         for name in [cell.dataset, *sources]:
             ensure_dataset(name)
         own = overrides_for(cell.method, overrides)
-        result = run_experiment(cell.method, cell.dataset, seed=cell.seed, overrides=own, runs_dir=runs_dir, resume=True, device=device, show_progress=False, pretrain_on=sources or None)
+        result = run_experiment(cell.method, cell.dataset, seed=cell.seed, overrides=own, runs_dir=runs_dir, resume=True, device=device, show_progress=False, pretrain_on=sources or None, pretrain_seed=pretrain_seed)
         return CellOutcome(cell, str(result.run.path), reused=result.reused, seconds=time.perf_counter() - started)
     except Exception as err:  # noqa: BLE001 - one failing cell must not stop the grid
         if isinstance(err, RecbenchError):
@@ -151,13 +154,15 @@ def run_grid(
     listener: Listener | None = None,
     pretrain_on: Sequence[str] | None = None,
     unavailable: dict[str, str] | None = None,
+    pretrain_seed: int | None = None,
 ) -> list[CellOutcome]:
     """Run every cell; outcomes in the order of ``cells``.
 
     Locally, every dataset is made available first, once (``unavailable``: the caller already did,
     with these problems); a cell whose data cannot be made fails with that error. Transfer methods
-    are pre-trained on ``pretrain_on`` first, once per (method, seed), in this process, so
-    parallel cells only ever reuse a finished pre-training run.
+    are pre-trained on ``pretrain_on`` first, once per (method, seed), or once per method with a
+    fixed ``pretrain_seed``, in this process, so parallel cells only ever reuse a finished
+    pre-training run.
     """
     if executor not in ("local", "ray"):
         raise RecbenchError(f"unknown executor '{executor}'; expected local or ray")
@@ -174,8 +179,8 @@ def run_grid(
                 notify(cell, "failed", outcomes[cell])
     ready = [cell for cell in cells if cell not in outcomes]
     if pretrain_on and (jobs > 1 or executor != "local"):
-        _pretrain_first(ready, str(runs_dir), overrides, device, pretrain_on)
-    arguments = (str(runs_dir), overrides, device, list(pretrain_on or []))
+        _pretrain_first(ready, str(runs_dir), overrides, device, pretrain_on, pretrain_seed)
+    arguments = (str(runs_dir), overrides, device, list(pretrain_on or []), pretrain_seed)
     if executor == "ray":
         finished = _run_ray(ready, arguments, notify)
     elif jobs <= 1:
@@ -204,20 +209,21 @@ def _needs(cell: GridCell, pretrain_on: Sequence[str] | None) -> list[str]:
     return [cell.dataset, *(pretrain_on or [])] if transfer else [cell.dataset]
 
 
-def _pretrain_first(cells: Sequence[GridCell], runs_dir: str, overrides: list[dict[str, Any]], device: str, sources: Sequence[str]) -> None:
+def _pretrain_first(cells: Sequence[GridCell], runs_dir: str, overrides: list[dict[str, Any]], device: str, sources: Sequence[str], pretrain_seed: int | None) -> None:
     from recbench.experiment import pretrain, resolve_device
     from recbench.registry import get_method, resolve_config
 
     done = set()
     for cell in cells:
         entry = get_method(cell.method)
-        if not entry.cls.supports_pretraining or (entry.name, cell.seed) in done:
+        seed = cell.seed if pretrain_seed is None else pretrain_seed
+        if not entry.cls.supports_pretraining or (entry.name, seed) in done:
             continue
-        done.add((entry.name, cell.seed))
+        done.add((entry.name, seed))
         try:
             for name in sources:
                 ensure_dataset(name)
-            pretrain(entry, resolve_config(entry, *overrides_for(cell.method, overrides)), sources, cell.seed, Path(runs_dir), resolve_device(device), False)
+            pretrain(entry, resolve_config(entry, *overrides_for(cell.method, overrides)), sources, seed, Path(runs_dir), resolve_device(device), False)
         except Exception:  # noqa: BLE001 - the cell runs it again and reports the error as its own
             pass
 
@@ -357,6 +363,7 @@ def compare(
     live: bool = True,
     pretrain_on: Sequence[str] | None = None,
     quick: bool = False,
+    pretrain_seed: int | None = None,
 ) -> tuple[Any, list[CellOutcome]]:
     """Run the grid and build the report; with ``out``, write ``out.<fmt>`` for every format.
 
@@ -391,7 +398,7 @@ def compare(
             check_dataset_name(name)  # a typo fails here, with suggestions, before anything runs
         unavailable = prepare_datasets(names, show_progress=live)  # before the live view: downloads show progress
     with LiveGrid(cells, enabled=live) as view:
-        outcomes = run_grid(cells, runs_dir, overrides, jobs, executor, device, listener=view, pretrain_on=pretrain_on, unavailable=unavailable)
+        outcomes = run_grid(cells, runs_dir, overrides, jobs, executor, device, listener=view, pretrain_on=pretrain_on, unavailable=unavailable, pretrain_seed=pretrain_seed)
     _write_tracebacks(outcomes, Path(runs_dir))
     report = build_report(results_of(outcomes), list(metrics or DEFAULT_METRICS), baseline, test, correction, alpha)
     if out is not None:

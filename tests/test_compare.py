@@ -173,6 +173,18 @@ def test_transfer_methods_pretrain_on_the_sources_in_a_grid(recbench_home: Path,
     assert "pretrained" in configs["idasr"] and "pretrained" not in configs["sasrec"]
 
 
+def test_a_fixed_pretrain_seed_pre_trains_once_for_every_seed_of_a_grid(recbench_home: Path, tmp_path: Path, cached_text: None) -> None:
+    small = {"item_size": 8, "semantic_hidden_size": 8, "inner_size": 8, "max_seq_length": 8, "epochs": 1, "pretrain_epochs": 1}
+    _, outcomes = compare(["synthetic-c"], ["idasr"], seeds=2, runs_dir=tmp_path / "runs", overrides=[small], device="cpu", live=False, pretrain_on=["synthetic-a"], jobs=2, pretrain_seed=7)
+    assert all(o.error is None for o in outcomes), [o.error for o in outcomes]
+    from recbench.runs import RunRecord
+
+    (pretrain_run,) = [p.parent.name for p in (tmp_path / "runs" / "_pretrain").rglob("status.json")]
+    assert pretrain_run.startswith("seed7-")
+    assert sorted(o.cell.seed for o in outcomes) == [2020, 2021]
+    assert {RunRecord(o.run_dir).config["pretrained"] for o in outcomes} == {pretrain_run}
+
+
 def test_grid_wide_overrides_skip_unknown_keys_and_the_keys_a_variant_preset_defines() -> None:
     from recbench.compare import overrides_for
 
