@@ -17,7 +17,8 @@ Checked against: RUCAIBox/VQ-Rec @2981845 (``vqrec.py`` with the March-2023 fixe
   Gumbel-Sinkhorn sample; at ``reassign_steps`` the permuted table is written once into the code
   table (row 0 zeroed) and then everything trains except the position embedding, the transformer
   and ``trans_matrix``. The official trainer applies this freeze whatever the fine-tuning flags,
-  so a run without pre-training freezes its (random) transformer too; kept, to be faithful.
+  so a run without pre-training freezes its (random) transformer too; kept, to be faithful
+  (``freeze_encoder = false`` trains them).
 - Pre-training: seq-item InfoNCE over all target positions with in-batch negatives, plus one
   semi-synthetic negative per instance (the positive's codes, each replaced with probability
   ``fake_idx_ratio`` by a uniformly random code of its sub-space), in the bug-fixed version
@@ -78,6 +79,9 @@ class VQRecConfig(TransferConfig, TransformerConfig):
     """Temperature of the Gumbel-Sinkhorn logits (the official ``gumbel_sinkhorn`` default)."""
     reassign_steps: int = 5
     """Fine-tuning epochs that learn only the code-embedding permutation before it is fixed."""
+    freeze_encoder: bool = True
+    """After the permutation epochs, keep the position embedding and transformer fixed, as the
+    official trainer always does (from scratch too, so a random transformer); False trains them."""
     fake_idx_ratio: float = 0.75
     """Probability of replacing each code of the positive in its semi-synthetic negative."""
     pq_seed: int = 1234
@@ -265,7 +269,8 @@ class VQRec(Method):
             self.phase.fill_(REASSIGNED)
         for parameter in self.parameters():
             parameter.requires_grad_(True)
-        for parameter in [*self.position_embedding.parameters(), *self.encoder.parameters(), self.trans_matrix]:
+        frozen = [*self.position_embedding.parameters(), *self.encoder.parameters()] if self.config.freeze_encoder else []
+        for parameter in [*frozen, self.trans_matrix]:
             parameter.requires_grad_(False)
 
     def load_pretrained(self, state: dict[str, torch.Tensor]) -> list[str]:

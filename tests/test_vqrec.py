@@ -216,6 +216,10 @@ def test_reassignment_writes_the_validated_permutation_once_then_freezes_the_enc
         torch.testing.assert_close(model.score(eval_batch())[:, 1:], validated[:, 1:])
     frozen = {name for name, _ in model.named_parameters() if name.startswith(("position_embedding.", "encoder.")) or name == "trans_matrix"}
     assert trainable(model) == {name for name, _ in model.named_parameters()} - frozen
+    unfrozen = build(freeze_encoder=False)
+    for epoch in range(6):
+        unfrozen.on_epoch_start(epoch)
+    assert trainable(unfrozen) == {name for name, _ in unfrozen.named_parameters()} - {"trans_matrix"}
     written = model.code_embedding.weight.detach().clone()
     for epoch in (5, 6):
         model.on_epoch_start(epoch)
