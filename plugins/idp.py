@@ -34,6 +34,7 @@ table's row 0 stays zero.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any, Literal
 
 import torch
@@ -51,6 +52,16 @@ DOWNSTREAM_KEYS = ("epochs", "patience", "zero_shot", "transfer", "downstream_lo
 m of the m search) shares one pre-training run."""
 CHUNK_SIZE = 1024
 """Query rows per similarity block: memory stays (CHUNK_SIZE, source items) whatever the dataset size."""
+
+
+def matcher_digest(weights: dict[str, torch.Tensor], settings: str) -> str:
+    """A digest of a tuned matcher: its weights (names, dtypes, shapes, bytes) and its settings."""
+    digest = hashlib.sha256(settings.encode())
+    for name in sorted(weights):
+        tensor = weights[name].detach().cpu().contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 class IDPConfig(SASRecConfig, TransferConfig):
@@ -251,16 +262,20 @@ class IDP(SASRec):
 
         Returns the names of this model's weights that keep their fresh initialisation.
         """
-        from recbench.encode import encode_texts, load_encoder
+        from recbench.encode import encode_texts_cached, load_encoder
 
         if "source_text" not in state:
             raise RecbenchError("pre-trained IDP state has no matcher: it was saved before finish_pretraining")
         if self.spec.item_texts is None:
             raise RecbenchError("IDP needs the target items' texts (DataSpec.item_texts) to generate their ID embeddings")
-        encoder = load_encoder(self.encoder_spec())
-        encoder.load_state_dict({key.removeprefix("matcher."): value for key, value in state.items() if key.startswith("matcher.")})
+        spec = self.encoder_spec()
+        matcher = {key.removeprefix("matcher."): value for key, value in state.items() if key.startswith("matcher.")}
+        encoder = load_encoder(spec)
+        encoder.load_state_dict(matcher)
         encoder.eval()
-        target_text = torch.from_numpy(encode_texts(self.spec.item_texts, encoder, precision=self.config.text_precision, show_progress=False))  # (N, t)
+        # Every variant and m fine-tuned from one checkpoint encodes the same texts with the same matcher.
+        identity = matcher_digest(matcher, f"{spec.name}|{spec.pooling}|{spec.max_tokens}")
+        target_text = torch.from_numpy(encode_texts_cached(self.spec.item_texts, encoder, identity, self.config.text_precision))  # (N, t)
         source_text, source_ids = state["source_text"][1:].float().cpu(), state["item_embedding.weight"][1:].float().cpu()
         matchable = source_text.abs().sum(dim=1) > 0  # source items without text are never matched
         generated = generate_id_embeddings(target_text, source_text[matchable], source_ids[matchable], self.config.num_similar, self.config.matcher_temperature)

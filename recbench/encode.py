@@ -126,6 +126,23 @@ def encode_texts(texts: list[str], encoder: TextEncoder, batch_size: int = 64, s
     return vectors
 
 
+def encode_texts_cached(texts: list[str], encoder: TextEncoder, encoder_identity: str, precision: str = "float32", show_progress: bool = False) -> np.ndarray:
+    """:func:`encode_texts`, cached under ``$RECBENCH_HOME/embeddings/_by_content/`` by the texts,
+    ``encoder_identity`` (a digest of everything that sets the encoder's output: its weights, pooling
+    and max tokens) and the precision. For encoders that are not a named model, such as IDP's tuned
+    matcher, which every run fine-tuned from one checkpoint would otherwise encode again."""
+    from recbench.runs import atomic_write_bytes
+
+    identity = {"texts": hashlib.sha256(json.dumps(texts, ensure_ascii=False).encode()).hexdigest(), "encoder": encoder_identity, "precision": precision}
+    path = recbench_home() / "embeddings" / "_by_content" / f"{hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]}.npy"
+    if path.is_file():
+        return np.load(path)
+    vectors = encode_texts(texts, encoder, show_progress=show_progress, precision=precision)
+    np.save(buffer := io.BytesIO(), vectors)
+    atomic_write_bytes(path, buffer.getvalue())
+    return vectors
+
+
 def cache_path(dataset: Dataset, spec: EncoderSpec) -> Path:
     return recbench_home() / "embeddings" / dataset.name / f"{spec.key(dataset)}.npy"
 

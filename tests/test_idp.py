@@ -146,6 +146,35 @@ def test_target_item_with_a_source_items_text_gets_mostly_that_items_embedding()
     assert (similarity[[0, 1], [7, 21]] > 0.5).all()
 
 
+def test_target_texts_are_encoded_once_per_matcher(recbench_home: Path, tiny_encoder: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import recbench.encode
+
+    texts = [f"item {i} red" for i in range(12)]
+    config = resolve_config(get_method("idp"), TINY, {"text_encoder": tiny_encoder, "num_similar": 3})
+    seed_everything(0)
+    pretrained = IDP(IDP.pretraining_config(config), DataSpec(num_items=12, max_seq_length=10, item_texts=texts))
+    pretrained.finish_pretraining()
+    state = pretrained.state_dict()
+    calls = []
+    original = recbench.encode.encode_texts
+    monkeypatch.setattr(recbench.encode, "encode_texts", lambda *args, **kwargs: calls.append(1) or original(*args, **kwargs))
+
+    def generated(state: dict[str, torch.Tensor], **overrides) -> torch.Tensor:
+        target = IDP(resolve_config(get_method("idp"), config.model_dump(), overrides), DataSpec(num_items=4, max_seq_length=10, item_texts=["item 1 red", "item 5", "blue 7", "red 9"]))
+        target.load_pretrained(state)
+        return target.item_embedding.weight.detach().clone()
+
+    first = generated(state)
+    torch.testing.assert_close(generated(state), first)  # from the cache: the same embeddings
+    generated(state, num_similar=1)  # another m, the same matcher
+    assert len(calls) == 1
+    changed = dict(state)
+    key = next(k for k in state if k.startswith("matcher.") and k.endswith("word_embeddings.weight"))
+    changed[key] = state[key] + 0.1
+    assert not torch.equal(generated(changed), first)
+    assert len(calls) == 2  # another matcher is encoded anew
+
+
 def test_padding_row_stays_zero_while_training_with_cross_entropy() -> None:
     from tests.test_contract import training_batches
 
