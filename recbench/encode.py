@@ -131,16 +131,21 @@ def encode_texts_cached(texts: list[str], encoder: TextEncoder, encoder_identity
     ``encoder_identity`` (a digest of everything that sets the encoder's output: its weights, pooling
     and max tokens) and the precision. For encoders that are not a named model, such as IDP's tuned
     matcher, which every run fine-tuned from one checkpoint would otherwise encode again."""
-    from recbench.runs import atomic_write_bytes
-
     identity = {"texts": hashlib.sha256(json.dumps(texts, ensure_ascii=False).encode()).hexdigest(), "encoder": encoder_identity, "precision": precision}
     path = recbench_home() / "embeddings" / "_by_content" / f"{hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]}.npy"
     if path.is_file():
         return np.load(path)
     vectors = encode_texts(texts, encoder, show_progress=show_progress, precision=precision)
-    np.save(buffer := io.BytesIO(), vectors)
-    atomic_write_bytes(path, buffer.getvalue())
+    _write_npy(path, vectors)
     return vectors
+
+
+def _write_npy(path: Path, table: np.ndarray) -> None:
+    """Store a float32 array atomically: a reader never sees half a cache file."""
+    from recbench.runs import atomic_write_bytes
+
+    np.save(buffer := io.BytesIO(), np.ascontiguousarray(table, dtype=np.float32))
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def cache_path(dataset: Dataset, spec: EncoderSpec) -> Path:
@@ -166,11 +171,10 @@ def item_embeddings(dataset: Dataset, spec: EncoderSpec = EncoderSpec(), batch_s
 
 def save_embeddings(dataset: Dataset, spec: EncoderSpec, table: np.ndarray, source: str | None = None) -> Path:
     """Store a (N + 1, d) table in the cache as the embeddings of ``dataset`` under ``spec``."""
-    from recbench.runs import atomic_write_bytes, atomic_write_json
+    from recbench.runs import atomic_write_json
 
     path = cache_path(dataset, spec)
-    np.save(buffer := io.BytesIO(), np.ascontiguousarray(table, dtype=np.float32))
-    atomic_write_bytes(path, buffer.getvalue())
+    _write_npy(path, table)
     record = {**spec.__dict__, "dataset": dataset.name, "fingerprint": dataset.fingerprint, "shape": list(table.shape)}
     atomic_write_json(path.with_suffix(".json"), {**record, **({"imported_from": source} if source else {})})
     return path
