@@ -11,7 +11,7 @@ from pathlib import Path
 
 from recbench.errors import RecbenchError, RunError, UnknownNameError
 from recbench.report import Report, RunResult, build_report
-from recbench.runs import atomic_write_bytes, find_runs
+from recbench.runs import RunRecord, atomic_write_bytes, find_runs
 from recbench.stats import DEFAULT_PERMUTATIONS, DEFAULT_RESAMPLES
 
 DEFAULT_METRICS = ("hr@10", "ndcg@10", "hr@50", "ndcg@50")  # the columns of the published tables
@@ -30,35 +30,72 @@ def load_results(runs_dir: Path | str, datasets: Sequence[str] | None = None, sp
     """Per-user ranks and protocol of every finished run (optionally of some datasets only).
 
     A method's runs from scratch and its runs fine-tuned from pre-training are two rows (see
-    :func:`method_label`). Two finished runs of one (dataset, row, seed), e.g. with different
-    configs, are an error rather than a silent choice; so are runs of one dataset name made on
-    different data.
+    :func:`method_label`). Runs of one method with different configs (an ablation) are one row
+    per config, named by the settings in which they differ (see :func:`config_labels`). Two
+    finished runs of one (dataset, row, seed) are an error rather than a silent choice; so are
+    runs of one dataset name made on different data.
     """
-    results: list[RunResult] = []
+    runs: list[RunRecord] = []
     first_fingerprint: dict[str, tuple[str, str]] = {}  # dataset -> (fingerprint, run path)
-    seen: dict[tuple[str, str, int], str] = {}
     available: set[str] = set()
     for run in find_runs(runs_dir):
         config = run.config
-        dataset, method, seed = config["dataset"], method_label(config), int(config.get("seed", 0))
-        available.add(dataset)
-        if datasets and dataset not in datasets:
+        available.add(config["dataset"])
+        if datasets and config["dataset"] not in datasets:
             continue
-        if (dataset, method, seed) in seen:
-            raise RunError(f"two finished runs of {method} on {dataset} with seed {seed}: {seen[dataset, method, seed]} and {run.path}; move one out of {runs_dir}")
-        seen[dataset, method, seed] = str(run.path)
         fingerprint = config.get("fingerprint")
-        known = first_fingerprint.setdefault(dataset, (fingerprint, str(run.path)))
+        known = first_fingerprint.setdefault(config["dataset"], (fingerprint, str(run.path)))
         if fingerprint != known[0]:
-            raise RunError(f"runs of dataset '{dataset}' were made on different data (fingerprint {fingerprint} in {run.path}, {known[0]} in {known[1]})")
-        protocol = {**run.metrics.get("protocol", {}), "split": split}
-        results.append(RunResult(dataset, method, seed, run.ranks(split), protocol, source=str(run.path)))
+            raise RunError(f"runs of dataset '{config['dataset']}' were made on different data (fingerprint {fingerprint} in {run.path}, {known[0]} in {known[1]})")
+        runs.append(run)
     for name in datasets or ():
         if name not in available:
             raise UnknownNameError("dataset", name, available, f" (no finished runs of it under {runs_dir})")
-    if not results:
+    if not runs:
         raise RunError(f"no finished runs under {runs_dir}")
+    labels = config_labels([run.config for run in runs])
+    results: list[RunResult] = []
+    seen: dict[tuple[str, str, int], str] = {}
+    for run, method in zip(runs, labels):
+        dataset, seed = run.config["dataset"], int(run.config.get("seed", 0))
+        if (dataset, method, seed) in seen:
+            raise RunError(f"two finished runs of {method} on {dataset} with seed {seed} and the same config: {seen[dataset, method, seed]} and {run.path}; move one out of {runs_dir}")
+        seen[dataset, method, seed] = str(run.path)
+        protocol = {**run.metrics.get("protocol", {}), "split": split}
+        results.append(RunResult(dataset, method, seed, run.ranks(split), protocol, source=str(run.path)))
     return results
+
+
+def config_labels(configs: Sequence[dict]) -> list[str]:
+    """The leaderboard row of each run config: :func:`method_label`, plus ``[key=value, ...]`` for
+    the method-config settings that differ between that method's runs, so that an ablation
+    (``--set use_gate=false``) is its own row next to the default. A method run with one config
+    keeps its plain name. Computed over all the runs at once so a row has one name in every table."""
+    settings: dict[str, list[dict]] = {}
+    for config in configs:
+        settings.setdefault(method_label(config), []).append(config.get("config", {}))
+    differing = {
+        label: sorted(key for key in set().union(*group) if len({_format_setting(c.get(key)) for c in group}) > 1)
+        for label, group in settings.items()
+    }
+    labels = []
+    for config in configs:
+        label = method_label(config)
+        keys = differing[label]
+        suffix = ", ".join(f"{key}={_format_setting(config.get('config', {}).get(key))}" for key in keys)
+        labels.append(f"{label} [{suffix}]" if keys else label)
+    return labels
+
+
+def _format_setting(value: object) -> str:
+    """A config value as typed on the command line: true/false, 0.001, [next,mask], {a:1}."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(_format_setting(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{k}:{_format_setting(v)}" for k, v in sorted(value.items())) + "}"
+    return "none" if value is None else str(value)
 
 
 def leaderboard(

@@ -37,9 +37,9 @@ def protocol(users: int = USERS, mask_history: bool = False) -> dict:
     return {"split": "test", "candidates": "all items", "num_candidates": 500, "num_users": users, "mask_history": mask_history, "ties": TIE_POLICY, "max_history": 50}
 
 
-def write_run(runs_dir: Path, dataset: str, method: str, seed: int, ranks: np.ndarray, fingerprint: str = "fp1", tag: str = "", pretrained: str | None = None, **protocol_changes) -> RunRecord:
+def write_run(runs_dir: Path, dataset: str, method: str, seed: int, ranks: np.ndarray, fingerprint: str = "fp1", tag: str = "", pretrained: str | None = None, config: dict | None = None, **protocol_changes) -> RunRecord:
     """A finished run directory as `recbench train` leaves it, with the given test ranks."""
-    identity = {"method": method, "config": {"tag": tag}, "dataset": dataset, "fingerprint": fingerprint, "seed": seed}
+    identity = {"method": method, "config": config if config is not None else {"tag": tag}, "dataset": dataset, "fingerprint": fingerprint, "seed": seed}
     if pretrained is not None:
         identity["pretrained"] = pretrained
     run = RunRecord.for_experiment(runs_dir, dataset, method, seed, identity)
@@ -262,11 +262,22 @@ def test_runs_over_different_users_are_not_compared(tmp_path: Path) -> None:
         leaderboard(tmp_path)
 
 
-def test_two_finished_runs_of_one_seed_are_an_error(tmp_path: Path) -> None:
-    write_run(tmp_path, "arts", "base", 1, synthetic_ranks(60), tag="lr=1e-3")
-    write_run(tmp_path, "arts", "base", 1, synthetic_ranks(50), tag="lr=1e-4")
-    with pytest.raises(RunError, match="two finished runs of base on arts with seed 1"):
+def test_two_finished_runs_of_one_seed_and_config_are_an_error(tmp_path: Path) -> None:
+    write_run(tmp_path / "copy1", "arts", "base", 1, synthetic_ranks(60), tag="lr=1e-3")
+    write_run(tmp_path / "copy2", "arts", "base", 1, synthetic_ranks(50), tag="lr=1e-3")
+    with pytest.raises(RunError, match="two finished runs of base on arts with seed 1 and the same config"):
         load_results(tmp_path)
+
+
+def test_runs_of_one_method_with_different_configs_are_rows_named_by_what_differs(tmp_path: Path) -> None:
+    for seed in (1, 2):
+        write_run(tmp_path, "arts", "lshsr", seed, synthetic_ranks(25, seed), config={"use_gate": True, "tasks": ["next", "mask"], "lr": 0.001})
+        write_run(tmp_path, "arts", "lshsr", seed, synthetic_ranks(60, seed), config={"use_gate": False, "tasks": ["next"], "lr": 0.001})
+        write_run(tmp_path, "arts", "sasrec", seed, synthetic_ranks(60, seed), config={"lr": 0.01})
+    report = leaderboard(tmp_path, metrics=["ndcg@10"], baseline="lshsr [tasks=[next,mask], use_gate=true]")
+    assert set(report.methods) == {"lshsr [tasks=[next,mask], use_gate=true]", "lshsr [tasks=[next], use_gate=false]", "sasrec"}
+    ablation = next(c for c in report.comparisons_for("arts") if c.method == "lshsr [tasks=[next], use_gate=false]")
+    assert ablation.stats.mean_diff < 0  # the ablated runs were given the worse ranks
 
 
 def test_a_method_from_scratch_and_pre_trained_are_two_compared_rows(tmp_path: Path) -> None:
