@@ -35,7 +35,7 @@ def load_results(runs_dir: Path | str, datasets: Sequence[str] | None = None, sp
     finished runs of one (dataset, row, seed) are an error rather than a silent choice; so are
     runs of one dataset name made on different data.
     """
-    runs: list[RunRecord] = []
+    runs: list[tuple[RunRecord, dict]] = []  # (run, its config.json, read once)
     first_fingerprint: dict[str, tuple[str, str]] = {}  # dataset -> (fingerprint, run path)
     available: set[str] = set()
     for run in find_runs(runs_dir):
@@ -47,17 +47,17 @@ def load_results(runs_dir: Path | str, datasets: Sequence[str] | None = None, sp
         known = first_fingerprint.setdefault(config["dataset"], (fingerprint, str(run.path)))
         if fingerprint != known[0]:
             raise RunError(f"runs of dataset '{config['dataset']}' were made on different data (fingerprint {fingerprint} in {run.path}, {known[0]} in {known[1]})")
-        runs.append(run)
+        runs.append((run, config))
     for name in datasets or ():
         if name not in available:
             raise UnknownNameError("dataset", name, available, f" (no finished runs of it under {runs_dir})")
     if not runs:
         raise RunError(f"no finished runs under {runs_dir}")
-    labels = config_labels([run.config for run in runs])
+    labels = config_labels([config for _, config in runs])
     results: list[RunResult] = []
     seen: dict[tuple[str, str, int], str] = {}
-    for run, method in zip(runs, labels):
-        dataset, seed = run.config["dataset"], int(run.config.get("seed", 0))
+    for (run, config), method in zip(runs, labels):
+        dataset, seed = config["dataset"], int(config.get("seed", 0))
         if (dataset, method, seed) in seen:
             raise RunError(f"two finished runs of {method} on {dataset} with seed {seed} and the same config: {seen[dataset, method, seed]} and {run.path}; move one out of {runs_dir}")
         seen[dataset, method, seed] = str(run.path)
