@@ -40,13 +40,14 @@ def load_results(runs_dir: Path | str, datasets: Sequence[str] | None = None, sp
     available: set[str] = set()
     for run in find_runs(runs_dir):
         config = run.config
-        available.add(config["dataset"])
-        if datasets and config["dataset"] not in datasets:
+        dataset = config["dataset"]
+        available.add(dataset)
+        if datasets and dataset not in datasets:
             continue
         fingerprint = config.get("fingerprint")
-        known = first_fingerprint.setdefault(config["dataset"], (fingerprint, str(run.path)))
+        known = first_fingerprint.setdefault(dataset, (fingerprint, str(run.path)))
         if fingerprint != known[0]:
-            raise RunError(f"runs of dataset '{config['dataset']}' were made on different data (fingerprint {fingerprint} in {run.path}, {known[0]} in {known[1]})")
+            raise RunError(f"runs of dataset '{dataset}' were made on different data (fingerprint {fingerprint} in {run.path}, {known[0]} in {known[1]})")
         runs.append((run, config))
     for name in datasets or ():
         if name not in available:
