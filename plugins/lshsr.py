@@ -15,14 +15,15 @@ fine-tuning as IDA-SR (``plugins/idasr.py``); only the item representation chang
 The hyperplanes are learnable. The sign is not differentiable, so we use a straight-through
 estimator: the forward pass uses the hard code's embedding, and the backward pass reaches the
 hyperplanes through the expected embedding under independent soft bits sigmoid(w^T m / T)
-(computed against a detached table, so the tables learn only from the hard look-up).
+(against a detached table, so the tables learn only from the hard look-up). Only the gradient of
+that expectation is needed, so it is computed in the backward pass alone (``SoftCodeGradient``)
+and the forward pass returns the hard look-up exactly.
 Hyperplanes start N(0, 1) (random-projection LSH); the ID embedding starts N(0, 0.02).
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from recbench.method import DataSpec
@@ -77,11 +78,45 @@ class LearnableLSH(nn.Module):
         hard = self.tables[torch.arange(self.tables.shape[0], device=text.device), codes]  # (N, m, d)
         if not (self.training and self.hyperplanes.requires_grad):
             return hard
-        # log P(code) under independent soft bits: sum_j b_j log s_j + (1 - b_j) log(1 - s_j)
-        scaled = projection / self.temperature
-        log_prob = F.logsigmoid(scaled) @ self.code_bits.T + F.logsigmoid(-scaled) @ (1 - self.code_bits).T  # (N, m, 2^h)
-        soft = torch.einsum("nmc,mcd->nmd", log_prob.exp(), self.tables.detach())
-        return hard + soft - soft.detach()
+        return hard + SoftCodeGradient.apply(projection, self.tables.detach(), self.code_bits, self.temperature)
+
+
+class SoftCodeGradient(torch.autograd.Function):
+    """Zero forward; backward = the gradient of the expected hash-table vector under soft bits.
+
+    With s = sigmoid(w^T m / T) and P(c) = prod_j s_j^b_j (1 - s_j)^(1 - b_j), the expected vector
+    is E = sum_c P(c) E_k[c]. Its gradient is all the straight-through estimator needs, so the
+    (N, m, 2^h) x (2^h, d) product that would form E itself is skipped: one such product in the
+    backward pass instead of two. d log P(c) / d(w^T m / T)_j = b_j(c) - s_j.
+    """
+
+    @staticmethod
+    def forward(ctx, projection: torch.Tensor, tables: torch.Tensor, code_bits: torch.Tensor, temperature: float) -> torch.Tensor:  # type: ignore[override]
+        ctx.save_for_backward(projection, tables, code_bits)
+        ctx.temperature = temperature
+        return projection.new_zeros(projection.shape[0], tables.shape[0], tables.shape[2])
+
+    @staticmethod
+    def backward(ctx, grad_output: torch.Tensor) -> tuple[torch.Tensor, None, None, None]:  # type: ignore[override]
+        projection, tables, code_bits = ctx.saved_tensors
+        soft_bits = torch.sigmoid(projection / ctx.temperature)  # (N, m, h)
+        # d loss / d log P(c) = P(c) <grad, E_k[c]>
+        grad_log_prob = code_probabilities(soft_bits) * torch.einsum("nmd,mcd->nmc", grad_output, tables)
+        grad_scaled = grad_log_prob @ code_bits - soft_bits * grad_log_prob.sum(dim=-1, keepdim=True)
+        return grad_scaled / ctx.temperature, None, None, None
+
+
+def code_probabilities(soft_bits: torch.Tensor) -> torch.Tensor:
+    """(..., h) bit probabilities -> (..., 2^h) P(c) = prod_j P(bit j of c), c = sum_j 2^(j-1) bit_j.
+
+    Built bit by bit as outer products, each new bit the most significant so far: half the time of
+    exp(sum of log-probabilities) over the 2^h codes, and no exp.
+    """
+    per_bit = torch.stack((1 - soft_bits, soft_bits), dim=-1)  # (..., h, 2): P(bit = 0), P(bit = 1)
+    probabilities = per_bit[..., 0, :]
+    for bit in range(1, soft_bits.shape[-1]):
+        probabilities = (per_bit[..., bit, :, None] * probabilities[..., None, :]).flatten(-2)
+    return probabilities
 
 
 @register("lshsr")

@@ -123,9 +123,34 @@ def test_straight_through_lsh_forwards_hard_codes_and_trains_the_hyperplanes() -
     lsh.train()
     out = lsh(text)
     hard = lsh.tables[torch.arange(2), lsh.codes(text)]
-    torch.testing.assert_close(out, hard)
+    assert torch.equal(out, hard)
     out.square().sum().backward()
     assert lsh.hyperplanes.grad is not None and lsh.hyperplanes.grad.abs().sum() > 0
+
+
+def test_straight_through_gradient_is_that_of_the_expected_table_vector_under_soft_bits() -> None:
+    """Cross-check against autograd through E = sum_c P(c) E_k[c], P(c) a product over the bits."""
+    torch.manual_seed(0)
+    n_planes, n_tables, temperature = 3, 2, 0.7
+    lsh = LearnableLSH(6, n_planes, n_tables, 5, temperature, 0.5).double()
+    lsh.reset_parameters()
+    text, weights = torch.randn(9, 6, dtype=torch.float64), torch.randn(9, n_tables, 5, dtype=torch.float64)
+    lsh.train()
+    (lsh(text) * weights).sum().backward()
+    hyperplanes = lsh.hyperplanes.detach().clone().requires_grad_()
+    soft_bits = torch.sigmoid(torch.einsum("nt,mth->nmh", text, hyperplanes) / temperature)  # (N, m, h)
+    expected = torch.zeros(9, n_tables, 5, dtype=torch.float64)
+    for code in range(2**n_planes):
+        bits = torch.tensor([(code >> j) & 1 for j in range(n_planes)], dtype=torch.float64)
+        probability = (bits * soft_bits + (1 - bits) * (1 - soft_bits)).prod(dim=-1)  # (N, m)
+        expected = expected + probability[..., None] * lsh.tables.detach()[:, code]
+    (expected * weights).sum().backward()
+    torch.testing.assert_close(lsh.hyperplanes.grad, hyperplanes.grad)
+    hard_grad = torch.zeros_like(lsh.tables)
+    codes = lsh.codes(text)
+    for table in range(n_tables):
+        hard_grad[table].index_add_(0, codes[:, table], weights[:, table])
+    torch.testing.assert_close(lsh.tables.grad, hard_grad)  # the tables learn from the hard look-up only
 
 
 def test_lshsr_without_gate_is_a_different_model() -> None:
