@@ -11,6 +11,7 @@ import pytest
 
 from recbench.errors import RunError
 from recbench.experiment import run_experiment
+from recbench.registry import get_method, method_names
 from recbench.runs import RunRecord
 from recbench.train import EarlyStopping, Trainer
 
@@ -87,6 +88,7 @@ def test_run_record_holds_config_log_best_weights_metrics_and_ranks(toy_dataset,
     config = run.config
     assert config["method"] == "sasrec" and config["seed"] == 5 and config["fingerprint"] == toy_dataset.fingerprint
     assert config["config"]["hidden_size"] == 16 and "torch" in config["versions"]
+    assert config["versions"]["torch_threads"] == torch.get_num_threads()  # float sums, hence digits, depend on it
     assert len(run.log) >= 1 and "ndcg@10" in run.log[0]["valid"]
     state = torch.load(run.path / "best.pt", weights_only=True)
     assert "item_embedding.weight" in state
@@ -166,3 +168,44 @@ def test_a_method_with_a_training_schedule_resumes_to_the_same_result(toy_datase
     assert resumed.metrics["test"] == reference.metrics["test"]
     best = resumed.load_best()
     assert int(best["phase"]) == 2  # the permuted table was written once, at epoch 2
+
+
+PRETRAINING_METHODS = sorted({get_method(name).cls.name for name in method_names() if get_method(name).cls.supports_pretraining})
+
+
+@pytest.mark.parametrize("name", PRETRAINING_METHODS)
+def test_interrupted_pretraining_continues_to_bit_identical_weights(name: str, recbench_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pre-training (random augmentations included) restarts from its checkpoint, and the same seed gives the same weights."""
+    import torch
+
+    from recbench.data import save_dataset
+    from recbench.experiment import pretrain
+    from recbench.registry import resolve_config
+    from tests.conftest import make_cyclic_dataset
+    from tests.test_contract import small_config
+
+    def small_text_embeddings(dataset, spec, **kwargs) -> tuple[np.ndarray, bool]:
+        # 12-d stand-ins for the 384-d encoder: VQ-Rec's OPQ then trains in well under a second
+        generator = np.random.default_rng(round(spec.word_drop * 100))
+        table = generator.standard_normal((dataset.num_items + 1, 12), dtype=np.float32)
+        table[0] = 0
+        return table, True
+
+    monkeypatch.setattr("recbench.encode.item_embeddings", small_text_embeddings)
+    save_dataset(make_cyclic_dataset("src", items=20, seed=1))
+    entry = get_method(name)
+    config = resolve_config(entry, small_config(name), {"pretrain_epochs": 3, "train_batch_targets": 64})
+
+    def pretrained(runs_dir: Path) -> RunRecord:
+        return pretrain(entry, config, ["src"], seed=1, runs_dir=runs_dir, device="cpu", show_progress=False)
+
+    straight = pretrained(tmp_path / "straight")
+    with interrupted_at_epoch(1, monkeypatch), pytest.raises(KeyboardInterrupt):
+        pretrained(tmp_path / "interrupted")
+    (checkpoint,) = (tmp_path / "interrupted").rglob("checkpoint.pt")
+    assert len(RunRecord(checkpoint.parent).log) == 1  # the epoch before the interruption is kept
+    resumed = pretrained(tmp_path / "interrupted")
+    assert [e["loss"] for e in resumed.log] == [e["loss"] for e in straight.log] and len(straight.log) == 3
+    expected, actual = straight.load_best(), resumed.load_best()
+    assert expected.keys() == actual.keys()
+    assert [key for key in expected if not torch.equal(expected[key], actual[key])] == []
