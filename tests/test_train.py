@@ -11,7 +11,7 @@ import pytest
 
 from recbench.errors import RunError
 from recbench.experiment import run_experiment
-from recbench.registry import get_method, method_names
+from recbench.registry import get_method, method_names, resolve_config
 from recbench.runs import RunRecord
 from recbench.train import EarlyStopping, Trainer
 
@@ -170,7 +170,7 @@ def test_a_method_with_a_training_schedule_resumes_to_the_same_result(toy_datase
     assert int(best["phase"]) == 2  # the permuted table was written once, at epoch 2
 
 
-PRETRAINING_METHODS = sorted({get_method(name).cls.name for name in method_names() if get_method(name).cls.supports_pretraining})
+PRETRAINING_METHODS = sorted({entry.cls.name for entry in map(get_method, method_names()) if entry.cls.supports_pretraining})
 
 
 @pytest.mark.parametrize("name", PRETRAINING_METHODS)
@@ -180,7 +180,6 @@ def test_interrupted_pretraining_continues_to_bit_identical_weights(name: str, r
 
     from recbench.data import save_dataset
     from recbench.experiment import pretrain
-    from recbench.registry import resolve_config
     from tests.conftest import make_cyclic_dataset
     from tests.test_contract import small_config
 
