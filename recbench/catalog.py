@@ -34,7 +34,9 @@ def datasets_dir() -> Path:
 
 def raw_dir(name: str) -> Path:
     """Where the raw files of dataset ``name`` are downloaded (with their checksum manifest)."""
-    return recbench_home() / "raw" / name.lower()
+    from recbench.names import check_name
+
+    return recbench_home() / "raw" / check_name("dataset", name).lower()
 
 
 def family_preprocess(family: str) -> dict[str, Any]:
@@ -128,8 +130,10 @@ def get_dataset_spec(name: str) -> DatasetSpec:
 
 def get_suite(name: str) -> Suite:
     """The ``[suites.NAME]`` entry of the catalogue."""
+    from recbench.names import check_name
+
     suites = load_catalog().get("suites", {})
-    if name.lower() not in suites:
+    if check_name("suite", name).lower() not in suites:
         raise UnknownNameError("suite", name, suites)
     entry = suites[name.lower()]
     return Suite(

@@ -29,6 +29,7 @@ import numpy as np
 
 from recbench.catalog import Counts, datasets_dir, get_dataset_spec
 from recbench.errors import DataError, UnknownNameError
+from recbench.names import check_name
 
 FORMAT_VERSION = 1
 MIN_INTERACTIONS = 3  # one training item, one valid target, one test target
@@ -228,7 +229,8 @@ def count_mismatches(dataset: Dataset, expected: Counts | None) -> list[str]:
 
 
 def dataset_path(name: str, root: Path | None = None) -> Path:
-    return (root or datasets_dir()) / name.lower()
+    """``<root>/<name>``; the name is checked first, so no name can point outside ``root``."""
+    return (root or datasets_dir()) / check_name("dataset", name).lower()
 
 
 def save_dataset(dataset: Dataset, root: Path | None = None) -> Path:
@@ -267,7 +269,7 @@ def downloaded_names(root: Path | None = None) -> list[str]:
 
 def check_dataset_name(name: str, root: Path | None = None) -> None:
     """Raise :class:`UnknownNameError` unless ``name`` is catalogued or already on disk."""
-    if name.lower() in downloaded_names(root):
+    if check_name("dataset", name).lower() in downloaded_names(root):
         return
     try:
         get_dataset_spec(name)
@@ -290,7 +292,7 @@ def load_dataset(name: str, root: Path | None = None) -> Dataset:
     manifest = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
     if manifest.get("format_version") != FORMAT_VERSION:
         raise DataError(f"{path}: format version {manifest.get('format_version')} but this recbench reads {FORMAT_VERSION}; re-run `recbench download {name}`")
-    arrays = np.load(path / "sequences.npz")
+    arrays = np.load(path / "sequences.npz", allow_pickle=False)
     item_ids, texts = [], []
     with open(path / "items.jsonl", encoding="utf-8") as f:
         for line in f:
@@ -299,7 +301,7 @@ def load_dataset(name: str, root: Path | None = None) -> Dataset:
             texts.append(record["text"])
     user_ids = (path / "users.txt").read_text(encoding="utf-8").splitlines()
     return Dataset(
-        name=manifest.get("name", name.lower()),
+        name=name.lower(),  # from the directory asked for, never from file contents
         offsets=arrays["offsets"],
         items=arrays["items"],
         item_ids=item_ids,

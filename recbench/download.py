@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -26,10 +25,10 @@ from recbench.catalog import DatasetSpec, family_preprocess, get_dataset_spec, r
 from recbench.data import Dataset, build_dataset, count_mismatches, save_dataset
 from recbench.errors import DataError, UnknownNameError
 from recbench.fetch import fetch, sha256_file, verify_file
+from recbench.names import check_name
 from recbench.ingest import FORMATS, Imported, ImportOptions, check_options, detect_format, run_importer
 
 __all__ = ["IngestResult", "download", "download_datasets", "ensure_raw_files", "import_local", "sha256_file"]
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
 
 
 @dataclass
@@ -73,8 +72,7 @@ def import_local(
     Counts are checked against ``datasets.toml`` when ``name`` is catalogued; a mismatch is
     reported (both numbers), not fatal, because stand-ins of other preprocessings are legitimate.
     """
-    if not _NAME.fullmatch(name):
-        raise DataError(f"'{name}' cannot name a dataset: use letters, digits and . _ + - (it becomes a directory name)")
+    check_name("dataset", name)
     source = Path(source)
     options = options or ImportOptions()
     fmt = fmt or detect_format(source)
@@ -148,13 +146,20 @@ def ensure_raw_files(spec: DatasetSpec, show_progress: bool = True, **fetch_opti
                 continue
             messages.append(f"WARNING: {path} failed verification ({problem}); downloading it again")
             path.unlink()
+        # https first: a mirror on plain http is a last resort (stable order otherwise)
+        urls = sorted(info["urls"], key=lambda url: not url.lower().startswith("https://"))
         try:
-            fetched = fetch(info["urls"], path, sha256=sha256, size=size, show_progress=show_progress, **fetch_options)
+            fetched = fetch(urls, path, sha256=sha256, size=size, show_progress=show_progress, **fetch_options)
         except DataError as err:
             if sha256 and not info.get("sha256"):
                 raise DataError(f"{err}. The expected sha256 was recorded at the first download in {manifest_path}; if the upstream file really changed, delete that file and run download again") from None
             raise
         messages.append(f"downloaded {path.name} from {fetched.url} ({fetched.size:,} bytes{', resumed' if fetched.resumed else ''})")
+        if sha256 is None and not fetched.url.lower().startswith("https://"):
+            messages.append(
+                f"WARNING: {path.name} came over plain http from {fetched.url} and no sha256 is pinned for it in datasets.toml: "
+                "its content could not be checked against a known value (compare the recorded sha256 with a trusted copy)"
+            )
         if sha256 is None:
             _record(manifest, info["file"], fetched.sha256, fetched.size, fetched.url)
             messages.append(f"recorded sha256 {fetched.sha256} of {path.name} in {manifest_path}: later uses are verified against it")

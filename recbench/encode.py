@@ -28,6 +28,7 @@ import numpy as np
 from recbench.catalog import recbench_home
 from recbench.data import Dataset
 from recbench.errors import DataError, RecbenchError
+from recbench.names import check_name
 
 DEFAULT_ENCODER = "all-MiniLM-L6-v2"
 _OFFLINE_NAMES = {DEFAULT_ENCODER, f"sentence-transformers/{DEFAULT_ENCODER}"}
@@ -134,7 +135,7 @@ def encode_texts_cached(texts: list[str], encoder: TextEncoder, encoder_identity
     identity = {"texts": hashlib.sha256(json.dumps(texts, ensure_ascii=False).encode()).hexdigest(), "encoder": encoder_identity, "precision": precision}
     path = recbench_home() / "embeddings" / "_by_content" / f"{hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]}.npy"
     if path.is_file():
-        return np.load(path)
+        return np.load(path, allow_pickle=False)
     vectors = encode_texts(texts, encoder, show_progress=show_progress, precision=precision)
     _write_npy(path, vectors)
     return vectors
@@ -149,7 +150,7 @@ def _write_npy(path: Path, table: np.ndarray) -> None:
 
 
 def cache_path(dataset: Dataset, spec: EncoderSpec) -> Path:
-    return recbench_home() / "embeddings" / dataset.name / f"{spec.key(dataset)}.npy"
+    return recbench_home() / "embeddings" / check_name("dataset", dataset.name) / f"{spec.key(dataset)}.npy"
 
 
 def item_embeddings(dataset: Dataset, spec: EncoderSpec = EncoderSpec(), batch_size: int = 64, encoder: TextEncoder | None = None, show_progress: bool = True) -> tuple[np.ndarray, bool]:
@@ -158,7 +159,7 @@ def item_embeddings(dataset: Dataset, spec: EncoderSpec = EncoderSpec(), batch_s
         raise DataError(f"dataset '{dataset.name}' has no item text; text-based methods cannot use it")
     path = cache_path(dataset, spec)
     if path.is_file():
-        return np.load(path), True
+        return np.load(path, allow_pickle=False), True
     texts = [t or "" for t in dataset.item_texts]
     if spec.word_drop > 0:
         texts = drop_words(texts, spec.word_drop, spec.word_drop_seed)

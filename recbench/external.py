@@ -32,11 +32,11 @@ from recbench.errors import DataError, RunError
 from recbench.evaluate import TIE_POLICY, ranks_from_scores
 from recbench.ingest import read_lines
 from recbench.metrics import EvalResult, metrics_from_ranks
+from recbench.names import check_name
 from recbench.runs import RunRecord
 
 _SEPARATOR = re.compile(r"[\t, ]+")
 _HEADER_FIELDS = {"user", "user_id", "userid", "uid", "user:token", "user_id:token"}
-_LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
 
 
 def ranks_from_lists(path: Path, dataset: Dataset, targets: np.ndarray) -> tuple[np.ndarray, int]:
@@ -101,8 +101,7 @@ def check_label(label: str) -> None:
     """An imported run needs a name of its own: a safe directory name that no method has."""
     from recbench.registry import method_names
 
-    if not _LABEL.fullmatch(label):
-        raise DataError(f"--name {label!r}: use letters, digits and . _ + - (it names a directory and a table row)")
+    check_name("label (--name)", label)
     if label.lower() in method_names():
         raise DataError(f"--name {label!r} is a registered recbench method; label other tools' results differently (e.g. {label}-external)")
 

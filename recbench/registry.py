@@ -20,6 +20,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from recbench.errors import ConfigError, UnknownNameError
+from recbench.names import check_name
 from recbench.method import Method, MethodConfig
 
 if sys.version_info >= (3, 11):
@@ -61,7 +62,7 @@ def register(name: str, *, variants: dict[str, dict[str, Any]] | None = None) ->
             raise TypeError(f"@register('{name}') must decorate a subclass of recbench.method.Method")
         summary = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
         for key, preset in {name: {}, **(variants or {})}.items():
-            key = key.lower()
+            key = check_name("method", key).lower()
             if key in _methods and _methods[key].cls is not cls:
                 raise ValueError(f"method name '{key}' is registered twice ({_methods[key].module} and {cls.__module__})")
             cls.Config.model_validate(preset)  # a bad preset is a plugin bug: fail loudly at import

@@ -29,6 +29,7 @@ import numpy as np
 from recbench.distributed import main_process_only
 from recbench.errors import RunError
 from recbench.metrics import EvalResult, metrics_from_ranks
+from recbench.names import check_name
 
 if TYPE_CHECKING:
     import torch
@@ -60,6 +61,31 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
+def safe_torch_load(path: Path) -> Any:
+    """``torch.load`` restricted to tensors and plain containers (``weights_only=True``).
+
+    Every ``.pt`` file recbench reads goes through here. A file that holds anything else (a
+    pickled object, i.e. code that would run on load) or is truncated or empty is a
+    :class:`RunError` naming the file; nothing in it is executed.
+    """
+    import pickle
+    import zipfile
+
+    import torch
+
+    if not path.is_file():
+        raise RunError(f"{path} does not exist")
+    if path.stat().st_size == 0:
+        raise RunError(f"{path} is empty (an interrupted copy?); restart the run")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else "unsupported content"
+        raise RunError(f"{path} holds more than tensors and plain values, refused without loading it ({first[:160]})") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, KeyError) as err:
+        raise RunError(f"{path} is damaged or truncated ({type(err).__name__}: {str(err).splitlines()[0][:160] if str(err) else 'unreadable'}); restart the run") from None
+
+
 def versions() -> dict[str, str | int]:
     """What a run's numbers depend on besides its identity: library versions and torch's thread count.
 
@@ -87,7 +113,8 @@ class RunRecord:
 
     @classmethod
     def for_experiment(cls, runs_dir: Path, dataset: str, method: str, seed: int, identity: dict[str, Any]) -> "RunRecord":
-        return cls(Path(runs_dir) / dataset / method / f"seed{seed}-{run_id(identity)}")
+        """The run directory of one experiment; dataset and method names are checked before they become path parts."""
+        return cls(Path(runs_dir) / check_name("dataset", dataset) / check_name("method", method) / f"seed{seed}-{run_id(identity)}")
 
     # --- state -----------------------------------------------------------------------------
     @property
@@ -131,10 +158,8 @@ class RunRecord:
         atomic_torch_save(state, self.path / "checkpoint.pt")
 
     def load_checkpoint(self) -> dict[str, Any]:
-        import torch
-
-        # The checkpoint holds RNG states and Python scalars written by us, not tensors only.
-        return torch.load(self.path / "checkpoint.pt", map_location="cpu", weights_only=False)
+        """The resume state, read without unpickling code: a planted pickle is refused, never run."""
+        return safe_torch_load(self.path / "checkpoint.pt")
 
     @main_process_only
     def save_best(self, state_dict: dict[str, torch.Tensor]) -> None:
@@ -144,9 +169,7 @@ class RunRecord:
         path = self.path / "best.pt"
         if not path.is_file():
             raise RunError(f"{self.path} has no best.pt")
-        import torch
-
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return safe_torch_load(path)
 
     @main_process_only
     def finish(self, valid: EvalResult | None, test: EvalResult, extra: dict[str, Any] | None = None) -> None:
@@ -176,7 +199,7 @@ class RunRecord:
     def ranks(self, split: str = "test") -> np.ndarray:
         """Per-user ranks of a finished run (user u at position u)."""
         self.require_finished()
-        with np.load(self.path / "ranks.npz") as arrays:
+        with np.load(self.path / "ranks.npz", allow_pickle=False) as arrays:
             if split not in arrays:
                 raise RunError(f"{self.path}/ranks.npz has no split '{split}'")
             return arrays[split]
