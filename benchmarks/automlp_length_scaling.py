@@ -17,7 +17,7 @@ import torch
 
 from recbench.method import Batch, DataSpec
 from recbench.registry import get_method, resolve_config
-from recbench.train import seed_everything
+from recbench.runs.trainer import seed_everything
 
 
 def seconds(step, repeats: int) -> float:

@@ -37,8 +37,8 @@ def main() -> None:
     os.environ.setdefault("RECBENCH_HOME", home)
     import numpy as np
 
-    from recbench.download import import_local
-    from recbench.experiment import run_experiment
+    from recbench.data.download import import_local
+    from recbench.runs.experiment import run_experiment
     from recbench.registry import parse_assignments
 
     started = time.perf_counter()

@@ -29,8 +29,8 @@ def main() -> None:
     import numpy as np
     import torch
 
-    from recbench.download import import_local
-    from recbench.encode import EncoderSpec, item_embeddings, load_encoder
+    from recbench.data.download import import_local
+    from recbench.data.encode import EncoderSpec, item_embeddings, load_encoder
 
     torch.set_num_threads(args.threads)
     dataset = import_local("scientific", args.source).dataset

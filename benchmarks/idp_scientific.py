@@ -42,9 +42,9 @@ def main() -> None:
     args = parser.parse_args()
     home = os.environ.setdefault("RECBENCH_HOME", tempfile.mkdtemp(prefix="recbench-bench-"))
     from recbench.compare import overrides_for
-    from recbench.data import is_downloaded, load_dataset
-    from recbench.download import import_local
-    from recbench.experiment import run_experiment
+    from recbench.data.dataset import is_downloaded, load_dataset
+    from recbench.data.download import import_local
+    from recbench.runs.experiment import run_experiment
     from recbench.registry import parse_assignments
 
     for name, path in (("scientific", SHARED / "amazon2018-unisrec" / "Scientific"), (SOURCE, SHARED / "amazon2018-lcrec" / "Instruments")):

@@ -30,7 +30,7 @@ CASES = {
 CHILD = """
 import json, re, sys, time
 from pathlib import Path
-from recbench.download import import_local
+from recbench.data.download import import_local
 started = time.perf_counter()
 result = import_local(sys.argv[1], Path(sys.argv[2]))
 seconds = time.perf_counter() - started
@@ -76,7 +76,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--raw-lines", type=int, default=1_758_333, help="ratings lines of the generated raw file (0: skip)")
     args = parser.parse_args()
-    baseline = "import recbench.download, recbench.amazon, recbench.tables"
+    baseline = "import recbench.data.download, recbench.data.amazon, recbench.data.tables"
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp) / "home"
         peak = 're.search(r"VmHWM:\\s+(\\d+)", open("/proc/self/status").read())[1]'

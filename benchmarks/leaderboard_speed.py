@@ -27,8 +27,8 @@ SEEDS = (1, 2, 3)
 
 def fabricate(runs_dir: Path) -> None:
     """Write finished runs whose ranks are correlated across methods through a per-user difficulty."""
-    from recbench.metrics import TIE_POLICY, EvalResult, metrics_from_ranks
-    from recbench.runs import RunRecord
+    from recbench.runs.metrics import TIE_POLICY, EvalResult, metrics_from_ranks
+    from recbench.runs.record import RunRecord
 
     rng = np.random.default_rng(0)
     for dataset, (users, items) in DATASETS.items():
@@ -63,9 +63,9 @@ def main() -> None:
 
 
 def run_benchmark(runs_dir: Path, repeat: int) -> None:
-    from recbench.leaderboard import leaderboard, load_results
-    from recbench.report import build_report
-    from recbench.stats import permutation_test
+    from recbench.results.leaderboard import leaderboard, load_results
+    from recbench.results.report import build_report
+    from recbench.results.stats import permutation_test
 
     started = time.perf_counter()
     fabricate(runs_dir)

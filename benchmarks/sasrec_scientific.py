@@ -32,8 +32,8 @@ def main() -> None:
 
     home = tempfile.mkdtemp(prefix="recbench-bench-")
     os.environ.setdefault("RECBENCH_HOME", home)
-    from recbench.download import import_local
-    from recbench.experiment import run_experiment
+    from recbench.data.download import import_local
+    from recbench.runs.experiment import run_experiment
     from recbench.registry import parse_assignments
 
     started = time.perf_counter()

@@ -30,9 +30,9 @@ def main() -> None:
     parser.add_argument("--no-pretrained", action="store_true", help="only the runs from scratch")
     args = parser.parse_args()
     home = os.environ.setdefault("RECBENCH_HOME", tempfile.mkdtemp(prefix="recbench-bench-"))
-    from recbench.data import is_downloaded
-    from recbench.download import import_local
-    from recbench.experiment import run_experiment
+    from recbench.data.dataset import is_downloaded
+    from recbench.data.download import import_local
+    from recbench.runs.experiment import run_experiment
     from recbench.registry import parse_assignments
 
     for name, path in (("scientific", SHARED / "amazon2018-unisrec" / "Scientific"), ("instruments-lcrec", SHARED / "amazon2018-lcrec" / "Instruments")):

@@ -186,7 +186,7 @@ class IDP(SASRec):
         return config.model_copy(update={key: defaults[key].default for key in DOWNSTREAM_KEYS})
 
     def encoder_spec(self) -> Any:
-        from recbench.encode import EncoderSpec
+        from recbench.data.encode import EncoderSpec
 
         return EncoderSpec(self.config.text_encoder, self.config.text_pooling, self.config.text_max_tokens, precision=self.config.text_precision)
 
@@ -210,7 +210,7 @@ class IDP(SASRec):
     # --- cross-domain ID matcher (pre-training model only) -------------------------------
     def finish_pretraining(self, show_progress: bool = False) -> None:
         """Fine-tune the matcher on the source texts, then store it and every source item's tuned text embedding."""
-        from recbench.encode import encode_texts, load_encoder
+        from recbench.data.encode import encode_texts, load_encoder
 
         texts = self.spec.item_texts
         if texts is None:
@@ -262,7 +262,7 @@ class IDP(SASRec):
 
         Returns the names of this model's weights that keep their fresh initialisation.
         """
-        from recbench.encode import encode_texts_cached, load_encoder
+        from recbench.data.encode import encode_texts_cached, load_encoder
 
         if "source_text" not in state:
             raise RecbenchError("pre-trained IDP state has no matcher: it was saved before finish_pretraining")

@@ -61,8 +61,8 @@ def download(
     partial_text: Annotated[bool, typer.Option("--partial-text", help="lcrec: use an X.item.partial.json that covers only some items.")] = False,
 ) -> None:
     """Download and preprocess datasets (raw Amazon 2018 as UniSRec), or import local files with --from."""
-    from recbench.download import download_datasets
-    from recbench.ingest import ImportOptions
+    from recbench.data.download import download_datasets
+    from recbench.data.formats import ImportOptions
 
     options = ImportOptions(user_col, item_col, time_col, item_text, tuple(text_fields.split(",")) if text_fields else None, partial_text)
     for result in download_datasets(names, source, fmt, options):
@@ -88,8 +88,8 @@ def encode(
     import_from: Annotated[Optional[Path], typer.Option("--import", help="Store this UniSRec .feat1CLS/.feat2CLS file as the embeddings of --encoder/--pooling/--word-drop instead of encoding (one dataset).")] = None,
 ) -> None:
     """Encode item texts into a cached float32 matrix (reused until the text or encoder changes)."""
-    from recbench.data import load_dataset
-    from recbench.encode import EncoderSpec, export_feat, import_feat, item_embeddings, save_embeddings
+    from recbench.data.dataset import load_dataset
+    from recbench.data.encode import EncoderSpec, export_feat, import_feat, item_embeddings, save_embeddings
 
     spec = EncoderSpec(encoder, pooling, max_tokens, word_drop, precision=precision)
     if (export or import_from) and len(datasets) != 1:
@@ -123,7 +123,7 @@ def train(
     pretrain_seed: Annotated[Optional[int], typer.Option("--pretrain-seed", help="Seed of the pre-training run (default: --seed); fix it to fine-tune several seeds from one checkpoint.")] = None,
 ) -> None:
     """Train a method on a dataset, evaluate the best-valid weights on test, write a run record."""
-    from recbench.experiment import run_experiment
+    from recbench.runs.experiment import run_experiment
     from recbench.registry import parse_assignments, read_config_file
 
     layers = [read_config_file(config_file)] if config_file else []
@@ -150,7 +150,7 @@ def evaluate(
 ) -> None:
     """Re-evaluate a finished run, or evaluate another tool's results and store them as a run."""
     if import_file is not None:
-        from recbench.external import import_note, import_results
+        from recbench.runs.external import import_note, import_results
 
         if not dataset or not name or run_dir is not None:
             raise RecbenchError("--import FILE needs --dataset NAME and --name LABEL, and no RUN_DIR")
@@ -163,7 +163,7 @@ def evaluate(
     elif run_dir is None:
         raise RecbenchError("give a RUN_DIR, or --import FILE --dataset NAME --name LABEL")
     else:
-        from recbench.experiment import evaluate_run
+        from recbench.runs.experiment import evaluate_run
 
         result = evaluate_run(run_dir, split=split, mask_history=mask_history, device=device)
         metrics, protocol, where = result.metrics, result.protocol, run_dir
@@ -194,8 +194,8 @@ def list_(what: Annotated[ListWhat, typer.Argument(help="methods or datasets.")]
         for label, error in failed_plugins().items():
             err_console.print(f"[yellow]plugin {label} failed to import:[/] {error}", highlight=False)
     else:
-        from recbench.catalog import dataset_names, get_dataset_spec
-        from recbench.data import dataset_path, downloaded_names
+        from recbench.data.catalog import dataset_names, get_dataset_spec
+        from recbench.data.dataset import dataset_path, downloaded_names
 
         table = Table("dataset", "family", "downloaded: users / items / interactions", "expected (datasets.toml)")
         catalogued = set(dataset_names())
@@ -208,7 +208,7 @@ def list_(what: Annotated[ListWhat, typer.Argument(help="methods or datasets.")]
             family = "SYNTHETIC demo" if spec and spec.synthetic else spec.family if spec else "imported"
             table.add_row(name, family, got, expected)
         console.print(table)
-        from recbench.sources import suite_rows
+        from recbench.data.sources import suite_rows
 
         suites = Table("suite", "pre-train on (sources)", "evaluate on (targets)", "not downloaded yet", "description")
         for row in suite_rows():
@@ -230,7 +230,7 @@ def leaderboard(
     out: Annotated[Optional[Path], typer.Option(help="Write the table to this file instead of printing it.")] = None,
 ) -> None:
     """Leaderboard of stored runs with per-user significance tests; no model is loaded."""
-    from recbench.leaderboard import leaderboard as make_leaderboard
+    from recbench.results.leaderboard import leaderboard as make_leaderboard
 
     report = make_leaderboard(
         runs_dir, metrics=metrics.split(","), datasets=datasets.split(",") if datasets else None,
@@ -274,7 +274,7 @@ def compare(
     names = datasets.split(",") if datasets else []
     sources = pretrain_on.split(",") if pretrain_on and pretrain_on != "none" else None
     if suite:
-        from recbench.catalog import get_suite
+        from recbench.data.catalog import get_suite
 
         names += list(get_suite(suite).targets)
         if pretrain_on is None:

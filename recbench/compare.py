@@ -1,7 +1,7 @@
 """``recbench compare``: the grid (dataset x method x seed) -> runs -> one Report.
 
 Each cell goes through the library (download -> encode -> pre-train -> train -> evaluate) via
-:func:`recbench.experiment.run_experiment`, reusing finished runs and resuming unfinished
+:func:`recbench.runs.experiment.run_experiment`, reusing finished runs and resuming unfinished
 ones. A failing cell is recorded with its error and never stops the others. Datasets are made
 available once, before any cell runs (a dataset that cannot be made fails only its own cells).
 Cells run in this process (``jobs=1``), in a local process pool (``jobs > 1``, spawned workers
@@ -66,10 +66,10 @@ class CellOutcome:
 
 
 def ensure_dataset(name: str, show_progress: bool = False) -> None:
-    """Make the dataset available: nothing if downloaded, else :func:`recbench.download.download`
+    """Make the dataset available: nothing if downloaded, else :func:`recbench.data.download.download`
     (fetch and preprocess the raw files, or generate SYNTHETIC data); its errors name the fix."""
-    from recbench.data import is_downloaded
-    from recbench.download import download
+    from recbench.data.dataset import is_downloaded
+    from recbench.data.download import download
 
     if not is_downloaded(name):
         download(name, show_progress=show_progress)
@@ -97,7 +97,7 @@ def run_cell(
             import torch
 
             torch.set_num_threads(threads)
-        from recbench.experiment import run_experiment
+        from recbench.runs.experiment import run_experiment
         from recbench.registry import get_method
 
         sources = list(pretrain_on or []) if get_method(cell.method).cls.supports_pretraining else []
@@ -210,7 +210,7 @@ def _needs(cell: GridCell, pretrain_on: Sequence[str] | None) -> list[str]:
 
 
 def _pretrain_first(cells: Sequence[GridCell], runs_dir: str, overrides: list[dict[str, Any]], device: str, sources: Sequence[str], pretrain_seed: int | None) -> None:
-    from recbench.experiment import pretrain, resolve_device
+    from recbench.runs.experiment import pretrain, resolve_device
     from recbench.registry import get_method, resolve_config
 
     done = set()
@@ -275,8 +275,8 @@ def _run_ray(cells: Sequence[GridCell], arguments: tuple, notify: Listener) -> l
 
 def results_of(outcomes: Sequence[CellOutcome], split: str = "test") -> list[Any]:
     """Report inputs: per-user ranks of finished cells, the error of failed ones."""
-    from recbench.report import RunResult
-    from recbench.runs import RunRecord
+    from recbench.results.report import RunResult
+    from recbench.runs.record import RunRecord
 
     results = []
     for outcome in outcomes:
@@ -292,7 +292,7 @@ def results_of(outcomes: Sequence[CellOutcome], split: str = "test") -> list[Any
 
 def _write_tracebacks(outcomes: Sequence[CellOutcome], runs_dir: Path) -> None:
     """Keep the traceback of every cell that failed on a bug, for the method's author."""
-    from recbench.runs import atomic_write_bytes
+    from recbench.files import atomic_write_bytes
 
     for outcome in outcomes:
         if outcome.traceback:
@@ -370,11 +370,11 @@ def compare(
     ``overrides`` are config layers applied to every method that has their keys (a key no
     compared method has is an error); ``quick`` puts the :data:`QUICK` preset beneath them.
     """
-    from recbench.data import check_dataset_name
-    from recbench.leaderboard import DEFAULT_METRICS, FORMATS
+    from recbench.data.dataset import check_dataset_name
+    from recbench.results.leaderboard import DEFAULT_METRICS, FORMATS
     from recbench.registry import get_method, method_names
-    from recbench.report import build_report
-    from recbench.runs import atomic_write_bytes
+    from recbench.results.report import build_report
+    from recbench.files import atomic_write_bytes
 
     if not datasets:
         raise RecbenchError("compare needs at least one dataset (--datasets a,b)")

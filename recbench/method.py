@@ -208,7 +208,7 @@ class Method(nn.Module, ABC):
     def search_architecture(cls, config: MethodConfig, data: SearchData, seed: int, device: str) -> SearchOutcome | None:
         """Search part of the architecture before the final model is built and trained from scratch.
 
-        Called once per run by :func:`recbench.experiment.run_experiment`; the returned config
+        Called once per run by :func:`recbench.runs.experiment.run_experiment`; the returned config
         updates are applied to the final model and recorded in the run. None: nothing to search.
         """
         return None

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from recbench.data import Dataset, build_dataset, save_dataset
+from recbench.data.dataset import Dataset, build_dataset, save_dataset
 
 
 def make_cyclic_dataset(name: str = "toy", users: int = 60, items: int = 30, min_len: int = 4, max_len: int = 12, seed: int = 0, noise: float = 0.1) -> Dataset:

@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from recbench.amazon import AmazonParams, k_core, preprocess_amazon
-from recbench.data import load_dataset
-from recbench.download import import_local
+from recbench.data.amazon import AmazonParams, k_core, preprocess_amazon
+from recbench.data.dataset import load_dataset
+from recbench.data.download import import_local
 from recbench.errors import DataError
-from recbench.itemtext import clean_text
+from recbench.data.itemtext import clean_text
 from tests.raw_fixtures import LONG, clean_text_reference, expected_output, make_raw
 
 
@@ -119,7 +119,7 @@ def test_malformed_meta_line_names_file_and_line(raw: tuple[Path, Path]) -> None
 
 
 def test_fast_parser_equals_exact_parser_or_declines() -> None:
-    from recbench.amazon import _parse_exact, _parse_fast
+    from recbench.data.amazon import _parse_exact, _parse_fast
 
     clean = "I1,U1,5.0,100\nI2,U 2,4,0101 \r\nI3,,1.5,7\n"
     fast, exact = _parse_fast(clean.encode(), clean), _parse_exact(clean, Path("x.csv"), 1)
@@ -131,7 +131,7 @@ def test_fast_parser_equals_exact_parser_or_declines() -> None:
 
 
 def test_exact_duplicates_follow_python_set_semantics() -> None:
-    from recbench.amazon import Ratings, first_occurrences
+    from recbench.data.amazon import Ratings, first_occurrences
 
     rows = [("u1", "i1", 5.0, 1), ("u1", "i1", 5.0, 1), ("u1", "i1", float("nan"), 1), ("u1", "i1", float("nan"), 1),
             ("u1", "i1", -0.0, 2), ("u1", "i1", 0.0, 2), ("u1", "i1", 5.0, 2), ("u2", "i1", 5.0, 1), ("u1", "i2", 5.0, 1)]
@@ -146,7 +146,7 @@ def test_exact_duplicates_follow_python_set_semantics() -> None:
 
 
 def test_a_hash_collision_that_matters_is_an_error_not_a_silent_merge(raw: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
-    import recbench.amazon as amazon
+    import recbench.data.amazon as amazon
 
     weak = lambda tokens: np.array([len(t) % 2 for t in tokens], dtype=np.uint64)  # noqa: E731 - everything collides
     monkeypatch.setattr(amazon, "token_hash", weak)

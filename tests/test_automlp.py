@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from recbench.batching import TrainingWindows
-from recbench.data import build_dataset
-from recbench.experiment import valid_batches
+from recbench.runs.batching import TrainingWindows
+from recbench.data.dataset import build_dataset
+from recbench.runs.experiment import valid_batches
 from recbench.method import Batch, DataSpec, SearchData
 from recbench.registry import get_method, resolve_config
-from recbench.train import seed_everything
+from recbench.runs.trainer import seed_everything
 from recbench_plugins.automlp import AutoMLP, right_aligned
 
 TINY = {"hidden_size": 16, "sequence_hidden_size": 16, "channel_hidden_size": 32, "dropout_prob": 0.0}

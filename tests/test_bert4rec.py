@@ -6,7 +6,7 @@ import torch
 
 from recbench.method import Batch, DataSpec
 from recbench.registry import get_method, resolve_config
-from recbench.train import seed_everything
+from recbench.runs.trainer import seed_everything
 from recbench_plugins.bert4rec import BERT4Rec
 
 NUM_ITEMS = 20

@@ -70,7 +70,7 @@ def test_download_train_eval_list_end_to_end(tmp_path: Path, recbench_home: Path
 
 
 def test_train_pre_trains_on_sources_with_the_given_pretrain_seed(tmp_path: Path, recbench_home: Path) -> None:
-    from recbench.data import save_dataset
+    from recbench.data.dataset import save_dataset
     from tests.conftest import make_cyclic_dataset
 
     for name, seed in (("src", 1), ("target", 2)):

@@ -11,7 +11,7 @@ import pytest
 
 import recbench.registry as registry
 from recbench.compare import QUICK, GridCell, compare, grid, run_grid
-from recbench.leaderboard import leaderboard
+from recbench.results.leaderboard import leaderboard
 
 TINY = {"hidden_size": 8, "inner_size": 8, "max_seq_length": 8, "epochs": 2}
 
@@ -68,11 +68,11 @@ def test_a_failed_cell_is_reported_and_does_not_stop_the_others(recbench_home: P
 
 
 def test_a_dataset_that_cannot_be_made_fails_its_cells_once_and_not_the_others(recbench_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import recbench.download
+    import recbench.data.download
     from recbench.errors import DataError, UnknownNameError
 
     calls: list[str] = []
-    real_download = recbench.download.download
+    real_download = recbench.data.download.download
 
     def download(name: str, **options):  # no network in tests: the real data is "unreachable"
         calls.append(name)
@@ -80,7 +80,7 @@ def test_a_dataset_that_cannot_be_made_fails_its_cells_once_and_not_the_others(r
             raise DataError("cannot reach the mirrors; import local copies with `recbench download scientific --from DIR`")
         return real_download(name, **options)
 
-    monkeypatch.setattr(recbench.download, "download", download)
+    monkeypatch.setattr(recbench.data.download, "download", download)
     _, outcomes = compare(["scientific", "synthetic-c"], ["sasrec"], seeds=2, runs_dir=tmp_path / "runs", overrides=[TINY], device="cpu", live=False)
     assert [o.error is None for o in outcomes] == [False, False, True, True]
     assert "recbench download scientific --from DIR" in outcomes[0].error and calls == ["scientific", "synthetic-c"]
@@ -107,7 +107,7 @@ def test_leaderboard_from_the_runs_equals_what_compare_reported(recbench_home: P
 
 def test_quick_preset_lies_under_the_users_settings(recbench_home: Path, tmp_path: Path) -> None:
     _, outcomes = compare(["synthetic-c"], ["sasrec"], runs_dir=tmp_path / "runs", overrides=[TINY], device="cpu", live=False, quick=True)
-    from recbench.runs import RunRecord
+    from recbench.runs.record import RunRecord
 
     config = RunRecord(outcomes[0].run_dir).config["config"]
     assert config["patience"] == QUICK["patience"] and config["hidden_size"] == TINY["hidden_size"]
@@ -117,7 +117,7 @@ def test_two_local_jobs_give_the_same_runs_as_one(recbench_home: Path, tmp_path:
     cells = grid(["synthetic-c"], ["sasrec"], seeds=2)
     serial = run_grid(cells, tmp_path / "serial", [TINY], jobs=1, device="cpu")
     parallel = run_grid(cells, tmp_path / "parallel", [TINY], jobs=2, device="cpu")
-    from recbench.runs import RunRecord
+    from recbench.runs.record import RunRecord
 
     for a, b in zip(serial, parallel):
         assert a.error is None and b.error is None, (a.error, b.error)
@@ -133,7 +133,7 @@ def test_ray_executor_runs_the_same_cells(recbench_home: Path, tmp_path: Path) -
         remote = run_grid(cells, tmp_path / "ray", [TINY], executor="ray", device="cpu")
     finally:
         ray.shutdown()
-    from recbench.runs import RunRecord
+    from recbench.runs.record import RunRecord
 
     assert remote[0].error is None, remote[0].error
     assert RunRecord(remote[0].run_dir).metrics["test"] == RunRecord(local[0].run_dir).metrics["test"]
@@ -153,9 +153,9 @@ class HashedWords:
 def cached_text(recbench_home: Path) -> None:
     """Text embeddings of the demo domains already in the on-disk cache (spawned workers read it
     too), so the test does not spend its time loading and running a real sentence encoder."""
-    from recbench.data import load_dataset, union_of
-    from recbench.download import download
-    from recbench.encode import EncoderSpec, item_embeddings
+    from recbench.data.dataset import load_dataset, union_of
+    from recbench.data.download import download
+    from recbench.data.encode import EncoderSpec, item_embeddings
 
     for name in ("synthetic-a", "synthetic-c"):
         download(name, show_progress=False)
@@ -167,7 +167,7 @@ def test_transfer_methods_pretrain_on_the_sources_in_a_grid(recbench_home: Path,
     small = {"item_size": 8, "semantic_hidden_size": 8, "inner_size": 8, "max_seq_length": 8, "epochs": 1, "pretrain_epochs": 1, "hidden_size": 8}
     _, outcomes = compare(["synthetic-c"], ["idasr", "sasrec"], runs_dir=tmp_path / "runs", overrides=[small], device="cpu", live=False, pretrain_on=["synthetic-a"], jobs=2)
     assert all(o.error is None for o in outcomes), [o.error for o in outcomes]
-    from recbench.runs import RunRecord
+    from recbench.runs.record import RunRecord
 
     configs = {o.cell.method: RunRecord(o.run_dir).config for o in outcomes}
     assert "pretrained" in configs["idasr"] and "pretrained" not in configs["sasrec"]
@@ -177,7 +177,7 @@ def test_a_fixed_pretrain_seed_pre_trains_once_for_every_seed_of_a_grid(recbench
     small = {"item_size": 8, "semantic_hidden_size": 8, "inner_size": 8, "max_seq_length": 8, "epochs": 1, "pretrain_epochs": 1}
     _, outcomes = compare(["synthetic-c"], ["idasr"], seeds=2, runs_dir=tmp_path / "runs", overrides=[small], device="cpu", live=False, pretrain_on=["synthetic-a"], jobs=2, pretrain_seed=7)
     assert all(o.error is None for o in outcomes), [o.error for o in outcomes]
-    from recbench.runs import RunRecord
+    from recbench.runs.record import RunRecord
 
     (pretrain_run,) = [p.parent.name for p in (tmp_path / "runs" / "_pretrain").rglob("status.json")]
     assert pretrain_run.startswith("seed7-")

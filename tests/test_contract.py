@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from recbench.batching import TrainingWindows
+from recbench.runs.batching import TrainingWindows
 from recbench.method import Batch, DataSpec, Method
 from recbench.registry import get_method, method_names, resolve_config
-from recbench.train import seed_everything
+from recbench.runs.trainer import seed_everything
 from tests.conftest import make_cyclic_dataset
 
 SMALL = {"hidden_size": 16, "item_size": 16, "semantic_hidden_size": 16, "inner_size": 16, "n_heads": 2, "max_seq_length": 10, "code_dim": 4, "code_cap": 8}

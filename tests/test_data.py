@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from recbench.batching import TrainingWindows
-from recbench.data import build_dataset, load_dataset, save_dataset
+from recbench.runs.batching import TrainingWindows
+from recbench.data.dataset import build_dataset, load_dataset, save_dataset
 from recbench.errors import DataError, UnknownNameError
 from tests.conftest import make_cyclic_dataset
 

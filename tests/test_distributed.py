@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from recbench.data import save_dataset
+from recbench.data.dataset import save_dataset
 from tests.conftest import make_cyclic_dataset
 
 WORKER = textwrap.dedent(
@@ -20,12 +20,12 @@ WORKER = textwrap.dedent(
 
     import torch
 
-    from recbench import distributed
-    from recbench.data import load_dataset
+    from recbench.runs import distributed
+    from recbench.data.dataset import load_dataset
     from recbench.method import DataSpec
     from recbench.registry import get_method, resolve_config
-    from recbench.runs import RunRecord
-    from recbench.train import Trainer, seed_everything
+    from recbench.runs.record import RunRecord
+    from recbench.runs.trainer import Trainer, seed_everything
 
     out = Path(sys.argv[1])
     device = distributed.setup("cpu")

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from recbench import download as download_module
-from recbench.catalog import get_dataset_spec
-from recbench.data import load_dataset
-from recbench.download import download, ensure_raw_files
+from recbench.data import download as download_module
+from recbench.data.catalog import get_dataset_spec
+from recbench.data.dataset import load_dataset
+from recbench.data.download import download, ensure_raw_files
 from recbench.errors import DataError
-from recbench.fetch import fetch
+from recbench.data.fetch import fetch
 from tests.raw_fixtures import Route, expected_output, file_server, make_raw, refused_url
 
 BODY = os.urandom(300_000)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from recbench.data import build_dataset
-from recbench.encode import EncoderSpec, drop_words, export_feat, import_feat, item_embeddings
+from recbench.data.dataset import build_dataset
+from recbench.data.encode import EncoderSpec, drop_words, export_feat, import_feat, item_embeddings
 from recbench.errors import DataError, RecbenchError
 from tests.conftest import make_cyclic_dataset
 
@@ -75,7 +75,7 @@ def test_imported_feat_file_becomes_the_cache_of_its_encoder_spec(tmp_path, recb
     from typer.testing import CliRunner
 
     from recbench.cli import app
-    from recbench.data import save_dataset
+    from recbench.data.dataset import save_dataset
 
     dataset = make_cyclic_dataset()
     save_dataset(dataset)

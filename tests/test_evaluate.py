@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from recbench.evaluate import Evaluator, ranks_from_scores
-from recbench.metrics import metrics_from_ranks
+from recbench.runs.evaluate import Evaluator, ranks_from_scores
+from recbench.runs.metrics import metrics_from_ranks
 from recbench.method import Batch, DataSpec, Method, MethodConfig
 
 

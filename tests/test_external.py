@@ -12,9 +12,9 @@ from typer.testing import CliRunner
 
 from recbench.cli import app
 from recbench.errors import DataError, RunError
-from recbench.evaluate import ranks_from_scores
-from recbench.external import import_note, import_results
-from recbench.leaderboard import load_results
+from recbench.runs.evaluate import ranks_from_scores
+from recbench.runs.external import import_note, import_results
+from recbench.results.leaderboard import load_results
 
 
 def test_score_matrix_ranks_equal_the_evaluators(toy_dataset, tmp_path: Path) -> None:

@@ -9,12 +9,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from recbench.data import build_dataset, save_dataset
+from recbench.data.dataset import build_dataset, save_dataset
 from recbench.errors import ConfigError
-from recbench.experiment import run_experiment
+from recbench.runs.experiment import run_experiment
 from recbench.method import DataSpec
 from recbench.registry import get_method, resolve_config
-from recbench.train import seed_everything
+from recbench.runs.trainer import seed_everything
 from recbench_plugins.idp import IDP, behaviour_loss, behaviour_neighbours, generate_id_embeddings, sample_negatives, simcse_loss
 from tests.conftest import make_cyclic_dataset
 
@@ -147,7 +147,7 @@ def test_target_item_with_a_source_items_text_gets_mostly_that_items_embedding()
 
 
 def test_target_texts_are_encoded_once_per_matcher(recbench_home: Path, tiny_encoder: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    import recbench.encode
+    import recbench.data.encode
 
     texts = [f"item {i} red" for i in range(12)]
     config = resolve_config(get_method("idp"), TINY, {"text_encoder": tiny_encoder, "num_similar": 3})
@@ -156,8 +156,8 @@ def test_target_texts_are_encoded_once_per_matcher(recbench_home: Path, tiny_enc
     pretrained.finish_pretraining()
     state = pretrained.state_dict()
     calls = []
-    original = recbench.encode.encode_texts
-    monkeypatch.setattr(recbench.encode, "encode_texts", lambda *args, **kwargs: calls.append(1) or original(*args, **kwargs))
+    original = recbench.data.encode.encode_texts
+    monkeypatch.setattr(recbench.data.encode, "encode_texts", lambda *args, **kwargs: calls.append(1) or original(*args, **kwargs))
 
     def generated(state: dict[str, torch.Tensor], **overrides) -> torch.Tensor:
         target = IDP(resolve_config(get_method("idp"), config.model_dump(), overrides), DataSpec(num_items=4, max_seq_length=10, item_texts=["item 1 red", "item 5", "blue 7", "red 9"]))

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from recbench.download import download, download_datasets, import_local
+from recbench.data.download import download, download_datasets, import_local
 from recbench.errors import DataError, UnknownNameError
-from recbench.ingest import ImportOptions
+from recbench.data.formats import ImportOptions
 
 
 def test_unknown_dataset_suggests_the_closest_names(recbench_home: Path) -> None:

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from recbench.data import load_dataset
-from recbench.download import import_local
+from recbench.data.dataset import load_dataset
+from recbench.data.download import import_local
 from recbench.errors import DataError
-from recbench.ingest import ImportOptions, detect_format
+from recbench.data.formats import ImportOptions
+from recbench.data.ingest import detect_format
 
 INTER_HEADER = "user_id:token\titem_id:token\trating:float\ttimestamp:float\n"
 

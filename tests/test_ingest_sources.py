@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from recbench.data import build_dataset, save_dataset
-from recbench.sources import source_union, suite_rows
+from recbench.data.dataset import build_dataset, save_dataset
+from recbench.data.sources import source_union, suite_rows
 
 
 def small(name: str, items: list[str], users: int) -> None:

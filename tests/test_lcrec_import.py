@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from recbench.data import load_dataset
-from recbench.download import import_local
+from recbench.data.dataset import load_dataset
+from recbench.data.download import import_local
 from recbench.errors import DataError
-from recbench.ingest import clean_text, item_text
+from recbench.data.ingest import clean_text, item_text
 
 
 @pytest.mark.parametrize(

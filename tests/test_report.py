@@ -18,11 +18,11 @@ import scipy.stats
 from rich.console import Console
 
 from recbench.errors import RunError, UnknownNameError
-from recbench.metrics import TIE_POLICY, EvalResult, metrics_from_ranks
-from recbench.leaderboard import leaderboard, load_results
-from recbench.report import RunResult, build_report, latex_escape
-from recbench.runs import RunRecord
-from recbench.stats import adjust, per_user_metric
+from recbench.runs.metrics import TIE_POLICY, EvalResult, metrics_from_ranks
+from recbench.results.leaderboard import leaderboard, load_results
+from recbench.results.report import RunResult, build_report, latex_escape
+from recbench.runs.record import RunRecord
+from recbench.results.stats import adjust, per_user_metric
 
 GOLDEN = Path(__file__).parent / "golden"
 USERS = 400

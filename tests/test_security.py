@@ -11,10 +11,10 @@ import torch
 from typer.testing import CliRunner
 
 from recbench.cli import app
-from recbench.download import ensure_raw_files
+from recbench.data.download import ensure_raw_files
 from recbench.errors import RecbenchError, RunError
 from recbench.names import InvalidNameError, check_name
-from recbench.runs import RunRecord
+from recbench.runs.record import RunRecord
 from tests.raw_fixtures import Route, file_server, make_raw
 from tests.test_download_fetch import FAST, local_spec
 from tests.test_train import TINY, interrupted_at_epoch, train_toy
@@ -142,8 +142,8 @@ def test_a_file_fetched_over_plain_http_without_a_pinned_checksum_is_announced(t
 
 
 def test_https_mirrors_are_tried_before_plain_http_ones(monkeypatch: pytest.MonkeyPatch, recbench_home: Path) -> None:
-    import recbench.download as download_module
-    from recbench.catalog import get_dataset_spec
+    import recbench.data.download as download_module
+    from recbench.data.catalog import get_dataset_spec
 
     tried: list[list[str]] = []
 

@@ -10,8 +10,8 @@ import pytest
 import scipy.stats
 
 from recbench.errors import RecbenchError
-from recbench.metrics import metrics_from_ranks
-from recbench.stats import (
+from recbench.runs.metrics import metrics_from_ranks
+from recbench.results.stats import (
     across_seeds,
     adjust,
     bootstrap_ci,

@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from recbench.catalog import get_dataset_spec, get_suite
+from recbench.data.catalog import get_dataset_spec, get_suite
 from recbench.cli import app
-from recbench.data import load_dataset
-from recbench.download import download
+from recbench.data.dataset import load_dataset
+from recbench.data.download import download
 from recbench.errors import DataError
-from recbench.report import RunResult, build_report
-from recbench.synthetic import generate
+from recbench.results.report import RunResult, build_report
+from recbench.data.synthetic import generate
 
 SMALL = {"users": 120, "items": 60, "topics": 6}
 

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from recbench.errors import RunError
-from recbench.experiment import run_experiment
+from recbench.runs.experiment import run_experiment
 from recbench.registry import get_method, method_names, resolve_config
-from recbench.runs import RunRecord
-from recbench.train import EarlyStopping, Trainer
+from recbench.runs.record import RunRecord
+from recbench.runs.trainer import EarlyStopping, Trainer
 
 TINY = {"hidden_size": 16, "inner_size": 16, "max_seq_length": 10, "epochs": 6, "patience": 2, "train_batch_targets": 64, "learning_rate": 0.01}
 
@@ -112,7 +112,7 @@ def test_unfinished_run_is_not_read_as_finished(tmp_path: Path) -> None:
 def test_pretraining_runs_once_on_the_union_and_fine_tuning_starts_from_it(recbench_home, tmp_path: Path) -> None:
     import torch
 
-    from recbench.data import load_dataset, save_dataset, union_of
+    from recbench.data.dataset import load_dataset, save_dataset, union_of
     from tests.conftest import make_cyclic_dataset
 
     for name, seed in (("src-a", 1), ("src-b", 2), ("target", 3)):
@@ -133,7 +133,7 @@ def test_pretraining_runs_once_on_the_union_and_fine_tuning_starts_from_it(recbe
     assert [p.parent for p in (tmp_path / "_pretrain").rglob("best.pt")] == pretrain_runs  # t and t+ID share pre-training
     assert (pretrain_runs[0] / "best.pt").stat().st_mtime == mtime
     pretrained = torch.load(pretrain_runs[0] / "best.pt", weights_only=True)
-    from recbench.experiment import build_method
+    from recbench.runs.experiment import build_method
     from recbench.registry import get_method, resolve_config
 
     entry = get_method("idasr")
@@ -141,7 +141,7 @@ def test_pretraining_runs_once_on_the_union_and_fine_tuning_starts_from_it(recbe
     skipped = model.load_pretrained(pretrained)
     assert skipped == []  # IDA-SR (text only) transfers every weight
     torch.testing.assert_close(model.encoder.state_dict()["attention.0.query.weight"], pretrained["encoder.attention.0.query.weight"])
-    from recbench.runs import find_runs
+    from recbench.runs.record import find_runs
 
     assert sorted(r.path for r in find_runs(tmp_path)) == sorted([first.run.path, with_id.run.path])  # pre-training runs are not results
 
@@ -178,8 +178,8 @@ def test_interrupted_pretraining_continues_to_bit_identical_weights(name: str, r
     """Pre-training (random augmentations included) restarts from its checkpoint, and the same seed gives the same weights."""
     import torch
 
-    from recbench.data import save_dataset
-    from recbench.experiment import pretrain
+    from recbench.data.dataset import save_dataset
+    from recbench.runs.experiment import pretrain
     from tests.conftest import make_cyclic_dataset
     from tests.test_contract import small_config
 
@@ -190,7 +190,7 @@ def test_interrupted_pretraining_continues_to_bit_identical_weights(name: str, r
         table[0] = 0
         return table, True
 
-    monkeypatch.setattr("recbench.encode.item_embeddings", small_text_embeddings)
+    monkeypatch.setattr("recbench.data.encode.item_embeddings", small_text_embeddings)
     save_dataset(make_cyclic_dataset("src", items=20, seed=1))
     entry = get_method(name)
     config = resolve_config(entry, small_config(name), {"pretrain_epochs": 3, "train_batch_targets": 64})

@@ -149,8 +149,8 @@ def test_scores_are_cosines_and_the_variants_differ_only_by_the_id_embedding() -
 
 
 def test_pipeline_pretrains_with_both_text_views_and_fine_tuning_keeps_the_frozen_weights(recbench_home, tmp_path) -> None:
-    from recbench.data import save_dataset
-    from recbench.experiment import run_experiment
+    from recbench.data.dataset import save_dataset
+    from recbench.runs.experiment import run_experiment
     from tests.conftest import make_cyclic_dataset
 
     for name, seed in (("src", 1), ("target", 2)):

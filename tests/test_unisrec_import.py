@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from recbench.data import load_dataset
-from recbench.download import import_local
+from recbench.data.dataset import load_dataset
+from recbench.data.download import import_local
 from recbench.errors import DataError
 
 MAX_HISTORY = 50

@@ -64,7 +64,7 @@ class DatasetSpec:
     raw_files: dict[str, dict[str, Any]] = field(default_factory=dict)
     preprocess: dict[str, Any] = field(default_factory=dict)
     generator: dict[str, Any] = field(default_factory=dict)
-    """Parameters of :func:`recbench.synthetic.generate` (synthetic family only)."""
+    """Parameters of :func:`recbench.data.synthetic.generate` (synthetic family only)."""
 
     @property
     def synthetic(self) -> bool:
@@ -84,7 +84,7 @@ class Suite:
 @lru_cache(maxsize=1)
 def load_catalog() -> dict[str, Any]:
     """Parse the packaged ``datasets.toml`` (works from a checkout and from a wheel)."""
-    text = resources.files("recbench").joinpath("datasets.toml").read_text(encoding="utf-8")
+    text = resources.files("recbench.data").joinpath("datasets.toml").read_text(encoding="utf-8")
     return tomllib.loads(text)
 
 

@@ -19,12 +19,12 @@ import numpy as np
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from recbench import distributed
-from recbench.batching import TrainingWindows
-from recbench.data import Dataset
-from recbench.evaluate import Evaluator
+from recbench.runs import distributed
+from recbench.runs.batching import TrainingWindows
+from recbench.data.dataset import Dataset
+from recbench.runs.evaluate import Evaluator
 from recbench.method import Method, MethodConfig
-from recbench.runs import RunRecord
+from recbench.runs.record import RunRecord
 
 VALID_METRIC = "ndcg@10"
 
@@ -113,7 +113,7 @@ class Trainer:
     source domains, for ``config.pretrain_epochs`` epochs without validation; the weights after
     the last epoch are the run's ``best.pt``.
 
-    Under ``torchrun`` with several processes (see :mod:`recbench.distributed`) each process takes
+    Under ``torchrun`` with several processes (see :mod:`recbench.runs.distributed`) each process takes
     every K-th batch and DistributedDataParallel averages gradients; every process validates the
     same weights (so all take the same early-stopping decisions) and rank 0 writes the run.
     """

@@ -3,7 +3,7 @@
 :func:`source_union` is the union of several canonical datasets as transfer methods pre-train on it
 (UniSRec's FHCKM): users and items stay apart per domain (tokens prefixed ``"<domain>-"``), every
 item keeps its text, and arrays record the domain of each user and item. The union itself is
-:func:`recbench.data.union_of`, so pre-training runs keyed on it are unchanged.
+:func:`recbench.data.dataset.union_of`, so pre-training runs keyed on it are unchanged.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from recbench.catalog import get_dataset_spec, get_suite, suite_names
-from recbench.data import Dataset, downloaded_names, load_dataset, union_of
+from recbench.data.catalog import get_dataset_spec, get_suite, suite_names
+from recbench.data.dataset import Dataset, downloaded_names, load_dataset, union_of
 from recbench.errors import DataError
 
 

@@ -26,31 +26,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from recbench.distributed import main_process_only
+from recbench.files import atomic_write_bytes, atomic_write_json
+from recbench.runs.distributed import main_process_only
 from recbench.errors import RunError
-from recbench.metrics import EvalResult, metrics_from_ranks
+from recbench.runs.metrics import EvalResult, metrics_from_ranks
 from recbench.names import check_name
 
 if TYPE_CHECKING:
     import torch
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:

@@ -25,8 +25,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from recbench.catalog import recbench_home
-from recbench.data import Dataset
+from recbench.data.catalog import recbench_home
+from recbench.data.dataset import Dataset
 from recbench.errors import DataError, RecbenchError
 from recbench.names import check_name
 
@@ -143,7 +143,7 @@ def encode_texts_cached(texts: list[str], encoder: TextEncoder, encoder_identity
 
 def _write_npy(path: Path, table: np.ndarray) -> None:
     """Store a float32 array atomically: a reader never sees half a cache file."""
-    from recbench.runs import atomic_write_bytes
+    from recbench.files import atomic_write_bytes
 
     np.save(buffer := io.BytesIO(), np.ascontiguousarray(table, dtype=np.float32))
     atomic_write_bytes(path, buffer.getvalue())
@@ -172,7 +172,7 @@ def item_embeddings(dataset: Dataset, spec: EncoderSpec = EncoderSpec(), batch_s
 
 def save_embeddings(dataset: Dataset, spec: EncoderSpec, table: np.ndarray, source: str | None = None) -> Path:
     """Store a (N + 1, d) table in the cache as the embeddings of ``dataset`` under ``spec``."""
-    from recbench.runs import atomic_write_json
+    from recbench.files import atomic_write_json
 
     path = cache_path(dataset, spec)
     _write_npy(path, table)

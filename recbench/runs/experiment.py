@@ -14,16 +14,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from recbench import distributed
-from recbench.batching import TrainingWindows
-from recbench.data import Dataset, load_dataset, union_of
+from recbench.runs import distributed
+from recbench.runs.batching import TrainingWindows
+from recbench.data.dataset import Dataset, load_dataset, union_of
 from recbench.errors import DataError, RecbenchError, RunError
-from recbench.evaluate import Evaluator
-from recbench.metrics import EvalResult
+from recbench.runs.evaluate import Evaluator
+from recbench.runs.metrics import EvalResult
 from recbench.method import Batch, DataSpec, Method, MethodConfig, SearchData, TextMethodConfig
 from recbench.registry import MethodEntry, get_method, resolve_config
-from recbench.runs import RunRecord
-from recbench.train import FitResult, Trainer, seed_everything
+from recbench.runs.record import RunRecord
+from recbench.runs.trainer import FitResult, Trainer, seed_everything
 
 WORD_DROP_RATIO = 0.15
 """Share of words dropped for the augmented text view (UniSRec's feat2CLS of the pre-training domains)."""
@@ -49,7 +49,7 @@ def build_method(entry: MethodEntry, config: MethodConfig, dataset: Dataset, sho
     if cls.needs_text:
         if not isinstance(config, TextMethodConfig):
             raise TypeError(f"{cls.__name__} needs text: its Config must subclass TextMethodConfig")
-        from recbench.encode import EncoderSpec, item_embeddings
+        from recbench.data.encode import EncoderSpec, item_embeddings
 
         spec = EncoderSpec(config.text_encoder, config.text_pooling, config.text_max_tokens, precision=config.text_precision)
         text = torch.from_numpy(item_embeddings(dataset, spec, show_progress=show_progress)[0])

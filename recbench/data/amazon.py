@@ -17,7 +17,7 @@ The steps (reference-results.md §4.3–4.4; UniSRec's code was read to settle e
    kept line in the file, items by first appearance in the users' sorted sequences (UniSRec's
    numbering rule applied to this deterministic order).
 6. Item text from the first meta record of each item: title, category, brand
-   (:func:`recbench.itemtext.unisrec_text`).
+   (:func:`recbench.data.itemtext.unisrec_text`).
 
 Leave-one-out and the 50-item history cut happen downstream: the canonical Dataset stores full
 sequences.
@@ -42,9 +42,9 @@ import numpy as np
 import pandas as pd
 
 from recbench.errors import DataError
-from recbench.fetch import byte_progress
-from recbench.ingest import BLOCK_BYTES, Imported, decode_block, iter_line_blocks
-from recbench.itemtext import AMAZON_TEXT_FIELDS, MAX_TEXT_CHARS, unisrec_text
+from recbench.data.fetch import byte_progress
+from recbench.data.formats import BLOCK_BYTES, Imported, decode_block, iter_line_blocks
+from recbench.data.itemtext import AMAZON_TEXT_FIELDS, MAX_TEXT_CHARS, unisrec_text
 
 TIE_ORDER = "same-timestamp interactions keep the order of their first occurrence in the ratings file"
 _SPACE_BYTES = np.array([9, 10, 11, 12, 13, 28, 29, 30, 31, 32], dtype=np.uint8)  # ASCII chars str.strip() removes

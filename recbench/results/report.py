@@ -21,11 +21,11 @@ from typing import Any
 import numpy as np
 
 from recbench.errors import RecbenchError, RunError, UnknownNameError
-from recbench.stats import (
+from recbench.results.stats import (
     CORRECTIONS, DEFAULT_PERMUTATIONS, DEFAULT_RESAMPLES, TESTS,
     PairedStats, across_seeds, adjust, comparison_pairs, paired_stats, parse_metric, per_user_metric,
 )
-from recbench.synthetic import NOTE as SYNTHETIC_NOTE, is_synthetic_name
+from recbench.data.synthetic import NOTE as SYNTHETIC_NOTE, is_synthetic_name
 
 # Protocol fields that must agree between runs compared on one dataset.
 PROTOCOL_KEYS = ("split", "candidates", "num_candidates", "num_users", "mask_history", "ties")

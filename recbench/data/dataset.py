@@ -27,7 +27,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from recbench.catalog import Counts, datasets_dir, get_dataset_spec
+from recbench.data.catalog import Counts, datasets_dir, get_dataset_spec
 from recbench.errors import DataError, UnknownNameError
 from recbench.names import check_name
 
@@ -274,7 +274,7 @@ def check_dataset_name(name: str, root: Path | None = None) -> None:
     try:
         get_dataset_spec(name)
     except UnknownNameError:
-        from recbench.catalog import dataset_names
+        from recbench.data.catalog import dataset_names
 
         raise UnknownNameError("dataset", name, set(dataset_names()) | set(downloaded_names(root))) from None
 

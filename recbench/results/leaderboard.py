@@ -10,9 +10,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from recbench.errors import RecbenchError, RunError, UnknownNameError
-from recbench.report import Report, RunResult, build_report
-from recbench.runs import RunRecord, atomic_write_bytes, find_runs
-from recbench.stats import DEFAULT_PERMUTATIONS, DEFAULT_RESAMPLES
+from recbench.results.report import Report, RunResult, build_report
+from recbench.files import atomic_write_bytes
+from recbench.runs.record import RunRecord, find_runs
+from recbench.results.stats import DEFAULT_PERMUTATIONS, DEFAULT_RESAMPLES
 
 DEFAULT_METRICS = ("hr@10", "ndcg@10", "hr@50", "ndcg@50")  # the columns of the published tables
 FORMATS = ("md", "tex", "csv", "json")

@@ -1,6 +1,6 @@
 """Importers: bring files in other tools' formats into the canonical Dataset.
 
-Each importer returns an :class:`Imported` for :func:`recbench.data.build_dataset`, which applies
+Each importer returns an :class:`Imported` for :func:`recbench.data.dataset.build_dataset`, which applies
 the canonical checks. Formats (``IMPORTERS``; :func:`detect_format` guesses one from the files):
 
 - ``unisrec``: UniSRec / RecBole benchmark files ``X.train/valid/test.inter`` + ``X.item2index``
@@ -9,10 +9,10 @@ the canonical checks. Formats (``IMPORTERS``; :func:`detect_format` guesses one 
   ``X.item2id`` (+ ``X.user2id``, + ``X.item.json`` with title / categories / brand), as
   released with LC-Rec, LETTER and MQL4GRec. Item text is built as UniSRec builds it. A
   ``X.item.partial.json`` (text for some items only) is used only when asked for.
-- ``recbole``: RecBole atomic ``X.inter`` (+ ``X.item``) (:mod:`recbench.tables`).
-- ``table``: a plain CSV/TSV/parquet interactions table (+ item-text table) (:mod:`recbench.tables`).
+- ``recbole``: RecBole atomic ``X.inter`` (+ ``X.item``) (:mod:`recbench.data.tables`).
+- ``table``: a plain CSV/TSV/parquet interactions table (+ item-text table) (:mod:`recbench.data.tables`).
 - ``amazon``: raw Amazon 2018 ratings CSV + ``meta_*.json.gz``, preprocessed exactly as UniSRec
-  (:mod:`recbench.amazon`).
+  (:mod:`recbench.data.amazon`).
 """
 
 from __future__ import annotations
@@ -26,89 +26,11 @@ from typing import Any
 import numpy as np
 
 from recbench.errors import DataError, UnknownNameError
-from recbench.itemtext import MAX_TEXT_CHARS, clean_text, nonempty_fields_text
+from recbench.data.formats import TABLE_SUFFIXES, Imported, ImportOptions, read_lines
+from recbench.data.itemtext import MAX_TEXT_CHARS, clean_text, nonempty_fields_text
+from recbench.data.tables import import_recbole, import_table
 
 __all__ = ["Imported", "ImportOptions", "IMPORTERS", "clean_text", "detect_format", "import_lcrec", "import_unisrec", "item_text", "run_importer"]
-
-
-@dataclass
-class Imported:
-    """Raw material for :func:`recbench.data.build_dataset`."""
-
-    user_ids: list[str]
-    sequences: Sequence[Sequence[int] | np.ndarray]  # 0-based indices into item_ids, chronological
-    item_ids: list[str]
-    item_texts: list[str] | None
-    format: str
-    files: list[Path]
-    notes: list[str] = field(default_factory=list)
-    details: dict[str, Any] = field(default_factory=dict)  # recorded in the dataset manifest
-
-
-@dataclass(frozen=True)
-class ImportOptions:
-    """Options of ``recbench download --from``; each format accepts only the ones it uses."""
-
-    user_col: str | None = None
-    """Interactions column holding the user (table, recbole)."""
-    item_col: str | None = None
-    """Interactions column holding the item (table, recbole)."""
-    time_col: str | None = None
-    """Interactions column holding the timestamp (table, recbole)."""
-    item_text: Path | None = None
-    """Item-text table: CSV/TSV/parquet/JSON lines keyed by item (table)."""
-    text_fields: tuple[str, ...] | None = None
-    """Item fields joined into the text, in this order (table, recbole)."""
-    partial_text: bool = False
-    """Use a text file that covers only some items, e.g. ``X.item.partial.json`` (lcrec)."""
-
-    def given(self) -> list[str]:
-        return [f.name for f in fields(self) if getattr(self, f.name) not in (None, False)]
-
-
-def read_lines(path: Path) -> Iterator[tuple[int, str]]:
-    """(line number, line without newline) of a UTF-8 text file; bad bytes name the line."""
-    with open(path, "rb") as f:
-        for number, raw in enumerate(f, start=1):
-            try:
-                yield number, raw.decode("utf-8").rstrip("\r\n")
-            except UnicodeDecodeError as err:
-                raise DataError(f"{path}:{number}: not valid UTF-8 ({err.reason} at byte {err.start})") from None
-
-
-BLOCK_BYTES = 16 << 20  # large files are read in blocks of whole lines of about this size
-
-
-def iter_line_blocks(path: Path, block_bytes: int = BLOCK_BYTES) -> Iterator[bytes]:
-    """Blocks of whole lines (the last may lack its newline): big files without a Python loop per line."""
-    with open(path, "rb") as f:
-        carry = b""
-        while chunk := f.read(block_bytes):
-            data = carry + chunk
-            cut = data.rfind(b"\n") + 1
-            if cut:
-                yield data[:cut]
-            carry = data[cut:]
-        if carry:
-            yield carry
-
-
-def decode_block(raw: bytes, path: Path, first_line: int) -> str:
-    """UTF-8 text of a block whose first line is ``first_line``; bad bytes name the file and line."""
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as err:
-        line = first_line + raw.count(b"\n", 0, err.start)
-        column = err.start - (raw.rfind(b"\n", 0, err.start) + 1)
-        raise DataError(f"{path}:{line}: not valid UTF-8 ({err.reason} at byte {column} of the line)") from None
-
-
-def check_utf8(path: Path) -> None:
-    """Raise :class:`DataError` naming file and line if ``path`` is not valid UTF-8."""
-    line = 1
-    for raw in iter_line_blocks(path):
-        decode_block(raw, path, line)
-        line += raw.count(b"\n")
 
 
 def read_index(path: Path) -> list[str]:
@@ -325,19 +247,7 @@ def _lcrec(source: Path, options: ImportOptions) -> Imported:
     return import_lcrec(source, partial_text=options.partial_text)
 
 
-def _recbole(source: Path, options: ImportOptions) -> Imported:
-    from recbench.tables import import_recbole
-
-    return import_recbole(source, options)
-
-
-def _table(source: Path, options: ImportOptions) -> Imported:
-    from recbench.tables import import_table
-
-    return import_table(source, options)
-
-
-IMPORTERS: dict[str, Importer] = {"unisrec": _unisrec, "lcrec": _lcrec, "recbole": _recbole, "table": _table}
+IMPORTERS: dict[str, Importer] = {"unisrec": _unisrec, "lcrec": _lcrec, "recbole": import_recbole, "table": import_table}
 ACCEPTED_OPTIONS = {
     "unisrec": set(),
     "lcrec": {"partial_text"},
@@ -345,8 +255,7 @@ ACCEPTED_OPTIONS = {
     "table": {"user_col", "item_col", "time_col", "item_text", "text_fields"},
     "amazon": set(),
 }
-FORMATS = (*IMPORTERS, "amazon")  # amazon needs the catalogue entry: see recbench.download.import_local
-TABLE_SUFFIXES = (".csv", ".tsv", ".tab", ".txt", ".parquet", ".pq")
+FORMATS = (*IMPORTERS, "amazon")  # amazon needs the catalogue entry: see recbench.data.download.import_local
 
 
 def check_options(fmt: str, options: ImportOptions) -> None:

@@ -27,13 +27,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from recbench.data import Dataset, load_dataset
+from recbench.data.dataset import Dataset, load_dataset
 from recbench.errors import DataError, RunError
-from recbench.evaluate import TIE_POLICY, ranks_from_scores
-from recbench.ingest import read_lines
-from recbench.metrics import EvalResult, metrics_from_ranks
+from recbench.runs.evaluate import TIE_POLICY, ranks_from_scores
+from recbench.data.formats import read_lines
+from recbench.runs.metrics import EvalResult, metrics_from_ranks
 from recbench.names import check_name
-from recbench.runs import RunRecord
+from recbench.runs.record import RunRecord
 
 _SEPARATOR = re.compile(r"[\t, ]+")
 _HEADER_FIELDS = {"user", "user_id", "userid", "uid", "user:token", "user_id:token"}
@@ -112,7 +112,7 @@ def import_results(path: Path | str, dataset_name: str, label: str, runs_dir: Pa
     Importing the same file again returns the stored run; a different file under a label that
     already has a run on this dataset is an error (a leaderboard row is one set of results).
     """
-    from recbench.download import sha256_file
+    from recbench.data.download import sha256_file
 
     path = Path(path)
     if not path.is_file():

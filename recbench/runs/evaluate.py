@@ -5,7 +5,7 @@
   published tables); ``mask_history=True`` removes them, except the target itself.
 - Rank of the held-out item = 1 + #{items scoring higher} + #{other items scoring equal}:
   ties count against the target (pessimistic), so constant scores earn nothing.
-- Metrics (:mod:`recbench.metrics`) are computed from the ranks.
+- Metrics (:mod:`recbench.runs.metrics`) are computed from the ranks.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from recbench.data import Dataset, Split
+from recbench.data.dataset import Dataset, Split
 from recbench.method import Batch, Method
-from recbench.metrics import DEFAULT_KS, TIE_POLICY, EvalResult, metrics_from_ranks
+from recbench.runs.metrics import DEFAULT_KS, TIE_POLICY, EvalResult, metrics_from_ranks
 
 
 def ranks_from_scores(scores: torch.Tensor, targets: torch.Tensor, history: torch.Tensor | None = None) -> torch.Tensor:

@@ -1,12 +1,12 @@
 """``recbench download``: bring a dataset into the canonical format, from the web or local files.
 
 - A catalogued Amazon 2018 name without ``--from``: the raw ratings CSV and meta file are fetched
-  into ``$RECBENCH_HOME/raw/<name>/`` (:mod:`recbench.fetch`: mirrors, resume, retries), verified
+  into ``$RECBENCH_HOME/raw/<name>/`` (:mod:`recbench.data.fetch`: mirrors, resume, retries), verified
   (sha256 from ``datasets.toml``, else the one recorded at the first download in
-  ``raw/<name>/manifest.json``), then preprocessed exactly as UniSRec (:mod:`recbench.amazon`).
-- ``--from PATH``: files in another tool's format are imported (:mod:`recbench.ingest`).
+  ``raw/<name>/manifest.json``), then preprocessed exactly as UniSRec (:mod:`recbench.data.amazon`).
+- ``--from PATH``: files in another tool's format are imported (:mod:`recbench.data.ingest`).
 
-Either way the canonical checks of :func:`recbench.data.build_dataset` apply, the counts are
+Either way the canonical checks of :func:`recbench.data.dataset.build_dataset` apply, the counts are
 compared with ``datasets.toml`` (a mismatch is returned for a loud warning, naming both numbers) and
 the dataset is written atomically.
 """
@@ -21,12 +21,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from recbench.catalog import DatasetSpec, family_preprocess, get_dataset_spec, raw_dir
-from recbench.data import Dataset, build_dataset, count_mismatches, save_dataset
+from recbench.data.catalog import DatasetSpec, family_preprocess, get_dataset_spec, raw_dir
+from recbench.data.dataset import Dataset, build_dataset, count_mismatches, save_dataset
 from recbench.errors import DataError, UnknownNameError
-from recbench.fetch import fetch, sha256_file, verify_file
+from recbench.data.fetch import fetch, sha256_file, verify_file
 from recbench.names import check_name
-from recbench.ingest import FORMATS, Imported, ImportOptions, check_options, detect_format, run_importer
+from recbench.data.formats import ImportOptions, Imported
+from recbench.data.ingest import FORMATS, check_options, detect_format, run_importer
 
 __all__ = ["IngestResult", "download", "download_datasets", "ensure_raw_files", "import_local", "sha256_file"]
 
@@ -88,13 +89,13 @@ def import_local(
 
 
 def _amazon_params(spec: DatasetSpec | None) -> Any:
-    from recbench.amazon import AmazonParams
+    from recbench.data.amazon import AmazonParams
 
     return AmazonParams.from_mapping(spec.preprocess if spec else family_preprocess("amazon2018"))
 
 
 def _import_raw_amazon(name: str, source: Path, show_progress: bool) -> Imported:
-    from recbench.amazon import import_amazon
+    from recbench.data.amazon import import_amazon
 
     spec = _spec_or_none(name)
     full_name = spec.full_name if spec and spec.family == "amazon2018" else None
@@ -175,7 +176,7 @@ def _record(manifest: dict[str, Any], file: str, sha256: str, size: int, origin:
 
 def download_amazon(spec: DatasetSpec, root: Path | None = None, show_progress: bool = True, **fetch_options: Any) -> IngestResult:
     """Fetch (or verify) the raw files of an Amazon 2018 dataset and preprocess them as UniSRec."""
-    from recbench.amazon import preprocess_amazon
+    from recbench.data.amazon import preprocess_amazon
 
     paths, messages = ensure_raw_files(spec, show_progress, **fetch_options)
     imported = preprocess_amazon(paths["ratings"], paths["meta"], _amazon_params(spec), spec.name, show_progress=show_progress)
@@ -202,10 +203,10 @@ def download(
         raise DataError("--format and the import options only apply with --from PATH")
     spec = get_dataset_spec(name)
     if spec.synthetic:
-        from recbench.synthetic import generate
+        from recbench.data.synthetic import generate
 
         dataset = generate(spec.name, spec.generator)
-        return IngestResult(dataset, save_dataset(dataset, root), ["SYNTHETIC demo data (recbench.synthetic), not a real dataset"])
+        return IngestResult(dataset, save_dataset(dataset, root), ["SYNTHETIC demo data (recbench.data.synthetic), not a real dataset"])
     if spec.family == "amazon2018":
         return download_amazon(spec, root, show_progress)
     raise DataError(f"recbench cannot download the '{spec.family}' family of '{spec.name}'; import local copies with `recbench download {spec.name} --from DIR`")

@@ -4,7 +4,7 @@ Both end the same way (:func:`sequences_from_rows`): exact duplicate lines are d
 each user's interactions are sorted by timestamp with a stable sort, so same-timestamp
 interactions keep their file order; users are numbered by first appearance in the file, items by
 first appearance in the sorted sequences. Nothing else is filtered here (no rating cut-off, no
-k-core); :func:`recbench.data.build_dataset` then drops users with fewer than 3 interactions.
+k-core); :func:`recbench.data.dataset.build_dataset` then drops users with fewer than 3 interactions.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import numpy as np
 import pandas as pd
 
 from recbench.errors import DataError
-from recbench.ingest import Imported, ImportOptions, TABLE_SUFFIXES, check_utf8
-from recbench.itemtext import nonempty_fields_text
+from recbench.data.formats import ImportOptions, Imported, TABLE_SUFFIXES, check_utf8
+from recbench.data.itemtext import nonempty_fields_text
 
 USER_COLUMNS = ("user_id", "user", "userid", "reviewerid", "uid", "visitorid", "customer_id")
 ITEM_COLUMNS = ("item_id", "item", "itemid", "asin", "iid", "movieid", "product_id", "parent_asin")

@@ -1,0 +1,97 @@
+"""What every importer shares: the :class:`Imported` result, the import options, and line readers
+that name the file and line of a bad byte. Importers (:mod:`recbench.data.ingest`,
+:mod:`recbench.data.tables`, :mod:`recbench.data.amazon`) depend on this module, never on each other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from recbench.errors import DataError
+
+TABLE_SUFFIXES = (".csv", ".tsv", ".tab", ".txt", ".parquet", ".pq")
+
+
+@dataclass
+class Imported:
+    """Raw material for :func:`recbench.data.dataset.build_dataset`."""
+
+    user_ids: list[str]
+    sequences: Sequence[Sequence[int] | np.ndarray]  # 0-based indices into item_ids, chronological
+    item_ids: list[str]
+    item_texts: list[str] | None
+    format: str
+    files: list[Path]
+    notes: list[str] = field(default_factory=list)
+    details: dict[str, Any] = field(default_factory=dict)  # recorded in the dataset manifest
+
+
+@dataclass(frozen=True)
+class ImportOptions:
+    """Options of ``recbench download --from``; each format accepts only the ones it uses."""
+
+    user_col: str | None = None
+    """Interactions column holding the user (table, recbole)."""
+    item_col: str | None = None
+    """Interactions column holding the item (table, recbole)."""
+    time_col: str | None = None
+    """Interactions column holding the timestamp (table, recbole)."""
+    item_text: Path | None = None
+    """Item-text table: CSV/TSV/parquet/JSON lines keyed by item (table)."""
+    text_fields: tuple[str, ...] | None = None
+    """Item fields joined into the text, in this order (table, recbole)."""
+    partial_text: bool = False
+    """Use a text file that covers only some items, e.g. ``X.item.partial.json`` (lcrec)."""
+
+    def given(self) -> list[str]:
+        return [f.name for f in fields(self) if getattr(self, f.name) not in (None, False)]
+
+
+def read_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(line number, line without newline) of a UTF-8 text file; bad bytes name the line."""
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, start=1):
+            try:
+                yield number, raw.decode("utf-8").rstrip("\r\n")
+            except UnicodeDecodeError as err:
+                raise DataError(f"{path}:{number}: not valid UTF-8 ({err.reason} at byte {err.start})") from None
+
+
+BLOCK_BYTES = 16 << 20  # large files are read in blocks of whole lines of about this size
+
+
+def iter_line_blocks(path: Path, block_bytes: int = BLOCK_BYTES) -> Iterator[bytes]:
+    """Blocks of whole lines (the last may lack its newline): big files without a Python loop per line."""
+    with open(path, "rb") as f:
+        carry = b""
+        while chunk := f.read(block_bytes):
+            data = carry + chunk
+            cut = data.rfind(b"\n") + 1
+            if cut:
+                yield data[:cut]
+            carry = data[cut:]
+        if carry:
+            yield carry
+
+
+def decode_block(raw: bytes, path: Path, first_line: int) -> str:
+    """UTF-8 text of a block whose first line is ``first_line``; bad bytes name the file and line."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = first_line + raw.count(b"\n", 0, err.start)
+        column = err.start - (raw.rfind(b"\n", 0, err.start) + 1)
+        raise DataError(f"{path}:{line}: not valid UTF-8 ({err.reason} at byte {column} of the line)") from None
+
+
+def check_utf8(path: Path) -> None:
+    """Raise :class:`DataError` naming file and line if ``path`` is not valid UTF-8."""
+    line = 1
+    for raw in iter_line_blocks(path):
+        decode_block(raw, path, line)
+        line += raw.count(b"\n")
