@@ -25,9 +25,18 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console()
-err_console = Console(stderr=True)
+# User text (paths, messages, names) is printed as is: no markup, no emoji codes (``file:100:``
+# stays a line number), no highlighting. Styles are applied explicitly with :func:`say`.
+console = Console(markup=False, emoji=False, highlight=False, soft_wrap=True)
+err_console = Console(stderr=True, markup=False, emoji=False, highlight=False, soft_wrap=True)
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+def say(label: str, message: str = "", style: str = "", err: bool = False) -> None:
+    """Print ``label`` in ``style`` followed by ``message`` verbatim (one logical line, never re-wrapped)."""
+    from rich.text import Text
+
+    (err_console if err else console).print(Text.assemble((label, style), message), soft_wrap=True)
 
 
 def user_errors(command: F) -> F:
@@ -38,7 +47,7 @@ def user_errors(command: F) -> F:
         try:
             return command(*args, **kwargs)
         except RecbenchError as err:
-            err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+            say("error:", f" {err}", "bold red", err=True)
             sys.exit(1)
 
     return wrapper
@@ -67,11 +76,11 @@ def download(
     options = ImportOptions(user_col, item_col, time_col, item_text, tuple(text_fields.split(",")) if text_fields else None, partial_text)
     for result in download_datasets(names, source, fmt, options):
         counts = result.dataset.counts
-        console.print(f"[green]{result.dataset.name}[/]: {counts.users:,} users, {counts.items:,} items, {counts.interactions:,} interactions -> {result.path}")
+        say(result.dataset.name, f": {counts.users:,} users, {counts.items:,} items, {counts.interactions:,} interactions -> {result.path}", "green")
         for message in result.messages:
-            console.print(f"  {message}", highlight=False)
+            say(f"  {message}")
         for mismatch in result.mismatches:
-            err_console.print(f"[bold yellow]WARNING: count mismatch:[/] {mismatch}", highlight=False)
+            say("WARNING: count mismatch:", f" {mismatch}", "bold yellow", err=True)
 
 
 @app.command()
@@ -159,7 +168,7 @@ def evaluate(
         run = import_results(import_file, dataset, name, runs_dir)
         metrics, protocol, where = run.metrics["test"], run.metrics["protocol"], run.path
         if note := import_note(run):
-            err_console.print(f"[yellow]note:[/] {note}", highlight=False)
+            say("note:", f" {note}", "yellow", err=True)
     elif run_dir is None:
         raise RecbenchError("give a RUN_DIR, or --import FILE --dataset NAME --name LABEL")
     else:
@@ -192,7 +201,7 @@ def list_(what: Annotated[ListWhat, typer.Argument(help="methods or datasets.")]
             table.add_row(entry.name, f"{entry.module}.{entry.cls.__name__}", json.dumps(entry.preset) if entry.preset else "", entry.summary)
         console.print(table)
         for label, error in failed_plugins().items():
-            err_console.print(f"[yellow]plugin {label} failed to import:[/] {error}", highlight=False)
+            say(f"plugin {label} failed to import:", f" {error}", "yellow", err=True)
     else:
         from recbench.data.catalog import dataset_names, get_dataset_spec
         from recbench.data.dataset import dataset_path, downloaded_names
@@ -201,9 +210,7 @@ def list_(what: Annotated[ListWhat, typer.Argument(help="methods or datasets.")]
         catalogued = set(dataset_names())
         for name in sorted(catalogued | set(downloaded_names())):
             spec = get_dataset_spec(name) if name in catalogued else None
-            manifest_path = dataset_path(name) / "manifest.json"
-            counts = json.loads(manifest_path.read_text())["counts"] if manifest_path.is_file() else None
-            got = " / ".join(f"{counts[k]:,}" for k in ("users", "items", "interactions")) if counts else "no"
+            got = _downloaded_counts(dataset_path(name) / "manifest.json")
             expected = f"{spec.expected.users:,} / {spec.expected.items:,} / {spec.expected.interactions:,}" if spec and spec.expected else ""
             family = "SYNTHETIC demo" if spec and spec.synthetic else spec.family if spec else "imported"
             table.add_row(name, family, got, expected)
@@ -236,6 +243,9 @@ def leaderboard(
         runs_dir, metrics=metrics.split(","), datasets=datasets.split(",") if datasets else None,
         baseline=baseline, test=test, correction=correction, alpha=alpha, fmt=fmt, out=out,
     )
+    for cell in report.cells:
+        if cell.damaged:
+            say("damaged:", f" {cell.dataset} / {cell.method}: {cell.error}", "bold red", err=True)
     if out is not None:
         console.print(f"wrote {out}")
     elif fmt is not None:
@@ -289,9 +299,20 @@ def compare(
     failed = [o for o in outcomes if o.error]
     for outcome in failed:
         where = f" (traceback: {outcome.traceback_file})" if outcome.traceback_file else ""
-        err_console.print(f"[red]failed:[/] {outcome.cell.dataset} / {outcome.cell.method} / seed {outcome.cell.seed}: {outcome.error}{where}", highlight=False)
+        say("failed:", f" {outcome.cell.dataset} / {outcome.cell.method} / seed {outcome.cell.seed}: {outcome.error}{where}", "red", err=True)
     if out:
         console.print(f"wrote {', '.join(f'{out}.{f}' for f in fmt.split(','))}")
+
+
+def _downloaded_counts(manifest_path: Path) -> str:
+    """'users / items / interactions' of a downloaded dataset, 'no', or 'damaged: ...' (never a traceback)."""
+    if not manifest_path.is_file():
+        return "no"
+    try:
+        counts = json.loads(manifest_path.read_text(encoding="utf-8"))["counts"]
+        return " / ".join(f"{int(counts[k]):,}" for k in ("users", "items", "interactions"))
+    except (ValueError, KeyError, TypeError, OSError):
+        return f"damaged manifest.json: re-run `recbench download {manifest_path.parent.name}`"
 
 
 def _print_metrics(metrics: dict[str, float], title: str) -> None:

@@ -191,11 +191,29 @@ def run_grid(
             notify(cell, "failed" if finished[-1].error else "done", finished[-1])
     else:
         threads = max(1, (os.cpu_count() or 1) // jobs)  # jobs x threads <= cores
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
+        pool_options = {"initializer": stop_with_parent, "initargs": (os.getpid(),)}
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn"), **pool_options) as pool:
             futures = {pool.submit(run_cell, cell, *arguments, threads): cell for cell in ready}
             finished = _collect(futures, notify, jobs)
     outcomes.update(zip(ready, finished))
     return [outcomes[cell] for cell in cells]
+
+
+def stop_with_parent(parent_pid: int, interval: float = 1.0) -> None:
+    """Worker initializer: end this worker as soon as the compare process that started it is gone.
+
+    A pool's workers outlive a parent killed with ``kill -9`` and would keep training cells nobody
+    collects. A daemon thread watches the parent's pid; on its death the worker exits at once (its
+    run keeps its last checkpoint and its lock dies with it, so a new compare resumes it).
+    """
+    import threading
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(interval)
+        os._exit(3)
+
+    threading.Thread(target=watch, name="stop-with-parent", daemon=True).start()
 
 
 def _needs(cell: GridCell, pretrain_on: Sequence[str] | None) -> list[str]:
@@ -332,6 +350,7 @@ class LiveGrid:
 
     def _table(self) -> Any:
         from rich.table import Table
+        from rich.text import Text
 
         counts = {s: sum(1 for v in self.states.values() if v[0] == s) for s in ("done", "reused", "running", "failed", "queued")}
         title = f"compare: {len(self.states)} cells, " + ", ".join(f"{n} {s}" for s, n in counts.items() if n) + f" ({time.perf_counter() - self.started:.0f} s)"
@@ -340,7 +359,7 @@ class LiveGrid:
         for cell, (state, since, outcome) in self.states.items():
             elapsed = f"{outcome.seconds:.0f} s" if outcome else f"{time.perf_counter() - since:.0f} s" if since else ""
             note = (outcome.error or "")[:80] if outcome else ""
-            table.add_row(cell.dataset, cell.method, str(cell.seed), f"[{colours[state]}]{state}[/]", elapsed, note)
+            table.add_row(cell.dataset, cell.method, str(cell.seed), Text(state, style=colours[state]), elapsed, Text(note))
         return table
 
 

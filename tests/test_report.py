@@ -257,9 +257,18 @@ def test_runs_with_different_protocols_are_not_compared(tmp_path: Path) -> None:
 
 def test_runs_over_different_users_are_not_compared(tmp_path: Path) -> None:
     write_run(tmp_path, "arts", "base", 1, synthetic_ranks(60))
-    write_run(tmp_path, "arts", "short", 1, synthetic_ranks(60, users=USERS - 1), num_users=USERS)
+    write_run(tmp_path, "arts", "short", 1, synthetic_ranks(60, users=USERS - 1), num_users=USERS - 1)
     with pytest.raises(RunError, match="same users"):
         leaderboard(tmp_path)
+
+
+def test_ranks_that_disagree_with_their_own_protocol_make_the_run_damaged_not_compared(tmp_path: Path) -> None:
+    write_run(tmp_path, "arts", "base", 1, synthetic_ranks(60))
+    write_run(tmp_path, "arts", "short", 1, synthetic_ranks(60, users=USERS - 1), num_users=USERS)
+    report = leaderboard(tmp_path)
+    cell = report.cell("arts", "short")
+    assert cell.damaged and "cover 399 users, the protocol says 400" in cell.error
+    assert " damaged |" in report.to_markdown() and not report.comparisons
 
 
 def test_two_finished_runs_of_one_seed_and_config_are_an_error(tmp_path: Path) -> None:

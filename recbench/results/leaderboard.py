@@ -6,13 +6,14 @@ recomputed from them, so a leaderboard can be made on any machine from copied ru
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
 from recbench.errors import RecbenchError, RunError, UnknownNameError
 from recbench.results.report import Report, RunResult, build_report
 from recbench.files import atomic_write_bytes
-from recbench.runs.record import RunRecord, find_runs
+from recbench.runs.record import DamagedRunError, RunRecord, find_runs
 from recbench.results.stats import DEFAULT_PERMUTATIONS, DEFAULT_RESAMPLES
 
 DEFAULT_METRICS = ("hr@10", "ndcg@10", "hr@50", "ndcg@50")  # the columns of the published tables
@@ -37,10 +38,16 @@ def load_results(runs_dir: Path | str, datasets: Sequence[str] | None = None, sp
     runs of one dataset name made on different data.
     """
     runs: list[tuple[RunRecord, dict]] = []  # (run, its config.json, read once)
+    damaged: list[RunResult] = []
     first_fingerprint: dict[str, tuple[str, str]] = {}  # dataset -> (fingerprint, run path)
     available: set[str] = set()
     for run in find_runs(runs_dir):
-        config = run.config
+        try:
+            config = checked_config(run, Path(runs_dir))
+        except DamagedRunError as err:
+            damaged.append(_damaged_result(run, Path(runs_dir), str(err)))
+            available.add(damaged[-1].dataset)
+            continue
         dataset = config["dataset"]
         available.add(dataset)
         if datasets and dataset not in datasets:
@@ -53,7 +60,8 @@ def load_results(runs_dir: Path | str, datasets: Sequence[str] | None = None, sp
     for name in datasets or ():
         if name not in available:
             raise UnknownNameError("dataset", name, available, f" (no finished runs of it under {runs_dir})")
-    if not runs:
+    damaged = [r for r in damaged if not datasets or r.dataset in datasets]
+    if not runs and not damaged:
         raise RunError(f"no finished runs under {runs_dir}")
     labels = config_labels([config for _, config in runs])
     results: list[RunResult] = []
@@ -63,9 +71,36 @@ def load_results(runs_dir: Path | str, datasets: Sequence[str] | None = None, sp
         if (dataset, method, seed) in seen:
             raise RunError(f"two finished runs of {method} on {dataset} with seed {seed} and the same config: {seen[dataset, method, seed]} and {run.path}; move one out of {runs_dir}")
         seen[dataset, method, seed] = str(run.path)
-        protocol = {**run.metrics.get("protocol", {}), "split": split}
-        results.append(RunResult(dataset, method, seed, run.ranks(split), protocol, source=str(run.path)))
-    return results
+        try:
+            metrics = run.metrics
+            protocol = {**metrics.get("protocol", {}), "split": split}
+            ranks = run.ranks(split)
+        except DamagedRunError as err:
+            results.append(RunResult(dataset, method, seed, error=str(err), source=str(run.path), damaged=True))
+            continue
+        trained = (metrics.get("fit") or {}).get("epochs_run", 1) != 0
+        results.append(RunResult(dataset, method, seed, ranks, protocol, source=str(run.path), trained=trained))
+    return results + damaged
+
+
+def checked_config(run: RunRecord, runs_dir: Path) -> dict:
+    """A finished run's config, verified, and consistent with where the run lies: a run filed under
+    ``<runs_dir>/<dataset>/<method>/`` whose config names another dataset would be listed under the
+    wrong caption, so it is damaged."""
+    config = run.config
+    parts = run.path.relative_to(runs_dir).parts
+    if len(parts) >= 3 and "_pretrain" not in parts and parts[-3] != config.get("dataset"):
+        raise DamagedRunError(f"run {run.path} is damaged: its config names dataset {config.get('dataset')!r} but it lies under {parts[-3]!r}")
+    return config
+
+
+def _damaged_result(run: RunRecord, runs_dir: Path, error: str) -> RunResult:
+    """A damaged run as a table row: dataset, method and seed from its place in the runs directory
+    (its own files cannot be trusted), shown as damaged."""
+    parts = run.path.relative_to(runs_dir).parts
+    dataset, method = (parts[-3], parts[-2]) if len(parts) >= 3 else ("?", "?")
+    seed = int(match.group(1)) if (match := re.match(r"seed(\d+)-", parts[-1])) else 0
+    return RunResult(dataset, method, seed, error=error, source=str(run.path), damaged=True)
 
 
 def config_labels(configs: Sequence[dict]) -> list[str]:

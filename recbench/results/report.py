@@ -43,6 +43,8 @@ class RunResult:
     protocol: dict[str, Any] = field(default_factory=dict)
     error: str | None = None  # set for a failed run (ranks is then None)
     source: str = ""  # where it came from (a run directory), for messages
+    damaged: bool = False  # its files are missing, unreadable or changed since it finished (error says how)
+    trained: bool = True  # False: evaluated with epochs = 0 (zero-shot by design)
 
 
 @dataclass
@@ -55,6 +57,8 @@ class Cell:
     mean: dict[str, float] = field(default_factory=dict)  # metric -> mean of seed-level means
     std: dict[str, float] = field(default_factory=dict)  # metric -> sample std over seeds (NaN: one seed)
     error: str | None = None
+    damaged: bool = False  # failed because a stored run is damaged (not because training failed)
+    trained: bool = True  # False: no seed trained (epochs = 0), the cell shows untrained weights
 
     @property
     def failed(self) -> bool:
@@ -207,8 +211,8 @@ def _summarise(dataset: str, method: str, runs: list[RunResult], metrics: list[s
         raise RunError(f"dataset '{dataset}', method '{method}': several runs with the same seed ({', '.join(r.source for r in runs)})")
     failures = [r for r in runs if r.error is not None]
     if failures:  # a mean over fewer seeds than the others would mislead
-        return Cell(dataset, method, seeds, error="; ".join(f"seed {r.seed}: {r.error}" for r in failures))
-    cell = Cell(dataset, method, seeds)
+        return Cell(dataset, method, seeds, error="; ".join(f"seed {r.seed}: {r.error}" for r in failures), damaged=any(r.damaged for r in failures))
+    cell = Cell(dataset, method, seeds, trained=any(r.trained for r in runs))
     for metric in metrics:
         summary = across_seeds([per_user_metric(r.ranks, metric) for r in sorted(runs, key=lambda r: r.seed)])
         cell.mean[metric], cell.std[metric] = summary.mean, summary.std
@@ -329,7 +333,7 @@ _TERMINAL = _Style(str, "±", "↑", "↓", "in bold", "underlined", "p < {}")
 class _Entry:
     """One table cell, format-neutral."""
 
-    status: str  # "ok", "failed" or "missing" (method not run on this dataset)
+    status: str  # "ok", "failed", "damaged" (a stored run is damaged) or "missing" (method not run on this dataset)
     mean: str = ""
     std: str = ""  # empty with a single seed
     place: int | None = None  # 1 best, 2 second
@@ -346,7 +350,7 @@ def _rows(report: Report, dataset: str) -> list[tuple[str, list[_Entry]]]:
         entries = []
         for metric in report.metrics:
             if cell is None or cell.failed:
-                entries.append(_Entry("missing" if cell is None else "failed"))
+                entries.append(_Entry("missing" if cell is None else "damaged" if cell.damaged else "failed"))
                 continue
             std = cell.std[metric]
             ranked, marked = per_metric[metric]
@@ -382,16 +386,26 @@ def _caption_body(report: Report, dataset: str, style: _Style) -> str:
         span = str(seeds[0]) if len(seeds) == 1 else f"{seeds[0]}-{seeds[-1]}"
         text += f"Mean {style.pm} sample std over {span} seeds. "
     text += f"Best {style.best}, second {style.second}. "
+    untrained = [c.method for c in report.cells if c.dataset == dataset and not c.failed and not c.trained]
+    if untrained:
+        text += f"Not trained on this dataset (epochs = 0, zero-shot): {esc(', '.join(untrained))}. "
     comparisons = report.comparisons_for(dataset)
     test = TESTS[report.test] + (f", {report.n_permutations:,} sign flips" if report.test == "permutation" else "")
     family = f"the {len(comparisons)} comparison{'s' * (len(comparisons) != 1)} in this table"
     correction = "no correction" if report.correction == "none" else f"{CORRECTIONS[report.correction]} correction over {family}"
     how = f"(two-sided {test}, {correction}, {style.p_below.format(report.alpha)})"
     if report.baseline is not None and not comparisons:
-        return text + f"No significance tests: baseline {esc(report.baseline)} has no finished run here."
+        baseline_cell = report.cell(dataset, report.baseline)
+        why = ("has no finished run here" if baseline_cell is None or baseline_cell.failed
+               else "is the only method with a finished run here")
+        return text + f"No significance tests: baseline {esc(report.baseline)} {why}."
     if report.baseline is not None:
         return text + f"{style.up}/{style.down}: significantly better/worse than {esc(report.baseline)} {how}."
     return text + f"Letters: significantly better than the methods with those letters {how}."
+
+
+def _failed_word(cell: Cell) -> str:
+    return "damaged" if cell.damaged else "failed"
 
 
 def _markdown_table(report: Report, dataset: str) -> str:
@@ -399,7 +413,7 @@ def _markdown_table(report: Report, dataset: str) -> str:
 
     def text(entry: _Entry) -> str:
         if entry.status != "ok":
-            return "failed" if entry.status == "failed" else "–"
+            return entry.status if entry.status in ("failed", "damaged") else "–"
         value = {1: f"**{entry.mean}**", 2: f"*{entry.mean}*"}.get(entry.place, entry.mean)
         value += f" ± {entry.std}" if entry.std else ""
         return value + {"+": " ↑", "-": " ↓", "": ""}.get(entry.mark, f"<sup>{entry.mark}</sup>")
@@ -407,14 +421,14 @@ def _markdown_table(report: Report, dataset: str) -> str:
     rows = [[label, *map(text, entries)] for label, entries in _rows(report, dataset)]
     headers = ["Method", *map(metric_label, report.metrics)]
     table = tabulate(rows, headers, tablefmt="github", disable_numparse=True, colalign=("left", *["right"] * len(report.metrics)))
-    failures = "".join(f"- {c.method} failed: {c.error}\n" for c in report.cells if c.dataset == dataset and c.failed)
+    failures = "".join(f"- {c.method} {_failed_word(c)}: {c.error}\n" for c in report.cells if c.dataset == dataset and c.failed)
     return f"### {dataset}\n\n{table}\n\n{caption(report, dataset, _MARKDOWN)}\n" + (f"\n{failures}" if failures else "")
 
 
 def _latex_table(report: Report, dataset: str) -> str:
     def text(entry: _Entry) -> str:
         if entry.status != "ok":
-            return r"\textit{failed}" if entry.status == "failed" else "--"
+            return rf"\textit{{{entry.status}}}" if entry.status in ("failed", "damaged") else "--"
         value = {1: rf"\textbf{{{entry.mean}}}", 2: rf"\underline{{{entry.mean}}}"}.get(entry.place, entry.mean)
         value += rf"{{\scriptsize ${{\pm}}${entry.std}}}" if entry.std else ""
         return value + {"+": _LATEX.up, "-": _LATEX.down, "": ""}.get(entry.mark, rf"$^{{\mathrm{{{entry.mark}}}}}$")
@@ -442,12 +456,12 @@ def _rich_table(report: Report, dataset: str) -> Any:
 
     def text(entry: _Entry) -> Text:
         if entry.status != "ok":
-            return Text("failed", style="red") if entry.status == "failed" else Text("–", style="dim")
+            return Text(entry.status, style="red") if entry.status in ("failed", "damaged") else Text("–", style="dim")
         value = Text(entry.mean, style={1: "bold", 2: "underline"}.get(entry.place, ""))
         value.append(f" ± {entry.std}" if entry.std else "")
         return value.append({"+": " ↑", "-": " ↓", "": ""}.get(entry.mark, f" ^{entry.mark}"), style="cyan")
 
-    failures = "".join(f"\n{c.method} failed: {c.error}" for c in report.cells if c.dataset == dataset and c.failed)
+    failures = "".join(f"\n{c.method} {_failed_word(c)}: {c.error}" for c in report.cells if c.dataset == dataset and c.failed)
     table = Table("Method", *map(metric_label, report.metrics), title=dataset,
                   caption=caption(report, dataset, _TERMINAL) + failures, caption_justify="left")
     for label, entries in _rows(report, dataset):
@@ -469,7 +483,7 @@ def _csv_text(report: Report) -> str:
                 if cell is None:
                     continue
                 base = {"dataset": dataset, "metric": metric, "method": cell.method, "seeds": " ".join(map(str, cell.seeds)),
-                        "status": "failed" if cell.failed else "finished", "error": cell.error or "",
+                        "status": _failed_word(cell) if cell.failed else "finished", "error": cell.error or "",
                         "mean": finite_or_none(cell.mean.get(metric)), "std": finite_or_none(cell.std.get(metric))}
                 mine = [c for c in report.comparisons_for(dataset, metric) if c.method == cell.method]
                 for c in mine:

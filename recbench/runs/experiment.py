@@ -5,6 +5,8 @@ This is the library function behind ``recbench train`` and each cell of ``recben
 
 from __future__ import annotations
 
+import contextlib
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
@@ -22,20 +24,41 @@ from recbench.runs.evaluate import Evaluator
 from recbench.runs.metrics import EvalResult
 from recbench.method import Batch, DataSpec, Method, MethodConfig, SearchData, TextMethodConfig
 from recbench.registry import MethodEntry, get_method, resolve_config
-from recbench.runs.record import RunRecord
-from recbench.runs.trainer import FitResult, Trainer, seed_everything
+from recbench.runs.record import DamagedRunError, RunRecord
+from recbench.runs.trainer import DivergedError, FitResult, Trainer, seed_everything
 
 WORD_DROP_RATIO = 0.15
 """Share of words dropped for the augmented text view (UniSRec's feat2CLS of the pre-training domains)."""
 
 
+DEVICES = "auto, cpu, cuda, cuda:N or mps"
+MAX_SEED = 2**32 - 1  # NumPy's legacy generator takes seeds in [0, 2**32)
+
+
 def resolve_device(device: str) -> str:
-    """'auto' -> 'cuda' if available, else 'cpu'; an unavailable device is a user error."""
+    """'auto' -> 'cuda' if available, else 'cpu'; an unknown or unavailable device is a user error."""
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise RecbenchError(f"device '{device}' requested but CUDA is not available; use --device cpu")
-    return device
+    if device == "cpu":
+        return device
+    if re.fullmatch(r"cuda(:\d+)?", device):
+        if not torch.cuda.is_available():
+            raise RecbenchError(f"device '{device}' requested but CUDA is not available; use --device cpu")
+        if ":" in device and int(device.split(":")[1]) >= torch.cuda.device_count():
+            raise RecbenchError(f"device '{device}' does not exist: this machine has {torch.cuda.device_count()} CUDA device(s)")
+        return device
+    if device == "mps":
+        if not torch.backends.mps.is_available():
+            raise RecbenchError("device 'mps' requested but Apple's Metal backend is not available here; use --device cpu")
+        return device
+    raise RecbenchError(f"unknown device '{device}'; expected {DEVICES}")
+
+
+def check_seed(seed: int, flag: str = "--seed") -> int:
+    """Seeds are integers in [0, 2**32 - 1], the range every seeded generator accepts."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise RecbenchError(f"{flag} must be an integer from 0 to {MAX_SEED:,}, got {seed}")
+    return seed
 
 
 def build_method(entry: MethodEntry, config: MethodConfig, dataset: Dataset, show_progress: bool = False, pretraining: bool = False) -> Method:
@@ -95,15 +118,31 @@ def pretrain(entry: MethodEntry, config: MethodConfig, sources: Sequence[str], s
     run = RunRecord.for_experiment(runs_dir / "_pretrain", union.name, entry.cls.name, seed, identity)
     if run.is_finished:
         return run
-    run.write_config({**identity, "dataset": union.name, "fingerprint": union.fingerprint, "device": device})
-    seed_everything(seed)
-    method = build_method(entry, config, union, show_progress, pretraining=True)
-    Trainer(method, union, config, run, seed=seed, device=device, show_progress=show_progress, pretrain=True).fit(resume=run.has_checkpoint)
-    method.finish_pretraining(show_progress)
-    run.save_best(method.state_dict())
-    run.mark_finished()  # no evaluation: the pre-trained weights (best.pt) are the product
+    # Several fine-tuning cells may need this run at once: the second waits, then reuses it.
+    with run.lock(wait=True):
+        if run.is_finished:
+            return run
+        if (reason := run.failure) is not None:
+            raise RunError(f"pre-training run {run.path} failed: {reason}; remove it to try again")
+        run.write_config({**identity, "dataset": union.name, "fingerprint": union.fingerprint, "device": device})
+        seed_everything(seed)
+        method = build_method(entry, config, union, show_progress, pretraining=True)
+        trainer = Trainer(method, union, config, run, seed=seed, device=device, show_progress=show_progress, pretrain=True)
+        _fit_or_record_failure(trainer, run, resume=run.has_checkpoint)
+        method.finish_pretraining(show_progress)
+        run.save_best(method.state_dict())
+        run.mark_finished()  # no evaluation: the pre-trained weights (best.pt) are the product
     distributed.barrier()  # under torchrun, the other processes read best.pt once rank 0 has written it
     return run
+
+
+def _fit_or_record_failure(trainer: Trainer, run: RunRecord, resume: bool) -> FitResult:
+    """Train; a diverged loss marks the run failed (never finished) before the error reaches the user."""
+    try:
+        return trainer.fit(resume=resume)
+    except DivergedError as err:
+        run.mark_failed(str(err))
+        raise RunError(f"run {run.path} failed: {err}") from None
 
 
 # --- architecture search hook (issue 7): Method.search_architecture before the final model ----
@@ -166,17 +205,42 @@ def run_experiment(
     An unfinished run with a checkpoint is continued with ``resume`` or started over with
     ``restart``; with neither, it is an error (nothing is silently thrown away).
     """
+    check_seed(seed)
+    if pretrain_seed is not None:
+        check_seed(pretrain_seed, "--pretrain-seed")
     entry = get_method(method_name)
     config = resolve_config(entry, *(overrides or []))
-    dataset = dataset or load_dataset(dataset_name)
     device = distributed.setup(resolve_device(device))
+    dataset = dataset or load_dataset(dataset_name)
     pretrained = pretrain(entry, config, pretrain_on, seed if pretrain_seed is None else pretrain_seed, Path(runs_dir), device, show_progress) if pretrain_on else None
     identity = {"method": entry.name, "config": config.model_dump(), "dataset": dataset.name, "fingerprint": dataset.fingerprint, "seed": seed}
     if pretrained is not None:
         identity["pretrained"] = pretrained.path.name
     run = RunRecord.for_experiment(Path(runs_dir), dataset.name, entry.name, seed, identity)
-    if run.is_finished and not restart:
+    with contextlib.suppress(DamagedRunError):
+        if run.is_finished and not restart:  # reading a finished run needs no lock (nor writes one)
+            return ExperimentResult(run, reused=True)
+    with run.lock():  # one writer per run: a second process on the same run stops here, naming the first
+        return _train_and_test(entry, config, dataset, run, identity, seed, device, show_progress, pretrained, resume, restart)
+
+
+def _train_and_test(
+    entry: MethodEntry, config: MethodConfig, dataset: Dataset, run: RunRecord, identity: dict[str, Any], seed: int,
+    device: str, show_progress: bool, pretrained: RunRecord | None, resume: bool, restart: bool,
+) -> ExperimentResult:
+    """The body of :func:`run_experiment`, under the run's lock."""
+    try:
+        state = "finished" if run.is_finished else "failed" if run.failure is not None else None
+    except DamagedRunError as err:
+        if not restart:
+            raise RunError(f"{err}; pass --restart to train it again") from None
+        state = None
+    if state == "finished" and not restart:
         return ExperimentResult(run, reused=True)
+    if state == "failed" and not restart:
+        raise RunError(f"run {run.path} failed: {run.failure}; change the config, or pass --restart to try the same one again")
+    if restart:
+        run.clear_status()
     if run.has_checkpoint and not (resume or restart):
         raise RunError(f"run {run.path} is unfinished (checkpoint after epoch {run.log[-1]['epoch'] if run.log else '?'}); pass --resume to continue it or --restart to start over")
     search = architecture_search(entry, config, dataset, run, seed, device, reuse=resume and not restart)
@@ -187,18 +251,21 @@ def run_experiment(
     if pretrained is not None:
         method.load_pretrained(pretrained.load_best())
     trainer = Trainer(method, dataset, config, run, seed=seed, device=device, show_progress=show_progress)
-    fit = trainer.fit(resume=resume and not restart)
+    fit = _fit_or_record_failure(trainer, run, resume=resume and not restart)
     started = time.perf_counter()
     valid = trainer.validator.run(method, device)
     test = Evaluator(dataset, "test", config.max_seq_length, config.eval_batch_size).run(method, device)
-    run.finish(valid, test, extra={"fit": fit.__dict__, "test_seconds": time.perf_counter() - started, **({"search": search} if search else {})})
+    record = {**asdict(fit), "trained": fit.trained}
+    if not fit.trained:
+        record["note"] = "not trained: epochs = 0, the initial (or pre-trained) weights were evaluated"
+    run.finish(valid, test, extra={"fit": record, "test_seconds": time.perf_counter() - started, **({"search": search} if search else {})})
     return ExperimentResult(run, reused=False, fit=fit)
 
 
 def evaluate_run(run_dir: Path | str, split: str = "test", mask_history: bool = False, device: str = "auto") -> EvalResult:
     """Re-evaluate a finished run's best weights under another split or protocol."""
     run = RunRecord(run_dir)
-    run.require_finished()
+    run.check()  # says which file is damaged, if one is
     record = run.config
     if "imported" in record:
         raise RunError(f"run {run.path} holds results imported from {record.get('imported_from')}; there is no model to re-evaluate")

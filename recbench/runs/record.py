@@ -1,4 +1,4 @@
-"""Run records (design §9): one directory per (dataset, method, config, seed).
+"""Run records: one directory per (dataset, method, config, seed).
 
 Files, each written atomically (temporary file, then rename):
 
@@ -8,25 +8,27 @@ Files, each written atomically (temporary file, then rename):
 - ``best.pt``       the best-valid model weights (``torch.load(weights_only=True)`` works);
 - ``metrics.json``  valid and test metrics and the evaluation protocol;
 - ``ranks.npz``     per-user ranks of the held-out item, valid and test (int32);
-- ``status.json``   written last: ``{"state": "finished"}``. Without it a run is unfinished.
+- ``status.json``   written last: ``{"state": "finished", "files": {name: sha256}}`` or
+  ``{"state": "failed", "reason": ...}``. Without it a run is unfinished.
+
+Readers verify a finished run's files against the recorded digests and its ranks against its
+protocol; ``.pt`` files load with ``weights_only=True`` only. See docs/run-record.md.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
-import os
 import platform
-import tempfile
+import zipfile
 from pathlib import Path
-from typing import Any
-
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from recbench.files import atomic_write_bytes, atomic_write_json
+from recbench.files import atomic_write_bytes, atomic_write_json, exclusive_lock
 from recbench.runs.distributed import main_process_only
 from recbench.errors import RunError
 from recbench.runs.metrics import EvalResult, metrics_from_ranks
@@ -88,11 +90,48 @@ def run_id(identity: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:10]
 
 
+class DamagedRunError(RunError):
+    """A run whose files are missing, unreadable, or changed since it finished."""
+
+
+RECORDED_FILES = ("config.json", "metrics.json", "ranks.npz", "best.pt")
+"""Files whose sha256 a finished run records in ``status.json`` (those it has) and readers verify."""
+
+
+def read_json(path: Path) -> Any:
+    """A JSON record; a missing, unreadable or invalid one is a :class:`DamagedRunError` naming the file."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DamagedRunError(f"{path} is missing") from None
+    except IsADirectoryError:
+        raise DamagedRunError(f"{path} is a directory, expected a JSON file") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise DamagedRunError(f"{path} is not valid JSON ({str(err)[:120]})") from None
+    except OSError as err:
+        raise DamagedRunError(f"{path} cannot be read ({err.strerror})") from None
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 class RunRecord:
-    """A run directory: read and write its files; never reads an unfinished run as finished."""
+    """A run directory: read and write its files; never reads an unfinished or damaged run as finished.
+
+    ``status.json`` is written last. A finished run's status records the sha256 of its files
+    (:data:`RECORDED_FILES`); every read of one of them checks it, so a file that was truncated,
+    replaced or edited afterwards makes the run *damaged* (:class:`DamagedRunError`), never a
+    silently different number. Runs written before digests were recorded are read unverified.
+    """
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
+        self._verified: set[str] = set()
 
     @classmethod
     def for_experiment(cls, runs_dir: Path, dataset: str, method: str, seed: int, identity: dict[str, Any]) -> "RunRecord":
@@ -101,19 +140,72 @@ class RunRecord:
 
     # --- state -----------------------------------------------------------------------------
     @property
+    def status(self) -> dict[str, Any] | None:
+        """The parsed ``status.json`` (None while the run is unfinished); garbage is a DamagedRunError."""
+        path = self.path / "status.json"
+        if not path.exists():
+            return None
+        status = read_json(path)
+        if not isinstance(status, dict) or status.get("state") not in ("finished", "failed"):
+            raise DamagedRunError(f"{path} does not say finished or failed")
+        return status
+
+    @property
     def is_finished(self) -> bool:
-        status = self.path / "status.json"
-        return status.is_file() and json.loads(status.read_text()).get("state") == "finished"
+        status = self.status
+        return status is not None and status["state"] == "finished"
+
+    @property
+    def failure(self) -> str | None:
+        """Why the run failed (e.g. a diverged loss), or None."""
+        status = self.status
+        return status.get("reason", "unknown reason") if status is not None and status["state"] == "failed" else None
 
     @property
     def has_checkpoint(self) -> bool:
         return (self.path / "checkpoint.pt").is_file()
 
+    def lock(self, wait: bool = False) -> contextlib.AbstractContextManager[None]:
+        """The run's writer lock (see :func:`recbench.files.exclusive_lock`); a no-op off the main process,
+        since under torchrun every process opens the same run and only rank 0 writes it."""
+        from recbench.runs.distributed import is_main
+
+        if not is_main():
+            return contextlib.nullcontext()
+        return exclusive_lock(self.path / ".lock", f"run {self.path}", wait=wait)
+
     def require_finished(self) -> None:
         if not (self.path / "config.json").is_file():
             raise RunError(f"{self.path} is not a run directory (no config.json)")
+        if (reason := self.failure) is not None:
+            raise RunError(f"run {self.path} failed: {reason}")
         if not self.is_finished:
             raise RunError(f"run {self.path} is unfinished; continue it with `recbench train ... --resume`")
+
+    def verify(self, name: str) -> Path:
+        """The path of the run file ``name``, after checking it against the digest its status recorded."""
+        path = self.path / name
+        if name in self._verified:
+            return path
+        status = self.status
+        recorded = (status or {}).get("files", {}).get(name) if status and status["state"] == "finished" else None
+        if recorded is not None:
+            if not path.is_file():
+                raise DamagedRunError(f"run {self.path} is damaged: {name} is missing")
+            if _sha256(path) != recorded:
+                raise DamagedRunError(f"run {self.path} is damaged: {name} changed after the run finished (sha256 differs)")
+        self._verified.add(name)
+        return path
+
+    def check(self) -> None:
+        """Verify every recorded file and the ranks of a finished run; raises DamagedRunError naming the first problem."""
+        self.require_finished()
+        for name in RECORDED_FILES:
+            if (self.path / name).exists() or name in (self.status or {}).get("files", {}):
+                self.verify(name)
+        if (self.path / "ranks.npz").exists():
+            for split in self._splits():
+                self.ranks(split)
 
     # --- files -----------------------------------------------------------------------------
     @main_process_only
@@ -125,16 +217,24 @@ class RunRecord:
         path = self.path / "config.json"
         if not path.is_file():
             raise RunError(f"{self.path} is not a run directory (no config.json)")
-        return json.loads(path.read_text())
+        config = read_json(self.verify("config.json"))
+        if not isinstance(config, dict) or "method" not in config:
+            raise DamagedRunError(f"{path} is not a run config (no method)")
+        return config
 
     @main_process_only
     def write_log(self, epochs: list[dict[str, Any]]) -> None:
-        atomic_write_bytes(self.path / "log.jsonl", "".join(json.dumps(e) + "\n" for e in epochs).encode())
+        atomic_write_bytes(self.path / "log.jsonl", "".join(json.dumps(e, allow_nan=False) + "\n" for e in epochs).encode())
 
     @property
     def log(self) -> list[dict[str, Any]]:
         path = self.path / "log.jsonl"
-        return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+        if not path.is_file():
+            return []
+        try:
+            return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise DamagedRunError(f"{path} is not valid JSON lines ({str(err)[:120]})") from None
 
     @main_process_only
     def save_checkpoint(self, state: dict[str, Any]) -> None:
@@ -142,7 +242,10 @@ class RunRecord:
 
     def load_checkpoint(self) -> dict[str, Any]:
         """The resume state, read without unpickling code: a planted pickle is refused, never run."""
-        return safe_torch_load(self.path / "checkpoint.pt")
+        state = safe_torch_load(self.path / "checkpoint.pt")
+        if not isinstance(state, dict) or not {"model", "epoch", "log", "rng", "early_stopping"} <= state.keys():
+            raise DamagedRunError(f"{self.path / 'checkpoint.pt'} is not a recbench checkpoint; restart the run with --restart")
+        return state
 
     @main_process_only
     def save_best(self, state_dict: dict[str, torch.Tensor]) -> None:
@@ -152,7 +255,7 @@ class RunRecord:
         path = self.path / "best.pt"
         if not path.is_file():
             raise RunError(f"{self.path} has no best.pt")
-        return safe_torch_load(path)
+        return safe_torch_load(self.verify("best.pt"))
 
     @main_process_only
     def finish(self, valid: EvalResult | None, test: EvalResult, extra: dict[str, Any] | None = None) -> None:
@@ -171,29 +274,92 @@ class RunRecord:
 
     @main_process_only
     def mark_finished(self) -> None:
-        """The last write of a run: from now on it is read as finished."""
-        atomic_write_json(self.path / "status.json", {"state": "finished"})
+        """The last write of a run: from now on it is read as finished, its files checked against these digests."""
+        files = {name: _sha256(self.path / name) for name in RECORDED_FILES if (self.path / name).is_file()}
+        atomic_write_json(self.path / "status.json", {"state": "finished", "files": files})
+        self._verified.clear()
+
+    @main_process_only
+    def mark_failed(self, reason: str) -> None:
+        """Record that the run failed (it is never read as finished, nor ranked); the checkpoint stays for inspection."""
+        atomic_write_json(self.path / "status.json", {"state": "failed", "reason": reason})
+
+    def clear_status(self) -> None:
+        """Forget a failed or finished state before the run is trained again (``--restart``)."""
+        (self.path / "status.json").unlink(missing_ok=True)
+        self._verified.clear()
 
     @property
     def metrics(self) -> dict[str, Any]:
         self.require_finished()
-        return json.loads((self.path / "metrics.json").read_text())
+        metrics = read_json(self.verify("metrics.json"))
+        if not isinstance(metrics, dict) or not isinstance(metrics.get("test"), dict):
+            raise DamagedRunError(f"{self.path / 'metrics.json'} has no test metrics")
+        return metrics
+
+    def _splits(self) -> list[str]:
+        with self._open_ranks() as arrays:
+            return list(arrays.files)
+
+    def _open_ranks(self) -> Any:
+        path = self.verify("ranks.npz")
+        if not path.is_file():
+            raise DamagedRunError(f"run {self.path} is damaged: ranks.npz is missing")
+        try:
+            return np.load(path, allow_pickle=False)
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
+            raise DamagedRunError(f"run {self.path} is damaged: ranks.npz cannot be read ({str(err)[:120]})") from None
 
     def ranks(self, split: str = "test") -> np.ndarray:
-        """Per-user ranks of a finished run (user u at position u)."""
+        """Per-user ranks of a finished run (user u at position u), checked against its protocol:
+        one integer rank per user, each between 1 and the number of candidates."""
         self.require_finished()
-        with np.load(self.path / "ranks.npz", allow_pickle=False) as arrays:
-            if split not in arrays:
-                raise RunError(f"{self.path}/ranks.npz has no split '{split}'")
-            return arrays[split]
+        try:
+            with self._open_ranks() as arrays:
+                if split not in arrays.files:
+                    raise RunError(f"{self.path}/ranks.npz has no split '{split}'")
+                ranks = arrays[split]
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
+            raise DamagedRunError(f"run {self.path} is damaged: ranks.npz cannot be read ({str(err)[:120]})") from None
+        protocol = self.metrics.get("protocol") or {}
+        problem = rank_problem(ranks, protocol.get("num_users"), protocol.get("num_candidates"))
+        if problem:
+            raise DamagedRunError(f"run {self.path} is damaged: {split} ranks {problem}")
+        return ranks
 
     def recomputed_metrics(self, split: str = "test", ks: tuple[int, ...] = (5, 10, 20, 50)) -> dict[str, float]:
         return metrics_from_ranks(self.ranks(split), ks)
 
 
+def rank_problem(ranks: np.ndarray, num_users: int | None, num_candidates: int | None) -> str | None:
+    """What is wrong with a rank vector (None if nothing): dtype, shape, or a value outside 1..candidates."""
+    if ranks.ndim != 1 or not np.issubdtype(ranks.dtype, np.integer):
+        return f"are not a vector of integers (dtype {ranks.dtype}, shape {ranks.shape})"
+    if num_users is not None and len(ranks) != num_users:
+        return f"cover {len(ranks)} users, the protocol says {num_users}"
+    if len(ranks) and ranks.min() < 1:
+        return f"include {int(ranks.min())}; ranks start at 1"
+    if num_candidates is not None and len(ranks) and ranks.max() > num_candidates:
+        return f"include {int(ranks.max())}, more than the {num_candidates} candidates"
+    return None
+
+
 def find_runs(runs_dir: Path | str) -> list[RunRecord]:
-    """Every finished, evaluated run below ``runs_dir`` (pre-training runs have no ranks: skipped)."""
+    """Every run below ``runs_dir`` that is finished and evaluated (pre-training runs have no ranks:
+    skipped), plus every run whose status cannot be read but that holds results: its readers report
+    it as damaged rather than it silently vanishing from a table."""
     root = Path(runs_dir)
     if not root.is_dir():
         raise RunError(f"runs directory {root} does not exist")
-    return [RunRecord(p.parent) for p in sorted(root.rglob("status.json")) if RunRecord(p.parent).is_finished and (p.parent / "ranks.npz").is_file()]
+    found = []
+    for path in sorted(root.rglob("status.json")):
+        run = RunRecord(path.parent)
+        try:
+            status = run.status
+        except DamagedRunError:
+            if (run.path / "ranks.npz").exists() or (run.path / "metrics.json").exists():
+                found.append(run)
+            continue
+        if status is not None and status["state"] == "finished" and ((run.path / "ranks.npz").exists() or "ranks.npz" in status.get("files", {})):
+            found.append(run)
+    return found

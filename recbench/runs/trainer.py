@@ -24,6 +24,7 @@ from recbench.runs.batching import TrainingWindows
 from recbench.data.dataset import Dataset
 from recbench.runs.evaluate import Evaluator
 from recbench.method import Method, MethodConfig
+from recbench.errors import RunError
 from recbench.runs.record import RunRecord
 
 VALID_METRIC = "ndcg@10"
@@ -65,15 +66,27 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+class DivergedError(RunError):
+    """The training loss became NaN or infinite: the run is recorded as failed, never as finished."""
+
+
 @dataclass
 class FitResult:
-    """Where training stopped and how good the restored weights were on valid."""
+    """Where training stopped and how good the restored weights were on valid.
+
+    ``best_epoch`` is -1 and ``best_valid`` None when no epoch ran (``epochs = 0``: the
+    initial weights, e.g. a zero-shot variant, are the product; ``trained`` is then False).
+    """
 
     best_epoch: int
-    best_valid: float
+    best_valid: float | None
     epochs_run: int
     seconds_per_epoch: float
     seconds_per_eval: float
+
+    @property
+    def trained(self) -> bool:
+        return self.epochs_run > 0
 
 
 class EarlyStopping:
@@ -210,7 +223,7 @@ class Trainer:
         self.method.load_state_dict(best_state)
         return FitResult(
             best_epoch=stopping.best_epoch,
-            best_valid=float(stopping.best),
+            best_valid=float(stopping.best) if log else None,
             epochs_run=len(log),
             seconds_per_epoch=float(np.mean(train_seconds)) if train_seconds else 0.0,
             seconds_per_eval=float(np.mean(eval_seconds)) if eval_seconds else 0.0,
@@ -230,9 +243,14 @@ class Trainer:
 
     def _train_batches(self, batches: list[Any], epoch: int, progress: Progress, task: Any) -> tuple[float, int]:
         total, count, started = 0.0, 0, time.perf_counter()
-        for batch in batches:
+        for number, batch in enumerate(batches):
             batch = batch.to(self.device)
             loss = self.objective(batch)
+            if not torch.isfinite(loss):
+                raise DivergedError(
+                    f"training diverged: the loss is {loss.item()} at epoch {epoch}, batch {number}; "
+                    "lower learning_rate or set clip_grad_norm, then --restart"
+                )
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if self.config.clip_grad_norm:
