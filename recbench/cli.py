@@ -16,6 +16,7 @@ from typing import Annotated, Any, Optional, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from recbench.errors import RecbenchError
 
@@ -38,7 +39,8 @@ def user_errors(command: F) -> F:
         try:
             return command(*args, **kwargs)
         except RecbenchError as err:
-            err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+            # The message is plain text: a value such as "[/]" or a file named "a[red].toml" is no markup.
+            err_console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True, emoji=False)
             sys.exit(1)
 
     return wrapper
