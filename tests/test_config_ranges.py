@@ -107,7 +107,7 @@ REFUSED: list[tuple[str, list[str], list[str]]] = [
     ("automlp", ["dropout_prob=1"], ["dropout_prob"]),
     ("automlp", ["short_length=0"], ["short_length"]),
     ("automlp", ["short_length=60"], ["short_length", "max_seq_length = 50"]),
-    ("automlp", ["short_length_candidates=[64]", "max_seq_length=20"], ["short_length_candidates", "max_seq_length = 20"]),
+    ("automlp", ["short_length_candidates=[64]", "max_seq_length=20"], ["short_length_candidates", "= 20"]),
     ("automlp", ["short_length_candidates=[0, 2]"], ["short_length_candidates", "item 1"]),
     ("automlp", ["short_length_candidates=[]"], ["short_length_candidates"]),
     ("automlp", ["search_epochs=0"], ["search_epochs"]),
@@ -148,8 +148,13 @@ def assert_refused(code: int, output: str, runs: Path, *needles: str) -> str:
     return lines[0]
 
 
-@pytest.mark.parametrize(("method", "assignments", "needles"), REFUSED, ids=[f"{m}:{' '.join(a)}" for m, a, _ in REFUSED])
-def test_an_invalid_value_is_refused_in_one_line(method: str, assignments: list[str], needles: list[str], toy_dataset, tmp_path: Path) -> None:
+REFUSED_IDS = [f"{method}:{' '.join(assignments)}" for method, assignments, _ in REFUSED]
+
+
+@pytest.mark.parametrize(("method", "assignments", "needles"), REFUSED, ids=REFUSED_IDS)
+def test_an_invalid_value_is_refused_in_one_line(
+    method: str, assignments: list[str], needles: list[str], toy_dataset, tmp_path: Path
+) -> None:
     runs = tmp_path / "runs"
     options = [part for assignment in assignments for part in ("--set", assignment)]
     line = assert_refused(*train(method, runs, *options), runs, *needles)
@@ -164,7 +169,7 @@ CONFIG_FILES: dict[str, tuple[bytes | None, str]] = {
     "latin-1": ("hidden_size = 64  # café\n".encode("latin-1"), "not UTF-8"),
     "control characters": (b"\x00\x01\x02hidden_size = 64\n", "not valid TOML"),
     "not TOML": (b"hidden_size = = 64\n", "not valid TOML"),
-    "a bad value": (b"hidden_size = -4\n", "config key 'hidden_size' of method 'sasrec': must be greater than 0 (got -4)"),
+    "a bad value": (b"hidden_size = -4\n", "config key 'hidden_size' of method 'sasrec': must be greater than 0"),
 }
 
 
@@ -207,7 +212,8 @@ ACCEPTED: list[tuple[str, list[str]]] = [
     ("bert4rec", ["mask_ratio=0.0", "max_seq_length=4"]),  # no masking, stated explicitly
     ("bert4rec", ["mask_ratio=0.25", "max_seq_length=4"]),  # int(0.25 * 4) = 1 prediction
     ("bert4rec", ["mask_ratio=1", "max_seq_length=1", "n_heads=3", "hidden_size=63"]),
-    ("unisrec", ["item_drop_ratio=1.0", "item_drop_coefficient=0", "seq_seq_weight=0", "pretrain_epochs=0", "text_pooling=cls"]),
+    ("unisrec", ["item_drop_ratio=1.0", "item_drop_coefficient=0", "seq_seq_weight=0", "pretrain_epochs=0"]),
+    ("unisrec", ["text_pooling=cls"]),
     ("unisrec", ["adaptor_dropout_prob=0", "temperature=1", "text_precision=bfloat16", "use_id=true"]),
     ("vqrec", ["code_cap=2", "reassign_steps=0", "fake_idx_ratio=1", "pq_seed=0", "learning_rate=1"]),
     ("idasr", ["tasks=['next']", "task_weights={mask = 0}", "mask_ratio=0", "permute_ratio=1", "n_heads=4"]),
@@ -236,9 +242,10 @@ def test_an_integer_is_a_valid_float_and_stays_a_float() -> None:
 
 def test_a_config_file_with_boundary_values_passes(tmp_path: Path) -> None:
     path = tmp_path / "edge.toml"
-    path.write_text("learning_rate = 1\nepochs = 0\nhidden_dropout_prob = 0.0\nclip_grad_norm = 5\nbucket_by_length = false\n")
+    path.write_text("learning_rate = 1\nepochs = 0\nhidden_dropout_prob = 0.0\nclip_grad_norm = 5\n")
     config = resolve_config(get_method("sasrec"), read_config_file(path))
-    assert (config.learning_rate, config.epochs, config.hidden_dropout_prob, config.clip_grad_norm) == (1.0, 0, 0.0, 5.0)
+    assert (config.learning_rate, config.epochs, config.hidden_dropout_prob) == (1.0, 0, 0.0)
+    assert config.clip_grad_norm == 5.0 and isinstance(config.clip_grad_norm, float)
 
 
 def test_a_saved_config_validates_again(tmp_path: Path) -> None:
@@ -251,7 +258,8 @@ def test_a_saved_config_validates_again(tmp_path: Path) -> None:
 
 
 def test_edge_values_train_through_the_command_line(toy_dataset, tmp_path: Path) -> None:
-    sets = ["hidden_size=8", "inner_size=8", "max_seq_length=8", "epochs=0", "learning_rate=1", "hidden_dropout_prob=0.0"]
+    sets = ["hidden_size=8", "inner_size=8", "max_seq_length=8", "epochs=0", "learning_rate=1"]
+    sets.append("hidden_dropout_prob=0.0")
     code, output = train("sasrec", tmp_path / "runs", *[part for s in sets for part in ("--set", s)])
     assert code == 0, output
     assert next((tmp_path / "runs").rglob("metrics.json"), None) is not None
