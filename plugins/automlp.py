@@ -45,48 +45,64 @@ from __future__ import annotations
 
 import time
 from itertools import cycle
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field, model_validator
 from torch import nn
 from torch.func import functional_call
 
 from recbench.layers import init_recbole_weights
-from recbench.method import Batch, DataSpec, Method, MethodConfig, SearchData, SearchOutcome
+from recbench.method import (
+    Batch, ConfigRuleError, DataSpec, DropoutProbability, Method, MethodConfig, SearchData, SearchOutcome,
+    StrictNonNegativeFloat, StrictNonNegativeInt, StrictPositiveFloat, StrictPositiveInt,
+)
 from recbench.registry import register
 
 
 class AutoMLPConfig(MethodConfig):
     """AutoMLP hyper-parameters (sizes and dropout are our defaults; the search follows DARTS)."""
 
-    hidden_size: int = 64
+    hidden_size: StrictPositiveInt = 64
     """Width of item embeddings and of every SRS-MLP layer."""
-    sequence_hidden_size: int = 64
+    sequence_hidden_size: StrictPositiveInt = 64
     """R_s: hidden width of the sequence (time) mixers."""
-    channel_hidden_size: int = 256
+    channel_hidden_size: StrictPositiveInt = 256
     """R_c: hidden width of the channel mixers."""
-    long_layers: int = 2
+    # 0 layers: the module is the last item's embedding alone (an ablation).
+    long_layers: StrictNonNegativeInt = 2
     """SRS-MLP layers in the long-term module."""
-    short_layers: int = 2
+    short_layers: StrictNonNegativeInt = 2
     """SRS-MLP layers in the short-term module."""
-    dropout_prob: float = 0.2
+    dropout_prob: DropoutProbability = 0.2
     """Dropout on the embeddings and on each mixer's output."""
-    layer_norm_eps: float = 1e-12
+    layer_norm_eps: StrictPositiveFloat = 1e-12
     """LayerNorm epsilon."""
-    initializer_range: float = 0.02
+    initializer_range: StrictPositiveFloat = 0.02
     """Standard deviation of the normal initialisation."""
-    short_length: int | None = None
+    short_length: StrictPositiveInt | None = None
     """Short-term length k; None searches it (DARTS) over the candidates before training."""
-    short_length_candidates: list[int] = [1, 2, 4, 8, 16, 32]
+    short_length_candidates: Annotated[list[StrictPositiveInt], Field(min_length=1)] = [1, 2, 4, 8, 16, 32]
     """Candidate short-term lengths K (those above max_seq_length are dropped)."""
-    search_epochs: int = 10
+    search_epochs: StrictPositiveInt = 10
     """Epochs of the bi-level search."""
-    arch_learning_rate: float = 1e-2
+    arch_learning_rate: StrictPositiveFloat = 1e-2
     """Adam learning rate of the architecture weights alpha."""
-    arch_weight_decay: float = 1e-3
+    arch_weight_decay: StrictNonNegativeFloat = 1e-3
     """Weight decay of alpha."""
-    unrolled_step: float = 0.01
+    unrolled_step: StrictNonNegativeFloat = 0.01  # 0: DARTS's first-order approximation
     """xi of the one-step approximation W* ~ W - xi grad_W L_train."""
+
+    @model_validator(mode="after")
+    def _short_term_fits_the_history(self) -> "AutoMLPConfig":
+        horizon = self.max_seq_length
+        if self.short_length is not None and self.short_length > horizon:
+            raise ConfigRuleError("short_length", self.short_length, f"must be at most max_seq_length = {horizon}")
+        if self.short_length is None and min(self.short_length_candidates) > horizon:
+            message = f"must contain a length of at most max_seq_length = {horizon}"
+            raise ConfigRuleError("short_length_candidates", self.short_length_candidates, message)
+        return self
 
 
 class SRSMLPLayer(nn.Module):

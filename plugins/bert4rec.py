@@ -45,22 +45,33 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
+from pydantic import model_validator
 from torch import nn
 
 from recbench.layers import TransformerEncoder, bidirectional_mask, init_recbole_weights
-from recbench.method import Batch, DataSpec, Method, TransformerConfig
+from recbench.method import Batch, ConfigRuleError, DataSpec, Method, Probability, StrictPositiveInt, TransformerConfig
 from recbench.registry import register
 
 
 class BERT4RecConfig(TransformerConfig):
     """BERT4Rec hyper-parameters; defaults = RecBole 1.0.1 BERT4Rec with the papers' hidden size 300."""
 
-    hidden_size: int = 300
+    hidden_size: StrictPositiveInt = 300
     """Width of item/position embeddings and transformer layers."""
-    mask_ratio: float = 0.2
+    mask_ratio: Probability = 0.2
     """Probability that each non-padding training item is replaced by the mask token."""
     training_input: Literal["window", "samples", "prefixes"] = "window"
     """Rows to mask: each training window once, or every (prefix, target) sample with its target, or its prefix only (RecBole)."""
+
+    @model_validator(mode="after")
+    def _some_mask_is_predicted(self) -> "BERT4RecConfig":
+        # Only the last int(mask_ratio * max_seq_length) masked positions of a row are predicted:
+        # below 1 nothing ever is and training is a no-op (mask_ratio 0 says so explicitly).
+        if self.mask_ratio > 0 and int(self.mask_ratio * self.max_seq_length) < 1:
+            least = f"{1 / self.max_seq_length:.4g}"
+            message = f"must be 0 or at least 1 / max_seq_length = {least}, else no masked item is ever predicted"
+            raise ConfigRuleError("mask_ratio", self.mask_ratio, message)
+        return self
 
 
 @register("bert4rec")

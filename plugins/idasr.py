@@ -26,35 +26,44 @@ item representations barely separate).
 
 from __future__ import annotations
 
+from typing import Annotated, ClassVar, Literal
+
 import torch
 import torch.nn.functional as F
+from pydantic import Field, StrictBool
 from torch import nn
 
 from recbench.layers import TransformerEncoder, bidirectional_mask, causal_mask, init_recbole_weights
-from recbench.method import Batch, DataSpec, Method, TransferConfig, TransformerConfig
+from recbench.method import (
+    Batch, DataSpec, Method, Probability, StrictNonNegativeFloat, StrictPositiveInt, TransferConfig,
+    TransformerConfig,
+)
 from recbench.registry import register
 
 PRETRAIN_TASKS = ("next", "mask", "permute")
+PretrainTask = Literal["next", "mask", "permute"]  # the names of PRETRAIN_TASKS
 
 
 class IDASRConfig(TransferConfig, TransformerConfig):
     """IDA-SR hyper-parameters; defaults = the reproduction report's settings."""
 
-    item_size: int = 256
+    width_key: ClassVar[str] = "item_size"
+
+    item_size: StrictPositiveInt = 256
     """Width of the item representation and of the transformer."""
-    semantic_hidden_size: int = 512
+    semantic_hidden_size: StrictPositiveInt = 512
     """Intermediate width of the semantic transformation."""
-    inner_size: int = 512
+    inner_size: StrictPositiveInt = 512
     """Feed-forward width inside each transformer block (the report's "hidden 512")."""
-    use_id: bool = False
+    use_id: StrictBool = False
     """Add a learnable item ID embedding to the text representation (the t+ID variant)."""
-    tasks: list[str] = list(PRETRAIN_TASKS)
+    tasks: Annotated[list[PretrainTask], Field(min_length=1)] = list(PRETRAIN_TASKS)
     """Pre-training tasks: any of next, mask, permute."""
-    task_weights: dict[str, float] = {"next": 1.0, "mask": 0.1, "permute": 0.1}
+    task_weights: dict[PretrainTask, StrictNonNegativeFloat] = {"next": 1.0, "mask": 0.1, "permute": 0.1}
     """Weight of each pre-training task's loss."""
-    mask_ratio: float = 0.1
+    mask_ratio: Probability = 0.1
     """Fraction of positions masked in masked-item prediction."""
-    permute_ratio: float = 0.1
+    permute_ratio: Probability = 0.1
     """Fraction of positions whose items are permuted in permuted-item prediction."""
 
 

@@ -35,15 +35,17 @@ table's row 0 stays zero.
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import NonNegativeInt, PositiveFloat, PositiveInt, model_validator
+from pydantic import Field, StrictBool, model_validator
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from recbench.errors import RecbenchError
-from recbench.method import Batch, DataSpec, TransferConfig
+from recbench.method import (
+    Batch, ConfigRuleError, DataSpec, StrictNonNegativeInt, StrictPositiveFloat, StrictPositiveInt, TransferConfig,
+)
 from recbench.registry import register
 from recbench_plugins.sasrec import SASRec, SASRecConfig
 
@@ -70,27 +72,28 @@ class IDPConfig(SASRecConfig, TransferConfig):
     transfer: Literal["full", "item_embeddings"] = "full"
     """What the target takes from pre-training: full (transformer, positions, generated item
     embeddings) or item_embeddings (a fresh SASRec whose item embeddings only are generated)."""
-    zero_shot: bool = False
+    zero_shot: StrictBool = False
     """Score the target with the transferred model as it is (requires epochs = 0)."""
     downstream_loss: Literal["ce", "bpr"] = "ce"
     """Target training loss: ce (full softmax, as SASRec-ID) or bpr (as pre-training)."""
-    num_similar: PositiveInt = 10
+    num_similar: StrictPositiveInt = 10
     """m: source items whose ID embeddings make up each target item's generated embedding."""
-    matcher_epochs: NonNegativeInt = 1
+    matcher_epochs: StrictNonNegativeInt = 1
     """Epochs of matcher fine-tuning over the source items (0: the off-the-shelf encoder)."""
-    matcher_batch_size: PositiveInt = 64
+    matcher_batch_size: Annotated[int, Field(strict=True, ge=2)] = 64  # a batch of 1 has no in-batch negative
     """Source items per matcher step (the in-batch negatives)."""
-    matcher_learning_rate: PositiveFloat = 3e-5
+    matcher_learning_rate: StrictPositiveFloat = 3e-5
     """AdamW learning rate of the matcher (SimCSE's range 1e-5..5e-5)."""
-    matcher_temperature: PositiveFloat = 0.05
+    matcher_temperature: StrictPositiveFloat = 0.05
     """tau of both contrastive losses and of the generation weights (SimCSE: 0.05)."""
-    matcher_neighbours: PositiveInt = 5
+    matcher_neighbours: StrictPositiveInt = 5
     """k: nearest source items by ID-embedding cosine that are behaviour positives of an item."""
 
     @model_validator(mode="after")
     def _zero_shot_trains_nothing(self) -> "IDPConfig":
         if self.zero_shot and self.epochs != 0:
-            raise ValueError(f"zero-shot IDP trains nothing on the target: epochs must be 0, got {self.epochs}")
+            message = "zero-shot IDP (zero_shot = true) trains nothing on the target, so epochs must be 0"
+            raise ConfigRuleError("epochs", self.epochs, message)
         return self
 
 

@@ -24,9 +24,10 @@ Hyperplanes start N(0, 1) (random-projection LSH); the ID embedding starts N(0, 
 from __future__ import annotations
 
 import torch
+from pydantic import StrictBool, field_validator
 from torch import nn
 
-from recbench.method import DataSpec
+from recbench.method import DataSpec, StrictPositiveFloat, StrictPositiveInt
 from recbench.registry import register
 from recbench_plugins.idasr import IDASR, IDASRConfig
 
@@ -34,18 +35,25 @@ from recbench_plugins.idasr import IDASR, IDASRConfig
 class LSHSRConfig(IDASRConfig):
     """LSH-SR hyper-parameters; defaults = the reproduction report's settings."""
 
-    use_id: bool = True
+    use_id: StrictBool = True
     """LSH-SR always fuses hash embeddings with item ID embeddings."""
-    n_hyperplanes: int = 10
+    n_hyperplanes: StrictPositiveInt = 10
     """Hyperplanes per hash function (codes in [0, 2^h))."""
-    n_hash_tables: int = 3
+    n_hash_tables: StrictPositiveInt = 3
     """Number of hash functions, each with its own hash-embedding table."""
-    dnn_layers: int = 4
+    dnn_layers: StrictPositiveInt = 4
     """Layers of the DNN over the concatenated fused vectors."""
-    use_gate: bool = True
+    use_gate: StrictBool = True
     """Residual gate between the DNN output and the ID embedding (false = ablation without gate)."""
-    lsh_temperature: float = 1.0
+    lsh_temperature: StrictPositiveFloat = 1.0
     """Temperature of the soft bits used by the straight-through gradient to the hyperplanes."""
+
+    @field_validator("use_id")
+    @classmethod
+    def _always_uses_ids(cls, use_id: bool) -> bool:
+        if not use_id:
+            raise ValueError("must be true: LSH-SR fuses hash embeddings with item ID embeddings")
+        return use_id
 
 
 class LearnableLSH(nn.Module):

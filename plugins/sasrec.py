@@ -25,14 +25,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from recbench.layers import TransformerEncoder, causal_mask, init_recbole_weights
-from recbench.method import Batch, DataSpec, Method, TransformerConfig
+from recbench.method import Batch, DataSpec, Method, StrictPositiveInt, TransformerConfig
 from recbench.registry import register
 
 
 class SASRecConfig(TransformerConfig):
     """SASRec hyper-parameters; defaults = RecBole SASRec with the papers' hidden size 300."""
 
-    hidden_size: int = 300
+    hidden_size: StrictPositiveInt = 300
     """Width of item/position embeddings and transformer layers."""
 
 

@@ -46,33 +46,37 @@ import random
 
 import torch
 import torch.nn.functional as F
+from pydantic import StrictBool
 from torch import nn
 
 from recbench.layers import TransformerEncoder, causal_mask, init_recbole_weights
-from recbench.method import Batch, DataSpec, Method, TransferConfig, TransformerConfig
+from recbench.method import (
+    Batch, DataSpec, DropoutProbability, Method, Probability, StrictNonNegativeFloat, StrictPositiveFloat,
+    StrictPositiveInt, TransferConfig, TransformerConfig,
+)
 from recbench.registry import register
 
 
 class UniSRecConfig(TransferConfig, TransformerConfig):
     """UniSRec hyper-parameters; defaults = the official ``props/UniSRec.yaml``."""
 
-    hidden_size: int = 300
+    hidden_size: StrictPositiveInt = 300
     """Width of the adaptor output, position embeddings and transformer."""
-    n_experts: int = 8
+    n_experts: StrictPositiveInt = 8
     """Parametric-whitening experts of the MoE adaptor (n_exps)."""
-    adaptor_dropout_prob: float = 0.2
+    adaptor_dropout_prob: DropoutProbability = 0.2
     """Dropout on the text embedding inside each expert."""
-    noisy_gating: bool = True
+    noisy_gating: StrictBool = True
     """Add learned Gaussian noise to the gate logits in training."""
-    temperature: float = 0.07
+    temperature: StrictPositiveFloat = 0.07
     """Temperature of the cosine logits (fine-tuning and both contrastive losses)."""
-    seq_seq_weight: float = 1e-3
+    seq_seq_weight: StrictNonNegativeFloat = 1e-3
     """lambda: weight of the sequence-sequence contrastive loss in pre-training."""
-    item_drop_ratio: float = 0.2
+    item_drop_ratio: Probability = 0.2
     """Share of positions dropped (item drop) or given word-dropped text (word drop)."""
-    item_drop_coefficient: float = 0.9
+    item_drop_coefficient: Probability = 0.9
     """Probability that a batch's augmentation is item drop rather than word drop."""
-    use_id: bool = False
+    use_id: StrictBool = False
     """Add a learnable item ID embedding (the transductive text+ID variant)."""
 
 

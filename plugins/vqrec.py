@@ -46,14 +46,20 @@ Deviations:
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import numpy as np
 import torch
 import torch.nn.functional as F
+from pydantic import Field, StrictBool, field_validator
 from scipy.optimize import linear_sum_assignment
 from torch import nn
 
 from recbench.layers import TransformerEncoder, causal_mask, init_recbole_weights
-from recbench.method import Batch, DataSpec, Method, TransferConfig, TransformerConfig
+from recbench.method import (
+    Batch, DataSpec, Method, Probability, StrictNonNegativeInt, StrictPositiveFloat, StrictPositiveInt,
+    TransferConfig, TransformerConfig,
+)
 from recbench.registry import register
 
 # Values of the ``phase`` buffer: which code table the weights belong to.
@@ -65,29 +71,36 @@ DATASET_STATE = ("codes", "phase")
 class VQRecConfig(TransferConfig, TransformerConfig):
     """VQ-Rec hyper-parameters; defaults = the official ``props/VQRec.yaml``."""
 
-    hidden_size: int = 300
+    hidden_size: StrictPositiveInt = 300
     """Width of code/position embeddings and transformer layers."""
-    learning_rate: float = 1e-3
+    learning_rate: StrictPositiveFloat = 1e-3
     """Adam learning rate (RecBole's default; the official README fine-tunes most targets, e.g. Scientific, at 0.003)."""
-    code_dim: int = 32
+    code_dim: StrictPositiveInt = 32
     """Sub-vectors per item (PQ's M): each item is ``code_dim`` discrete codes."""
-    code_cap: int = 256
+    code_cap: StrictPositiveInt = 256
     """Centroids per sub-space (a power of two: PQ bits = log2(code_cap))."""
-    temperature: float = 0.07
+    temperature: StrictPositiveFloat = 0.07
     """Temperature of the cosine logits in the fine-tuning CE and the pre-training InfoNCE."""
-    sinkhorn_iter: int = 3
+    sinkhorn_iter: StrictPositiveInt = 3
     """Alternating row/column normalisations of the Gumbel-Sinkhorn permutation."""
-    gumbel_temperature: float = 0.7
+    gumbel_temperature: StrictPositiveFloat = 0.7
     """Temperature of the Gumbel-Sinkhorn logits (the official ``gumbel_sinkhorn`` default)."""
-    reassign_steps: int = 5
+    reassign_steps: StrictNonNegativeInt = 5
     """Fine-tuning epochs that learn only the code-embedding permutation before it is fixed."""
-    freeze_encoder: bool = True
+    freeze_encoder: StrictBool = True
     """After the permutation epochs, keep the position embedding and transformer fixed, as the
     official trainer always does (from scratch too, so a random transformer); False trains them."""
-    fake_idx_ratio: float = 0.75
+    fake_idx_ratio: Probability = 0.75
     """Probability of replacing each code of the positive in its semi-synthetic negative."""
-    pq_seed: int = 1234
+    pq_seed: Annotated[int, Field(strict=True, ge=0, le=2**31 - 1)] = 1234  # faiss keeps it in a C int
     """Seed of faiss's OPQ/PQ/coarse k-means (1234 is faiss's default, as the official index used)."""
+
+    @field_validator("code_cap")
+    @classmethod
+    def _code_cap_is_a_power_of_two(cls, code_cap: int) -> int:
+        if code_cap < 2 or code_cap & (code_cap - 1):
+            raise ValueError("must be a power of two, at least 2: PQ has 2**bits centroids")
+        return code_cap
 
 
 def train_quantizer(vectors: np.ndarray, code_dim: int, code_cap: int, seed: int):

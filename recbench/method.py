@@ -12,11 +12,38 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
 from torch import nn
+
+# Value types of config fields. Strict: a boolean is never a number, nor a number a boolean, and an
+# integer field takes no float; a float field still takes an integer (``learning_rate = 1``).
+StrictPositiveInt = Annotated[int, Field(strict=True, gt=0)]
+"""An integer > 0 (sizes, widths, layers, heads, batch sizes, lengths)."""
+StrictNonNegativeInt = Annotated[int, Field(strict=True, ge=0)]
+"""An integer >= 0 (epoch counts, patience)."""
+StrictPositiveFloat = Annotated[float, Field(strict=True, gt=0, allow_inf_nan=False)]
+"""A finite number > 0 (learning rates, temperatures, epsilons)."""
+StrictNonNegativeFloat = Annotated[float, Field(strict=True, ge=0, allow_inf_nan=False)]
+"""A finite number >= 0 (weight decays, loss weights)."""
+Probability = Annotated[float, Field(strict=True, ge=0, le=1, allow_inf_nan=False)]
+"""A probability or ratio in [0, 1]."""
+DropoutProbability = Annotated[float, Field(strict=True, ge=0, lt=1, allow_inf_nan=False)]
+"""A dropout probability in [0, 1): dropout at 1 zeroes the whole tensor in training."""
+
+
+class ConfigRuleError(ValueError):
+    """A rule between config keys is broken; raised inside a config's model validator.
+
+    ``key`` is the key the message is about and ``value`` its value:
+    :func:`recbench.registry.resolve_config` reports it like a refused single value.
+    """
+
+    def __init__(self, key: str, value: Any, message: str) -> None:
+        super().__init__(f"{key}: {message} (got {value!r})")
+        self.key, self.value, self.message = key, value, message
 
 
 class MethodConfig(BaseModel):
@@ -28,53 +55,63 @@ class MethodConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, use_attribute_docstrings=True, frozen=False)
 
-    learning_rate: float = 1e-3
+    learning_rate: StrictPositiveFloat = 1e-3
     """Adam learning rate."""
-    weight_decay: float = 0.0
+    weight_decay: StrictNonNegativeFloat = 0.0
     """Adam weight decay (L2)."""
-    train_batch_targets: int = 2048
+    train_batch_targets: StrictPositiveInt = 2048
     """Training batch size in target positions (RecBole's train_batch_size counts (prefix, target) samples)."""
-    bucket_by_length: bool = True
+    bucket_by_length: StrictBool = True
     """Pack training windows of equal length together (no padding); False mixes lengths in each batch."""
-    epochs: int = 300
-    """Maximum number of training epochs."""
-    patience: int = 10
+    epochs: StrictNonNegativeInt = 300
+    """Maximum number of training epochs (0: no training, e.g. a zero-shot variant)."""
+    patience: StrictNonNegativeInt = 10
     """Early stopping: stop once more than this many epochs in a row fail to improve valid NDCG@10."""
-    max_seq_length: int = 50
+    max_seq_length: StrictPositiveInt = 50
     """Longest item history the model sees (the last items are kept)."""
-    clip_grad_norm: float | None = None
+    clip_grad_norm: StrictPositiveFloat | None = None
     """Clip the gradient norm to this value (None: no clipping, as RecBole)."""
-    eval_batch_size: int = 256
+    eval_batch_size: StrictPositiveInt = 256
     """Users scored per evaluation batch."""
 
 
 class TransformerConfig(MethodConfig):
     """Shared keys of RecBole-style transformer encoders; defaults = RecBole's SASRec/BERT4Rec."""
 
-    inner_size: int = 256
+    width_key: ClassVar[str] = "hidden_size"
+    """The field that holds the transformer's width (subclasses name theirs); heads must divide it."""
+
+    inner_size: StrictPositiveInt = 256
     """Width of the feed-forward layer inside each transformer block."""
-    n_layers: int = 2
+    n_layers: StrictPositiveInt = 2
     """Number of transformer blocks."""
-    n_heads: int = 2
+    n_heads: StrictPositiveInt = 2
     """Attention heads per block."""
-    hidden_dropout_prob: float = 0.5
+    hidden_dropout_prob: DropoutProbability = 0.5
     """Dropout on embeddings and block outputs."""
-    attn_dropout_prob: float = 0.5
+    attn_dropout_prob: DropoutProbability = 0.5
     """Dropout on attention weights."""
-    layer_norm_eps: float = 1e-12
+    layer_norm_eps: StrictPositiveFloat = 1e-12
     """LayerNorm epsilon."""
-    initializer_range: float = 0.02
+    initializer_range: StrictPositiveFloat = 0.02
     """Standard deviation of the normal initialisation."""
+
+    @model_validator(mode="after")
+    def _heads_divide_width(self) -> "TransformerConfig":
+        width = getattr(self, self.width_key, None)
+        if isinstance(width, int) and width % self.n_heads:
+            raise ConfigRuleError("n_heads", self.n_heads, f"must divide {self.width_key} = {width}")
+        return self
 
 
 class TextMethodConfig(MethodConfig):
     """Shared keys of methods that read item texts: which encoder turns texts into vectors."""
 
-    text_encoder: str = "all-MiniLM-L6-v2"
+    text_encoder: Annotated[str, Field(min_length=1)] = "all-MiniLM-L6-v2"
     """Sentence encoder (any Hugging Face name; the papers use bert-base-uncased with CLS pooling)."""
-    text_pooling: str = "mean"
+    text_pooling: Literal["cls", "mean"] = "mean"
     """Pooling of the encoder's token vectors: cls or mean."""
-    text_max_tokens: int = 256
+    text_max_tokens: StrictPositiveInt = 256
     """Tokens of each item text the encoder reads."""
     text_precision: Literal["float32", "bfloat16"] = "float32"
     """Encoder arithmetic: float32 (reproducible) or bfloat16 (about 2x faster on CPUs with native bf16)."""
@@ -83,7 +120,7 @@ class TextMethodConfig(MethodConfig):
 class TransferConfig(TextMethodConfig):
     """Shared keys of methods that pre-train on source domains before training on the target."""
 
-    pretrain_epochs: int = 10
+    pretrain_epochs: StrictNonNegativeInt = 10
     """Epochs of pre-training on the union of the source domains (no validation)."""
 
 

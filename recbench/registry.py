@@ -21,7 +21,7 @@ from pydantic import ValidationError
 
 from recbench.errors import ConfigError, UnknownNameError
 from recbench.names import check_name
-from recbench.method import Method, MethodConfig
+from recbench.method import ConfigRuleError, Method, MethodConfig
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -137,13 +137,78 @@ def parse_assignments(assignments: list[str]) -> dict[str, Any]:
 
 
 def read_config_file(path: Path) -> dict[str, Any]:
-    """A TOML file of ``key = value`` config overrides."""
+    """A TOML file of ``key = value`` config overrides; any problem reading it is a one-line ConfigError."""
+    path = Path(path)
     try:
-        return tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file {path} is a directory, not a TOML file") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"config file {path} is not UTF-8 text (byte {err.start}): expected a TOML file") from None
+    except OSError as err:
+        raise ConfigError(f"config file {path} cannot be read: {err.strerror or err}") from None
+    try:
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
-        raise ConfigError(f"{path}: not valid TOML ({err})") from None
+        raise ConfigError(f"config file {path} is not valid TOML: {_one_line(str(err))}") from None
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _show(value: Any) -> str:
+    """A refused value as the user wrote it: TOML's true/false for booleans, else its repr."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    return _one_line(repr(value))
+
+
+# Messages of the pydantic error types whose own wording is not a good "must ..." phrase.
+_MESSAGES = {
+    "bool_type": "must be true or false",
+    "int_type": "must be an integer",
+    "float_type": "must be a number",
+    "string_type": "must be a string",
+    "list_type": "must be a list",
+    "dict_type": "must be a table of key = value",
+    "finite_number": "must be a finite number",
+}
+
+
+def _problem(entry: MethodEntry, error: Any, known: list[str]) -> str:
+    """One pydantic error as ``config key 'k' of method 'm': must ... (got v)``."""
+    loc, kind, ctx = tuple(error["loc"]), error["type"], error.get("ctx") or {}
+    rule = ctx.get("error")
+    if isinstance(rule, ConfigRuleError):  # a rule between keys names the key it is about
+        return f"config key '{rule.key}' of method '{entry.name}': {_one_line(rule.message)} (got {_show(rule.value)})"
+    if kind == "extra_forbidden":
+        key = ".".join(str(part) for part in loc)
+        return _one_line(str(UnknownNameError("config key", key, known, extra=f" (method '{entry.name}')")))
+    if kind in _MESSAGES:
+        message = _MESSAGES[kind]
+    elif kind == "too_short":
+        message = f"must have at least {ctx.get('min_length')} item(s)"
+    elif kind == "string_too_short":
+        message = f"must have at least {ctx.get('min_length')} character(s)"
+    elif kind in ("greater_than_equal", "less_than_equal"):
+        bound = ctx.get("ge", ctx.get("le"))
+        bound = f"{bound:g}" if isinstance(bound, float) else bound  # 0, not 0.0
+        message = f"must be at least {bound}" if "ge" in ctx else f"must be at most {bound}"
+    else:
+        message = str(error["msg"]).removeprefix("Value error, ").replace("Input should be", "must be", 1)
+    if not loc:
+        return f"config of method '{entry.name}': {_one_line(message)}"
+    where = ""
+    if len(loc) > 1:  # inside a list or a table: say which entry
+        if loc[-1] == "[key]":
+            where = f"key {loc[1]!r} "
+        else:
+            where = f"entry {loc[1]!r} " if isinstance(loc[1], str) else f"item {loc[1] + 1} "
+    got = _show(error.get("input"))
+    return f"config key '{loc[0]}' of method '{entry.name}': {where}{_one_line(message)} (got {got})"
 
 
 def resolve_config(entry: MethodEntry, *layers: dict[str, Any]) -> MethodConfig:
@@ -155,11 +220,4 @@ def resolve_config(entry: MethodEntry, *layers: dict[str, Any]) -> MethodConfig:
         return entry.cls.Config.model_validate(values)
     except ValidationError as err:
         known = list(entry.cls.Config.model_fields)
-        problems = []
-        for error in err.errors():
-            key = ".".join(str(p) for p in error["loc"])
-            if error["type"] == "extra_forbidden":
-                problems.append(str(UnknownNameError("config key", key, known, extra=f" (method '{entry.name}')")))
-            else:
-                problems.append(f"config key '{key}' of method '{entry.name}': {error['msg']} (got {error.get('input')!r})")
-        raise ConfigError("; ".join(problems)) from None
+        raise ConfigError("; ".join(_problem(entry, error, known) for error in err.errors())) from None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from recbench.errors import ConfigError
 from recbench.method import Batch, DataSpec
 from recbench.registry import get_method, resolve_config
 from recbench_plugins.idasr import choose_positions, full_sequences, permute_positions, shift
@@ -86,7 +87,7 @@ def test_each_pretraining_task_gives_a_finite_loss(tasks: list[str]) -> None:
 
 
 def test_unknown_pretraining_task_is_rejected() -> None:
-    with pytest.raises(ValueError, match="unknown IDA-SR pre-training tasks"):
+    with pytest.raises(ConfigError, match="config key 'tasks' of method 'idasr': item 2 must be 'next', 'mask' or"):
         build("idasr", tasks=["next", "shuffle"])
 
 
