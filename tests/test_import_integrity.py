@@ -185,6 +185,12 @@ def _item_table(tmp: Path) -> list[str]:
     return ["--from", str(tmp / "log.csv"), "--item-text", str(tmp / "items.csv")]
 
 
+def _item_table_unterminated(tmp: Path) -> list[str]:
+    _csv(tmp, ROWS)
+    (tmp / "items.csv").write_text("item,title\ni0,Zero\ni1,One\ni2,Two\ni3,Thr")
+    return ["--from", str(tmp / "log.csv"), "--item-text", str(tmp / "items.csv")]
+
+
 def _unisrec_text(tmp: Path) -> list[str]:
     items = sorted({i for s in fixture_sequences().values() for i in s})
     write_unisrec(tmp / "src", "Toy", fixture_sequences(), {i: f"Title {i}" for i in items})
@@ -218,6 +224,10 @@ NOTED: dict[str, tuple[Callable[[Path], list[str]], str]] = {
     "item-text table with repeated items": (
         _item_table,
         "items.csv repeats items (extra rows: 2, first: line 5, item 'i1'); the first row of each item was used",
+    ),
+    "item-text table whose last line lacks its newline": (
+        _item_table_unterminated,
+        "the last line of items.csv has no newline at its end: if the file was cut, so is the text of item 'i3'",
     ),
     "UniSRec text file with a repeated item": (
         _unisrec_text,

@@ -183,6 +183,11 @@ def attach_texts(imported: Imported, table: pd.DataFrame, path: Path, lines: np.
     missing = [f for f in fields if f not in table.columns]
     if missing or not fields:
         raise DataError(f"{path}: no text column {', '.join(missing) or '(none left besides the item)'}; columns are: {', '.join(map(str, table.columns))} (choose with --text-fields)")
+    cut_note = None
+    if len(table) and path.suffix.lower() not in (".parquet", ".pq") and ends_without_newline(path):
+        last = str(table[item_column].iloc[-1])
+        cut_note = f"the last line of {path.name} has no newline at its end: if the file was cut, "
+        cut_note += f"so is the text of item {last!r}"
     repeated = table.duplicated(subset=[item_column], keep="first").to_numpy()
     duplicates_note = None
     if repeated.any():
@@ -208,6 +213,8 @@ def attach_texts(imported: Imported, table: pd.DataFrame, path: Path, lines: np.
     imported.notes.append(f"item text from {path.name} ({how}) for {matched:,} of {len(imported.item_ids):,} items")
     if duplicates_note:
         imported.notes.append(duplicates_note)
+    if cut_note:
+        imported.notes.append(cut_note)
 
 
 def _missing(value: object) -> bool:
