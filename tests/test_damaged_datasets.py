@@ -21,6 +21,7 @@ from recbench.data.dataset import (
     downloaded_names,
     is_downloaded,
     load_dataset,
+    read_manifest,
     save_dataset,
     verify_fingerprint,
 )
@@ -110,6 +111,28 @@ def test_a_second_save_of_one_name_waits_for_the_first(toy_dataset: Dataset, rec
         assert load_dataset("toy").fingerprint == toy_dataset.fingerprint
     worker.join(10)
     assert done.is_set() and load_dataset("toy").fingerprint == newer.fingerprint
+
+
+def test_a_download_holds_the_lock_from_its_first_file_to_its_save(recbench_home: Path) -> None:
+    from recbench.data.download import download
+
+    done = threading.Event()
+    worker = threading.Thread(target=lambda: (download("synthetic-a", show_progress=False), done.set()))
+    with dataset_lock("synthetic-a"):  # another process is downloading it
+        worker.start()
+        time.sleep(0.3)
+        assert not done.is_set() and not is_downloaded("synthetic-a")
+    worker.join(30)
+    assert done.is_set() and is_downloaded("synthetic-a")
+
+
+def test_a_damaged_manifest_is_named_by_read_manifest(toy_dataset: Dataset, recbench_home: Path) -> None:
+    assert read_manifest("toy")["counts"]["users"] == 60
+    (recbench_home / "datasets" / "toy" / "manifest.json").write_text("{")
+    with pytest.raises(DataError, match=r"manifest\.json: not valid JSON .* re-run `recbench download toy`"):
+        read_manifest("toy")
+    with pytest.raises(DataError, match="is not downloaded"):
+        read_manifest("other")
 
 
 def test_dataset_lock_is_reentrant_so_an_import_can_save(recbench_home: Path) -> None:

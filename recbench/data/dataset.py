@@ -388,6 +388,18 @@ def downloaded_names(root: Path | None = None) -> list[str]:
     return sorted(p.name for p in base.iterdir() if not p.name.startswith(".") and (p / "manifest.json").is_file())
 
 
+def read_manifest(name: str, root: Path | None = None) -> dict[str, Any]:
+    """The manifest of a downloaded dataset, checked as on load (:class:`DataError` if damaged)."""
+    path = dataset_path(name, root) / "manifest.json"
+    if not path.is_file():
+        _recover(path.parent)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise DataError(f"dataset '{name}' is not downloaded (no {path}); run `recbench download {name}`") from None
+    return _check_manifest(path, raw, name.lower())
+
+
 def check_dataset_name(name: str, root: Path | None = None) -> None:
     """Raise :class:`UnknownNameError` unless ``name`` is catalogued or already on disk."""
     if check_name("dataset", name).lower() in downloaded_names(root):
