@@ -9,6 +9,17 @@ On disk, ``$RECBENCH_HOME/datasets/<name>/`` holds
 - ``manifest.json``: counts, fingerprint, source files and checksums, preprocessing parameters,
   format version. It is written last, so a directory without it is not a dataset.
 
+Replacing a dataset never loses the old one. :func:`save_dataset` holds the per-name lock
+(:func:`dataset_lock`, also held for a whole import), writes the new version into a temporary
+sibling ``.<name>.tmp-*``, renames the old directory to ``.<name>.old-*``, renames the new one into
+place and deletes the old one. A process killed between the two renames leaves ``<name>`` missing
+and a complete ``.<name>.old-*``: the next load, listing or save of that name (once no process holds
+its lock) renames it back. Other leftovers are deleted then; they are never listed as datasets.
+
+Every load checks what is cheap (:func:`load_dataset`): array names, dtypes and shapes, offsets,
+item id range, line counts against the manifest. :func:`verify_fingerprint` also rehashes the data
+against the fingerprint recorded at import.
+
 Splits are leave-one-out and derived in memory: test target = last item, valid target = second to
 last, training = the rest. The valid item is never a training target and the test item is never
 seen in training.
@@ -16,19 +27,26 @@ seen in training.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import re
+import secrets
 import shutil
 import tempfile
+import threading
+import zipfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import IO, Any, Literal
 
 import numpy as np
 
 from recbench.data.catalog import Counts, datasets_dir, get_dataset_spec
 from recbench.errors import DataError, UnknownNameError
+from recbench.files import LockedError, exclusive_lock
 from recbench.names import check_name
 
 FORMAT_VERSION = 1
@@ -130,10 +148,17 @@ class Dataset:
             manifest=manifest,
         )
         subset.manifest["fingerprint"] = compute_fingerprint(subset)
+        subset.manifest["users_sha256"] = users_digest(subset.user_ids)
         return subset
 
 
+def users_digest(user_ids: list[str]) -> str:
+    """sha256 of the user tokens in order: recorded next to the fingerprint, which leaves them out."""
+    return hashlib.sha256("\n".join(user_ids).encode()).hexdigest()
+
+
 def compute_fingerprint(dataset: Dataset) -> str:
+    """sha256 over sequences, item tokens and texts (not user tokens: run ids depend on it unchanged)."""
     digest = hashlib.sha256()
     digest.update(np.ascontiguousarray(dataset.offsets, dtype=np.int64).tobytes())
     digest.update(np.ascontiguousarray(dataset.items, dtype=np.int32).tobytes())
@@ -213,6 +238,7 @@ def build_dataset(
         dropped=report.lines(),
     )
     dataset.manifest["fingerprint"] = compute_fingerprint(dataset)
+    dataset.manifest["users_sha256"] = users_digest(dataset.user_ids)
     return dataset, report
 
 
@@ -233,38 +259,145 @@ def dataset_path(name: str, root: Path | None = None) -> Path:
     return (root or datasets_dir()) / check_name("dataset", name).lower()
 
 
+_LEFTOVER = re.compile(r"\.(?P<name>.+)\.(?P<kind>tmp|old)-[A-Za-z0-9_-]+")
+_held = threading.local()  # per thread: lock files held, with their nesting depth
+
+
+@contextlib.contextmanager
+def dataset_lock(name: str, root: Path | None = None) -> Iterator[None]:
+    """Hold the lock of dataset ``name`` for the block (waiting for another holder): one import at a time.
+
+    Re-entrant within a thread, so an import holding it can call :func:`save_dataset`.
+    """
+    lock = _lock_file(dataset_path(name, root))
+    depth: dict[Path, int] = _held.__dict__.setdefault("depth", {})
+    if lock in depth:
+        depth[lock] += 1
+        try:
+            yield
+        finally:
+            depth[lock] -= 1
+        return
+    with exclusive_lock(lock, f"dataset '{name}'", wait=True):
+        depth[lock] = 1
+        try:
+            yield
+        finally:
+            del depth[lock]
+
+
+def _lock_file(final: Path) -> Path:
+    return final.with_name(f".{final.name}.lock")
+
+
+def _leftovers(final: Path) -> list[Path]:
+    """Temporary and old copies of ``final`` left by an interrupted save."""
+    if not final.parent.is_dir():
+        return []
+    found = []
+    for path in final.parent.iterdir():
+        match = _LEFTOVER.fullmatch(path.name)
+        if match and match["name"] == final.name and path.is_dir():
+            found.append(path)
+    return found
+
+
+def _settle(final: Path) -> None:
+    """With the name's lock held: restore an old copy if a save died between its renames, delete leftovers."""
+    leftovers = _leftovers(final)
+    if not final.exists():
+        olds = [p for p in leftovers if p.name.startswith(f".{final.name}.old-") and (p / "manifest.json").is_file()]
+        if olds:
+            newest = max(olds, key=lambda p: p.stat().st_mtime)
+            os.replace(newest, final)
+            leftovers.remove(newest)
+    for path in leftovers:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _recover(final: Path) -> None:
+    """Settle ``final`` unless a process (this one included) is saving it right now."""
+    lock = _lock_file(final)
+    if not _leftovers(final) or lock in _held.__dict__.get("depth", {}):
+        return
+    try:
+        with exclusive_lock(lock, f"dataset '{final.name}'", wait=False):
+            _settle(final)
+    except LockedError:
+        pass  # its holder is alive and finishes (or, if killed, the next caller settles it)
+
+
+def _write_synced(path: Path, write: Callable[[IO[bytes]], None]) -> None:
+    with open(path, "wb") as f:
+        write(f)
+        f.flush()
+        os.fsync(f.fileno())
+
+
 def save_dataset(dataset: Dataset, root: Path | None = None) -> Path:
-    """Write atomically: a temporary sibling directory, then a rename over the old one."""
+    """Write ``dataset`` so that a reader, or a kill at any point, never sees a half-written or lost one.
+
+    See the module docstring: temporary sibling, old copy renamed away, new one renamed in.
+    """
     final = dataset_path(dataset.name, root)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
-    try:
-        np.savez(tmp / "sequences.npz", offsets=dataset.offsets.astype(np.int64), items=dataset.items.astype(np.int32))
-        with open(tmp / "items.jsonl", "w", encoding="utf-8") as f:
+    with dataset_lock(dataset.name, root):
+        _settle(final)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+        try:
+            offsets, items = dataset.offsets.astype(np.int64), dataset.items.astype(np.int32)
+            _write_synced(tmp / "sequences.npz", lambda f: np.savez(f, offsets=offsets, items=items))
             texts = dataset.item_texts or [None] * dataset.num_items
-            for token, text in zip(dataset.item_ids, texts):
-                f.write(json.dumps({"id": token, "text": text}, ensure_ascii=False) + "\n")
-        (tmp / "users.txt").write_text("".join(f"{u}\n" for u in dataset.user_ids), encoding="utf-8")
-        (tmp / "manifest.json").write_text(json.dumps(dataset.manifest, indent=2), encoding="utf-8")
-        if final.exists():
-            old = final.with_name(f".{final.name}.old-{os.getpid()}")
-            os.replace(final, old)
-            os.replace(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, final)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+            records = ({"id": token, "text": text} for token, text in zip(dataset.item_ids, texts))
+            lines = "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
+            _write_synced(tmp / "items.jsonl", lambda f: f.write(lines.encode("utf-8")))
+            users = "".join(f"{u}\n" for u in dataset.user_ids).encode("utf-8")
+            _write_synced(tmp / "users.txt", lambda f: f.write(users))
+            manifest = json.dumps(dataset.manifest, indent=2).encode("utf-8")
+            _write_synced(tmp / "manifest.json", lambda f: f.write(manifest))  # last: it marks the copy complete
+            if final.exists():
+                old = final.with_name(f".{final.name}.old-{os.getpid()}-{secrets.token_hex(4)}")
+                os.replace(final, old)
+                os.replace(tmp, final)  # a kill before this line leaves `old` for _settle to restore
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, final)
+            _fsync_dir(final.parent)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
     return final
 
 
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def downloaded_names(root: Path | None = None) -> list[str]:
-    """Names of every canonical Dataset under ``root`` (catalogued or imported)."""
+    """Names of every canonical Dataset under ``root`` (catalogued or imported); never a leftover copy."""
     base = root or datasets_dir()
     if not base.is_dir():
         return []
-    return sorted(p.name for p in base.iterdir() if (p / "manifest.json").is_file())
+    interrupted = {m["name"] for p in base.iterdir() if (m := _LEFTOVER.fullmatch(p.name)) and m["kind"] == "old"}
+    for name in interrupted:
+        _recover(base / name)
+    return sorted(p.name for p in base.iterdir() if not p.name.startswith(".") and (p / "manifest.json").is_file())
+
+
+def read_manifest(name: str, root: Path | None = None) -> dict[str, Any]:
+    """The manifest of a downloaded dataset, checked as on load (:class:`DataError` if damaged)."""
+    path = dataset_path(name, root) / "manifest.json"
+    if not path.is_file():
+        _recover(path.parent)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise DataError(f"dataset '{name}' is not downloaded (no {path}); run `recbench download {name}`") from None
+    return _check_manifest(path, raw, name.lower())
 
 
 def check_dataset_name(name: str, root: Path | None = None) -> None:
@@ -280,35 +413,194 @@ def check_dataset_name(name: str, root: Path | None = None) -> None:
 
 
 def is_downloaded(name: str, root: Path | None = None) -> bool:
-    return (dataset_path(name, root) / "manifest.json").is_file()
+    """Whether dataset ``name`` is on disk (restoring it first if a save was interrupted)."""
+    path = dataset_path(name, root)
+    if not (path / "manifest.json").is_file():
+        _recover(path)
+    return (path / "manifest.json").is_file()
 
 
 def load_dataset(name: str, root: Path | None = None) -> Dataset:
-    """Load a canonical Dataset; a missing one names the command that makes it."""
+    """Load a canonical Dataset after the cheap checks; a missing one names the command that makes it.
+
+    Damaged files (truncated, edited, not the format) raise :class:`DataError` naming the file and
+    what is wrong. The content is not rehashed here: see :func:`verify_fingerprint`.
+    """
     path = dataset_path(name, root)
     if not (path / "manifest.json").is_file():
+        _recover(path)
+    if not (path / "manifest.json").is_file():
         check_dataset_name(name, root)  # unknown names get suggestions
-        raise DataError(f"dataset '{name}' is not downloaded (no {path / 'manifest.json'}); run `recbench download {name}`")
-    manifest = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
-    if manifest.get("format_version") != FORMAT_VERSION:
-        raise DataError(f"{path}: format version {manifest.get('format_version')} but this recbench reads {FORMAT_VERSION}; re-run `recbench download {name}`")
-    arrays = np.load(path / "sequences.npz", allow_pickle=False)
-    item_ids, texts = [], []
-    with open(path / "items.jsonl", encoding="utf-8") as f:
-        for line in f:
-            record = json.loads(line)
-            item_ids.append(record["id"])
-            texts.append(record["text"])
-    user_ids = (path / "users.txt").read_text(encoding="utf-8").splitlines()
+        missing = path / "manifest.json"
+        raise DataError(f"dataset '{name}' is not downloaded (no {missing}); run `recbench download {name}`")
+    for _ in range(3):
+        try:
+            return _read_dataset(path, name.lower())
+        except _Replaced:
+            continue  # a save swapped the directory while we read it: read the new one
+    raise DataError(f"{path}: replaced again and again while being read; try once the import writing it has finished")
+
+
+class _Replaced(Exception):
+    """The dataset directory was replaced while being read."""
+
+
+def _damaged(path: Path | str, problem: str, name: str) -> DataError:
+    return DataError(f"{path}: {problem}; the dataset is damaged, re-run `recbench download {name}`")
+
+
+def _read_dataset(path: Path, name: str) -> Dataset:
+    """Read the four files from one directory (held open, so a concurrent save cannot mix two versions)."""
+    dir_fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+
+        def read(file: str) -> bytes:
+            try:
+                with open(file, "rb", opener=lambda p, flags: os.open(p, flags, dir_fd=dir_fd)) as f:
+                    return f.read()
+            except FileNotFoundError:
+                with contextlib.suppress(OSError):
+                    if os.stat(path).st_ino != os.fstat(dir_fd).st_ino:
+                        raise _Replaced from None
+                raise _damaged(path / file, "missing", name) from None
+
+        manifest = _check_manifest(path / "manifest.json", read("manifest.json"), name)
+        counts = manifest["counts"]
+        offsets, items = _check_sequences(path / "sequences.npz", read("sequences.npz"), counts, name)
+        item_ids, texts = _check_items(path / "items.jsonl", read("items.jsonl"), counts["items"], name)
+        user_ids = _check_users(path / "users.txt", read("users.txt"), counts["users"], name)
+    finally:
+        os.close(dir_fd)
     return Dataset(
-        name=name.lower(),  # from the directory asked for, never from file contents
-        offsets=arrays["offsets"],
-        items=arrays["items"],
+        name=name,  # from the directory asked for, never from file contents
+        offsets=offsets,
+        items=items,
         item_ids=item_ids,
         user_ids=user_ids,
         item_texts=texts if any(t is not None for t in texts) else None,
         manifest=manifest,
     )
+
+
+def _check_manifest(path: Path, raw: bytes, name: str) -> dict[str, Any]:
+    try:
+        manifest = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as err:
+        raise _damaged(path, f"not valid UTF-8 ({err.reason} at byte {err.start})", name) from None
+    except json.JSONDecodeError as err:
+        raise _damaged(path, f"not valid JSON ({err.msg} at line {err.lineno})", name) from None
+    if not isinstance(manifest, dict):
+        raise _damaged(path, f"expected a JSON object, found {type(manifest).__name__}", name)
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise DataError(
+            f"{path.parent}: format version {manifest.get('format_version')} but this recbench reads {FORMAT_VERSION}; "
+            f"re-run `recbench download {name}`"
+        )
+    counts = manifest.get("counts")
+    keys = ("users", "items", "interactions")
+    if not isinstance(counts, dict) or not all(type(counts.get(k)) is int and counts[k] >= 0 for k in keys):
+        raise _damaged(path, "no valid 'counts' (users, items, interactions)", name)
+    return manifest
+
+
+def _check_sequences(path: Path, raw: bytes, counts: dict[str, int], name: str) -> tuple[np.ndarray, np.ndarray]:
+    import io
+
+    if not raw:
+        raise _damaged(path, "empty file", name)
+    try:
+        archive = np.load(io.BytesIO(raw), allow_pickle=False)  # anything but .npy/.npz falls to pickle: refused
+        if not isinstance(archive, np.lib.npyio.NpzFile):
+            raise _damaged(path, "a single .npy array, not a .npz archive of 'offsets' and 'items'", name)
+        with archive:
+            missing = [k for k in ("offsets", "items") if k not in archive.files]
+            if missing:
+                raise _damaged(path, f"no array {', '.join(repr(k) for k in missing)}", name)
+            offsets, items = archive["offsets"], archive["items"]
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
+        raise _damaged(path, f"not a readable .npz archive ({type(err).__name__}: {err})", name) from None
+    for key, array, dtype in (("offsets", offsets, np.int64), ("items", items, np.int32)):
+        if array.dtype != dtype or array.ndim != 1:
+            problem = f"'{key}' is {array.dtype} of shape {array.shape}, expected 1-D {np.dtype(dtype)}"
+            raise _damaged(path, problem, name)
+    if len(offsets) != counts["users"] + 1:
+        problem = f"'offsets' has {len(offsets):,} entries but manifest.json counts {counts['users']:,} users (+ 1)"
+        raise _damaged(path, problem, name)
+    if offsets[0] != 0 or offsets[-1] != len(items):
+        problem = f"'offsets' runs from {offsets[0]} to {offsets[-1]}, expected 0 to {len(items):,} (len(items))"
+        raise _damaged(path, problem, name)
+    lengths = np.diff(offsets)
+    if (lengths < MIN_INTERACTIONS).any():
+        user = int(np.flatnonzero(lengths < MIN_INTERACTIONS)[0])
+        too_few = f"give user {user} {lengths[user]} interactions (fewer than {MIN_INTERACTIONS})"
+        what = "decrease" if lengths[user] < 0 else too_few
+        raise _damaged(path, f"'offsets' {what} at position {user}", name)
+    if len(items) != counts["interactions"]:
+        raise _damaged(path, f"{len(items):,} interactions but manifest.json counts {counts['interactions']:,}", name)
+    if len(items) and (items.min() < 1 or items.max() > counts["items"]):
+        raise _damaged(path, f"item ids run from {items.min()} to {items.max()}, outside 1..{counts['items']:,}", name)
+    return offsets, items
+
+
+def _lines(path: Path, raw: bytes, name: str) -> list[str]:
+    """The lines of a file recbench wrote: UTF-8, every line ended by a newline (a cut file is not)."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise _damaged(path, f"not valid UTF-8 ({err.reason} at byte {err.start})", name) from None
+    if text and not text.endswith("\n"):
+        raise _damaged(path, f"line {text.count(chr(10)) + 1} has no newline at its end (the file was cut)", name)
+    return text.split("\n")[:-1]
+
+
+def _check_items(path: Path, raw: bytes, expected: int, name: str) -> tuple[list[str], list[str | None]]:
+    lines = _lines(path, raw, name)
+    if len(lines) != expected:
+        raise _damaged(path, f"{len(lines):,} lines but manifest.json counts {expected:,} items", name)
+    item_ids, texts = [], []
+    for number, line in enumerate(lines, start=1):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise _damaged(f"{path}:{number}", f"not valid JSON ({err.msg})", name) from None
+        valid = isinstance(record, dict) and isinstance(record.get("id"), str)
+        if not valid or not isinstance(record.get("text"), (str, type(None))):
+            raise _damaged(f"{path}:{number}", 'expected {"id": string, "text": string or null}', name)
+        item_ids.append(record["id"])
+        texts.append(record.get("text"))
+    if len(set(item_ids)) != len(item_ids):
+        raise _damaged(path, "an item token appears twice", name)
+    return item_ids, texts
+
+
+def _check_users(path: Path, raw: bytes, expected: int, name: str) -> list[str]:
+    user_ids = _lines(path, raw, name)
+    if len(user_ids) != expected:
+        raise _damaged(path, f"{len(user_ids):,} lines but manifest.json counts {expected:,} users", name)
+    if len(set(user_ids)) != len(user_ids):
+        raise _damaged(path, "a user token appears twice", name)
+    return user_ids
+
+
+def verify_fingerprint(dataset: Dataset) -> str:
+    """Rehash ``dataset`` and compare with the fingerprint recorded in its manifest; return it.
+
+    Raises :class:`DataError` if none is recorded or the data no longer matches it (a file was
+    edited after the import). Costs one sha256 pass over the sequences, tokens and texts.
+    """
+    recorded = dataset.manifest.get("fingerprint")
+    if not isinstance(recorded, str) or not recorded:
+        name = dataset.name
+        raise DataError(f"dataset '{name}': manifest.json records no fingerprint; re-run `recbench download {name}`")
+    computed = compute_fingerprint(dataset)
+    users = dataset.manifest.get("users_sha256")  # absent from datasets saved by older versions
+    if computed != recorded or (users is not None and users != users_digest(dataset.user_ids)):
+        what = f"recorded {recorded[:12]}, computed {computed[:12]}" if computed != recorded else "user tokens"
+        raise DataError(
+            f"dataset '{dataset.name}': its files do not match the fingerprint in manifest.json ({what}): "
+            f"they were changed after the import; re-run `recbench download {dataset.name}`"
+        )
+    return computed
 
 
 def union_of(datasets: list[Dataset]) -> Dataset:

@@ -8,7 +8,10 @@
 
 Either way the canonical checks of :func:`recbench.data.dataset.build_dataset` apply, the counts are
 compared with ``datasets.toml`` (a mismatch is returned for a loud warning, naming both numbers) and
-the dataset is written atomically.
+the dataset is written atomically under its lock (:func:`recbench.data.dataset.dataset_lock`). A
+download holds that lock from the first raw file to the save, so a second download of the same name
+waits and then verifies what the first fetched; an import from local files reads them unlocked (a
+failed import leaves nothing on disk) and takes the lock to save.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from recbench.data.catalog import DatasetSpec, family_preprocess, get_dataset_spec, raw_dir
-from recbench.data.dataset import Dataset, build_dataset, count_mismatches, save_dataset
+from recbench.data.dataset import Dataset, build_dataset, count_mismatches, dataset_lock, save_dataset
 from recbench.errors import DataError, UnknownNameError
 from recbench.data.fetch import fetch, sha256_file, verify_file
 from recbench.names import check_name
@@ -197,11 +200,16 @@ def download(
 ) -> IngestResult:
     """Make the canonical dataset ``name``: import ``source`` if given, else download and preprocess
     its raw files (Amazon 2018) or generate it (synthetic demo data)."""
+    if source is None and (fmt is not None or (options is not None and options.given())):
+        raise DataError("--format and the import options only apply with --from PATH")
     if source is not None:
         return import_local(name, source, fmt, root, options, show_progress)
-    if fmt is not None or (options is not None and options.given()):
-        raise DataError("--format and the import options only apply with --from PATH")
     spec = get_dataset_spec(name)
+    with dataset_lock(name, root):
+        return _download_catalogued(spec, root, show_progress)
+
+
+def _download_catalogued(spec: DatasetSpec, root: Path | None, show_progress: bool) -> IngestResult:
     if spec.synthetic:
         from recbench.data.synthetic import generate
 

@@ -52,10 +52,17 @@ class ImportOptions:
         return [f.name for f in fields(self) if getattr(self, f.name) not in (None, False)]
 
 
+def nul_error(path: Path, line: int, column: int) -> DataError:
+    """A NUL byte in a text file: a damaged (e.g. zero-filled after a crash) or binary file, never a token."""
+    return DataError(f"{path}:{line}: NUL byte at byte {column} of the line (a damaged or binary file)")
+
+
 def read_lines(path: Path) -> Iterator[tuple[int, str]]:
-    """(line number, line without newline) of a UTF-8 text file; bad bytes name the line."""
+    """(line number, line without newline) of a UTF-8 text file; bad bytes and NUL bytes name the line."""
     with open(path, "rb") as f:
         for number, raw in enumerate(f, start=1):
+            if b"\0" in raw:
+                raise nul_error(path, number, raw.index(b"\0"))
             try:
                 yield number, raw.decode("utf-8").rstrip("\r\n")
             except UnicodeDecodeError as err:
@@ -80,7 +87,9 @@ def iter_line_blocks(path: Path, block_bytes: int = BLOCK_BYTES) -> Iterator[byt
 
 
 def decode_block(raw: bytes, path: Path, first_line: int) -> str:
-    """UTF-8 text of a block whose first line is ``first_line``; bad bytes name the file and line."""
+    """UTF-8 text of a block whose first line is ``first_line``; bad bytes and NUL bytes name the file and line."""
+    if (nul := raw.find(b"\0")) >= 0:
+        raise nul_error(path, first_line + raw.count(b"\n", 0, nul), nul - (raw.rfind(b"\n", 0, nul) + 1))
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as err:
@@ -90,8 +99,18 @@ def decode_block(raw: bytes, path: Path, first_line: int) -> str:
 
 
 def check_utf8(path: Path) -> None:
-    """Raise :class:`DataError` naming file and line if ``path`` is not valid UTF-8."""
+    """Raise :class:`DataError` naming file and line if ``path`` is not valid UTF-8 or holds a NUL byte."""
     line = 1
     for raw in iter_line_blocks(path):
         decode_block(raw, path, line)
         line += raw.count(b"\n")
+
+
+def ends_without_newline(path: Path) -> bool:
+    """Whether a non-empty file's last byte is not a newline (its last line may have been cut)."""
+    with open(path, "rb") as f:
+        f.seek(0, 2)
+        if f.tell() == 0:
+            return False
+        f.seek(-1, 2)
+        return f.read(1) != b"\n"

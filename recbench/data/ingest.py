@@ -33,6 +33,11 @@ from recbench.data.tables import import_recbole, import_table
 __all__ = ["Imported", "ImportOptions", "IMPORTERS", "clean_text", "detect_format", "import_lcrec", "import_unisrec", "item_text", "run_importer"]
 
 
+def _is_index(text: str) -> bool:
+    """ASCII digits only (``str.isdigit`` also accepts e.g. superscripts, which ``int`` refuses)."""
+    return text.isascii() and text.isdigit()
+
+
 def read_index(path: Path) -> list[str]:
     """A ``token<TAB>index`` map (no header) as a list ordered by index; indices must be 0..n-1."""
     pairs: dict[int, str] = {}
@@ -40,7 +45,7 @@ def read_index(path: Path) -> list[str]:
         if not line.strip():
             continue
         parts = line.split("\t")
-        if len(parts) != 2 or not parts[1].strip().isdigit():
+        if len(parts) != 2 or not _is_index(parts[1].strip()):
             raise DataError(f"{path}:{number}: expected 'token<TAB>index', got {line[:80]!r}")
         index = int(parts[1])
         if index in pairs:
@@ -51,8 +56,14 @@ def read_index(path: Path) -> list[str]:
     return [pairs[i] for i in range(len(pairs))]
 
 
-def read_unisrec_inter(path: Path) -> dict[int, list[tuple[list[int], int, int]]]:
-    """Rows of a UniSRec ``.inter`` file grouped by user: (history, target, line number)."""
+Rows = dict[int, list[tuple[list[int], int, int]]]  # user -> (history, target, line number)
+
+
+def read_unisrec_inter(path: Path, num_users: int | None = None, num_items: int | None = None) -> Rows:
+    """Rows of a UniSRec ``.inter`` file grouped by user: (history, target, line number).
+
+    With ``num_users`` / ``num_items``, every user and item index must lie in ``0..num - 1``.
+    """
     rows: dict[int, list[tuple[list[int], int, int]]] = {}
     lines = read_lines(path)
     header = next(lines, (1, ""))[1]
@@ -70,8 +81,21 @@ def read_unisrec_inter(path: Path) -> dict[int, list[tuple[list[int], int, int]]
             raise DataError(f"{path}:{number}: expected 'user<TAB>space-separated item ids<TAB>item', got {line[:80]!r}") from None
         if not history:
             raise DataError(f"{path}:{number}: empty item history")
+        if num_users is not None and not 0 <= user < num_users:
+            where = f"outside 0..{num_users - 1} (the user2index file)"
+            raise DataError(f"{path}:{number}: user index {_short(parts[0])} is {where}")
+        if num_items is not None:
+            bad = next((i for i in [*history, target] if not 0 <= i < num_items), None)
+            if bad is not None:
+                where = f"outside 0..{num_items - 1} (the item2index file)"
+                raise DataError(f"{path}:{number}: item index {_short(str(bad))} is {where}")
         rows.setdefault(user, []).append((history, target, number))
     return rows
+
+
+def _short(text: str, limit: int = 24) -> str:
+    """A value for a one-line message: long ones (a 40-digit id) cut with an ellipsis."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 def _training_part(user: int, rows: list[tuple[list[int], int, int]], valid_history: list[int], path: Path, max_history: int) -> list[int]:
@@ -88,6 +112,27 @@ def _training_part(user: int, rows: list[tuple[list[int], int, int]], valid_hist
     return part
 
 
+def _missing_train_rows(train: Rows, valid: Rows, path: Path, max_history: int) -> list[str]:
+    """A note naming users whose train rows are absent although their valid history implies some.
+
+    A user with h >= 2 items before the valid target has h - 1 train rows; with none (a file cut at a
+    line boundary loses the last users' rows), the history is rebuilt from the valid row, which
+    holds only the last ``max_history`` items.
+    """
+    lacking = sorted(u for u, rows in valid.items() if u not in train and len(rows[0][0]) >= 2)
+    if not lacking:
+        return []
+    capped = [u for u in lacking if len(valid[u][0][0]) >= max_history]
+    if capped:
+        loss = f"{len(capped):,} of them (e.g. user {capped[0]}) hit the {max_history}-item cap and lose early items"
+    else:
+        loss = "none of them hit the history cap, so no item is lost"
+    return [
+        f"WARNING: {path.name} has no rows for {len(lacking):,} users whose valid history implies some "
+        f"(e.g. user {lacking[0]}; was the file cut?); their sequences are rebuilt from the valid histories: {loss}"
+    ]
+
+
 def import_unisrec(directory: Path, prefix: str | None = None, max_history: int = 50) -> Imported:
     """Read UniSRec's atomic benchmark files and rebuild each user's full chronological sequence."""
     directory = Path(directory)
@@ -99,10 +144,12 @@ def import_unisrec(directory: Path, prefix: str | None = None, max_history: int 
     notes: list[str] = []
     item_ids = read_index(path["item2index"])
     user_ids = read_index(path["user2index"])
-    valid = read_unisrec_inter(path["valid.inter"])
-    test = read_unisrec_inter(path["test.inter"])
+    sizes = (len(user_ids), len(item_ids))
+    valid = read_unisrec_inter(path["valid.inter"], *sizes)
+    test = read_unisrec_inter(path["test.inter"], *sizes)
     if path["train.inter"].is_file():
-        train = read_unisrec_inter(path["train.inter"])
+        train = read_unisrec_inter(path["train.inter"], *sizes)
+        notes += _missing_train_rows(train, valid, path["train.inter"], max_history)
     else:
         train = {}
         capped = sum(1 for rows in test.values() if len(rows[0][0]) >= max_history)
@@ -126,7 +173,13 @@ def import_unisrec(directory: Path, prefix: str | None = None, max_history: int 
         sequences.append(part + [v_target, t_target])
     texts = None
     if path["text"].is_file():
-        by_token = read_text_table(path["text"])
+        repeated: list[tuple[int, str]] = []
+        by_token = read_text_table(path["text"], repeated)
+        if repeated:
+            notes.append(
+                f"{path['text'].name} repeats items (extra lines: {len(repeated):,}, first: line {repeated[0][0]}, "
+                f"item {repeated[0][1]!r}); the first line of each item was used"
+            )
         texts = [by_token.get(token, "") for token in item_ids]
         missing = sum(1 for token in item_ids if token not in by_token)
         if missing == len(item_ids):
@@ -139,8 +192,11 @@ def import_unisrec(directory: Path, prefix: str | None = None, max_history: int 
     return Imported(user_ids, sequences, item_ids, texts, "unisrec", files, notes)
 
 
-def read_text_table(path: Path) -> dict[str, str]:
-    """``item_id:token<TAB>text:token_seq`` (with header) as token -> text, first line per token."""
+def read_text_table(path: Path, repeated: list[tuple[int, str]] | None = None) -> dict[str, str]:
+    """``item_id:token<TAB>text:token_seq`` (with header) as token -> text, first line per token.
+
+    Lines repeating a token are appended to ``repeated`` as (line number, token).
+    """
     texts: dict[str, str] = {}
     lines = read_lines(path)
     next(lines, None)
@@ -150,6 +206,8 @@ def read_text_table(path: Path) -> dict[str, str]:
         token, sep, text = line.partition("\t")
         if not sep:
             raise DataError(f"{path}:{number}: expected 'item<TAB>text', got {line[:80]!r}")
+        if token in texts and repeated is not None:
+            repeated.append((number, token))
         texts.setdefault(token, text)
     return texts
 
@@ -171,9 +229,19 @@ def item_text(record: dict) -> str:
     return nonempty_fields_text(record, TEXT_FIELDS, MAX_TEXT_CHARS)
 
 
-def _read_json(path: Path) -> object:
+def _read_json(path: Path, repeated: list[str] | None = None) -> object:
+    """A JSON file; keys that repeat within an object (the last value wins) are appended to ``repeated``."""
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in items:
+            if key in out and repeated is not None:
+                repeated.append(key)
+            out[key] = value
+        return out
+
     try:
-        return json.loads(path.read_bytes().decode("utf-8"))
+        return json.loads(path.read_bytes().decode("utf-8"), object_pairs_hook=pairs)
     except UnicodeDecodeError as err:
         raise DataError(f"{path}: not valid UTF-8 ({err.reason} at byte {err.start})") from None
     except json.JSONDecodeError as err:
@@ -189,11 +257,13 @@ def import_lcrec(directory: Path, prefix: str | None = None, partial_text: bool 
         raise DataError(f"missing file {item_path} (LC-Rec format needs {prefix}.inter.json and {prefix}.item2id)")
     item_ids = read_index(item_path)
     user_path = directory / f"{prefix}.user2id"
-    inter = _read_json(inter_path)
+    repeated: list[str] = []
+    inter = _read_json(inter_path, repeated)
     if not isinstance(inter, dict):
         raise DataError(f"{inter_path}: expected an object mapping user index to a list of item indices")
-    if any(not str(k).isdigit() for k in inter):
-        raise DataError(f"{inter_path}: user keys must be integer indices")
+    if any(not _is_index(str(k)) for k in inter):
+        bad = next(k for k in inter if not _is_index(str(k)))
+        raise DataError(f"{inter_path}: user keys must be integer indices, found {_short(str(bad))!r}")
     keys = sorted(inter, key=int)
     user_ids = read_index(user_path) if user_path.is_file() else [str(k) for k in keys]
     if len(user_ids) < len(keys):
@@ -201,10 +271,23 @@ def import_lcrec(directory: Path, prefix: str | None = None, partial_text: bool 
     sequences = []
     for k in keys:
         if not isinstance(inter[k], list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in inter[k]):
-            raise DataError(f"{inter_path}: user {k}: expected a list of integer item indices")
+            raise DataError(f"{inter_path}: user {_short(k)}: expected a list of integer item indices")
+        bad = next((i for i in inter[k] if not 0 <= i < len(item_ids)), None)
+        if bad is not None:
+            raise DataError(
+                f"{inter_path}: user {_short(k)}: item index {_short(str(bad))} is outside 0..{len(item_ids) - 1} "
+                f"(the indices of {item_path.name})"
+            )
+        if user_path.is_file() and int(k) >= len(user_ids):
+            where = f"{user_path.name} (0..{len(user_ids) - 1})"
+            raise DataError(f"{inter_path}: user key {_short(k)!r} is not an index of {where}")
         sequences.append(inter[k])
     user_ids = [user_ids[int(k)] for k in keys]
     notes = [] if user_path.is_file() else [f"no {user_path.name}: user tokens are the indices of {inter_path.name}"]
+    if repeated:
+        first = _short(repeated[0])
+        repeats = f"{inter_path.name} repeats keys (extra: {len(repeated):,}, first: {first!r})"
+        notes.append(f"{repeats}; the last value of each was used")
     files = [inter_path, item_path] + ([user_path] if user_path.is_file() else [])
     text_path, partial_path = directory / f"{prefix}.item.json", directory / f"{prefix}.item.partial.json"
     texts = None
@@ -225,7 +308,8 @@ def import_lcrec(directory: Path, prefix: str | None = None, partial_text: bool 
 
 
 def _lcrec_texts(path: Path, item_ids: list[str], item_path: Path) -> tuple[list[str], str]:
-    records = _read_json(path)
+    repeated: list[str] = []
+    records = _read_json(path, repeated)
     if not isinstance(records, dict):
         raise DataError(f"{path}: expected an object mapping item index to a record")
     texts = [item_text(records.get(str(i)) or {}) for i in range(len(item_ids))]
@@ -233,6 +317,9 @@ def _lcrec_texts(path: Path, item_ids: list[str], item_path: Path) -> tuple[list
         raise DataError(f"{path}: its keys match none of the {len(item_ids)} items of {item_path.name}")
     missing = sum(1 for t in texts if not t)
     note = f"item text from {path.name} (title, categories, brand as UniSRec)" + (f"; {missing:,} items have none (of {len(item_ids):,})" if missing else "")
+    if repeated:
+        first = _short(repeated[0])
+        note += f"; it repeats keys (extra: {len(repeated):,}, first: {first!r}), the last value of each was used"
     return texts, note
 
 

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from recbench.errors import DataError
-from recbench.data.formats import ImportOptions, Imported, TABLE_SUFFIXES, check_utf8
+from recbench.data.formats import ImportOptions, Imported, TABLE_SUFFIXES, check_utf8, ends_without_newline
 from recbench.data.itemtext import nonempty_fields_text
 
 USER_COLUMNS = ("user_id", "user", "userid", "reviewerid", "uid", "visitorid", "customer_id")
@@ -133,9 +133,34 @@ def sequences_from_rows(users: np.ndarray, items: np.ndarray, times: np.ndarray 
     return [str(u) for u in user_tokens], np.split(item_codes.astype(np.int64), offsets), [str(i) for i in item_tokens]
 
 
+def check_last_line(frame: pd.DataFrame, path: Path, lines: np.ndarray, used: dict[str, str | None]) -> str | None:
+    """A last line without its newline may have been cut mid-value: refuse it if it looks cut, else a note.
+
+    Only the line's last field can be cut short (missing fields fail the field count). It looks cut
+    when that field is one recbench uses (``used``: role -> column) and its value is shorter than every
+    other value of the column, as a cut timestamp or fixed-width token is.
+    """
+    if path.suffix.lower() in (".parquet", ".pq", ".json", ".jsonl") or not ends_without_newline(path):
+        return None
+    last = str(frame.columns[-1])
+    for role, column in used.items():
+        if column is None or str(column) != last or len(frame) < 2:
+            continue
+        value = str(frame[column].iloc[-1])
+        shortest = int(frame[column].iloc[:-1].astype(str).str.len().min())
+        if len(value) < shortest:
+            raise DataError(
+                f"{path}:{lines[-1]}: the last line has no newline and its {role} {value!r} (column '{column}') is "
+                f"shorter than every other ({shortest}+ characters): the file looks cut; complete or remove that line"
+            )
+    return f"the last line of {path.name} (line {lines[-1]}) has no newline at its end; its values look whole: kept"
+
+
 def _interactions(frame: pd.DataFrame, path: Path, lines: np.ndarray, user: str, item: str, time: str | None, fmt: str) -> Imported:
     """Drop exact duplicate lines, sort by time, build the sequences."""
     notes = []
+    if len(frame) and (note := check_last_line(frame, path, lines, {"timestamp": time, "item": item, "user": user})):
+        notes.append(note)
     duplicate = frame.duplicated(keep="first").to_numpy()
     if duplicate.any():
         notes.append(f"dropped {int(duplicate.sum()):,} exact duplicate lines of {path.name} (first: line {lines[np.flatnonzero(duplicate)[0]]})")
@@ -158,8 +183,20 @@ def attach_texts(imported: Imported, table: pd.DataFrame, path: Path, lines: np.
     missing = [f for f in fields if f not in table.columns]
     if missing or not fields:
         raise DataError(f"{path}: no text column {', '.join(missing) or '(none left besides the item)'}; columns are: {', '.join(map(str, table.columns))} (choose with --text-fields)")
-    first = ~table.duplicated(subset=[item_column], keep="first").to_numpy()
-    table, lines = table[first], lines[first]
+    cut_note = None
+    if len(table) and path.suffix.lower() not in (".parquet", ".pq") and ends_without_newline(path):
+        last = str(table[item_column].iloc[-1])
+        cut_note = f"the last line of {path.name} has no newline at its end: if the file was cut, "
+        cut_note += f"so is the text of item {last!r}"
+    repeated = table.duplicated(subset=[item_column], keep="first").to_numpy()
+    duplicates_note = None
+    if repeated.any():
+        row = int(np.flatnonzero(repeated)[0])
+        duplicates_note = (
+            f"{path.name} repeats items (extra rows: {int(repeated.sum()):,}, first: line {lines[row]}, "
+            f"item {str(table[item_column].iloc[row])!r}); the first row of each item was used"
+        )
+    table, lines = table[~repeated], lines[~repeated]
     keys = tokens(table, item_column, path, lines)
     records = table[list(fields)].to_dict("records")
     if fields == ("text",):
@@ -174,6 +211,10 @@ def attach_texts(imported: Imported, table: pd.DataFrame, path: Path, lines: np.
     imported.files.append(path)
     how = "as is" if fields == ("text",) else f"fields {', '.join(fields)} cleaned as UniSRec"
     imported.notes.append(f"item text from {path.name} ({how}) for {matched:,} of {len(imported.item_ids):,} items")
+    if duplicates_note:
+        imported.notes.append(duplicates_note)
+    if cut_note:
+        imported.notes.append(cut_note)
 
 
 def _missing(value: object) -> bool:

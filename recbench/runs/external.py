@@ -15,6 +15,9 @@ Two documented formats, for the dataset's leave-one-out ``test`` targets:
   from the scores exactly as for a recbench model (pessimistic ties, NaN counts against the
   target, padding excluded).
 
+A file that cannot be a result is refused with :class:`DataError`: a directory, a ``.npz`` archive,
+an empty ``.npy``, a complex or all-NaN score matrix, ranked lists that are all empty.
+
 The result is stored as a finished run (method name = the given label, seed 0, no valid split),
 so it appears in ``recbench leaderboard`` next to recbench's own runs.
 """
@@ -48,7 +51,7 @@ def ranks_from_lists(path: Path, dataset: Dataset, targets: np.ndarray) -> tuple
     user_index = {token: u for u, token in enumerate(dataset.user_ids)}
     item_id = {token: i + 1 for i, token in enumerate(dataset.item_ids)}
     ranks = np.zeros(dataset.num_users, dtype=np.int32)
-    shortest = None
+    shortest, longest = None, 0
     for number, line in read_lines(path):
         fields = [f for f in _SEPARATOR.split(line.strip()) if f]
         if not fields:
@@ -69,32 +72,64 @@ def ranks_from_lists(path: Path, dataset: Dataset, targets: np.ndarray) -> tuple
         shortest = len(listed) if shortest is None else min(shortest, len(listed))
         # An unlisted target ties with all other unlisted items: pessimistic rank N.
         ranks[user] = listed.index(targets[user]) + 1 if targets[user] in listed else dataset.num_items
+        longest = max(longest, len(listed))
     missing = int((ranks == 0).sum())
     if missing:
         first = dataset.user_ids[int(np.flatnonzero(ranks == 0)[0])]
         raise DataError(f"{path}: {missing} of {dataset.num_users} users have no line (e.g. user {first!r}); every user must be ranked")
+    if longest == 0:
+        raise DataError(f"{path}: every ranked list is empty (users without items): nothing to evaluate")
     return ranks, int(shortest or 0)
 
 
 def ranks_from_score_matrix(path: Path, dataset: Dataset, targets: np.ndarray, batch_size: int = 1024) -> np.ndarray:
     """Per-user ranks from a (users, N + 1) or (users, N) ``.npy`` score matrix, in batches."""
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: empty file, expected a .npy score matrix")
     try:
         scores = np.load(path, mmap_mode="r", allow_pickle=False)
-    except ValueError as err:
+    except (ValueError, EOFError, OSError) as err:
         raise DataError(f"{path}: not a numeric .npy array ({err})") from None
     if not isinstance(scores, np.ndarray) or not np.issubdtype(scores.dtype, np.number):
         raise DataError(f"{path}: expected a numeric .npy score matrix, got {getattr(scores, 'dtype', type(scores).__name__)}")
+    if np.issubdtype(scores.dtype, np.complexfloating):
+        raise DataError(f"{path}: complex scores ({scores.dtype}) cannot be ranked; give real-valued scores")
     if scores.ndim != 2 or scores.shape[0] != dataset.num_users or scores.shape[1] not in (dataset.num_items, dataset.num_items + 1):
         raise DataError(f"{path}: score matrix of shape {scores.shape}, expected ({dataset.num_users}, {dataset.num_items + 1}) or ({dataset.num_users}, {dataset.num_items})")
     pad = scores.shape[1] == dataset.num_items
     ranks = np.empty(dataset.num_users, dtype=np.int32)
+    scored = False
     for start in range(0, dataset.num_users, batch_size):  # never the whole matrix in float32 at once
         chunk = torch.from_numpy(np.array(scores[start : start + batch_size], dtype=np.float32))  # a writable copy
+        columns = chunk if pad else chunk[:, 1:]  # column 0 of an (users, N + 1) matrix is padding
+        scored = scored or not bool(torch.isnan(columns).all())
         if pad:
             chunk = torch.nn.functional.pad(chunk, (1, 0), value=-torch.inf)
         rows = torch.from_numpy(targets[start : start + batch_size])
         ranks[start : start + len(rows)] = ranks_from_scores(chunk, rows).numpy()
+    if not scored:
+        raise DataError(f"{path}: every score is NaN: nothing to rank")
     return ranks
+
+
+def check_import_file(path: Path) -> None:
+    """Refuse, in one line, a path that cannot hold results: missing, a directory, an archive, empty."""
+    if path.is_dir():
+        raise DataError(f"{path}: is a directory, expected a file")
+    if not path.is_file():
+        raise DataError(f"{path} does not exist")
+    with open(path, "rb") as f:
+        head = f.read(6)
+    if path.suffix.lower() == ".npz" or head[:4] == b"PK\x03\x04":
+        raise DataError(
+            f"{path}: a .npz archive is not a supported import: "
+            "give ranked lists (.tsv/.csv/.txt) or a score matrix (.npy)"
+        )
+    if path.suffix.lower() != ".npy" and head == b"\x93NUMPY":
+        raise DataError(f"{path}: a .npy array under another name; name it *.npy to import it as a score matrix")
+    if not head:
+        kind = "a .npy score matrix" if path.suffix.lower() == ".npy" else "ranked lists"
+        raise DataError(f"{path}: empty file, expected {kind}")
 
 
 def check_label(label: str) -> None:
@@ -115,8 +150,7 @@ def import_results(path: Path | str, dataset_name: str, label: str, runs_dir: Pa
     from recbench.data.download import sha256_file
 
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path} does not exist")
+    check_import_file(path)
     check_label(label)
     dataset = load_dataset(dataset_name)
     checksum = sha256_file(path)
