@@ -18,7 +18,7 @@ import torch
 
 from recbench.runs import distributed
 from recbench.runs.batching import TrainingWindows
-from recbench.data.dataset import Dataset, load_dataset, union_of
+from recbench.data.dataset import Dataset, load_dataset, union_of, verify_fingerprint
 from recbench.errors import DataError, RecbenchError, RunError
 from recbench.runs.evaluate import Evaluator
 from recbench.runs.metrics import EvalResult
@@ -112,7 +112,10 @@ def pretrain(entry: MethodEntry, config: MethodConfig, sources: Sequence[str], s
     if not entry.cls.supports_pretraining:
         raise RecbenchError(f"method '{entry.name}' does not pre-train; drop --pretrain-on")
     config = entry.cls.pretraining_config(config)
-    union = union_of([load_dataset(name) for name in sources])
+    domains = [load_dataset(name) for name in sources]
+    for domain in domains:
+        verify_fingerprint(domain)  # the pre-training run is keyed by these fingerprints
+    union = union_of(domains)
     # Keyed by the base method, not the variant: variants that differ only in fine-tuning share it.
     identity = {"method": entry.cls.name, "config": config.model_dump(), "sources": union.manifest["union"]["fingerprints"], "seed": seed, "stage": "pretrain"}
     run = RunRecord.for_experiment(runs_dir / "_pretrain", union.name, entry.cls.name, seed, identity)
@@ -212,6 +215,7 @@ def run_experiment(
     config = resolve_config(entry, *(overrides or []))
     device = distributed.setup(resolve_device(device))
     dataset = dataset or load_dataset(dataset_name)
+    verify_fingerprint(dataset)  # the run records this fingerprint: the data must really have it
     pretrained = pretrain(entry, config, pretrain_on, seed if pretrain_seed is None else pretrain_seed, Path(runs_dir), device, show_progress) if pretrain_on else None
     identity = {"method": entry.name, "config": config.model_dump(), "dataset": dataset.name, "fingerprint": dataset.fingerprint, "seed": seed}
     if pretrained is not None:
@@ -272,7 +276,7 @@ def evaluate_run(run_dir: Path | str, split: str = "test", mask_history: bool = 
     entry = get_method(record["method"])
     config = resolve_config(entry, record["config"], (record.get("search") or {}).get("config_updates", {}))
     dataset = load_dataset(record["dataset"])
-    if dataset.fingerprint != record["fingerprint"]:
+    if verify_fingerprint(dataset) != record["fingerprint"]:
         raise RunError(f"dataset '{dataset.name}' changed since run {run.path} was made (fingerprint differs); re-train it")
     device = resolve_device(device)
     method = build_method(entry, config, dataset)
