@@ -31,7 +31,9 @@ def seconds(step, repeats: int) -> float:
     return sorted(times)[len(times) // 2]
 
 
-def measure(name: str, overrides: dict, length: int, batch_size: int, num_items: int, repeats: int) -> tuple[float, float]:
+def measure(
+    name: str, overrides: dict, length: int, batch_size: int, num_items: int, repeats: int
+) -> tuple[float, float]:
     seed_everything(0)
     config = resolve_config(get_method(name), {"max_seq_length": length, "hidden_size": 64, **overrides})
     model = get_method(name).cls(config, DataSpec(num_items=num_items, max_seq_length=length))
@@ -65,7 +67,10 @@ def main() -> None:
         for length in lengths:
             score_s, train_s = measure(name, overrides, length, args.batch, args.items, args.repeats)
             base = base or (score_s, train_s)
-            print(f"{name:8s} T={length:4d}: score {score_s * 1000:7.1f} ms (x{score_s / base[0]:.2f})   train step {train_s * 1000:7.1f} ms (x{train_s / base[1]:.2f})", flush=True)
+            print(
+                f"{name:8s} T={length:4d}: score {score_s * 1000:7.1f} ms (x{score_s / base[0]:.2f})   train step {train_s * 1000:7.1f} ms (x{train_s / base[1]:.2f})",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

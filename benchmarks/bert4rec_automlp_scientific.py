@@ -38,26 +38,48 @@ def main() -> None:
     import numpy as np
 
     from recbench.data.download import import_local
-    from recbench.runs.experiment import run_experiment
     from recbench.registry import parse_assignments
+    from recbench.runs.experiment import run_experiment
 
     started = time.perf_counter()
     imported = import_local("scientific", args.source)
-    print(f"ingest: {imported.dataset.counts} in {time.perf_counter() - started:.2f} s; mismatches: {imported.mismatches or 'none'}", flush=True)
+    print(
+        f"ingest: {imported.dataset.counts} in {time.perf_counter() - started:.2f} s; mismatches: {imported.mismatches or 'none'}",
+        flush=True,
+    )
     runs_dir = args.runs_dir or Path(home) / "runs"
     results: dict[str, list[dict]] = {}
     for method in args.methods.split(","):
         for seed in [int(s) for s in args.seeds.split(",")]:
-            result = run_experiment(method, "scientific", seed=seed, overrides=[parse_assignments(args.overrides)], runs_dir=runs_dir, resume=True, device="auto", show_progress=False)
+            result = run_experiment(
+                method,
+                "scientific",
+                seed=seed,
+                overrides=[parse_assignments(args.overrides)],
+                runs_dir=runs_dir,
+                resume=True,
+                device="auto",
+                show_progress=False,
+            )
             metrics = result.run.metrics
             fit, search = metrics["fit"], metrics.get("search") or {}
-            results.setdefault(method, []).append({"seed": seed, "test": metrics["test"], "fit": fit, "search": search, "run": str(result.run.path)})
+            results.setdefault(method, []).append(
+                {"seed": seed, "test": metrics["test"], "fit": fit, "search": search, "run": str(result.run.path)}
+            )
             published = PUBLISHED.get(method, {})
             print(
-                f"{method} seed {seed}: " + "  ".join(f"{k} {metrics['test'][k]:.4f}" + (f" (published {published[k]:.4f})" if k in published else "") for k in KEYS)
+                f"{method} seed {seed}: "
+                + "  ".join(
+                    f"{k} {metrics['test'][k]:.4f}" + (f" (published {published[k]:.4f})" if k in published else "")
+                    for k in KEYS
+                )
                 + f"\n  epochs {fit['epochs_run']} (best {fit['best_epoch']}), {fit['seconds_per_epoch']:.2f} s/epoch, "
                 f"{fit['seconds_per_eval']:.2f} s per validation pass"
-                + (f"\n  searched {search.get('config_updates')} in {search.get('details', {}).get('seconds', 0):.0f} s; architecture weights {search.get('details', {}).get('weights')}" if search else ""),
+                + (
+                    f"\n  searched {search.get('config_updates')} in {search.get('details', {}).get('seconds', 0):.0f} s; architecture weights {search.get('details', {}).get('weights')}"
+                    if search
+                    else ""
+                ),
                 flush=True,
             )
         rows = results[method]

@@ -32,22 +32,41 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--methods", default="sasrec,idp-zeroshot,idp,idp-newencoder")
     parser.add_argument("--seeds", default="2020")
-    parser.add_argument("--fractions", default="1,0.3,0.1", help="shares of Scientific's users kept for training and evaluation")
-    parser.add_argument("--subsample-seed", type=int, default=2020, help="which users a fraction keeps: the same for every seed, so seeds are paired on the same users")
-    parser.add_argument("--m", default="", help="comma-separated m values to search on valid (e.g. 1,5,10,20); empty: the config's m")
-    parser.add_argument("--m-variant", default="idp-zeroshot", help="the IDP variant the m search runs (zero-shot costs no training)")
+    parser.add_argument(
+        "--fractions", default="1,0.3,0.1", help="shares of Scientific's users kept for training and evaluation"
+    )
+    parser.add_argument(
+        "--subsample-seed",
+        type=int,
+        default=2020,
+        help="which users a fraction keeps: the same for every seed, so seeds are paired on the same users",
+    )
+    parser.add_argument(
+        "--m", default="", help="comma-separated m values to search on valid (e.g. 1,5,10,20); empty: the config's m"
+    )
+    parser.add_argument(
+        "--m-variant", default="idp-zeroshot", help="the IDP variant the m search runs (zero-shot costs no training)"
+    )
     parser.add_argument("--runs-dir", type=Path, default=None)
-    parser.add_argument("--pretrain-seed", type=int, default=None, help="one pre-training run (this seed) shared by every fine-tuning seed")
+    parser.add_argument(
+        "--pretrain-seed",
+        type=int,
+        default=None,
+        help="one pre-training run (this seed) shared by every fine-tuning seed",
+    )
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     args = parser.parse_args()
     home = os.environ.setdefault("RECBENCH_HOME", tempfile.mkdtemp(prefix="recbench-bench-"))
     from recbench.compare import overrides_for
     from recbench.data.dataset import is_downloaded, load_dataset
     from recbench.data.download import import_local
-    from recbench.runs.experiment import run_experiment
     from recbench.registry import parse_assignments
+    from recbench.runs.experiment import run_experiment
 
-    for name, path in (("scientific", SHARED / "amazon2018-unisrec" / "Scientific"), (SOURCE, SHARED / "amazon2018-lcrec" / "Instruments")):
+    for name, path in (
+        ("scientific", SHARED / "amazon2018-unisrec" / "Scientific"),
+        (SOURCE, SHARED / "amazon2018-lcrec" / "Instruments"),
+    ):
         if not is_downloaded(name):
             print(f"import {name}: {import_local(name, path).dataset.counts}")
     runs_dir = args.runs_dir or Path(home) / "runs"
@@ -58,7 +77,18 @@ def main() -> None:
     def run(method: str, seed: int, extra: dict[str, Any], dataset: Any = None) -> tuple[dict[str, Any], float]:
         started = time.perf_counter()
         sources = None if method == "sasrec" else [SOURCE]
-        result = run_experiment(method, "scientific", seed=seed, overrides=overrides_for(method, [{**overrides, **extra}]), runs_dir=runs_dir, resume=True, pretrain_on=sources, pretrain_seed=args.pretrain_seed, show_progress=False, dataset=dataset)
+        result = run_experiment(
+            method,
+            "scientific",
+            seed=seed,
+            overrides=overrides_for(method, [{**overrides, **extra}]),
+            runs_dir=runs_dir,
+            resume=True,
+            pretrain_on=sources,
+            pretrain_seed=args.pretrain_seed,
+            show_progress=False,
+            dataset=dataset,
+        )
         return result.run.metrics, time.perf_counter() - started
 
     best_m: dict[str, Any] = {}
@@ -67,17 +97,26 @@ def main() -> None:
         for m in [int(v) for v in args.m.split(",")]:
             metrics, seconds = run(args.m_variant, seeds[0], {"num_similar": m})
             searched.append((metrics["valid"]["ndcg@10"], m))
-            print(f"m search: {args.m_variant} m={m} seed {seeds[0]}: valid {describe(metrics['valid'])}; {seconds:.0f} s", flush=True)
+            print(
+                f"m search: {args.m_variant} m={m} seed {seeds[0]}: valid {describe(metrics['valid'])}; {seconds:.0f} s",
+                flush=True,
+            )
         best_m = {"num_similar": max(searched)[1]}
         print(f"m search: best m = {best_m['num_similar']} (valid N@10 {max(searched)[0]:.4f})", flush=True)
 
     for fraction in [float(f) for f in args.fractions.split(",")]:
         for seed in seeds:
-            subset = None if fraction == 1 else load_dataset("scientific").subsample_users(fraction, args.subsample_seed)
+            subset = (
+                None if fraction == 1 else load_dataset("scientific").subsample_users(fraction, args.subsample_seed)
+            )
             for method in args.methods.split(","):
                 metrics, seconds = run(method, seed, {} if method == "sasrec" else best_m, subset)
                 fit = metrics.get("fit", {})
-                how = "from scratch" if method == "sasrec" else f"pre-trained on {SOURCE}" + (f", m {best_m['num_similar']}" if best_m else "")
+                how = (
+                    "from scratch"
+                    if method == "sasrec"
+                    else f"pre-trained on {SOURCE}" + (f", m {best_m['num_similar']}" if best_m else "")
+                )
                 print(
                     f"{method} ({how}, users {fraction:g}{label}) seed {seed}: "
                     f"{describe(metrics['test'])}; {fit.get('epochs_run')} epochs (best {fit.get('best_epoch')}), "

@@ -21,7 +21,16 @@ from pathlib import Path
 import numpy as np
 
 DATASETS = {"arts": (45_486, 21_019), "instruments": (24_962, 9_964)}  # users, items (paper Table 1)
-METHODS = {"sasrec": 1.0, "bert4rec": 1.6, "unisrec_t": 0.95, "unisrec_t_id": 0.8, "vqrec": 0.85, "idasr": 0.9, "lshsr": 0.88, "automlp": 1.2}
+METHODS = {
+    "sasrec": 1.0,
+    "bert4rec": 1.6,
+    "unisrec_t": 0.95,
+    "unisrec_t_id": 0.8,
+    "vqrec": 0.85,
+    "idasr": 0.9,
+    "lshsr": 0.88,
+    "automlp": 1.2,
+}
 SEEDS = (1, 2, 3)
 
 
@@ -33,11 +42,25 @@ def fabricate(runs_dir: Path) -> None:
     rng = np.random.default_rng(0)
     for dataset, (users, items) in DATASETS.items():
         difficulty = rng.lognormal(np.log(120), 1.8, users)  # typical rank of the held-out item
-        protocol = {"split": "test", "candidates": "all items", "num_candidates": items, "num_users": users, "mask_history": False, "ties": TIE_POLICY, "max_history": 50}
+        protocol = {
+            "split": "test",
+            "candidates": "all items",
+            "num_candidates": items,
+            "num_users": users,
+            "mask_history": False,
+            "ties": TIE_POLICY,
+            "max_history": 50,
+        }
         for method, factor in METHODS.items():
             for seed in SEEDS:
                 ranks = np.clip(np.rint(difficulty * factor * rng.lognormal(0, 0.7, users)), 1, items).astype(np.int32)
-                identity = {"method": method, "config": {}, "dataset": dataset, "fingerprint": f"{dataset}-fp", "seed": seed}
+                identity = {
+                    "method": method,
+                    "config": {},
+                    "dataset": dataset,
+                    "fingerprint": f"{dataset}-fp",
+                    "seed": seed,
+                }
                 run = RunRecord.for_experiment(runs_dir, dataset, method, seed, identity)
                 run.write_config(identity)
                 result = EvalResult("test", ranks, metrics_from_ranks(ranks), protocol)
@@ -55,7 +78,9 @@ def best_of(repeat: int, work) -> tuple[float, object]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs-dir", type=Path, default=None, help="fabricate runs here (default: a temporary directory)")
+    parser.add_argument(
+        "--runs-dir", type=Path, default=None, help="fabricate runs here (default: a temporary directory)"
+    )
     parser.add_argument("--repeat", type=int, default=3, help="report the best of this many timings")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="recbench-leaderboard-") as scratch:
@@ -69,25 +94,46 @@ def run_benchmark(runs_dir: Path, repeat: int) -> None:
 
     started = time.perf_counter()
     fabricate(runs_dir)
-    print(f"fabricated {len(METHODS)} methods x {len(DATASETS)} datasets x {len(SEEDS)} seeds in {time.perf_counter() - started:.1f} s under {runs_dir}")
+    print(
+        f"fabricated {len(METHODS)} methods x {len(DATASETS)} datasets x {len(SEEDS)} seeds in {time.perf_counter() - started:.1f} s under {runs_dir}"
+    )
 
     seconds, results = best_of(repeat, lambda: load_results(runs_dir))
     print(f"read {len(results)} runs (config, protocol, ranks):             {seconds:.3f} s")
-    for label, options in (("vs baseline sasrec, t-test, Holm", {"baseline": "sasrec"}), ("all pairs, t-test, Holm", {}),
-                           ("vs baseline sasrec, Wilcoxon, Holm", {"baseline": "sasrec", "test": "wilcoxon"}),
-                           ("vs baseline sasrec, 10,000 sign flips", {"baseline": "sasrec", "test": "permutation"})):
-        seconds, report = best_of(repeat, lambda: build_report(results, ("hr@10", "ndcg@10", "hr@50", "ndcg@50"), **options))
+    for label, options in (
+        ("vs baseline sasrec, t-test, Holm", {"baseline": "sasrec"}),
+        ("all pairs, t-test, Holm", {}),
+        ("vs baseline sasrec, Wilcoxon, Holm", {"baseline": "sasrec", "test": "wilcoxon"}),
+        ("vs baseline sasrec, 10,000 sign flips", {"baseline": "sasrec", "test": "permutation"}),
+    ):
+        seconds, report = best_of(
+            repeat, lambda: build_report(results, ("hr@10", "ndcg@10", "hr@50", "ndcg@50"), **options)
+        )
         print(f"report, 4 metrics, {len(report.comparisons):3d} comparisons ({label}): {seconds:.3f} s")
     seconds, _ = best_of(repeat, lambda: [report.render(fmt) for fmt in ("md", "tex", "csv", "json")])
     print(f"render md + tex + csv + json:                          {seconds:.3f} s")
-    seconds, _ = best_of(repeat, lambda: leaderboard(runs_dir, baseline="sasrec", fmt="tex", out=runs_dir.parent / "table.tex"))
+    seconds, _ = best_of(
+        repeat, lambda: leaderboard(runs_dir, baseline="sasrec", fmt="tex", out=runs_dir.parent / "table.tex")
+    )
     print(f"leaderboard() end to end (read, stats, write .tex):    {seconds:.3f} s   [target < 2 s]")
 
     started = time.perf_counter()
-    command = [sys.executable, "-m", "recbench.cli", "leaderboard", str(runs_dir), "--baseline", "sasrec", "--format", "md"]
+    command = [
+        sys.executable,
+        "-m",
+        "recbench.cli",
+        "leaderboard",
+        str(runs_dir),
+        "--baseline",
+        "sasrec",
+        "--format",
+        "md",
+    ]
     completed = subprocess.run(command, capture_output=True, text=True)
     state = "ok" if completed.returncode == 0 else f"exit {completed.returncode}: {completed.stderr.strip()[-200:]}"
-    print(f"`recbench leaderboard --format md` process, imports included: {time.perf_counter() - started:.3f} s ({state})")
+    print(
+        f"`recbench leaderboard --format md` process, imports included: {time.perf_counter() - started:.3f} s ({state})"
+    )
 
     diffs = np.random.default_rng(1).normal(0.001, 0.3, 50_000)
     seconds, p = best_of(repeat, lambda: permutation_test(diffs, n_permutations=10_000, seed=0))

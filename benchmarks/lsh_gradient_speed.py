@@ -40,7 +40,9 @@ def materialised_step(lsh: LearnableLSH, text: torch.Tensor) -> torch.Tensor:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--items", type=int, default=4386, help="rows of the item table (Scientific: 4,385 items + padding)")
+    parser.add_argument(
+        "--items", type=int, default=4386, help="rows of the item table (Scientific: 4,385 items + padding)"
+    )
     parser.add_argument("--text-size", type=int, default=384)
     parser.add_argument("--hyperplanes", type=int, default=10)
     parser.add_argument("--tables", type=int, default=3)
@@ -63,7 +65,10 @@ def main() -> None:
         lsh.hyperplanes.requires_grad_(True)
         return lsh.hyperplanes.grad
 
-    gradients = {name: step(forward).clone() for name, forward in (("recbench", lambda: lsh(text)), ("materialised", lambda: materialised_step(lsh, text)))}
+    gradients = {
+        name: step(forward).clone()
+        for name, forward in (("recbench", lambda: lsh(text)), ("materialised", lambda: materialised_step(lsh, text)))
+    }
     variants: dict[str, Callable[[], object]] = {
         "hard only": lambda: step(lambda: lsh(text), train_hyperplanes=False),
         "recbench": lambda: step(lambda: lsh(text)),
@@ -75,13 +80,17 @@ def main() -> None:
             started = time.perf_counter()
             run()
             seconds[name].append(time.perf_counter() - started)
-    print(f"{args.items:,} items, {args.tables} tables x {2 ** args.hyperplanes:,} codes x {args.dim}, {torch.get_num_threads()} thread(s), median of {args.repeats}")
+    print(
+        f"{args.items:,} items, {args.tables} tables x {2**args.hyperplanes:,} codes x {args.dim}, {torch.get_num_threads()} thread(s), median of {args.repeats}"
+    )
     baseline = statistics.median(seconds["materialised"])
     for name, times in seconds.items():
         median = statistics.median(times)
         print(f"{name:>12}: {median * 1000:7.1f} ms/step  ({baseline / median:.2f}x as fast as the materialised step)")
     difference = (gradients["recbench"] - gradients["materialised"]).abs().max().item()
-    print(f"hyperplane gradients: max |difference| {difference:.2e}, max |gradient| {gradients['materialised'].abs().max().item():.2e}")
+    print(
+        f"hyperplane gradients: max |difference| {difference:.2e}, max |gradient| {gradients['materialised'].abs().max().item():.2e}"
+    )
 
 
 if __name__ == "__main__":

@@ -33,21 +33,33 @@ def main() -> None:
     home = tempfile.mkdtemp(prefix="recbench-bench-")
     os.environ.setdefault("RECBENCH_HOME", home)
     from recbench.data.download import import_local
-    from recbench.runs.experiment import run_experiment
     from recbench.registry import parse_assignments
+    from recbench.runs.experiment import run_experiment
 
     started = time.perf_counter()
     imported = import_local("scientific", args.source)
-    print(f"ingest: {imported.dataset.counts} in {time.perf_counter() - started:.2f} s; mismatches: {imported.mismatches or 'none'}")
+    print(
+        f"ingest: {imported.dataset.counts} in {time.perf_counter() - started:.2f} s; mismatches: {imported.mismatches or 'none'}"
+    )
     runs_dir = args.runs_dir or Path(home) / "runs"
     rows = []
     for seed in [int(s) for s in args.seeds.split(",")]:
-        result = run_experiment(args.method, "scientific", seed=seed, overrides=[parse_assignments(args.overrides)], runs_dir=runs_dir, restart=True, device="auto", show_progress=True)
+        result = run_experiment(
+            args.method,
+            "scientific",
+            seed=seed,
+            overrides=[parse_assignments(args.overrides)],
+            runs_dir=runs_dir,
+            restart=True,
+            device="auto",
+            show_progress=True,
+        )
         metrics = result.run.metrics
         fit = metrics["fit"]
         rows.append((seed, metrics["test"], fit))
         print(
-            f"seed {seed}: " + "  ".join(f"{k} {metrics['test'][k]:.4f} (published {v:.4f})" for k, v in PUBLISHED.items())
+            f"seed {seed}: "
+            + "  ".join(f"{k} {metrics['test'][k]:.4f} (published {v:.4f})" for k, v in PUBLISHED.items())
             + f"\n  epochs {fit['epochs_run']} (best {fit['best_epoch']}), {fit['seconds_per_epoch']:.2f} s/epoch, "
             f"{fit['seconds_per_eval']:.2f} s per full validation pass, test pass {metrics['test_seconds']:.2f} s"
         )
@@ -56,7 +68,9 @@ def main() -> None:
 
         for key, published in PUBLISHED.items():
             values = np.array([r[1][key] for r in rows])
-            print(f"mean {key}: {values.mean():.4f} ± {values.std(ddof=1):.4f} (published {published:.4f}, {100 * (values.mean() / published - 1):+.1f}%)")
+            print(
+                f"mean {key}: {values.mean():.4f} ± {values.std(ddof=1):.4f} (published {published:.4f}, {100 * (values.mean() / published - 1):+.1f}%)"
+            )
     print(f"peak memory (max RSS): {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
 
 

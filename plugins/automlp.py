@@ -55,8 +55,18 @@ from torch.func import functional_call
 
 from recbench.layers import init_recbole_weights
 from recbench.method import (
-    Batch, ConfigRuleError, DataSpec, DropoutProbability, Method, MethodConfig, SearchData, SearchOutcome,
-    StrictNonNegativeFloat, StrictNonNegativeInt, StrictPositiveFloat, StrictPositiveInt,
+    Batch,
+    ConfigRuleError,
+    DataSpec,
+    DropoutProbability,
+    Method,
+    MethodConfig,
+    SearchData,
+    SearchOutcome,
+    StrictNonNegativeFloat,
+    StrictNonNegativeInt,
+    StrictPositiveFloat,
+    StrictPositiveInt,
 )
 from recbench.registry import register
 
@@ -95,7 +105,7 @@ class AutoMLPConfig(MethodConfig):
     """xi of the one-step approximation W* ~ W - xi grad_W L_train."""
 
     @model_validator(mode="after")
-    def _short_term_fits_the_history(self) -> "AutoMLPConfig":
+    def _short_term_fits_the_history(self) -> AutoMLPConfig:
         horizon = self.max_seq_length
         if self.short_length is not None and self.short_length > horizon:
             raise ConfigRuleError("short_length", self.short_length, f"must be at most max_seq_length = {horizon}")
@@ -108,7 +118,9 @@ class AutoMLPConfig(MethodConfig):
 class SRSMLPLayer(nn.Module):
     """Sequence mixer over time then channel mixer over features, over a frame of ``length`` steps."""
 
-    def __init__(self, length: int, hidden: int, sequence_hidden: int, channel_hidden: int, dropout: float, eps: float) -> None:
+    def __init__(
+        self, length: int, hidden: int, sequence_hidden: int, channel_hidden: int, dropout: float, eps: float
+    ) -> None:
         super().__init__()
         self.sequence_norm = nn.LayerNorm(hidden, eps=eps)
         self.sequence_in = nn.Linear(length, sequence_hidden)  # W1: mixes time steps
@@ -136,7 +148,14 @@ class InterestModule(nn.Module):
         super().__init__()
         self.length = length
         self.layers = nn.ModuleList(
-            SRSMLPLayer(length, config.hidden_size, config.sequence_hidden_size, config.channel_hidden_size, config.dropout_prob, config.layer_norm_eps)
+            SRSMLPLayer(
+                length,
+                config.hidden_size,
+                config.sequence_hidden_size,
+                config.channel_hidden_size,
+                config.dropout_prob,
+                config.layer_norm_eps,
+            )
             for _ in range(layers)
         )
 
@@ -163,9 +182,15 @@ class AutoMLP(Method):
     def __init__(self, config: AutoMLPConfig, spec: DataSpec) -> None:
         super().__init__(config, spec)
         self.horizon = spec.max_seq_length  # T
-        lengths = [config.short_length] if config.short_length else [k for k in config.short_length_candidates if k <= self.horizon]
+        lengths = (
+            [config.short_length]
+            if config.short_length
+            else [k for k in config.short_length_candidates if k <= self.horizon]
+        )
         if not lengths or max(lengths) > self.horizon:
-            raise ValueError(f"short-term length(s) {lengths or config.short_length_candidates} must be in 1..max_seq_length={self.horizon}")
+            raise ValueError(
+                f"short-term length(s) {lengths or config.short_length_candidates} must be in 1..max_seq_length={self.horizon}"
+            )
         self.short_lengths = lengths
         self.item_embedding = nn.Embedding(spec.num_items + 1, config.hidden_size, padding_idx=0)
         self.dropout = nn.Dropout(config.dropout_prob)
@@ -208,7 +233,9 @@ class AutoMLP(Method):
         return functional_call(self, {**unrolled, "arch_weights": self.arch_weights}, (valid,))
 
     @classmethod
-    def search_architecture(cls, config: AutoMLPConfig, data: SearchData, seed: int, device: str) -> SearchOutcome | None:
+    def search_architecture(
+        cls, config: AutoMLPConfig, data: SearchData, seed: int, device: str
+    ) -> SearchOutcome | None:
         """DARTS over the short-term length; returns {"short_length": argmax-alpha k}."""
         if config.short_length is not None:
             return None
@@ -216,18 +243,29 @@ class AutoMLP(Method):
         supernet = data.build(config).to(device).train()
         weights = [p for name, p in supernet.named_parameters() if name != "arch_weights"]
         weight_optimizer = torch.optim.Adam(weights, lr=config.learning_rate, weight_decay=config.weight_decay)
-        arch_optimizer = torch.optim.Adam([supernet.arch_weights], lr=config.arch_learning_rate, betas=(0.5, 0.999), weight_decay=config.arch_weight_decay)
+        arch_optimizer = torch.optim.Adam(
+            [supernet.arch_weights],
+            lr=config.arch_learning_rate,
+            betas=(0.5, 0.999),
+            weight_decay=config.arch_weight_decay,
+        )
         valid_batches = cycle(data.valid_batches())
         for epoch in range(config.search_epochs):
             for train in data.train_batches(epoch):
                 train, valid = train.to(device), next(valid_batches).to(device)
                 arch_optimizer.zero_grad(set_to_none=True)
-                supernet.unrolled_valid_loss(train, valid, config.unrolled_step).backward(inputs=[supernet.arch_weights])
+                supernet.unrolled_valid_loss(train, valid, config.unrolled_step).backward(
+                    inputs=[supernet.arch_weights]
+                )
                 arch_optimizer.step()
                 weight_optimizer.zero_grad(set_to_none=True)
                 supernet.loss(train).backward(inputs=weights)
                 weight_optimizer.step()
         mixture = torch.softmax(supernet.arch_weights.detach(), dim=0).cpu()
         chosen = supernet.short_lengths[int(mixture.argmax())]
-        details = {"weights": {k: round(float(w), 4) for k, w in zip(supernet.short_lengths, mixture)}, "epochs": config.search_epochs, "seconds": time.perf_counter() - started}
+        details = {
+            "weights": {k: round(float(w), 4) for k, w in zip(supernet.short_lengths, mixture)},
+            "epochs": config.search_epochs,
+            "seconds": time.perf_counter() - started,
+        }
         return SearchOutcome(config_updates={"short_length": chosen}, details=details)

@@ -64,7 +64,7 @@ class BERT4RecConfig(TransformerConfig):
     """Rows to mask: each training window once, or every (prefix, target) sample with its target, or its prefix only (RecBole)."""
 
     @model_validator(mode="after")
-    def _some_mask_is_predicted(self) -> "BERT4RecConfig":
+    def _some_mask_is_predicted(self) -> BERT4RecConfig:
         # Only the last int(mask_ratio * max_seq_length) masked positions of a row are predicted:
         # below 1 nothing ever is and training is a no-op (mask_ratio 0 says so explicitly).
         if self.mask_ratio > 0 and int(self.mask_ratio * self.max_seq_length) < 1:

@@ -35,7 +35,13 @@ from torch import nn
 
 from recbench.layers import TransformerEncoder, bidirectional_mask, causal_mask, init_recbole_weights
 from recbench.method import (
-    Batch, DataSpec, Method, Probability, StrictNonNegativeFloat, StrictPositiveInt, TransferConfig,
+    Batch,
+    DataSpec,
+    Method,
+    Probability,
+    StrictNonNegativeFloat,
+    StrictPositiveInt,
+    TransferConfig,
     TransformerConfig,
 )
 from recbench.registry import register
@@ -128,7 +134,9 @@ class IDASR(Method):
         table = self.item_representation(self.text)
         return table + self.id_embedding.weight if self.id_embedding is not None else table
 
-    def encode(self, inputs: torch.Tensor, items: torch.Tensor, allowed: torch.Tensor, last: torch.Tensor | None = None) -> torch.Tensor:
+    def encode(
+        self, inputs: torch.Tensor, items: torch.Tensor, allowed: torch.Tensor, last: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """(B, L, d) input vectors of the items (B, L) -> transformer outputs."""
         positions = torch.arange(items.shape[1], device=items.device)
         hidden = self.dropout(self.norm(inputs + self.position_embedding(positions)))
@@ -155,7 +163,9 @@ class IDASR(Method):
         losses = {
             "next": lambda: self.next_item_loss(batch.items, batch.targets, table),
             "mask": lambda: self.masked_item_loss(sequences, table),
-            "permute": lambda: self.next_item_loss(*shift(permute_positions(sequences, self.config.permute_ratio)), table),
+            "permute": lambda: self.next_item_loss(
+                *shift(permute_positions(sequences, self.config.permute_ratio)), table
+            ),
         }
         return sum(self.config.task_weights.get(task, 1.0) * losses[task]() for task in self.config.tasks)
 

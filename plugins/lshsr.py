@@ -59,7 +59,9 @@ class LSHSRConfig(IDASRConfig):
 class LearnableLSH(nn.Module):
     """Text embeddings (N, t) -> hash-table vectors (N, m, d), hard codes forward, soft backward."""
 
-    def __init__(self, text_size: int, n_hyperplanes: int, n_tables: int, dim: int, temperature: float, table_std: float) -> None:
+    def __init__(
+        self, text_size: int, n_hyperplanes: int, n_tables: int, dim: int, temperature: float, table_std: float
+    ) -> None:
         super().__init__()
         self.table_std = table_std
         self.hyperplanes = nn.Parameter(torch.empty(n_tables, text_size, n_hyperplanes))
@@ -99,7 +101,9 @@ class SoftCodeGradient(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, projection: torch.Tensor, tables: torch.Tensor, code_bits: torch.Tensor, temperature: float) -> torch.Tensor:  # type: ignore[override]
+    def forward(
+        ctx, projection: torch.Tensor, tables: torch.Tensor, code_bits: torch.Tensor, temperature: float
+    ) -> torch.Tensor:  # type: ignore[override]
         ctx.save_for_backward(projection, tables, code_bits)
         ctx.temperature = temperature
         return projection.new_zeros(projection.shape[0], tables.shape[0], tables.shape[2])
@@ -155,7 +159,14 @@ class LSHSR(IDASR):
         return config  # LSH-SR fuses source-item ID embeddings during pre-training too
 
     def build_item_representation(self, config: LSHSRConfig, text_size: int) -> nn.Module:
-        return LearnableLSH(text_size, config.n_hyperplanes, config.n_hash_tables, config.item_size, config.lsh_temperature, config.initializer_range)
+        return LearnableLSH(
+            text_size,
+            config.n_hyperplanes,
+            config.n_hash_tables,
+            config.item_size,
+            config.lsh_temperature,
+            config.initializer_range,
+        )
 
     def item_table(self) -> torch.Tensor:
         ids = self.id_embedding.weight  # (N + 1, d)

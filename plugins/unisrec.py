@@ -51,8 +51,16 @@ from torch import nn
 
 from recbench.layers import TransformerEncoder, causal_mask, init_recbole_weights
 from recbench.method import (
-    Batch, DataSpec, DropoutProbability, Method, Probability, StrictNonNegativeFloat, StrictPositiveFloat,
-    StrictPositiveInt, TransferConfig, TransformerConfig,
+    Batch,
+    DataSpec,
+    DropoutProbability,
+    Method,
+    Probability,
+    StrictNonNegativeFloat,
+    StrictPositiveFloat,
+    StrictPositiveInt,
+    TransferConfig,
+    TransformerConfig,
 )
 from recbench.registry import register
 
@@ -177,7 +185,9 @@ class UniSRec(Method):
     def pretrain_loss(self, batch: Batch) -> torch.Tensor:
         """Sequence-item + lambda * sequence-sequence contrastive loss over every target position."""
         if self.text_word_dropped is None:
-            raise ValueError("UniSRec pre-training needs DataSpec.item_text_embeddings_word_dropped (the word-drop view)")
+            raise ValueError(
+                "UniSRec pre-training needs DataSpec.item_text_embeddings_word_dropped (the word-drop view)"
+            )
         count = batch.items.numel()
         needed, index = torch.unique(torch.cat([batch.items.flatten(), batch.targets.flatten()]), return_inverse=True)
         vectors = self.adaptor(self.text[needed])  # (U, d): one adaptor pass over the batch's items
@@ -186,24 +196,32 @@ class UniSRec(Method):
         has_target = batch.targets > 0
         hidden = F.normalize(self.encode(inputs, batch.items)[has_target], dim=-1)  # (T, d)
         positives = F.normalize(vectors[target_index][has_target], dim=-1)  # (T, d)
-        augmented = F.normalize(self.augmented_outputs(batch, inputs, self.text_word_dropped[needed], item_index), dim=-1)
+        augmented = F.normalize(
+            self.augmented_outputs(batch, inputs, self.text_word_dropped[needed], item_index), dim=-1
+        )
         same_target = same_target_mask(batch.targets[has_target])
         seq_item = contrastive_loss(hidden, positives, same_target, self.config.temperature)
         seq_seq = contrastive_loss(hidden, augmented, same_target, self.config.temperature)
         return seq_item + self.config.seq_seq_weight * seq_seq
 
-    def augmented_outputs(self, batch: Batch, inputs: torch.Tensor, word_dropped_text: torch.Tensor, item_index: torch.Tensor) -> torch.Tensor:
+    def augmented_outputs(
+        self, batch: Batch, inputs: torch.Tensor, word_dropped_text: torch.Tensor, item_index: torch.Tensor
+    ) -> torch.Tensor:
         """(T, d) outputs of the augmented view of each (prefix, target) sample, drawn once per batch.
 
         ``inputs`` (B, L, d) are the adaptor vectors of ``batch.items``; ``word_dropped_text`` holds
         the word-dropped text embeddings of the batch's distinct items, indexed by ``item_index``.
         """
         has_target = batch.targets > 0
-        keep = (torch.rand(batch.items.shape, device=batch.items.device) >= self.config.item_drop_ratio) & (batch.items > 0)
+        keep = (torch.rand(batch.items.shape, device=batch.items.device) >= self.config.item_drop_ratio) & (
+            batch.items > 0
+        )
         if random.random() < self.config.item_drop_coefficient:  # item drop
             keep[:, 0] = True
             packed, source = drop_items(batch.items, keep)
-            packed_inputs = inputs.gather(1, source.clamp(min=0)[..., None].expand_as(inputs))  # padding slots: ignored by attention
+            packed_inputs = inputs.gather(
+                1, source.clamp(min=0)[..., None].expand_as(inputs)
+            )  # padding slots: ignored by attention
             hidden = self.encode(packed_inputs, packed)  # (B, L, d)
             rows = torch.arange(batch.size, device=hidden.device)[:, None].expand_as(batch.items)
             return hidden[rows[has_target], last_kept(keep)[has_target]]
@@ -236,7 +254,9 @@ def last_kept(keep: torch.Tensor) -> torch.Tensor:
     return (keep.long().cumsum(dim=1) - 1).clamp(min=0)
 
 
-def contrastive_loss(anchors: torch.Tensor, positives: torch.Tensor, excluded: torch.Tensor, temperature: float) -> torch.Tensor:
+def contrastive_loss(
+    anchors: torch.Tensor, positives: torch.Tensor, excluded: torch.Tensor, temperature: float
+) -> torch.Tensor:
     """InfoNCE with in-batch negatives: row i's positive is ``positives[i]``, its negatives the other
     rows; where ``excluded[i, j]`` (rows sharing the same next item) the logit is 0, as the official
     ``torch.where(same_pos_id, 0, logits)`` before the exp. Inputs are normalised."""

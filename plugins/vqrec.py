@@ -57,8 +57,15 @@ from torch import nn
 
 from recbench.layers import TransformerEncoder, causal_mask, init_recbole_weights
 from recbench.method import (
-    Batch, DataSpec, Method, Probability, StrictNonNegativeInt, StrictPositiveFloat, StrictPositiveInt,
-    TransferConfig, TransformerConfig,
+    Batch,
+    DataSpec,
+    Method,
+    Probability,
+    StrictNonNegativeInt,
+    StrictPositiveFloat,
+    StrictPositiveInt,
+    TransferConfig,
+    TransformerConfig,
 )
 from recbench.registry import register
 
@@ -137,11 +144,15 @@ def encode_codes(index, vectors: np.ndarray, code_dim: int, code_cap: int) -> np
     bits = code_cap.bit_length() - 1
     packed = index.sa_encode(np.ascontiguousarray(vectors, dtype=np.float32))  # (n, bytes); IVF1 adds no list id
     # faiss packs each code's bits least-significant first, codes one after another.
-    unpacked = np.unpackbits(packed, axis=1, bitorder="little")[:, : code_dim * bits].reshape(len(vectors), code_dim, bits)
+    unpacked = np.unpackbits(packed, axis=1, bitorder="little")[:, : code_dim * bits].reshape(
+        len(vectors), code_dim, bits
+    )
     return (unpacked.astype(np.int64) << np.arange(bits)).sum(axis=-1)
 
 
-def item_codes(embeddings: torch.Tensor, train_mask: torch.Tensor | None, code_dim: int, code_cap: int, seed: int) -> torch.Tensor:
+def item_codes(
+    embeddings: torch.Tensor, train_mask: torch.Tensor | None, code_dim: int, code_cap: int, seed: int
+) -> torch.Tensor:
     """(N + 1, d) text embeddings -> (N + 1, code_dim) long codes, row 0 (padding) all zeros.
 
     The quantiser is trained on the items where ``train_mask`` is True (None: all items 1..N)
@@ -156,7 +167,9 @@ def item_codes(embeddings: torch.Tensor, train_mask: torch.Tensor | None, code_d
     strict = torch.ones(num_rows, dtype=torch.bool) if train_mask is None else train_mask.bool().clone()
     strict[0] = False
     if int(strict.sum()) < code_cap:
-        raise ValueError(f"VQ-Rec: {int(strict.sum())} training items are fewer than code_cap {code_cap} centroids per sub-space")
+        raise ValueError(
+            f"VQ-Rec: {int(strict.sum())} training items are fewer than code_cap {code_cap} centroids per sub-space"
+        )
     vectors = embeddings.detach().float().cpu().numpy()
     index = train_quantizer(vectors[strict.numpy()], code_dim, code_cap, seed)
     codes = encode_codes(index, vectors[1:], code_dim, code_cap) + 1 + np.arange(code_dim) * (code_cap + 1)
@@ -210,7 +223,9 @@ class VQRec(Method):
 
     def __init__(self, config: VQRecConfig, spec: DataSpec) -> None:
         super().__init__(config, spec)
-        codes = item_codes(spec.item_text_embeddings, spec.train_item_mask, config.code_dim, config.code_cap, config.pq_seed)
+        codes = item_codes(
+            spec.item_text_embeddings, spec.train_item_mask, config.code_dim, config.code_cap, config.pq_seed
+        )
         self.register_buffer("codes", codes)  # (N + 1, M): persistent, so a saved run re-evaluates identically
         self.register_buffer("phase", torch.tensor(PLAIN))
         slots = config.code_cap + 1
@@ -284,7 +299,9 @@ class VQRec(Method):
             self.phase.fill_(REASSIGNED)
         for parameter in self.parameters():
             parameter.requires_grad_(True)
-        frozen = [*self.position_embedding.parameters(), *self.encoder.parameters()] if self.config.freeze_encoder else []
+        frozen = (
+            [*self.position_embedding.parameters(), *self.encoder.parameters()] if self.config.freeze_encoder else []
+        )
         for parameter in [*frozen, self.trans_matrix]:
             parameter.requires_grad_(False)
 
@@ -303,9 +320,13 @@ class VQRec(Method):
         target_codes = self.codes[targets]  # (T, M)
         positives = F.normalize(self.embed(target_codes, table), dim=-1)  # (T, d)
         logits = sequences @ positives.T / self.config.temperature  # (T, T); diagonal = own positive
-        same_target = (targets[:, None] == targets[None]) & ~torch.eye(len(targets), dtype=torch.bool, device=targets.device)
+        same_target = (targets[:, None] == targets[None]) & ~torch.eye(
+            len(targets), dtype=torch.bool, device=targets.device
+        )
         logits = logits.masked_fill(same_target, 0.0)  # official: logit 0, i.e. exp(0) = 1 in the denominator
         fakes = semi_synthetic_codes(target_codes, self.config.code_cap, self.config.fake_idx_ratio)
-        fake_logits = (sequences * F.normalize(self.embed(fakes, table), dim=-1)).sum(-1) / self.config.temperature  # (T,)
+        fake_logits = (sequences * F.normalize(self.embed(fakes, table), dim=-1)).sum(
+            -1
+        ) / self.config.temperature  # (T,)
         denominator = torch.logsumexp(torch.cat([logits, fake_logits[:, None]], dim=1), dim=1)
         return (denominator - logits.diagonal()).mean()

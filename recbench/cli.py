@@ -59,24 +59,47 @@ RunsDir = Annotated[Path, typer.Option("--runs-dir", help="Where run directories
 @app.command()
 @user_errors
 def download(
-    names: Annotated[list[str], typer.Argument(help="Dataset names from datasets.toml (or one new name for an import).")],
-    source: Annotated[Optional[Path], typer.Option("--from", help="Import local files from this path instead of downloading.")] = None,
-    fmt: Annotated[Optional[str], typer.Option("--format", help="Import format (default: detected): unisrec, lcrec, recbole, table, amazon (raw files).")] = None,
+    names: Annotated[
+        list[str], typer.Argument(help="Dataset names from datasets.toml (or one new name for an import).")
+    ],
+    source: Annotated[
+        Optional[Path], typer.Option("--from", help="Import local files from this path instead of downloading.")
+    ] = None,
+    fmt: Annotated[
+        Optional[str],
+        typer.Option(
+            "--format", help="Import format (default: detected): unisrec, lcrec, recbole, table, amazon (raw files)."
+        ),
+    ] = None,
     user_col: Annotated[Optional[str], typer.Option("--user-col", help="table/recbole: the user column.")] = None,
     item_col: Annotated[Optional[str], typer.Option("--item-col", help="table/recbole: the item column.")] = None,
     time_col: Annotated[Optional[str], typer.Option("--time-col", help="table/recbole: the timestamp column.")] = None,
-    item_text: Annotated[Optional[Path], typer.Option("--item-text", help="table: item-text table (CSV/TSV/parquet/JSON lines) keyed by item.")] = None,
-    text_fields: Annotated[Optional[str], typer.Option("--text-fields", help="table/recbole: comma-separated item fields joined into the text.")] = None,
-    partial_text: Annotated[bool, typer.Option("--partial-text", help="lcrec: use an X.item.partial.json that covers only some items.")] = False,
+    item_text: Annotated[
+        Optional[Path],
+        typer.Option("--item-text", help="table: item-text table (CSV/TSV/parquet/JSON lines) keyed by item."),
+    ] = None,
+    text_fields: Annotated[
+        Optional[str],
+        typer.Option("--text-fields", help="table/recbole: comma-separated item fields joined into the text."),
+    ] = None,
+    partial_text: Annotated[
+        bool, typer.Option("--partial-text", help="lcrec: use an X.item.partial.json that covers only some items.")
+    ] = False,
 ) -> None:
     """Download and preprocess datasets (raw Amazon 2018 as UniSRec), or import local files with --from."""
     from recbench.data.download import download_datasets
     from recbench.data.formats import ImportOptions
 
-    options = ImportOptions(user_col, item_col, time_col, item_text, tuple(text_fields.split(",")) if text_fields else None, partial_text)
+    options = ImportOptions(
+        user_col, item_col, time_col, item_text, tuple(text_fields.split(",")) if text_fields else None, partial_text
+    )
     for result in download_datasets(names, source, fmt, options):
         counts = result.dataset.counts
-        say(result.dataset.name, f": {counts.users:,} users, {counts.items:,} items, {counts.interactions:,} interactions -> {result.path}", "green")
+        say(
+            result.dataset.name,
+            f": {counts.users:,} users, {counts.items:,} items, {counts.interactions:,} interactions -> {result.path}",
+            "green",
+        )
         for message in result.messages:
             say(f"  {message}")
         for mismatch in result.mismatches:
@@ -87,14 +110,28 @@ def download(
 @user_errors
 def encode(
     datasets: Annotated[list[str], typer.Argument(help="Downloaded datasets whose item texts to encode.")],
-    encoder: Annotated[str, typer.Option(help="Sentence encoder: all-MiniLM-L6-v2 (offline default) or any Hugging Face name.")] = "all-MiniLM-L6-v2",
+    encoder: Annotated[
+        str, typer.Option(help="Sentence encoder: all-MiniLM-L6-v2 (offline default) or any Hugging Face name.")
+    ] = "all-MiniLM-L6-v2",
     pooling: Annotated[str, typer.Option(help="cls or mean.")] = "mean",
     max_tokens: Annotated[int, typer.Option(help="Tokens of each text the encoder reads.")] = 256,
     batch_size: Annotated[int, typer.Option(help="Texts per encoder batch.")] = 64,
-    word_drop: Annotated[float, typer.Option(help="Drop each word with this probability (UniSRec's augmented view uses 0.15).")] = 0.0,
-    precision: Annotated[str, typer.Option(help="float32 (reproducible) or bfloat16 (about 2x faster on CPUs with native bf16).")] = "float32",
-    export: Annotated[Optional[Path], typer.Option(help="Also write UniSRec's raw .feat1CLS layout to this file (one dataset).")] = None,
-    import_from: Annotated[Optional[Path], typer.Option("--import", help="Store this UniSRec .feat1CLS/.feat2CLS file as the embeddings of --encoder/--pooling/--word-drop instead of encoding (one dataset).")] = None,
+    word_drop: Annotated[
+        float, typer.Option(help="Drop each word with this probability (UniSRec's augmented view uses 0.15).")
+    ] = 0.0,
+    precision: Annotated[
+        str, typer.Option(help="float32 (reproducible) or bfloat16 (about 2x faster on CPUs with native bf16).")
+    ] = "float32",
+    export: Annotated[
+        Optional[Path], typer.Option(help="Also write UniSRec's raw .feat1CLS layout to this file (one dataset).")
+    ] = None,
+    import_from: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--import",
+            help="Store this UniSRec .feat1CLS/.feat2CLS file as the embeddings of --encoder/--pooling/--word-drop instead of encoding (one dataset).",
+        ),
+    ] = None,
 ) -> None:
     """Encode item texts into a cached float32 matrix (reused until the text or encoder changes)."""
     from recbench.data.dataset import load_dataset
@@ -107,10 +144,14 @@ def encode(
         if import_from is not None:
             dataset = load_dataset(name)
             table = import_feat(import_from, dataset)
-            console.print(f"{name}: imported {table.shape[0] - 1:,} items x {table.shape[1]} dims to {save_embeddings(dataset, spec, table, str(import_from))}")
+            console.print(
+                f"{name}: imported {table.shape[0] - 1:,} items x {table.shape[1]} dims to {save_embeddings(dataset, spec, table, str(import_from))}"
+            )
             continue
         table, cached = item_embeddings(load_dataset(name), spec, batch_size)
-        console.print(f"{name}: {table.shape[0] - 1:,} items x {table.shape[1]} dims ({'cache hit' if cached else 'encoded and cached'})")
+        console.print(
+            f"{name}: {table.shape[0] - 1:,} items x {table.shape[1]} dims ({'cache hit' if cached else 'encoded and cached'})"
+        )
         if export is not None:
             export_feat(table, export)
             console.print(f"wrote {export}")
@@ -122,23 +163,49 @@ def train(
     method: Annotated[str, typer.Argument(help="Registered method name (see `recbench list methods`).")],
     dataset: Annotated[str, typer.Option("--dataset", "-d", help="Dataset name (downloaded).")],
     seed: Annotated[int, typer.Option(help="Random seed (Python, NumPy, torch).")] = 2020,
-    assignments: Annotated[Optional[list[str]], typer.Option("--set", help="Config override key=value (repeatable).")] = None,
+    assignments: Annotated[
+        Optional[list[str]], typer.Option("--set", help="Config override key=value (repeatable).")
+    ] = None,
     config_file: Annotated[Optional[Path], typer.Option("--config", help="TOML file of config overrides.")] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run from its last checkpoint.")] = False,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue an interrupted run from its last checkpoint.")
+    ] = False,
     restart: Annotated[bool, typer.Option("--restart", help="Start the run over even if it exists.")] = False,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto.")] = "auto",
     runs_dir: RunsDir = Path("runs"),
-    pretrain_on: Annotated[Optional[str], typer.Option("--pretrain-on", help="Comma-separated source datasets: pre-train on their union first (transfer methods).")] = None,
-    pretrain_seed: Annotated[Optional[int], typer.Option("--pretrain-seed", help="Seed of the pre-training run (default: --seed); fix it to fine-tune several seeds from one checkpoint.")] = None,
+    pretrain_on: Annotated[
+        Optional[str],
+        typer.Option(
+            "--pretrain-on", help="Comma-separated source datasets: pre-train on their union first (transfer methods)."
+        ),
+    ] = None,
+    pretrain_seed: Annotated[
+        Optional[int],
+        typer.Option(
+            "--pretrain-seed",
+            help="Seed of the pre-training run (default: --seed); fix it to fine-tune several seeds from one checkpoint.",
+        ),
+    ] = None,
 ) -> None:
     """Train a method on a dataset, evaluate the best-valid weights on test, write a run record."""
-    from recbench.runs.experiment import run_experiment
     from recbench.registry import parse_assignments, read_config_file
+    from recbench.runs.experiment import run_experiment
 
     layers = [read_config_file(config_file)] if config_file else []
     layers.append(parse_assignments(assignments or []))
     sources = pretrain_on.split(",") if pretrain_on else None
-    result = run_experiment(method, dataset, seed=seed, overrides=layers, runs_dir=runs_dir, resume=resume, restart=restart, device=device, pretrain_on=sources, pretrain_seed=pretrain_seed)
+    result = run_experiment(
+        method,
+        dataset,
+        seed=seed,
+        overrides=layers,
+        runs_dir=runs_dir,
+        resume=resume,
+        restart=restart,
+        device=device,
+        pretrain_on=sources,
+        pretrain_seed=pretrain_seed,
+    )
     if result.reused:
         console.print(f"finished run already exists, reused: {result.run.path} (pass --restart to train again)")
     _print_metrics(result.run.metrics["test"], f"test metrics ({result.run.path})")
@@ -149,10 +216,18 @@ def train(
 def evaluate(
     run_dir: Annotated[Optional[Path], typer.Argument(help="A finished run directory (omit with --import).")] = None,
     split: Annotated[str, typer.Option(help="valid or test.")] = "test",
-    mask_history: Annotated[bool, typer.Option("--mask-history", help="Remove the user's history items from the candidates (not the published protocol).")] = False,
+    mask_history: Annotated[
+        bool,
+        typer.Option(
+            "--mask-history", help="Remove the user's history items from the candidates (not the published protocol)."
+        ),
+    ] = False,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto.")] = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON.")] = False,
-    import_file: Annotated[Optional[Path], typer.Option("--import", help="Evaluate another tool's ranked lists (.tsv/.csv/.txt) or score matrix (.npy).")] = None,
+    import_file: Annotated[
+        Optional[Path],
+        typer.Option("--import", help="Evaluate another tool's ranked lists (.tsv/.csv/.txt) or score matrix (.npy)."),
+    ] = None,
     dataset: Annotated[Optional[str], typer.Option(help="With --import: the dataset the file scores.")] = None,
     name: Annotated[Optional[str], typer.Option(help="With --import: the method label in leaderboards.")] = None,
     runs_dir: RunsDir = Path("runs"),
@@ -164,7 +239,9 @@ def evaluate(
         if not dataset or not name or run_dir is not None:
             raise RecbenchError("--import FILE needs --dataset NAME and --name LABEL, and no RUN_DIR")
         if split != "test" or mask_history:
-            raise RecbenchError("--import evaluates the test split as published (no --mask-history): the one leaderboards compare")
+            raise RecbenchError(
+                "--import evaluates the test split as published (no --mask-history): the one leaderboards compare"
+            )
         run = import_results(import_file, dataset, name, runs_dir)
         metrics, protocol, where = run.metrics["test"], run.metrics["protocol"], run.path
         if note := import_note(run):
@@ -179,7 +256,9 @@ def evaluate(
     if as_json:
         console.print_json(json.dumps({"metrics": metrics, "protocol": protocol}))
     else:
-        _print_metrics(metrics, f"{split} metrics, history {'masked' if protocol.get('mask_history') else 'not masked'} ({where})")
+        _print_metrics(
+            metrics, f"{split} metrics, history {'masked' if protocol.get('mask_history') else 'not masked'} ({where})"
+        )
 
 
 class ListWhat(str, Enum):
@@ -198,7 +277,12 @@ def list_(what: Annotated[ListWhat, typer.Argument(help="methods or datasets.")]
 
         table = Table("method", "class", "preset", "description")
         for entry in methods():
-            table.add_row(entry.name, f"{entry.module}.{entry.cls.__name__}", json.dumps(entry.preset) if entry.preset else "", entry.summary)
+            table.add_row(
+                entry.name,
+                f"{entry.module}.{entry.cls.__name__}",
+                json.dumps(entry.preset) if entry.preset else "",
+                entry.summary,
+            )
         console.print(table)
         for label, error in failed_plugins().items():
             say(f"plugin {label} failed to import:", f" {error}", "yellow", err=True)
@@ -211,7 +295,11 @@ def list_(what: Annotated[ListWhat, typer.Argument(help="methods or datasets.")]
         for name in sorted(catalogued | set(downloaded_names())):
             spec = get_dataset_spec(name) if name in catalogued else None
             got = _downloaded_counts(dataset_path(name) / "manifest.json")
-            expected = f"{spec.expected.users:,} / {spec.expected.items:,} / {spec.expected.interactions:,}" if spec and spec.expected else ""
+            expected = (
+                f"{spec.expected.users:,} / {spec.expected.items:,} / {spec.expected.interactions:,}"
+                if spec and spec.expected
+                else ""
+            )
             family = "SYNTHETIC demo" if spec and spec.synthetic else spec.family if spec else "imported"
             table.add_row(name, family, got, expected)
         console.print(table)
@@ -219,7 +307,9 @@ def list_(what: Annotated[ListWhat, typer.Argument(help="methods or datasets.")]
 
         suites = Table("suite", "pre-train on (sources)", "evaluate on (targets)", "not downloaded yet", "description")
         for row in suite_rows():
-            suites.add_row(row.name, ", ".join(row.sources), ", ".join(row.targets), ", ".join(row.missing) or "-", row.description)
+            suites.add_row(
+                row.name, ", ".join(row.sources), ", ".join(row.targets), ", ".join(row.missing) or "-", row.description
+            )
         console.print(suites)
 
 
@@ -227,12 +317,23 @@ def list_(what: Annotated[ListWhat, typer.Argument(help="methods or datasets.")]
 @user_errors
 def leaderboard(
     runs_dir: Annotated[Path, typer.Argument(help="Directory of finished runs (searched recursively).")] = Path("runs"),
-    fmt: Annotated[Optional[str], typer.Option("--format", help="md, tex, csv or json (default: terminal tables, or the --out suffix).")] = None,
-    metrics: Annotated[str, typer.Option(help="Comma-separated: hr@K, ndcg@K, mrr@K, mrr.")] = "hr@10,ndcg@10,hr@50,ndcg@50",
-    datasets: Annotated[Optional[str], typer.Option(help="Comma-separated datasets (default: every dataset with runs).")] = None,
-    baseline: Annotated[Optional[str], typer.Option(help="Test each method against this one (default: all pairs).")] = None,
+    fmt: Annotated[
+        Optional[str],
+        typer.Option("--format", help="md, tex, csv or json (default: terminal tables, or the --out suffix)."),
+    ] = None,
+    metrics: Annotated[
+        str, typer.Option(help="Comma-separated: hr@K, ndcg@K, mrr@K, mrr.")
+    ] = "hr@10,ndcg@10,hr@50,ndcg@50",
+    datasets: Annotated[
+        Optional[str], typer.Option(help="Comma-separated datasets (default: every dataset with runs).")
+    ] = None,
+    baseline: Annotated[
+        Optional[str], typer.Option(help="Test each method against this one (default: all pairs).")
+    ] = None,
     test: Annotated[str, typer.Option(help="Paired per-user test: t, wilcoxon or permutation.")] = "t",
-    correction: Annotated[str, typer.Option(help="Over the comparisons of each dataset's table: holm, bonferroni, bh or none.")] = "holm",
+    correction: Annotated[
+        str, typer.Option(help="Over the comparisons of each dataset's table: holm, bonferroni, bh or none.")
+    ] = "holm",
     alpha: Annotated[float, typer.Option(help="Significance level.")] = 0.05,
     out: Annotated[Optional[Path], typer.Option(help="Write the table to this file instead of printing it.")] = None,
 ) -> None:
@@ -240,8 +341,15 @@ def leaderboard(
     from recbench.results.leaderboard import leaderboard as make_leaderboard
 
     report = make_leaderboard(
-        runs_dir, metrics=metrics.split(","), datasets=datasets.split(",") if datasets else None,
-        baseline=baseline, test=test, correction=correction, alpha=alpha, fmt=fmt, out=out,
+        runs_dir,
+        metrics=metrics.split(","),
+        datasets=datasets.split(",") if datasets else None,
+        baseline=baseline,
+        test=test,
+        correction=correction,
+        alpha=alpha,
+        fmt=fmt,
+        out=out,
     )
     for cell in report.cells:
         if cell.damaged:
@@ -258,24 +366,58 @@ def leaderboard(
 @app.command()
 @user_errors
 def compare(
-    datasets: Annotated[Optional[str], typer.Option(help="Comma-separated datasets (downloaded, synthetic, or importable).")] = None,
-    suite: Annotated[Optional[str], typer.Option(help="Use a suite's target datasets from datasets.toml (e.g. demo).")] = None,
-    methods: Annotated[Optional[str], typer.Option(help="Comma-separated methods (default: every registered method).")] = None,
+    datasets: Annotated[
+        Optional[str], typer.Option(help="Comma-separated datasets (downloaded, synthetic, or importable).")
+    ] = None,
+    suite: Annotated[
+        Optional[str], typer.Option(help="Use a suite's target datasets from datasets.toml (e.g. demo).")
+    ] = None,
+    methods: Annotated[
+        Optional[str], typer.Option(help="Comma-separated methods (default: every registered method).")
+    ] = None,
     seeds: Annotated[int, typer.Option(help="Seeds per cell (2020, 2021, ...); 3 recommended.")] = 1,
     runs_dir: RunsDir = Path("runs"),
     jobs: Annotated[int, typer.Option(help="Cells run in parallel (local processes).")] = 1,
-    executor: Annotated[str, typer.Option(help="local or ray (runs cells as Ray tasks; pip install 'recbench[ray]').")] = "local",
-    baseline: Annotated[Optional[str], typer.Option(help="Test each method against this one (default: all pairs).")] = None,
-    assignments: Annotated[Optional[list[str]], typer.Option("--set", help="Config override key=value for every method (repeatable).")] = None,
-    metrics: Annotated[str, typer.Option(help="Comma-separated: hr@K, ndcg@K, mrr@K, mrr.")] = "hr@10,ndcg@10,hr@50,ndcg@50",
+    executor: Annotated[
+        str, typer.Option(help="local or ray (runs cells as Ray tasks; pip install 'recbench[ray]').")
+    ] = "local",
+    baseline: Annotated[
+        Optional[str], typer.Option(help="Test each method against this one (default: all pairs).")
+    ] = None,
+    assignments: Annotated[
+        Optional[list[str]], typer.Option("--set", help="Config override key=value for every method (repeatable).")
+    ] = None,
+    metrics: Annotated[
+        str, typer.Option(help="Comma-separated: hr@K, ndcg@K, mrr@K, mrr.")
+    ] = "hr@10,ndcg@10,hr@50,ndcg@50",
     test: Annotated[str, typer.Option(help="Paired per-user test: t, wilcoxon or permutation.")] = "t",
     correction: Annotated[str, typer.Option(help="holm, bonferroni, bh or none.")] = "holm",
     out: Annotated[Optional[str], typer.Option(help="Write the report to OUT.md, OUT.tex, ... (see --format).")] = None,
-    fmt: Annotated[str, typer.Option("--format", help="Comma-separated formats written with --out: md, tex, csv, json.")] = "md,tex,csv,json",
+    fmt: Annotated[
+        str, typer.Option("--format", help="Comma-separated formats written with --out: md, tex, csv, json.")
+    ] = "md,tex,csv,json",
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto.")] = "auto",
-    pretrain_on: Annotated[Optional[str], typer.Option("--pretrain-on", help="Source datasets for transfer methods (default with --suite: its sources; 'none' to train from scratch).")] = None,
-    quick: Annotated[bool, typer.Option("--quick", help="Smoke-test preset beneath --set: small widths, at most 10 epochs (not the published protocol).")] = False,
-    pretrain_seed: Annotated[Optional[int], typer.Option("--pretrain-seed", help="One pre-training run per method with this seed, shared by every seed (default: one per seed).")] = None,
+    pretrain_on: Annotated[
+        Optional[str],
+        typer.Option(
+            "--pretrain-on",
+            help="Source datasets for transfer methods (default with --suite: its sources; 'none' to train from scratch).",
+        ),
+    ] = None,
+    quick: Annotated[
+        bool,
+        typer.Option(
+            "--quick",
+            help="Smoke-test preset beneath --set: small widths, at most 10 epochs (not the published protocol).",
+        ),
+    ] = False,
+    pretrain_seed: Annotated[
+        Optional[int],
+        typer.Option(
+            "--pretrain-seed",
+            help="One pre-training run per method with this seed, shared by every seed (default: one per seed).",
+        ),
+    ] = None,
 ) -> None:
     """Train and evaluate every method on every dataset (reusing finished runs), then report."""
     from recbench.compare import compare as run_compare
@@ -290,16 +432,35 @@ def compare(
         if pretrain_on is None:
             sources = list(get_suite(suite).sources)
     report, outcomes = run_compare(
-        names, methods.split(",") if methods else None, seeds, runs_dir, jobs, executor,
-        [parse_assignments(assignments or [])], device, baseline, metrics.split(","), test, correction,
-        out=out, formats=fmt.split(","), pretrain_on=sources, quick=quick, pretrain_seed=pretrain_seed,
+        names,
+        methods.split(",") if methods else None,
+        seeds,
+        runs_dir,
+        jobs,
+        executor,
+        [parse_assignments(assignments or [])],
+        device,
+        baseline,
+        metrics.split(","),
+        test,
+        correction,
+        out=out,
+        formats=fmt.split(","),
+        pretrain_on=sources,
+        quick=quick,
+        pretrain_seed=pretrain_seed,
     )
     for table in report.rich_tables():
         console.print(table)
     failed = [o for o in outcomes if o.error]
     for outcome in failed:
         where = f" (traceback: {outcome.traceback_file})" if outcome.traceback_file else ""
-        say("failed:", f" {outcome.cell.dataset} / {outcome.cell.method} / seed {outcome.cell.seed}: {outcome.error}{where}", "red", err=True)
+        say(
+            "failed:",
+            f" {outcome.cell.dataset} / {outcome.cell.method} / seed {outcome.cell.seed}: {outcome.error}{where}",
+            "red",
+            err=True,
+        )
     if out:
         console.print(f"wrote {', '.join(f'{out}.{f}' for f in fmt.split(','))}")
 

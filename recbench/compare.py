@@ -87,8 +87,13 @@ def prepare_datasets(names: Sequence[str], show_progress: bool = False) -> dict[
 
 
 def run_cell(
-    cell: GridCell, runs_dir: str, overrides: list[dict[str, Any]], device: str,
-    pretrain_on: Sequence[str] | None = None, pretrain_seed: int | None = None, threads: int | None = None,
+    cell: GridCell,
+    runs_dir: str,
+    overrides: list[dict[str, Any]],
+    device: str,
+    pretrain_on: Sequence[str] | None = None,
+    pretrain_seed: int | None = None,
+    threads: int | None = None,
 ) -> CellOutcome:
     """Run one cell to completion (or reuse it); any failure becomes ``CellOutcome.error``."""
     started = time.perf_counter()
@@ -97,14 +102,25 @@ def run_cell(
             import torch
 
             torch.set_num_threads(threads)
-        from recbench.runs.experiment import run_experiment
         from recbench.registry import get_method
+        from recbench.runs.experiment import run_experiment
 
         sources = list(pretrain_on or []) if get_method(cell.method).cls.supports_pretraining else []
         for name in [cell.dataset, *sources]:
             ensure_dataset(name)
         own = overrides_for(cell.method, overrides)
-        result = run_experiment(cell.method, cell.dataset, seed=cell.seed, overrides=own, runs_dir=runs_dir, resume=True, device=device, show_progress=False, pretrain_on=sources or None, pretrain_seed=pretrain_seed)
+        result = run_experiment(
+            cell.method,
+            cell.dataset,
+            seed=cell.seed,
+            overrides=own,
+            runs_dir=runs_dir,
+            resume=True,
+            device=device,
+            show_progress=False,
+            pretrain_on=sources or None,
+            pretrain_seed=pretrain_seed,
+        )
         return CellOutcome(cell, str(result.run.path), reused=result.reused, seconds=time.perf_counter() - started)
     except Exception as err:  # noqa: BLE001 - one failing cell must not stop the grid
         if isinstance(err, RecbenchError):
@@ -133,7 +149,9 @@ def check_overrides(methods: Sequence[str], overrides: list[dict[str, Any]]) -> 
     for layer in overrides:
         for key in layer:
             if key not in known:
-                raise UnknownNameError("config key", key, known, extra=f" (no compared method has it: {', '.join(methods)})")
+                raise UnknownNameError(
+                    "config key", key, known, extra=f" (no compared method has it: {', '.join(methods)})"
+                )
 
 
 def grid(datasets: Sequence[str], methods: Sequence[str], seeds: int) -> list[GridCell]:
@@ -227,9 +245,16 @@ def _needs(cell: GridCell, pretrain_on: Sequence[str] | None) -> list[str]:
     return [cell.dataset, *(pretrain_on or [])] if transfer else [cell.dataset]
 
 
-def _pretrain_first(cells: Sequence[GridCell], runs_dir: str, overrides: list[dict[str, Any]], device: str, sources: Sequence[str], pretrain_seed: int | None) -> None:
-    from recbench.runs.experiment import pretrain, resolve_device
+def _pretrain_first(
+    cells: Sequence[GridCell],
+    runs_dir: str,
+    overrides: list[dict[str, Any]],
+    device: str,
+    sources: Sequence[str],
+    pretrain_seed: int | None,
+) -> None:
     from recbench.registry import get_method, resolve_config
+    from recbench.runs.experiment import pretrain, resolve_device
 
     done = set()
     for cell in cells:
@@ -241,7 +266,15 @@ def _pretrain_first(cells: Sequence[GridCell], runs_dir: str, overrides: list[di
         try:
             for name in sources:
                 ensure_dataset(name)
-            pretrain(entry, resolve_config(entry, *overrides_for(cell.method, overrides)), sources, seed, Path(runs_dir), resolve_device(device), False)
+            pretrain(
+                entry,
+                resolve_config(entry, *overrides_for(cell.method, overrides)),
+                sources,
+                seed,
+                Path(runs_dir),
+                resolve_device(device),
+                False,
+            )
         except Exception:  # noqa: BLE001 - the cell runs it again and reports the error as its own
             pass
 
@@ -304,7 +337,9 @@ def results_of(outcomes: Sequence[CellOutcome], split: str = "test") -> list[Any
             continue
         run = RunRecord(outcome.run_dir)
         protocol = {**run.metrics.get("protocol", {}), "split": split}
-        results.append(RunResult(cell.dataset, cell.method, cell.seed, run.ranks(split), protocol, source=str(run.path)))
+        results.append(
+            RunResult(cell.dataset, cell.method, cell.seed, run.ranks(split), protocol, source=str(run.path))
+        )
     return results
 
 
@@ -330,7 +365,7 @@ class LiveGrid:
         self.started = time.perf_counter()
         self.live = Live(self._table(), refresh_per_second=2, transient=False) if enabled else None
 
-    def __enter__(self) -> "LiveGrid":
+    def __enter__(self) -> LiveGrid:
         if self.live:
             self.live.__enter__()
         return self
@@ -352,14 +387,23 @@ class LiveGrid:
         from rich.table import Table
         from rich.text import Text
 
-        counts = {s: sum(1 for v in self.states.values() if v[0] == s) for s in ("done", "reused", "running", "failed", "queued")}
-        title = f"compare: {len(self.states)} cells, " + ", ".join(f"{n} {s}" for s, n in counts.items() if n) + f" ({time.perf_counter() - self.started:.0f} s)"
+        counts = {
+            s: sum(1 for v in self.states.values() if v[0] == s)
+            for s in ("done", "reused", "running", "failed", "queued")
+        }
+        title = (
+            f"compare: {len(self.states)} cells, "
+            + ", ".join(f"{n} {s}" for s, n in counts.items() if n)
+            + f" ({time.perf_counter() - self.started:.0f} s)"
+        )
         table = Table("dataset", "method", "seed", "state", "elapsed", "note", title=title)
         colours = {"done": "green", "reused": "cyan", "running": "yellow", "failed": "red", "queued": "dim"}
         for cell, (state, since, outcome) in self.states.items():
             elapsed = f"{outcome.seconds:.0f} s" if outcome else f"{time.perf_counter() - since:.0f} s" if since else ""
             note = (outcome.error or "")[:80] if outcome else ""
-            table.add_row(cell.dataset, cell.method, str(cell.seed), Text(state, style=colours[state]), elapsed, Text(note))
+            table.add_row(
+                cell.dataset, cell.method, str(cell.seed), Text(state, style=colours[state]), elapsed, Text(note)
+            )
         return table
 
 
@@ -390,10 +434,10 @@ def compare(
     compared method has is an error); ``quick`` puts the :data:`QUICK` preset beneath them.
     """
     from recbench.data.dataset import check_dataset_name
-    from recbench.results.leaderboard import DEFAULT_METRICS, FORMATS
-    from recbench.registry import get_method, method_names
-    from recbench.results.report import build_report
     from recbench.files import atomic_write_bytes
+    from recbench.registry import get_method, method_names
+    from recbench.results.leaderboard import DEFAULT_METRICS, FORMATS
+    from recbench.results.report import build_report
 
     if not datasets:
         raise RecbenchError("compare needs at least one dataset (--datasets a,b)")
@@ -417,7 +461,18 @@ def compare(
             check_dataset_name(name)  # a typo fails here, with suggestions, before anything runs
         unavailable = prepare_datasets(names, show_progress=live)  # before the live view: downloads show progress
     with LiveGrid(cells, enabled=live) as view:
-        outcomes = run_grid(cells, runs_dir, overrides, jobs, executor, device, listener=view, pretrain_on=pretrain_on, unavailable=unavailable, pretrain_seed=pretrain_seed)
+        outcomes = run_grid(
+            cells,
+            runs_dir,
+            overrides,
+            jobs,
+            executor,
+            device,
+            listener=view,
+            pretrain_on=pretrain_on,
+            unavailable=unavailable,
+            pretrain_seed=pretrain_seed,
+        )
     _write_tracebacks(outcomes, Path(runs_dir))
     report = build_report(results_of(outcomes), list(metrics or DEFAULT_METRICS), baseline, test, correction, alpha)
     if out is not None:

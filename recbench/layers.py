@@ -78,15 +78,27 @@ class FeedForward(nn.Module):
 class TransformerEncoder(nn.Module):
     """A stack of RecBole transformer layers (attention block, then feed-forward block)."""
 
-    def __init__(self, layers: int, hidden: int, heads: int, inner: int, hidden_dropout: float, attn_dropout: float, eps: float) -> None:
+    def __init__(
+        self, layers: int, hidden: int, heads: int, inner: int, hidden_dropout: float, attn_dropout: float, eps: float
+    ) -> None:
         super().__init__()
-        self.attention = nn.ModuleList(MultiHeadAttention(hidden, heads, attn_dropout, hidden_dropout, eps) for _ in range(layers))
+        self.attention = nn.ModuleList(
+            MultiHeadAttention(hidden, heads, attn_dropout, hidden_dropout, eps) for _ in range(layers)
+        )
         self.feed_forward = nn.ModuleList(FeedForward(hidden, inner, hidden_dropout, eps) for _ in range(layers))
 
     @classmethod
-    def from_config(cls, config: "TransformerConfig", hidden: int) -> "TransformerEncoder":
+    def from_config(cls, config: TransformerConfig, hidden: int) -> TransformerEncoder:
         """The encoder a :class:`recbench.method.TransformerConfig` describes, ``hidden`` wide."""
-        return cls(config.n_layers, hidden, config.n_heads, config.inner_size, config.hidden_dropout_prob, config.attn_dropout_prob, config.layer_norm_eps)
+        return cls(
+            config.n_layers,
+            hidden,
+            config.n_heads,
+            config.inner_size,
+            config.hidden_dropout_prob,
+            config.attn_dropout_prob,
+            config.layer_norm_eps,
+        )
 
     def forward(self, x: torch.Tensor, allowed: torch.Tensor, query_index: torch.Tensor | None = None) -> torch.Tensor:
         """(B, L, d) -> (B, L, d); with ``query_index`` (B,), -> (B, d) at those positions only."""
@@ -117,4 +129,3 @@ def init_recbole_weights(module: nn.Module, std: float = 0.02) -> None:
         module.weight.data.fill_(1.0)
     if isinstance(module, nn.Linear) and module.bias is not None:
         module.bias.data.zero_()
-

@@ -97,7 +97,7 @@ class TransformerConfig(MethodConfig):
     """Standard deviation of the normal initialisation."""
 
     @model_validator(mode="after")
-    def _heads_divide_width(self) -> "TransformerConfig":
+    def _heads_divide_width(self) -> TransformerConfig:
         width = getattr(self, self.width_key, None)
         if isinstance(width, int) and width % self.n_heads:
             raise ConfigRuleError("n_heads", self.n_heads, f"must divide {self.width_key} = {width}")
@@ -154,9 +154,11 @@ class Batch:
     lengths: torch.Tensor  # (B,) long, >= 1
     targets: torch.Tensor | None = None  # (B, L) long
 
-    def to(self, device: torch.device | str) -> "Batch":
+    def to(self, device: torch.device | str) -> Batch:
         moved = {f.name: getattr(self, f.name) for f in fields(self)}
-        return Batch(**{k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in moved.items()})
+        return Batch(
+            **{k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in moved.items()}
+        )
 
     @property
     def size(self) -> int:
@@ -168,7 +170,7 @@ class Batch:
 class SearchData:
     """What an architecture search may use; every field is built only when called."""
 
-    build: Callable[["MethodConfig"], "Method"]
+    build: Callable[[MethodConfig], Method]
     """A fresh model of the method for a config (with the item text, if the method needs it)."""
     train_batches: Callable[[int], list[Batch]]
     """The shuffled training batches of an epoch, exactly as the Trainer makes them."""
@@ -242,7 +244,9 @@ class Method(nn.Module, ABC):
         return config
 
     @classmethod
-    def search_architecture(cls, config: MethodConfig, data: SearchData, seed: int, device: str) -> SearchOutcome | None:
+    def search_architecture(
+        cls, config: MethodConfig, data: SearchData, seed: int, device: str
+    ) -> SearchOutcome | None:
         """Search part of the architecture before the final model is built and trained from scratch.
 
         Called once per run by :func:`recbench.runs.experiment.run_experiment`; the returned config

@@ -20,8 +20,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from recbench.errors import ConfigError, UnknownNameError
-from recbench.names import check_name
 from recbench.method import ConfigRuleError, Method, MethodConfig
+from recbench.names import check_name
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -64,7 +64,9 @@ def register(name: str, *, variants: dict[str, dict[str, Any]] | None = None) ->
         for key, preset in {name: {}, **(variants or {})}.items():
             key = check_name("method", key).lower()
             if key in _methods and _methods[key].cls is not cls:
-                raise ValueError(f"method name '{key}' is registered twice ({_methods[key].module} and {cls.__module__})")
+                raise ValueError(
+                    f"method name '{key}' is registered twice ({_methods[key].module} and {cls.__module__})"
+                )
             cls.Config.model_validate(preset)  # a bad preset is a plugin bug: fail loudly at import
             _methods[key] = MethodEntry(key, cls, dict(preset), summary)
         cls.name = name.lower()

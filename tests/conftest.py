@@ -10,7 +10,15 @@ import pytest
 from recbench.data.dataset import Dataset, build_dataset, save_dataset
 
 
-def make_cyclic_dataset(name: str = "toy", users: int = 60, items: int = 30, min_len: int = 4, max_len: int = 12, seed: int = 0, noise: float = 0.1) -> Dataset:
+def make_cyclic_dataset(
+    name: str = "toy",
+    users: int = 60,
+    items: int = 30,
+    min_len: int = 4,
+    max_len: int = 12,
+    seed: int = 0,
+    noise: float = 0.1,
+) -> Dataset:
     """Users walk item i -> i + 1 (mod N) with occasional random jumps: next items are learnable."""
     rng = np.random.default_rng(seed)
     sequences = []

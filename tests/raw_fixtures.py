@@ -136,7 +136,11 @@ def clean_text_reference(raw_text: object) -> str:
 
 
 def text_reference(record: dict) -> str:
-    return "".join(clean_text_reference(record[k]) + " " for k in ("title", "category", "brand") if k in record and record[k] is not None)
+    return "".join(
+        clean_text_reference(record[k]) + " "
+        for k in ("title", "category", "brand")
+        if k in record and record[k] is not None
+    )
 
 
 def make_raw(directory: Path, full_name: str = "Toy_Category", seed: int = 7) -> tuple[Path, Path]:
@@ -147,12 +151,16 @@ def make_raw(directory: Path, full_name: str = "Toy_Category", seed: int = 7) ->
     for u in range(70):  # background users, small time range -> many same-timestamp ties
         for _ in range(rng.randint(3, 9)):
             item = rng.choice(items[:30]) if rng.random() < 0.85 else rng.choice(["N0", "N1", "N2", *items[30:]])
-            lines.append(f"{item},U{u:02d},{rng.choice(['5.0', '4.0', '3', '1.0', '2.5'])},{1000 + rng.randint(0, 6) * 10}")
+            lines.append(
+                f"{item},U{u:02d},{rng.choice(['5.0', '4.0', '3', '1.0', '2.5'])},{1000 + rng.randint(0, 6) * 10}"
+            )
     # A cascade the k-core needs several rounds for: CB has 4 -> X1 falls to 4 -> CA falls to 4 ...
     lines += [f"X1,CB,5.0,{2000 + k}" for k in range(1)] + [f"I{k:02d},CB,5.0,{2000 + k}" for k in range(1, 4)]
     lines += [f"X1,C{k},5.0,{2100 + k}" for k in range(4)]
     lines += ["X2,CA,4.0,3000", "X1,CA,4.0,3001"] + [f"I{k:02d},CA,4.0,{3002 + k}" for k in range(10, 13)]
-    lines += [f"X2,D{k},4.0,{3100 + k}" for k in range(4)] + [f"I{k:02d},D{j},4.0,{3200 + k}" for j in range(4) for k in range(20, 24)]
+    lines += [f"X2,D{k},4.0,{3100 + k}" for k in range(4)] + [
+        f"I{k:02d},D{j},4.0,{3200 + k}" for j in range(4) for k in range(20, 24)
+    ]
     for k in range(4):
         lines += [f"I{j:02d},C{k},3.0,{2200 + j}" for j in range(5, 9)]
     rng.shuffle(lines)
@@ -175,7 +183,10 @@ def make_raw(directory: Path, full_name: str = "Toy_Category", seed: int = 7) ->
     ratings = directory / f"{full_name}.csv"
     directory.mkdir(parents=True, exist_ok=True)
     ratings.write_text("\n".join(lines) + "\n", newline="")
-    records = [{"asin": a, **META_RECORDS.get(a, {"title": f"Item {a}", "category": ["Cat", a[:2]], "brand": "Gen"})} for a in items + ["X1", "X2"]]
+    records = [
+        {"asin": a, **META_RECORDS.get(a, {"title": f"Item {a}", "category": ["Cat", a[:2]], "brand": "Gen"})}
+        for a in items + ["X1", "X2"]
+    ]
     records.insert(6, {"asin": "I05", "title": "Second record loses", "brand": "Two"})
     records.append({"asin": "ZZ", "title": "Never rated"})
     meta = directory / f"meta_{full_name}.json.gz"
@@ -230,4 +241,6 @@ def expected_output(ratings: Path, meta: Path, user_k: int = 5, item_k: int = 5)
     for sequence in sequences:
         for item in sequence:
             order.setdefault(item, None)
-    return Expected(list(by_user), sequences, list(order), {i: text_reference(metas[i]) for i in order}, malformed, rounds)
+    return Expected(
+        list(by_user), sequences, list(order), {i: text_reference(metas[i]) for i in order}, malformed, rounds
+    )

@@ -12,8 +12,8 @@ import pytest
 from recbench.data.amazon import AmazonParams, k_core, preprocess_amazon
 from recbench.data.dataset import load_dataset
 from recbench.data.download import import_local
-from recbench.errors import DataError
 from recbench.data.itemtext import clean_text
+from recbench.errors import DataError
 from tests.raw_fixtures import LONG, clean_text_reference, expected_output, make_raw
 
 
@@ -54,7 +54,9 @@ def test_text_cleaning_cases_reach_the_dataset(raw: tuple[Path, Path]) -> None:
     assert text["I10"] == "No title. B. "
 
 
-@pytest.mark.parametrize("raw_value", ["", ".", "...", "a...", "x.", ["A", "B."], {"k": 1}, LONG, LONG[:-1], 'q"\r\n', "&lt;b&gt;"])
+@pytest.mark.parametrize(
+    "raw_value", ["", ".", "...", "a...", "x.", ["A", "B."], {"k": 1}, LONG, LONG[:-1], 'q"\r\n', "&lt;b&gt;"]
+)
 def test_clean_text_equals_unisrec_loop(raw_value: object) -> None:
     assert clean_text(raw_value) == clean_text_reference(raw_value)
 
@@ -90,7 +92,9 @@ def test_k_core_iterates_until_stable() -> None:
     assert kept.tolist() == [4, 5, 6, 7] and rounds == 4
 
 
-def test_import_of_a_raw_directory_checks_counts_against_the_catalogue(raw: tuple[Path, Path], recbench_home: Path, tmp_path: Path) -> None:
+def test_import_of_a_raw_directory_checks_counts_against_the_catalogue(
+    raw: tuple[Path, Path], recbench_home: Path, tmp_path: Path
+) -> None:
     expected = expected_output(*raw)
     result = import_local("toy-raw", raw[0].parent)
     dataset = load_dataset("toy-raw")
@@ -124,28 +128,54 @@ def test_fast_parser_equals_exact_parser_or_declines() -> None:
     clean = "I1,U1,5.0,100\nI2,U 2,4,0101 \r\nI3,,1.5,7\n"
     fast, exact = _parse_fast(clean.encode(), clean), _parse_exact(clean, Path("x.csv"), 1)
     assert fast is not None and exact.malformed == []
-    for a, b in zip((fast.items, fast.users, fast.rating, fast.time), (exact.items, exact.users, exact.rating, exact.time)):
+    for a, b in zip(
+        (fast.items, fast.users, fast.rating, fast.time), (exact.items, exact.users, exact.rating, exact.time)
+    ):
         assert list(a) == list(b)
-    for dirty in (" I1,U1,5.0,1\n", "I1,U1\r,5.0,1\n", "I1,U1,5.0,1,x\n", "I1,U1,five,1\n", "I1,U1,5.0,1.0\n", "\ufeffI1,U1,5.0,1\n", "I1,U1,5,1\n\n"):
+    for dirty in (
+        " I1,U1,5.0,1\n",
+        "I1,U1\r,5.0,1\n",
+        "I1,U1,5.0,1,x\n",
+        "I1,U1,five,1\n",
+        "I1,U1,5.0,1.0\n",
+        "\ufeffI1,U1,5.0,1\n",
+        "I1,U1,5,1\n\n",
+    ):
         assert _parse_fast(dirty.encode(), dirty) is None, dirty
 
 
 def test_exact_duplicates_follow_python_set_semantics() -> None:
     from recbench.data.amazon import Ratings, first_occurrences
 
-    rows = [("u1", "i1", 5.0, 1), ("u1", "i1", 5.0, 1), ("u1", "i1", float("nan"), 1), ("u1", "i1", float("nan"), 1),
-            ("u1", "i1", -0.0, 2), ("u1", "i1", 0.0, 2), ("u1", "i1", 5.0, 2), ("u2", "i1", 5.0, 1), ("u1", "i2", 5.0, 1)]
+    rows = [
+        ("u1", "i1", 5.0, 1),
+        ("u1", "i1", 5.0, 1),
+        ("u1", "i1", float("nan"), 1),
+        ("u1", "i1", float("nan"), 1),
+        ("u1", "i1", -0.0, 2),
+        ("u1", "i1", 0.0, 2),
+        ("u1", "i1", 5.0, 2),
+        ("u2", "i1", 5.0, 1),
+        ("u1", "i2", 5.0, 1),
+    ]
     seen: dict[tuple, None] = {}
     expected = [k for k, row in enumerate(rows) if row not in seen and not seen.setdefault(row, None)]
     hashes = {t: np.uint64(0x9E3779B97F4A7C15 * (k + 1) % 2**64) for k, t in enumerate(["u1", "u2", "i1", "i2"])}
     ratings = Ratings(
-        item_hash=np.array([hashes[r[1]] for r in rows], dtype=np.uint64), user_hash=np.array([hashes[r[0]] for r in rows], dtype=np.uint64),
-        rating=np.array([r[2] for r in rows]), time=np.array([r[3] for r in rows], dtype=np.int64), lines=len(rows), malformed=0, malformed_examples=[],
+        item_hash=np.array([hashes[r[1]] for r in rows], dtype=np.uint64),
+        user_hash=np.array([hashes[r[0]] for r in rows], dtype=np.uint64),
+        rating=np.array([r[2] for r in rows]),
+        time=np.array([r[3] for r in rows], dtype=np.int64),
+        lines=len(rows),
+        malformed=0,
+        malformed_examples=[],
     )
     assert first_occurrences(ratings).tolist() == expected == [0, 2, 3, 4, 6, 7, 8]
 
 
-def test_a_hash_collision_that_matters_is_an_error_not_a_silent_merge(raw: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_hash_collision_that_matters_is_an_error_not_a_silent_merge(
+    raw: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
     import recbench.data.amazon as amazon
 
     weak = lambda tokens: np.array([len(t) % 2 for t in tokens], dtype=np.uint64)  # noqa: E731 - everything collides

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from recbench.runs.batching import TrainingWindows
 from recbench.data.dataset import build_dataset
-from recbench.runs.experiment import valid_batches
 from recbench.method import Batch, DataSpec, SearchData
 from recbench.registry import get_method, resolve_config
+from recbench.runs.batching import TrainingWindows
+from recbench.runs.experiment import valid_batches
 from recbench.runs.trainer import seed_everything
 from recbench_plugins.automlp import AutoMLP, right_aligned
 
@@ -27,7 +27,9 @@ def lagged_dataset(lag: int, users: int = 300, items: int = 12, length: int = 14
         while len(sequence) < length:
             sequence.append((sequence[-lag] + 1) % items)
         sequences.append([int(i) for i in sequence])
-    dataset, _ = build_dataset("lagged", [f"u{u}" for u in range(users)], sequences, [f"i{i}" for i in range(items)], None)
+    dataset, _ = build_dataset(
+        "lagged", [f"u{u}" for u in range(users)], sequences, [f"i{i}" for i in range(items)], None
+    )
     return dataset
 
 
@@ -37,7 +39,18 @@ def test_search_picks_the_shortest_length_that_holds_the_signal(lag: int, candid
     # short-term candidates with k >= lag can predict; every shorter k sees pure noise.
     dataset = lagged_dataset(lag)
     entry = get_method("automlp")
-    config = resolve_config(entry, TINY, {"max_seq_length": 8, "long_layers": 0, "short_length_candidates": candidates, "search_epochs": 12, "learning_rate": 0.01, "train_batch_targets": 512})
+    config = resolve_config(
+        entry,
+        TINY,
+        {
+            "max_seq_length": 8,
+            "long_layers": 0,
+            "short_length_candidates": candidates,
+            "search_epochs": 12,
+            "learning_rate": 0.01,
+            "train_batch_targets": 512,
+        },
+    )
     windows = TrainingWindows(*dataset.train_sequences(), window=config.max_seq_length)
     data = SearchData(
         build=lambda c: AutoMLP(c, DataSpec(num_items=dataset.num_items, max_seq_length=c.max_seq_length)),
@@ -64,9 +77,14 @@ def test_histories_are_right_aligned_and_cut_to_the_last_items() -> None:
 def test_training_uses_every_target_position_as_its_own_prefix() -> None:
     # The loss on a window equals the mean loss of its prefixes scored one by one.
     seed_everything(0)
-    model = AutoMLP(resolve_config(get_method("automlp"), TINY, {"max_seq_length": 6, "short_length": 2}), DataSpec(num_items=9, max_seq_length=6)).eval()
+    model = AutoMLP(
+        resolve_config(get_method("automlp"), TINY, {"max_seq_length": 6, "short_length": 2}),
+        DataSpec(num_items=9, max_seq_length=6),
+    ).eval()
     window = Batch(items=torch.tensor([[3, 5, 7, 2]]), lengths=torch.tensor([4]), targets=torch.tensor([[5, 7, 2, 9]]))
-    prefixes = Batch(items=torch.tensor([[3, 0, 0, 0], [3, 5, 0, 0], [3, 5, 7, 0], [3, 5, 7, 2]]), lengths=torch.tensor([1, 2, 3, 4]))
+    prefixes = Batch(
+        items=torch.tensor([[3, 0, 0, 0], [3, 5, 0, 0], [3, 5, 7, 0], [3, 5, 7, 2]]), lengths=torch.tensor([1, 2, 3, 4])
+    )
     with torch.no_grad():
         expected = torch.nn.functional.cross_entropy(model.score(prefixes), torch.tensor([5, 7, 2, 9]))
         torch.testing.assert_close(model.loss(window), expected)

@@ -14,7 +14,9 @@ NUM_ITEMS = 20
 
 def model(**overrides) -> BERT4Rec:
     seed_everything(0)
-    config = resolve_config(get_method("bert4rec"), {"hidden_size": 16, "inner_size": 16, "max_seq_length": 10}, overrides)
+    config = resolve_config(
+        get_method("bert4rec"), {"hidden_size": 16, "inner_size": 16, "max_seq_length": 10}, overrides
+    )
     return BERT4Rec(config, DataSpec(num_items=NUM_ITEMS, max_seq_length=config.max_seq_length))
 
 
@@ -56,8 +58,15 @@ def test_at_most_the_last_mask_ratio_times_max_length_masked_positions_are_predi
 
 
 def test_training_rows_are_the_samples_with_their_targets() -> None:
-    batch = Batch(items=torch.tensor([[3, 5, 7], [4, 6, 0]]), lengths=torch.tensor([3, 2]), targets=torch.tensor([[5, 7, 9], [6, 8, 0]]))
-    rows = {mode: model(training_input=mode).training_sequences(batch).tolist() for mode in ("samples", "prefixes", "window")}
+    batch = Batch(
+        items=torch.tensor([[3, 5, 7], [4, 6, 0]]),
+        lengths=torch.tensor([3, 2]),
+        targets=torch.tensor([[5, 7, 9], [6, 8, 0]]),
+    )
+    rows = {
+        mode: model(training_input=mode).training_sequences(batch).tolist()
+        for mode in ("samples", "prefixes", "window")
+    }
     assert rows["samples"] == [[3, 5, 0, 0], [3, 5, 7, 0], [3, 5, 7, 9], [4, 6, 0, 0], [4, 6, 8, 0]]
     assert rows["prefixes"] == [[3, 0, 0], [3, 5, 0], [3, 5, 7], [4, 0, 0], [4, 6, 0]]  # RecBole's item_seq
     assert rows["window"] == [[3, 5, 7, 9], [4, 6, 8, 0]]
@@ -73,7 +82,9 @@ def test_a_batch_without_any_masked_item_gives_a_zero_loss_with_gradients() -> N
 
 def test_scoring_appends_the_mask_token_after_the_last_item_and_reads_that_position() -> None:
     bert4rec = model().eval()
-    batch = Batch(items=torch.tensor([[1, 2, 3, 0], [5, 6, 9, 9]]), lengths=torch.tensor([3, 2]))  # row 2: junk past its end
+    batch = Batch(
+        items=torch.tensor([[1, 2, 3, 0], [5, 6, 9, 9]]), lengths=torch.tensor([3, 2])
+    )  # row 2: junk past its end
     seen: list[torch.Tensor] = []
     hook = bert4rec.item_embedding.register_forward_hook(lambda module, args, output: seen.append(args[0].clone()))
     with torch.no_grad():

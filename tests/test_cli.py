@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from recbench.cli import app
-from tests.test_unisrec_import import fixture_sequences, write_unisrec
+from tests.test_unisrec_import import write_unisrec
 
 runner = CliRunner()
 COMMANDS = sorted(command.name or command.callback.__name__ for command in app.registered_commands)
@@ -32,7 +32,10 @@ def test_every_command_appears_in_the_readme() -> None:
 
 def test_help_does_not_import_torch() -> None:
     code = "import sys, recbench.cli; print('torch' in sys.modules)"
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
+    assert (
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+        == "False"
+    )
 
 
 def test_user_error_prints_one_line_and_exits_non_zero(recbench_home: Path) -> None:
@@ -75,8 +78,30 @@ def test_train_pre_trains_on_sources_with_the_given_pretrain_seed(tmp_path: Path
 
     for name, seed in (("src", 1), ("target", 2)):
         save_dataset(make_cyclic_dataset(name, items=20, seed=seed))
-    args = ["train", "idasr", "--dataset", "target", "--seed", "7", "--pretrain-on", "src", "--pretrain-seed", "3", "--runs-dir", str(tmp_path / "runs"), "--device", "cpu"]
-    for assignment in ("item_size=8", "semantic_hidden_size=8", "inner_size=8", "max_seq_length=8", "epochs=1", "pretrain_epochs=1"):
+    args = [
+        "train",
+        "idasr",
+        "--dataset",
+        "target",
+        "--seed",
+        "7",
+        "--pretrain-on",
+        "src",
+        "--pretrain-seed",
+        "3",
+        "--runs-dir",
+        str(tmp_path / "runs"),
+        "--device",
+        "cpu",
+    ]
+    for assignment in (
+        "item_size=8",
+        "semantic_hidden_size=8",
+        "inner_size=8",
+        "max_seq_length=8",
+        "epochs=1",
+        "pretrain_epochs=1",
+    ):
         args += ["--set", assignment]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output

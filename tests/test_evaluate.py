@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
+from recbench.method import Batch, DataSpec, Method, MethodConfig
 from recbench.runs.evaluate import Evaluator, ranks_from_scores
 from recbench.runs.metrics import metrics_from_ranks
-from recbench.method import Batch, DataSpec, Method, MethodConfig
 
 
 def brute_force_rank(scores: np.ndarray, target: int, history: set[int] | None = None) -> int:

@@ -7,14 +7,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from typer.testing import CliRunner
 
 from recbench.cli import app
 from recbench.errors import DataError, RunError
+from recbench.results.leaderboard import load_results
 from recbench.runs.evaluate import ranks_from_scores
 from recbench.runs.external import import_note, import_results
-from recbench.results.leaderboard import load_results
 
 
 def test_score_matrix_ranks_equal_the_evaluators(toy_dataset, tmp_path: Path) -> None:
@@ -52,7 +51,9 @@ def test_ranked_lists_give_the_target_position_or_the_worst_rank(toy_dataset, tm
 
 
 def test_unknown_item_token_names_the_line(toy_dataset, tmp_path: Path) -> None:
-    (tmp_path / "run.tsv").write_text(f"{toy_dataset.user_ids[0]}\t{toy_dataset.item_ids[0]}\n{toy_dataset.user_ids[1]}\tNOT_AN_ITEM\n")
+    (tmp_path / "run.tsv").write_text(
+        f"{toy_dataset.user_ids[0]}\t{toy_dataset.item_ids[0]}\n{toy_dataset.user_ids[1]}\tNOT_AN_ITEM\n"
+    )
     with pytest.raises(DataError, match=r"run\.tsv:2: unknown item token 'NOT_AN_ITEM'"):
         import_results(tmp_path / "run.tsv", "toy", "lists", runs_dir=tmp_path / "runs")
 
@@ -74,7 +75,9 @@ def test_top_k_lists_cut_from_a_score_matrix_agree_with_the_matrix_up_to_k(toy_d
     scores = np.random.default_rng(2).normal(size=(toy_dataset.num_users, toy_dataset.num_items + 1)).astype(np.float32)
     np.save(tmp_path / "scores.npy", scores)
     top = np.argsort(-scores[:, 1:], axis=1)[:, :k] + 1  # (U, k) item ids, best first
-    lines = [f"{user},{' '.join(toy_dataset.item_ids[i - 1] for i in row)}" for user, row in zip(toy_dataset.user_ids, top)]
+    lines = [
+        f"{user},{' '.join(toy_dataset.item_ids[i - 1] for i in row)}" for user, row in zip(toy_dataset.user_ids, top)
+    ]
     (tmp_path / "top.csv").write_text("user_id,items\n" + "\n".join(lines) + "\n")
     from_scores = import_results(tmp_path / "scores.npy", "toy", "dense", runs_dir=tmp_path / "runs").ranks("test")
     from_lists = import_results(tmp_path / "top.csv", "toy", "top7", runs_dir=tmp_path / "runs")
@@ -87,7 +90,9 @@ def test_an_imported_label_is_its_own_row(toy_dataset, tmp_path: Path) -> None:
     first = toy_dataset.user_ids[0]
     lines = "".join(f"{u}\t{toy_dataset.item_ids[0]}\n" for u in toy_dataset.user_ids)
     (tmp_path / "a.tsv").write_text(lines)
-    (tmp_path / "b.tsv").write_text(lines.replace(f"{first}\t{toy_dataset.item_ids[0]}", f"{first}\t{toy_dataset.item_ids[1]}"))
+    (tmp_path / "b.tsv").write_text(
+        lines.replace(f"{first}\t{toy_dataset.item_ids[0]}", f"{first}\t{toy_dataset.item_ids[1]}")
+    )
     with pytest.raises(DataError, match="registered recbench method"):
         import_results(tmp_path / "a.tsv", "toy", "sasrec", runs_dir=tmp_path / "runs")
     run = import_results(tmp_path / "a.tsv", "toy", "other", runs_dir=tmp_path / "runs")
@@ -100,9 +105,25 @@ def test_cli_imports_a_file_and_bad_tokens_are_one_line_naming_the_line(toy_data
     scores = np.random.default_rng(3).normal(size=(toy_dataset.num_users, toy_dataset.num_items)).astype(np.float32)
     np.save(tmp_path / "scores.npy", scores)
     runs = str(tmp_path / "runs")
-    ok = CliRunner().invoke(app, ["eval", "--import", str(tmp_path / "scores.npy"), "--dataset", "toy", "--name", "ext", "--runs-dir", runs, "--json"])
+    ok = CliRunner().invoke(
+        app,
+        [
+            "eval",
+            "--import",
+            str(tmp_path / "scores.npy"),
+            "--dataset",
+            "toy",
+            "--name",
+            "ext",
+            "--runs-dir",
+            runs,
+            "--json",
+        ],
+    )
     assert ok.exit_code == 0, ok.output
     assert [r.method for r in load_results(runs)] == ["ext"]
     (tmp_path / "bad.tsv").write_text(f"{toy_dataset.user_ids[0]}\t{toy_dataset.item_ids[0]} ???\n")
-    bad = CliRunner().invoke(app, ["eval", "--import", str(tmp_path / "bad.tsv"), "--dataset", "toy", "--name", "bad", "--runs-dir", runs])
+    bad = CliRunner().invoke(
+        app, ["eval", "--import", str(tmp_path / "bad.tsv"), "--dataset", "toy", "--name", "bad", "--runs-dir", runs]
+    )
     assert bad.exit_code == 1 and "bad.tsv:1: unknown item token '???'" in bad.output and "Traceback" not in bad.output

@@ -68,7 +68,10 @@ def test_masked_item_loss_predicts_the_original_items_at_masked_positions(monkey
         return original_ce(logits, targets)
 
     monkeypatch.setattr("recbench_plugins.idasr.F.cross_entropy", spy)
-    monkeypatch.setattr("recbench_plugins.idasr.choose_positions", lambda s, r: torch.tensor([[False, True, False, True, False], [True, False, False, False, False]]))
+    monkeypatch.setattr(
+        "recbench_plugins.idasr.choose_positions",
+        lambda s, r: torch.tensor([[False, True, False, True, False], [True, False, False, False, False]]),
+    )
     model.masked_item_loss(sequences, model.item_table())
     assert seen["targets"] == [6, 8, 9]
 
@@ -114,7 +117,9 @@ def test_similar_embeddings_share_more_code_bits_than_dissimilar_ones() -> None:
         return ((lsh.project(a) > 0) == (lsh.project(b) > 0)).float().mean().item()
 
     assert shared_bits(anchors, similar) > 0.9 > 0.6 > shared_bits(anchors, unrelated)
-    assert (lsh.codes(anchors) == lsh.codes(similar)).float().mean() > (lsh.codes(anchors) == lsh.codes(unrelated)).float().mean()
+    assert (lsh.codes(anchors) == lsh.codes(similar)).float().mean() > (
+        lsh.codes(anchors) == lsh.codes(unrelated)
+    ).float().mean()
 
 
 def test_straight_through_lsh_forwards_hard_codes_and_trains_the_hyperplanes() -> None:

@@ -11,15 +11,52 @@ import torch.nn.functional as F
 
 from recbench.data.dataset import build_dataset, save_dataset
 from recbench.errors import ConfigError
-from recbench.runs.experiment import run_experiment
 from recbench.method import DataSpec
 from recbench.registry import get_method, resolve_config
+from recbench.runs.experiment import run_experiment
 from recbench.runs.trainer import seed_everything
-from recbench_plugins.idp import IDP, behaviour_loss, behaviour_neighbours, generate_id_embeddings, sample_negatives, simcse_loss
+from recbench_plugins.idp import (
+    IDP,
+    behaviour_loss,
+    behaviour_neighbours,
+    generate_id_embeddings,
+    sample_negatives,
+    simcse_loss,
+)
 from tests.conftest import make_cyclic_dataset
 
-WORDS = ["item", "in", "group", *[str(i) for i in range(40)], "red", "green", "blue", "guitar", "drum", "string", "flute", "cable", "amp", "pedal", "lens", "beaker", "scale", "magnet", "pipette"]
-TINY = {"hidden_size": 16, "inner_size": 16, "max_seq_length": 10, "pretrain_epochs": 1, "matcher_epochs": 1, "matcher_batch_size": 8, "text_max_tokens": 16, "train_batch_targets": 256, "eval_batch_size": 64}
+WORDS = [
+    "item",
+    "in",
+    "group",
+    *[str(i) for i in range(40)],
+    "red",
+    "green",
+    "blue",
+    "guitar",
+    "drum",
+    "string",
+    "flute",
+    "cable",
+    "amp",
+    "pedal",
+    "lens",
+    "beaker",
+    "scale",
+    "magnet",
+    "pipette",
+]
+TINY = {
+    "hidden_size": 16,
+    "inner_size": 16,
+    "max_seq_length": 10,
+    "pretrain_epochs": 1,
+    "matcher_epochs": 1,
+    "matcher_batch_size": 8,
+    "text_max_tokens": 16,
+    "train_batch_targets": 256,
+    "eval_batch_size": 64,
+}
 
 
 @pytest.fixture(scope="module")
@@ -31,11 +68,22 @@ def tiny_encoder(tmp_path_factory: pytest.TempPathFactory) -> str:
     vocab = {token: index for index, token in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS])}
     BertTokenizerFast(vocab=vocab).save_pretrained(path)
     torch.manual_seed(0)
-    BertModel(BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, max_position_embeddings=32)).save_pretrained(path)
+    BertModel(
+        BertConfig(
+            vocab_size=len(vocab),
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=64,
+            max_position_embeddings=32,
+        )
+    ).save_pretrained(path)
     return str(path)
 
 
-def brute_force_generation(target: torch.Tensor, source: torch.Tensor, ids: torch.Tensor, m: int, temperature: float) -> torch.Tensor:
+def brute_force_generation(
+    target: torch.Tensor, source: torch.Tensor, ids: torch.Tensor, m: int, temperature: float
+) -> torch.Tensor:
     rows = []
     for query in target:
         similarities = [(float(F.cosine_similarity(query, key, dim=0)), j) for j, key in enumerate(source)]
@@ -48,15 +96,25 @@ def brute_force_generation(target: torch.Tensor, source: torch.Tensor, ids: torc
 @pytest.mark.parametrize("m", [1, 3, 7, 50])
 def test_generated_embeddings_equal_a_per_item_loop(m: int) -> None:
     generator = torch.Generator().manual_seed(0)
-    target, source, ids = torch.randn(9, 6, generator=generator), torch.randn(7, 6, generator=generator), torch.randn(7, 4, generator=generator)
+    target, source, ids = (
+        torch.randn(9, 6, generator=generator),
+        torch.randn(7, 6, generator=generator),
+        torch.randn(7, 4, generator=generator),
+    )
     expected = brute_force_generation(target, source, ids, m, 0.5)
     torch.testing.assert_close(generate_id_embeddings(target, source, ids, m, 0.5, chunk_size=4), expected)
 
 
-def hand_info_nce(anchors: torch.Tensor, candidates: torch.Tensor, temperature: float, excluded: set[tuple[int, int]]) -> float:
+def hand_info_nce(
+    anchors: torch.Tensor, candidates: torch.Tensor, temperature: float, excluded: set[tuple[int, int]]
+) -> float:
     total = 0.0
     for i, anchor in enumerate(anchors):
-        logits = [float(F.cosine_similarity(anchor, c, dim=0)) / temperature for j, c in enumerate(candidates) if (i, j) not in excluded]
+        logits = [
+            float(F.cosine_similarity(anchor, c, dim=0)) / temperature
+            for j, c in enumerate(candidates)
+            if (i, j) not in excluded
+        ]
         own = float(F.cosine_similarity(anchor, candidates[i], dim=0)) / temperature
         total += -(own - math.log(sum(math.exp(x) for x in logits)))
     return total / len(anchors)
@@ -92,7 +150,11 @@ def test_negatives_are_uniform_over_the_other_items() -> None:
 
 
 def test_every_variant_and_every_m_share_one_pretraining_config() -> None:
-    configs = [IDP.pretraining_config(resolve_config(get_method(name), TINY, extra)) for name in ("idp", "idp-zeroshot", "idp-newencoder") for extra in ({}, {"num_similar": 3}, {"downstream_loss": "bpr"})]
+    configs = [
+        IDP.pretraining_config(resolve_config(get_method(name), TINY, extra))
+        for name in ("idp", "idp-zeroshot", "idp-newencoder")
+        for extra in ({}, {"num_similar": 3}, {"downstream_loss": "bpr"})
+    ]
     assert all(c == configs[0] for c in configs)
 
 
@@ -104,11 +166,15 @@ def test_zero_shot_with_training_epochs_is_rejected() -> None:
 def texts_dataset(name: str, texts: list[str], seed: int):
     """The cyclic toy interactions with the given item texts."""
     cyclic = make_cyclic_dataset(name, items=len(texts), seed=seed)
-    dataset, _ = build_dataset(name, cyclic.user_ids, [cyclic.sequence(u) - 1 for u in range(cyclic.num_users)], cyclic.item_ids, texts)
+    dataset, _ = build_dataset(
+        name, cyclic.user_ids, [cyclic.sequence(u) - 1 for u in range(cyclic.num_users)], cyclic.item_ids, texts
+    )
     return dataset
 
 
-def test_zero_shot_run_keeps_exactly_the_weights_load_pretrained_made(recbench_home: Path, tiny_encoder: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_zero_shot_run_keeps_exactly_the_weights_load_pretrained_made(
+    recbench_home: Path, tiny_encoder: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     save_dataset(make_cyclic_dataset("source", items=30, seed=0))
     save_dataset(make_cyclic_dataset("target", items=20, seed=1))
     seen: dict[str, dict[str, torch.Tensor]] = {}
@@ -120,12 +186,22 @@ def test_zero_shot_run_keeps_exactly_the_weights_load_pretrained_made(recbench_h
         return fresh
 
     monkeypatch.setattr(IDP, "load_pretrained", recording)
-    result = run_experiment("idp-zeroshot", "target", overrides=[{**TINY, "text_encoder": tiny_encoder}], runs_dir=recbench_home / "runs", device="cpu", show_progress=False, pretrain_on=["source"])
+    result = run_experiment(
+        "idp-zeroshot",
+        "target",
+        overrides=[{**TINY, "text_encoder": tiny_encoder}],
+        runs_dir=recbench_home / "runs",
+        device="cpu",
+        show_progress=False,
+        pretrain_on=["source"],
+    )
     best = result.run.load_best()
     assert result.fit.epochs_run == 0
     assert best.keys() == seen["loaded"].keys() and not any(k.startswith("matcher.") for k in best)
     assert all(torch.equal(best[k], seen["loaded"][k]) for k in best)
-    assert all(torch.equal(best[k], seen["pretrained"][k]) for k in best if k.startswith(("encoder.", "position_embedding.")))
+    assert all(
+        torch.equal(best[k], seen["pretrained"][k]) for k in best if k.startswith(("encoder.", "position_embedding."))
+    )
     assert not best["item_embedding.weight"][0].any() and best["item_embedding.weight"].shape == (21, 16)
     assert {"matcher.0.model.embeddings.word_embeddings.weight", "source_text"} <= set(seen["pretrained"])
 
@@ -141,12 +217,16 @@ def test_target_item_with_a_source_items_text_gets_mostly_that_items_embedding()
     target = IDP(config, DataSpec(num_items=4, max_seq_length=10, item_texts=target_texts))
     target.load_pretrained(pretrained.state_dict())
     source_ids = pretrained.item_embedding.weight.detach()[1:]  # (30, d)
-    similarity = F.normalize(target.item_embedding.weight.detach()[1:3], dim=1) @ F.normalize(source_ids, dim=1).T  # (2, 30)
+    similarity = (
+        F.normalize(target.item_embedding.weight.detach()[1:3], dim=1) @ F.normalize(source_ids, dim=1).T
+    )  # (2, 30)
     assert similarity.argmax(dim=1).tolist() == [7, 21]
     assert (similarity[[0, 1], [7, 21]] > 0.5).all()
 
 
-def test_target_texts_are_encoded_once_per_matcher(recbench_home: Path, tiny_encoder: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_target_texts_are_encoded_once_per_matcher(
+    recbench_home: Path, tiny_encoder: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import recbench.data.encode
 
     texts = [f"item {i} red" for i in range(12)]
@@ -157,10 +237,15 @@ def test_target_texts_are_encoded_once_per_matcher(recbench_home: Path, tiny_enc
     state = pretrained.state_dict()
     calls = []
     original = recbench.data.encode.encode_texts
-    monkeypatch.setattr(recbench.data.encode, "encode_texts", lambda *args, **kwargs: calls.append(1) or original(*args, **kwargs))
+    monkeypatch.setattr(
+        recbench.data.encode, "encode_texts", lambda *args, **kwargs: calls.append(1) or original(*args, **kwargs)
+    )
 
     def generated(state: dict[str, torch.Tensor], **overrides) -> torch.Tensor:
-        target = IDP(resolve_config(get_method("idp"), config.model_dump(), overrides), DataSpec(num_items=4, max_seq_length=10, item_texts=["item 1 red", "item 5", "blue 7", "red 9"]))
+        target = IDP(
+            resolve_config(get_method("idp"), config.model_dump(), overrides),
+            DataSpec(num_items=4, max_seq_length=10, item_texts=["item 1 red", "item 5", "blue 7", "red 9"]),
+        )
         target.load_pretrained(state)
         return target.item_embedding.weight.detach().clone()
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from recbench.data.download import download, download_datasets, import_local
-from recbench.errors import DataError, UnknownNameError
 from recbench.data.formats import ImportOptions
+from recbench.errors import DataError, UnknownNameError
 
 
 def test_unknown_dataset_suggests_the_closest_names(recbench_home: Path) -> None:

@@ -9,9 +9,9 @@ import pytest
 
 from recbench.data.dataset import load_dataset
 from recbench.data.download import import_local
-from recbench.errors import DataError
 from recbench.data.formats import ImportOptions
 from recbench.data.ingest import detect_format
+from recbench.errors import DataError
 
 INTER_HEADER = "user_id:token\titem_id:token\trating:float\ttimestamp:float\n"
 
@@ -30,7 +30,9 @@ def write_recbole(directory: Path, rows: list[str], item_rows: list[str] | None 
     return directory
 
 
-def test_recbole_sorts_by_timestamp_keeps_ties_in_file_order_and_drops_duplicate_lines(tmp_path: Path, recbench_home: Path) -> None:
+def test_recbole_sorts_by_timestamp_keeps_ties_in_file_order_and_drops_duplicate_lines(
+    tmp_path: Path, recbench_home: Path
+) -> None:
     rows = ["u1\ti3\t5\t30", "u1\ti1\t4\t10", "u1\ti2\t3\t20", "u1\ti5\t3\t20", "u1\ti1\t4\t10", "u1\ti4\t1\t40"]
     rows += [f"u2\ti{k}\t5\t{k}" for k in (2, 1, 3)]
     items = ["i1\tFirst &amp; best\t1995\tDrama Comedy", "i2\tSecond\t1996\tAction", "i9\tUnused\t2000\tNone"]
@@ -50,7 +52,11 @@ def test_recbole_text_fields_can_be_chosen(tmp_path: Path, recbench_home: Path) 
 
 def test_table_with_named_columns_dates_and_text_table(tmp_path: Path, recbench_home: Path) -> None:
     table = tmp_path / "log.tsv"
-    table.write_text("who\twhat\twhen\n" + "".join(f"a\tx{k}\t2020-01-0{k}\n" for k in (3, 1, 2)) + "b\tx1\t2020-01-01\nb\tx2\t2020-01-01\nb\tx1\t2020-01-05\n")
+    table.write_text(
+        "who\twhat\twhen\n"
+        + "".join(f"a\tx{k}\t2020-01-0{k}\n" for k in (3, 1, 2))
+        + "b\tx1\t2020-01-01\nb\tx2\t2020-01-01\nb\tx1\t2020-01-05\n"
+    )
     texts = tmp_path / "items.csv"
     texts.write_text('what,title,brand\nx1,"Hammer, big",Acme\nx2,Saw,\nx9,Unused,Z\n')
     options = ImportOptions(user_col="who", item_col="what", time_col="when", item_text=texts)
@@ -62,7 +68,9 @@ def test_table_with_named_columns_dates_and_text_table(tmp_path: Path, recbench_
     assert any("for 2 of 3 items" in m for m in result.messages)
 
 
-def test_table_columns_are_found_by_common_names_and_a_text_column_is_kept_as_is(tmp_path: Path, recbench_home: Path) -> None:
+def test_table_columns_are_found_by_common_names_and_a_text_column_is_kept_as_is(
+    tmp_path: Path, recbench_home: Path
+) -> None:
     table = tmp_path / "log.csv"
     table.write_text("user_id,item_id,timestamp,rating\n" + "".join(f"u,i{k},{k},5\n" for k in range(4)))
     texts = tmp_path / "items.jsonl"
@@ -85,7 +93,9 @@ def test_lcrec_partial_text_is_used_only_when_asked(tmp_path: Path, recbench_hom
     src.mkdir()
     (src / "Arts.inter.json").write_text(json.dumps({"0": [0, 1, 2, 3], "1": [3, 2, 1]}))
     (src / "Arts.item2id").write_text("".join(f"A{i}\t{i}\n" for i in range(4)))
-    (src / "Arts.item.partial.json").write_text(json.dumps({"0": {"title": "Paint", "brand": "Acme", "asin": "A0", "lcrec_id": 7}}))
+    (src / "Arts.item.partial.json").write_text(
+        json.dumps({"0": {"title": "Paint", "brand": "Acme", "asin": "A0", "lcrec_id": 7}})
+    )
     result = import_local("arts-ids", src)
     assert load_dataset("arts-ids").item_texts is None
     assert any("ID-only" in m and "1 of 4 items" in m and "--partial-text" in m for m in result.messages)
@@ -94,7 +104,13 @@ def test_lcrec_partial_text_is_used_only_when_asked(tmp_path: Path, recbench_hom
 
 
 def test_formats_are_detected_from_the_files(tmp_path: Path) -> None:
-    cases = {"unisrec": ["X.test.inter"], "lcrec": ["X.inter.json"], "amazon": ["meta_X.json.gz", "X.csv"], "recbole": ["X.inter"], "table": ["log.parquet"]}
+    cases = {
+        "unisrec": ["X.test.inter"],
+        "lcrec": ["X.inter.json"],
+        "amazon": ["meta_X.json.gz", "X.csv"],
+        "recbole": ["X.inter"],
+        "table": ["log.parquet"],
+    }
     for fmt, files in cases.items():
         directory = tmp_path / fmt
         directory.mkdir()

@@ -9,8 +9,8 @@ import pytest
 
 from recbench.data.dataset import load_dataset
 from recbench.data.download import import_local
-from recbench.errors import DataError
 from recbench.data.ingest import clean_text, item_text
+from recbench.errors import DataError
 
 
 @pytest.mark.parametrize(
@@ -37,11 +37,15 @@ def test_item_text_orders_title_categories_brand_and_skips_missing_fields() -> N
 
 def write_lcrec(directory: Path, with_text: bool = True) -> None:
     directory.mkdir()
-    (directory / "Toy.inter.json").write_text(json.dumps({"0": [0, 1, 2, 3], "1": [2, 1, 0], "2": [3, 3, 1, 2, 0]}, indent=4))
+    (directory / "Toy.inter.json").write_text(
+        json.dumps({"0": [0, 1, 2, 3], "1": [2, 1, 0], "2": [3, 3, 1, 2, 0]}, indent=4)
+    )
     (directory / "Toy.item2id").write_text("".join(f"ASIN{i}\t{i}\n" for i in range(4)))
     (directory / "Toy.user2id").write_text("".join(f"U{i}\t{i}\n" for i in range(3)))
     if with_text:
-        (directory / "Toy.item.json").write_text(json.dumps({str(i): {"title": f"Item {i}", "brand": "B"} for i in range(3)}))
+        (directory / "Toy.item.json").write_text(
+            json.dumps({str(i): {"title": f"Item {i}", "brand": "B"} for i in range(3)})
+        )
 
 
 def test_lcrec_import_keeps_order_tokens_and_text(tmp_path: Path, recbench_home: Path) -> None:

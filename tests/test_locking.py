@@ -15,7 +15,7 @@ import pytest
 
 from recbench.files import LockedError, exclusive_lock
 from recbench.runs.record import RunRecord
-from tests.test_train import TINY, train_toy
+from tests.test_train import train_toy
 
 
 def _hold_lock_in_subprocess(lock_file: Path, seconds: float = 30.0) -> subprocess.Popen:
@@ -69,7 +69,9 @@ def test_the_lock_is_free_again_after_the_block(tmp_path: Path) -> None:
         pass
 
 
-def test_pretraining_run_in_use_makes_the_second_process_wait_then_reuse_it(recbench_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_pretraining_run_in_use_makes_the_second_process_wait_then_reuse_it(
+    recbench_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from recbench.data.dataset import save_dataset
     from recbench.registry import get_method, resolve_config
     from recbench.runs import experiment
@@ -78,7 +80,10 @@ def test_pretraining_run_in_use_makes_the_second_process_wait_then_reuse_it(recb
     for name, seed in (("src", 1), ("tgt", 2)):
         save_dataset(make_cyclic_dataset(name, seed=seed))
     entry = get_method("unisrec")
-    config = resolve_config(entry, {"hidden_size": 16, "inner_size": 16, "pretrain_epochs": 1, "max_seq_length": 10, "train_batch_targets": 64})
+    config = resolve_config(
+        entry,
+        {"hidden_size": 16, "inner_size": 16, "pretrain_epochs": 1, "max_seq_length": 10, "train_batch_targets": 64},
+    )
     waits: list[bool] = []
     original = RunRecord.lock
 

@@ -61,7 +61,10 @@ def test_a_broken_plugin_is_reported_and_does_not_hide_the_others(plugin_dir: Pa
     (plugin_dir / "zz_good.py").write_text(GOOD_PLUGIN)
     registry.discover(force=True)
     assert "test-popularity" in registry.method_names() and "sasrec" in registry.method_names()
-    assert any("zz_broken" in label and "a_module_that_does_not_exist" in error for label, error in registry.failed_plugins().items())
+    assert any(
+        "zz_broken" in label and "a_module_that_does_not_exist" in error
+        for label, error in registry.failed_plugins().items()
+    )
     with pytest.raises(UnknownNameError, match="zz_broken failed to import"):
         get_method("broken-method")
 
@@ -84,7 +87,9 @@ def test_entry_point_plugins_are_loaded_in_isolation(plugin_dir: Path, monkeypat
     def good() -> None:
         exec(compile(GOOD_PLUGIN, "ep_plugin", "exec"), {"__name__": "ep_plugin"})
 
-    monkeypatch.setattr(registry, "entry_points", lambda group: [FakeEntryPoint("bad", fail), FakeEntryPoint("good", good)])
+    monkeypatch.setattr(
+        registry, "entry_points", lambda group: [FakeEntryPoint("bad", fail), FakeEntryPoint("good", good)]
+    )
     registry.discover(force=True)
     assert "test-popularity" in registry.method_names()
     assert any("entry point exploded" in error for error in registry.failed_plugins().values())
@@ -98,7 +103,12 @@ def test_unknown_method_suggests_close_names() -> None:
 def test_config_carries_published_defaults() -> None:
     config = resolve_config(get_method("sasrec"))
     assert (config.hidden_size, config.inner_size, config.n_layers, config.n_heads) == (300, 256, 2, 2)
-    assert (config.hidden_dropout_prob, config.attn_dropout_prob, config.learning_rate, config.train_batch_targets) == (0.5, 0.5, 1e-3, 2048)
+    assert (config.hidden_dropout_prob, config.attn_dropout_prob, config.learning_rate, config.train_batch_targets) == (
+        0.5,
+        0.5,
+        1e-3,
+        2048,
+    )
 
 
 def test_unknown_config_key_is_an_error_naming_it() -> None:
@@ -112,7 +122,14 @@ def test_wrong_type_is_an_error_naming_the_key() -> None:
 
 
 def test_assignments_parse_toml_literals() -> None:
-    assert parse_assignments(["a=1", "b=1e-3", "c=true", "d=[1, 2]", "e=word", "f='quoted'"]) == {"a": 1, "b": 1e-3, "c": True, "d": [1, 2], "e": "word", "f": "quoted"}
+    assert parse_assignments(["a=1", "b=1e-3", "c=true", "d=[1, 2]", "e=word", "f='quoted'"]) == {
+        "a": 1,
+        "b": 1e-3,
+        "c": True,
+        "d": [1, 2],
+        "e": "word",
+        "f": "quoted",
+    }
     with pytest.raises(ConfigError, match="key=value"):
         parse_assignments(["novalue"])
 

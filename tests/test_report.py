@@ -18,11 +18,11 @@ import scipy.stats
 from rich.console import Console
 
 from recbench.errors import RunError, UnknownNameError
-from recbench.runs.metrics import TIE_POLICY, EvalResult, metrics_from_ranks
 from recbench.results.leaderboard import leaderboard, load_results
 from recbench.results.report import RunResult, build_report, latex_escape
-from recbench.runs.record import RunRecord
 from recbench.results.stats import adjust, per_user_metric
+from recbench.runs.metrics import TIE_POLICY, EvalResult, metrics_from_ranks
+from recbench.runs.record import RunRecord
 
 GOLDEN = Path(__file__).parent / "golden"
 USERS = 400
@@ -34,18 +34,46 @@ def synthetic_ranks(spread: int, shift: int = 0, users: int = USERS) -> np.ndarr
 
 
 def protocol(users: int = USERS, mask_history: bool = False) -> dict:
-    return {"split": "test", "candidates": "all items", "num_candidates": 500, "num_users": users, "mask_history": mask_history, "ties": TIE_POLICY, "max_history": 50}
+    return {
+        "split": "test",
+        "candidates": "all items",
+        "num_candidates": 500,
+        "num_users": users,
+        "mask_history": mask_history,
+        "ties": TIE_POLICY,
+        "max_history": 50,
+    }
 
 
-def write_run(runs_dir: Path, dataset: str, method: str, seed: int, ranks: np.ndarray, fingerprint: str = "fp1", tag: str = "", pretrained: str | None = None, config: dict | None = None, **protocol_changes) -> RunRecord:
+def write_run(
+    runs_dir: Path,
+    dataset: str,
+    method: str,
+    seed: int,
+    ranks: np.ndarray,
+    fingerprint: str = "fp1",
+    tag: str = "",
+    pretrained: str | None = None,
+    config: dict | None = None,
+    **protocol_changes,
+) -> RunRecord:
     """A finished run directory as `recbench train` leaves it, with the given test ranks."""
-    identity = {"method": method, "config": config if config is not None else {"tag": tag}, "dataset": dataset, "fingerprint": fingerprint, "seed": seed}
+    identity = {
+        "method": method,
+        "config": config if config is not None else {"tag": tag},
+        "dataset": dataset,
+        "fingerprint": fingerprint,
+        "seed": seed,
+    }
     if pretrained is not None:
         identity["pretrained"] = pretrained
     run = RunRecord.for_experiment(runs_dir, dataset, method, seed, identity)
     run.write_config(identity)
     test_protocol = {**protocol(len(ranks)), **protocol_changes}
-    run.finish(EvalResult("valid", ranks, metrics_from_ranks(ranks), {**test_protocol, "split": "valid"}), EvalResult("test", ranks, metrics_from_ranks(ranks), test_protocol))
+    run.finish(
+        EvalResult("valid", ranks, metrics_from_ranks(ranks), {**test_protocol, "split": "valid"}),
+        EvalResult("test", ranks, metrics_from_ranks(ranks), test_protocol),
+    )
     return run
 
 
@@ -67,8 +95,20 @@ def golden_results() -> list[RunResult]:
     for seed in (1, 2, 3):
         for method, spread in (("SASRec", 60), ("UniSRec_t", 30), ("BERT4Rec", 120), ("VQ-Rec", 55)):
             results.append(RunResult("Arts_2018", method, seed, synthetic_ranks(spread + seed, 3 * seed), protocol()))
-        results.append(RunResult("Office", "SASRec", seed, synthetic_ranks(60 + seed, seed, users=300), protocol(300, mask_history=True)))
-        results.append(RunResult("Office", "UniSRec_t", seed, synthetic_ranks(45 - seed, seed, users=300), protocol(300, mask_history=True)))
+        results.append(
+            RunResult(
+                "Office", "SASRec", seed, synthetic_ranks(60 + seed, seed, users=300), protocol(300, mask_history=True)
+            )
+        )
+        results.append(
+            RunResult(
+                "Office",
+                "UniSRec_t",
+                seed,
+                synthetic_ranks(45 - seed, seed, users=300),
+                protocol(300, mask_history=True),
+            )
+        )
     results.append(RunResult("Arts_2018", "IDP", 1, error="CUDA out of memory"))
     return results
 
@@ -78,7 +118,9 @@ def check_golden(name: str, text: str) -> None:
     if os.environ.get("RECBENCH_UPDATE_GOLDEN"):
         path.parent.mkdir(exist_ok=True)
         path.write_text(text)
-    assert text == path.read_text(), f"{name} differs from the golden file; if intended, regenerate it (see module docstring)"
+    assert text == path.read_text(), (
+        f"{name} differs from the golden file; if intended, regenerate it (see module docstring)"
+    )
 
 
 # --- golden files -----------------------------------------------------------------------------
@@ -108,9 +150,14 @@ def test_cell_means_are_the_evaluator_metrics_averaged_over_seeds(runs_dir: Path
 
 def test_p_values_are_paired_t_tests_on_per_user_metrics_averaged_over_seeds(runs_dir: Path) -> None:
     report = leaderboard(runs_dir, metrics=["ndcg@10"], baseline="base")
-    averaged = {m: np.mean([per_user_metric(synthetic_ranks(spread, s), "ndcg@10") for s in (1, 2)], axis=0) for m, spread in (("strong", 25), ("base", 60))}
+    averaged = {
+        m: np.mean([per_user_metric(synthetic_ranks(spread, s), "ndcg@10") for s in (1, 2)], axis=0)
+        for m, spread in (("strong", 25), ("base", 60))
+    }
     (comparison,) = [c for c in report.comparisons_for("arts") if c.method == "strong"]
-    assert comparison.stats.p_value == pytest.approx(scipy.stats.ttest_rel(averaged["strong"], averaged["base"]).pvalue, rel=1e-9)
+    assert comparison.stats.p_value == pytest.approx(
+        scipy.stats.ttest_rel(averaged["strong"], averaged["base"]).pvalue, rel=1e-9
+    )
 
 
 def test_p_values_are_holm_corrected_over_one_dataset_table(runs_dir: Path) -> None:
@@ -201,27 +248,50 @@ def test_terminal_table_shows_values_and_failures() -> None:
 
 # --- LaTeX ------------------------------------------------------------------------------------
 def test_latex_escape_escapes_every_special_character() -> None:
-    assert latex_escape(r"a_b 50% & #1 {x} $ ~ ^ \ ") == r"a\_b 50\% \& \#1 \{x\} \$ \textasciitilde{} \textasciicircum{} \textbackslash{} "
+    assert (
+        latex_escape(r"a_b 50% & #1 {x} $ ~ ^ \ ")
+        == r"a\_b 50\% \& \#1 \{x\} \$ \textasciitilde{} \textasciicircum{} \textbackslash{} "
+    )
 
 
 def test_latex_table_escapes_names_from_runs() -> None:
-    results = [RunResult("d_1", name, 1, synthetic_ranks(spread), protocol()) for name, spread in (("a_b", 30), ("50% & #1", 40))]
+    results = [
+        RunResult("d_1", name, 1, synthetic_ranks(spread), protocol())
+        for name, spread in (("a_b", 30), ("50% & #1", 40))
+    ]
     latex = build_report(results, ["hr@10"]).to_latex()
     assert r"(a) a\_b &" in latex and r"(b) 50\% \& \#1 &" in latex and r"Results on d\_1 " in latex
     assert r"\label{tab:recbench-d-1}" in latex
 
 
 def test_latex_caption_states_protocol_test_correction_and_alpha() -> None:
-    report = build_report(golden_results(), ["hr@10", "ndcg@10", "mrr"], baseline="SASRec", test="permutation", correction="bh", alpha=0.01, n_permutations=2000)
+    report = build_report(
+        golden_results(),
+        ["hr@10", "ndcg@10", "mrr"],
+        baseline="SASRec",
+        test="permutation",
+        correction="bh",
+        alpha=0.01,
+        n_permutations=2000,
+    )
     caption = next(line for line in report.to_latex().splitlines() if r"\caption{" in line and "Office" in line)
-    for phrase in ("300 users", "full ranking over all 500 items", "history masked", r"ties pessimistic (rank = 1 + \#higher",
-                   "paired randomisation test, 2,000 sign flips", "Benjamini-Hochberg correction over the 3 comparisons", "$p < 0.01$"):
+    for phrase in (
+        "300 users",
+        "full ranking over all 500 items",
+        "history masked",
+        r"ties pessimistic (rank = 1 + \#higher",
+        "paired randomisation test, 2,000 sign flips",
+        "Benjamini-Hochberg correction over the 3 comparisons",
+        "$p < 0.01$",
+    ):
         assert phrase in caption
 
 
 def test_standalone_latex_is_a_complete_document() -> None:
     latex = failed_report().to_latex(standalone=True)
-    assert latex.startswith("\\documentclass{article}\n\\usepackage{booktabs}\n\\begin{document}\n") and latex.endswith("\\end{document}\n")
+    assert latex.startswith("\\documentclass{article}\n\\usepackage{booktabs}\n\\begin{document}\n") and latex.endswith(
+        "\\end{document}\n"
+    )
 
 
 # --- CSV and JSON -----------------------------------------------------------------------------
@@ -232,7 +302,11 @@ def test_csv_carries_each_comparison_once_with_its_numbers(runs_dir: Path) -> No
     (row,) = [r for r in rows if (r["dataset"], r["metric"], r["method"]) == ("office", "ndcg@10", "strong")]
     (comparison,) = [c for c in report.comparisons_for("office", "ndcg@10") if c.method == "strong"]
     assert float(row["p_value"]) == comparison.stats.p_value and float(row["ci_low"]) == comparison.stats.ci_low
-    assert (int(row["wins"]), int(row["ties"]), int(row["losses"])) == (comparison.stats.wins, comparison.stats.ties, comparison.stats.losses)
+    assert (int(row["wins"]), int(row["ties"]), int(row["losses"])) == (
+        comparison.stats.wins,
+        comparison.stats.ties,
+        comparison.stats.losses,
+    )
 
 
 def test_json_holds_p_values_cis_effect_sizes_and_win_tie_loss(tmp_path: Path) -> None:
@@ -243,7 +317,9 @@ def test_json_holds_p_values_cis_effect_sizes_and_win_tie_loss(tmp_path: Path) -
     (comparison,) = data["comparisons"]
     assert comparison["stats"]["ci_low"] < comparison["stats"]["mean_diff"] < comparison["stats"]["ci_high"]
     assert sum(comparison["stats"][k] for k in ("wins", "ties", "losses")) == USERS
-    assert {"p_value", "effect_dz", "relative_pct"} <= comparison["stats"].keys() and comparison["p_adjusted"] is not None
+    assert {"p_value", "effect_dz", "relative_pct"} <= comparison["stats"].keys() and comparison[
+        "p_adjusted"
+    ] is not None
     assert data["cells"][0]["std"]["hr@10"] is None  # one seed: no std, and valid JSON (no NaN)
 
 
@@ -280,11 +356,29 @@ def test_two_finished_runs_of_one_seed_and_config_are_an_error(tmp_path: Path) -
 
 def test_runs_of_one_method_with_different_configs_are_rows_named_by_what_differs(tmp_path: Path) -> None:
     for seed in (1, 2):
-        write_run(tmp_path, "arts", "lshsr", seed, synthetic_ranks(25, seed), config={"use_gate": True, "tasks": ["next", "mask"], "lr": 0.001})
-        write_run(tmp_path, "arts", "lshsr", seed, synthetic_ranks(60, seed), config={"use_gate": False, "tasks": ["next"], "lr": 0.001})
+        write_run(
+            tmp_path,
+            "arts",
+            "lshsr",
+            seed,
+            synthetic_ranks(25, seed),
+            config={"use_gate": True, "tasks": ["next", "mask"], "lr": 0.001},
+        )
+        write_run(
+            tmp_path,
+            "arts",
+            "lshsr",
+            seed,
+            synthetic_ranks(60, seed),
+            config={"use_gate": False, "tasks": ["next"], "lr": 0.001},
+        )
         write_run(tmp_path, "arts", "sasrec", seed, synthetic_ranks(60, seed), config={"lr": 0.01})
     report = leaderboard(tmp_path, metrics=["ndcg@10"], baseline="lshsr [tasks=[next,mask], use_gate=true]")
-    assert set(report.methods) == {"lshsr [tasks=[next,mask], use_gate=true]", "lshsr [tasks=[next], use_gate=false]", "sasrec"}
+    assert set(report.methods) == {
+        "lshsr [tasks=[next,mask], use_gate=true]",
+        "lshsr [tasks=[next], use_gate=false]",
+        "sasrec",
+    }
     ablation = next(c for c in report.comparisons_for("arts") if c.method == "lshsr [tasks=[next], use_gate=false]")
     assert ablation.stats.mean_diff < 0  # the ablated runs were given the worse ranks
 
@@ -336,7 +430,9 @@ def test_leaderboard_command_prints_the_library_report(runs_dir: Path) -> None:
 
     from recbench.cli import app
 
-    result = CliRunner().invoke(app, ["leaderboard", str(runs_dir), "--format", "md", "--metrics", "hr@10,ndcg@10", "--baseline", "base"])
+    result = CliRunner().invoke(
+        app, ["leaderboard", str(runs_dir), "--format", "md", "--metrics", "hr@10,ndcg@10", "--baseline", "base"]
+    )
     assert result.exit_code == 0, result.output
     assert result.stdout == leaderboard(runs_dir, metrics=["hr@10", "ndcg@10"], baseline="base").to_markdown()
 

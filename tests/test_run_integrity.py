@@ -49,7 +49,9 @@ def two_seeds(trained_once: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 
 
 def _train_seed(runs: Path, seed: int) -> RunRecord:
-    return run_experiment("sasrec", "toy", seed=seed, overrides=[TINY], runs_dir=runs, device="cpu", show_progress=False).run
+    return run_experiment(
+        "sasrec", "toy", seed=seed, overrides=[TINY], runs_dir=runs, device="cpu", show_progress=False
+    ).run
 
 
 def _damage_ranks_by_truncation(run: RunRecord) -> None:
@@ -70,11 +72,15 @@ DAMAGES = {
     "rank 0": lambda run: _replace_ranks(run, lambda r: np.where(np.arange(len(r)) == 0, 0, r)),
     "rank beyond N": lambda run: _replace_ranks(run, lambda r: r + 10_000),
     "float ranks with NaN": lambda run: _replace_ranks(run, lambda r: np.full(len(r), np.nan)),
-    "metrics edited": lambda run: (run.path / "metrics.json").write_text((run.path / "metrics.json").read_text().replace('"hr@10": 0', '"hr@10": 1')),
+    "metrics edited": lambda run: (run.path / "metrics.json").write_text(
+        (run.path / "metrics.json").read_text().replace('"hr@10": 0', '"hr@10": 1')
+    ),
     "metrics deleted": lambda run: (run.path / "metrics.json").unlink(),
     "metrics garbage": lambda run: (run.path / "metrics.json").write_text("{not json"),
     "config garbage": lambda run: (run.path / "config.json").write_text("\x00\x01"),
-    "config dataset edited": lambda run: (run.path / "config.json").write_text((run.path / "config.json").read_text().replace('"dataset": "toy"', '"dataset": "other"')),
+    "config dataset edited": lambda run: (run.path / "config.json").write_text(
+        (run.path / "config.json").read_text().replace('"dataset": "toy"', '"dataset": "other"')
+    ),
     "status garbage": lambda run: (run.path / "status.json").write_text("[1, 2"),
     "best.pt replaced": lambda run: torch.save({"x": torch.zeros(1)}, run.path / "best.pt"),
 }
@@ -139,7 +145,9 @@ def _diverging(monkeypatch: pytest.MonkeyPatch, at_call: int) -> None:
     monkeypatch.setattr(BatchLoss, "forward", forward)
 
 
-def test_a_diverged_loss_fails_the_run_which_is_never_finished_nor_ranked(toy_dataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_diverged_loss_fails_the_run_which_is_never_finished_nor_ranked(
+    toy_dataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     _diverging(monkeypatch, at_call=5)
     with pytest.raises(RunError, match="training diverged: the loss is nan"):
         train_toy(tmp_path / "runs")
@@ -155,14 +163,26 @@ def test_a_diverged_loss_fails_the_run_which_is_never_finished_nor_ranked(toy_da
 
 def test_a_huge_learning_rate_fails_with_one_line_through_the_cli(toy_dataset, tmp_path: Path) -> None:
     settings = sum((["--set", f"{k}={v}"] for k, v in {**TINY, "learning_rate": 1e12}.items()), [])
-    result = runner.invoke(app, ["train", "sasrec", "-d", "toy", "--device", "cpu", "--runs-dir", str(tmp_path / "runs"), *settings])
+    result = runner.invoke(
+        app, ["train", "sasrec", "-d", "toy", "--device", "cpu", "--runs-dir", str(tmp_path / "runs"), *settings]
+    )
     assert result.exit_code == 1, result.output
     errors = [line for line in result.output.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "training diverged: the loss is nan" in errors[0] and "Traceback" not in result.output
 
 
-def test_an_untrained_run_says_so_in_its_record_and_table_and_metrics_json_is_strict_json(toy_dataset, tmp_path: Path) -> None:
-    run = run_experiment("sasrec", "toy", seed=5, overrides=[{**TINY, "epochs": 0}], runs_dir=tmp_path / "runs", device="cpu", show_progress=False).run
+def test_an_untrained_run_says_so_in_its_record_and_table_and_metrics_json_is_strict_json(
+    toy_dataset, tmp_path: Path
+) -> None:
+    run = run_experiment(
+        "sasrec",
+        "toy",
+        seed=5,
+        overrides=[{**TINY, "epochs": 0}],
+        runs_dir=tmp_path / "runs",
+        device="cpu",
+        show_progress=False,
+    ).run
     text = (run.path / "metrics.json").read_text()
     fit = json.loads(text, parse_constant=lambda name: pytest.fail(f"metrics.json holds {name}"))["fit"]
     assert fit["trained"] is False and fit["best_valid"] is None and fit["epochs_run"] == 0
@@ -180,10 +200,14 @@ def test_an_untrained_run_says_so_in_its_record_and_table_and_metrics_json_is_st
         (["--device", "cuda:7"], "device 'cuda:7'"),
     ],
 )
-def test_bad_seeds_and_devices_are_one_line_and_write_nothing(args: list[str], message: str, toy_dataset, tmp_path: Path) -> None:
+def test_bad_seeds_and_devices_are_one_line_and_write_nothing(
+    args: list[str], message: str, toy_dataset, tmp_path: Path
+) -> None:
     result = runner.invoke(app, ["train", "sasrec", "-d", "toy", "--runs-dir", str(tmp_path / "runs"), *args])
     assert result.exit_code == 1, result.output
-    assert result.output.startswith("error:") and message in result.output and len(result.output.strip().splitlines()) == 1
+    assert (
+        result.output.startswith("error:") and message in result.output and len(result.output.strip().splitlines()) == 1
+    )
     assert not (tmp_path / "runs").exists()
 
 
@@ -197,7 +221,23 @@ def test_truncated_or_empty_weights_are_one_line(name: str, content: bytes, two_
     else:
         (run.path / "status.json").unlink()  # an interrupted run being resumed
         settings = sum((["--set", f"{k}={v}"] for k, v in TINY.items()), [])
-        result = runner.invoke(app, ["train", "sasrec", "-d", "toy", "--seed", "5", "--resume", "--device", "cpu", "--runs-dir", str(runs), *settings])
+        result = runner.invoke(
+            app,
+            [
+                "train",
+                "sasrec",
+                "-d",
+                "toy",
+                "--seed",
+                "5",
+                "--resume",
+                "--device",
+                "cpu",
+                "--runs-dir",
+                str(runs),
+                *settings,
+            ],
+        )
     assert result.exit_code == 1, result.output
     assert name in result.output and "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
 

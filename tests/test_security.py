@@ -43,7 +43,9 @@ def _interrupted_run(runs_dir: Path, monkeypatch: pytest.MonkeyPatch) -> RunReco
     return RunRecord(status.parent)
 
 
-def test_a_planted_pickle_in_checkpoint_is_refused_not_executed(toy_dataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_planted_pickle_in_checkpoint_is_refused_not_executed(
+    toy_dataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     runs = tmp_path / "runs"
     run = _interrupted_run(runs, monkeypatch)
     marker = tmp_path / "code-ran"
@@ -55,7 +57,23 @@ def test_a_planted_pickle_in_checkpoint_is_refused_not_executed(toy_dataset, tmp
     _plant_pickle(run.path / "checkpoint.pt", marker)
     with pytest.raises(RunError, match="refused without loading"):
         run.load_checkpoint()
-    result = runner.invoke(app, ["train", "sasrec", "-d", "toy", "--seed", "5", "--runs-dir", str(runs), "--resume", "--device", "cpu", *sum((["--set", f"{k}={v}"] for k, v in TINY.items()), [])])
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            "sasrec",
+            "-d",
+            "toy",
+            "--seed",
+            "5",
+            "--runs-dir",
+            str(runs),
+            "--resume",
+            "--device",
+            "cpu",
+            *sum((["--set", f"{k}={v}"] for k, v in TINY.items()), []),
+        ],
+    )
     assert result.exit_code == 1, result.output
     assert "checkpoint.pt" in result.output and "Traceback" not in result.output
     assert not marker.exists()
@@ -71,7 +89,9 @@ def test_a_planted_pickle_in_best_weights_is_refused_by_leaderboard_free_paths(t
     assert not marker.exists()
 
 
-def test_a_real_checkpoint_loads_with_weights_only_and_resumes_bit_identically(toy_dataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_real_checkpoint_loads_with_weights_only_and_resumes_bit_identically(
+    toy_dataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     run = _interrupted_run(tmp_path / "a", monkeypatch)
     state = torch.load(run.path / "checkpoint.pt", weights_only=True)  # would raise on any pickled object
     assert state["epoch"] == 2 and set(state["rng"]) >= {"python", "numpy", "torch"}
@@ -81,7 +101,9 @@ def test_a_real_checkpoint_loads_with_weights_only_and_resumes_bit_identically(t
 
 
 @pytest.mark.parametrize("content", [b"", b"PK\x03\x04 truncated", b"\x80\x02garbage"])
-def test_empty_or_truncated_checkpoint_is_one_clear_error(toy_dataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, content: bytes) -> None:
+def test_empty_or_truncated_checkpoint_is_one_clear_error(
+    toy_dataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, content: bytes
+) -> None:
     run = _interrupted_run(tmp_path / "runs", monkeypatch)
     (run.path / "checkpoint.pt").write_bytes(content)
     with pytest.raises(RunError, match="checkpoint.pt"):
@@ -111,11 +133,15 @@ def test_the_name_rule_accepts_ordinary_names(name: str) -> None:
         ["compare", "--suite", "../escape"],
     ],
 )
-def test_path_like_names_are_refused_by_every_command_and_nothing_is_written(args: list[str], toy_dataset, recbench_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_path_like_names_are_refused_by_every_command_and_nothing_is_written(
+    args: list[str], toy_dataset, recbench_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     (tmp_path / "ranked.tsv").write_text("u0\ti1\n")
     before = {p for p in tmp_path.rglob("*")}
-    result = runner.invoke(app, [*args, "--runs-dir", str(tmp_path / "runs")] if args[0] not in ("download", "encode") else args)
+    result = runner.invoke(
+        app, [*args, "--runs-dir", str(tmp_path / "runs")] if args[0] not in ("download", "encode") else args
+    )
     assert result.exit_code == 1, result.output
     assert "cannot name a" in result.output and "Traceback" not in result.output
     assert {p for p in tmp_path.rglob("*")} == before
@@ -132,11 +158,17 @@ def test_a_dataset_manifest_name_never_builds_a_path(toy_dataset, recbench_home:
     assert not (tmp_path / "hijacked").exists() and not (recbench_home.parent / "hijacked").exists()
 
 
-def test_a_file_fetched_over_plain_http_without_a_pinned_checksum_is_announced(tmp_path: Path, recbench_home: Path) -> None:
+def test_a_file_fetched_over_plain_http_without_a_pinned_checksum_is_announced(
+    tmp_path: Path, recbench_home: Path
+) -> None:
     ratings, meta = make_raw(tmp_path / "srv", "Industrial_and_Scientific")
     with file_server({f"/{p.name}": Route(p.read_bytes()) for p in (ratings, meta)}) as base:
         assert base.startswith("http://")
-        _, messages = ensure_raw_files(local_spec("scientific", base), show_progress=False, **{k: v for k, v in FAST.items() if k != "show_progress"})
+        _, messages = ensure_raw_files(
+            local_spec("scientific", base),
+            show_progress=False,
+            **{k: v for k, v in FAST.items() if k != "show_progress"},
+        )
     warnings = [m for m in messages if "plain http" in m]
     assert len(warnings) == 2 and all("no sha256 is pinned" in m for m in warnings)
 

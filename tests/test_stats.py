@@ -10,7 +10,6 @@ import pytest
 import scipy.stats
 
 from recbench.errors import RecbenchError
-from recbench.runs.metrics import metrics_from_ranks
 from recbench.results.stats import (
     across_seeds,
     adjust,
@@ -24,6 +23,7 @@ from recbench.results.stats import (
     t_test,
     wilcoxon_test,
 )
+from recbench.runs.metrics import metrics_from_ranks
 
 # Eight users' differences: small enough to enumerate all 2**8 sign flips by hand.
 TINY = np.array([0.30, -0.10, 0.25, 0.40, 0.05, -0.20, 0.35, 0.15])
@@ -80,7 +80,10 @@ def test_identical_methods_get_p_equal_to_one(test) -> None:
 def enumerated_p(diffs: np.ndarray) -> float:
     """Fraction of all 2**n sign vectors whose |sum| reaches the observed |sum| (plain Python)."""
     observed = abs(sum(diffs))
-    hits = sum(abs(sum(s * d for s, d in zip(signs, diffs))) >= observed - 1e-12 for signs in itertools.product((1, -1), repeat=len(diffs)))
+    hits = sum(
+        abs(sum(s * d for s, d in zip(signs, diffs))) >= observed - 1e-12
+        for signs in itertools.product((1, -1), repeat=len(diffs))
+    )
     return hits / 2 ** len(diffs)
 
 
@@ -89,8 +92,13 @@ def test_exact_permutation_p_equals_enumeration_of_all_sign_flips() -> None:
 
 
 def test_exact_permutation_p_matches_scipy_permutation_test() -> None:
-    result = scipy.stats.permutation_test((TINY, np.zeros_like(TINY)), lambda x, y, axis: np.mean(x - y, axis=axis),
-                                          permutation_type="samples", n_resamples=np.inf, vectorized=True)
+    result = scipy.stats.permutation_test(
+        (TINY, np.zeros_like(TINY)),
+        lambda x, y, axis: np.mean(x - y, axis=axis),
+        permutation_type="samples",
+        n_resamples=np.inf,
+        vectorized=True,
+    )
     assert permutation_test(TINY, exact=True) == pytest.approx(result.pvalue, abs=1e-12)
 
 
@@ -101,7 +109,9 @@ def test_monte_carlo_permutation_p_is_close_to_the_exact_p() -> None:
 
 def test_permutation_p_is_the_same_twice_under_a_seed() -> None:
     a, b = paired_sample()
-    assert permutation_test(a - b, n_permutations=2_000, seed=7) == permutation_test(a - b, n_permutations=2_000, seed=7)
+    assert permutation_test(a - b, n_permutations=2_000, seed=7) == permutation_test(
+        a - b, n_permutations=2_000, seed=7
+    )
 
 
 def test_permutation_p_counts_the_observed_statistic_as_plus_one() -> None:
@@ -123,7 +133,9 @@ def test_exact_permutation_refuses_too_many_users() -> None:
 def test_bootstrap_ci_is_close_to_scipy_percentile_bootstrap() -> None:
     a, b = paired_sample(n=1000)  # most differences are 0: exercises drawing only the non-zero users
     low, high = bootstrap_ci(a - b, n_resamples=4000, seed=0)
-    reference = scipy.stats.bootstrap((a - b,), np.mean, method="percentile", n_resamples=4000, rng=np.random.default_rng(1)).confidence_interval
+    reference = scipy.stats.bootstrap(
+        (a - b,), np.mean, method="percentile", n_resamples=4000, rng=np.random.default_rng(1)
+    ).confidence_interval
     width = reference.high - reference.low
     assert abs(low - reference.low) < 0.08 * width and abs(high - reference.high) < 0.08 * width
 
@@ -132,7 +144,9 @@ def test_bootstrap_ci_of_each_column_equals_its_single_vector_ci() -> None:
     columns = np.random.default_rng(2).normal(0.01, 0.1, size=(300, 3))  # no zeros: same users resampled
     lows, highs = bootstrap_ci(columns, n_resamples=500, seed=4)
     for j in range(3):
-        assert (lows[j], highs[j]) == pytest.approx(bootstrap_ci(columns[:, j], n_resamples=500, seed=4), rel=1e-12)  # same resamples
+        assert (lows[j], highs[j]) == pytest.approx(
+            bootstrap_ci(columns[:, j], n_resamples=500, seed=4), rel=1e-12
+        )  # same resamples
 
 
 def test_bootstrap_ci_of_identical_methods_is_zero() -> None:

@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from recbench.data.catalog import get_dataset_spec, get_suite
 from recbench.cli import app
+from recbench.data.catalog import get_dataset_spec, get_suite
 from recbench.data.dataset import load_dataset
 from recbench.data.download import download
+from recbench.data.synthetic import generate
 from recbench.errors import DataError
 from recbench.results.report import RunResult, build_report
-from recbench.data.synthetic import generate
 
 SMALL = {"users": 120, "items": 60, "topics": 6}
 
@@ -81,8 +81,16 @@ def test_download_generates_the_catalogued_demo_offline_and_labels_it(recbench_h
 
 def test_report_captions_on_synthetic_data_say_so() -> None:
     ranks = np.arange(1, 21, dtype=np.int32)
-    protocol = {"split": "test", "candidates": "all items", "num_candidates": 30, "mask_history": False, "ties": "pessimistic"}
-    report = build_report([RunResult("synthetic-b", "sasrec", 2020, ranks, protocol), RunResult("real", "sasrec", 2020, ranks, protocol)])
+    protocol = {
+        "split": "test",
+        "candidates": "all items",
+        "num_candidates": 30,
+        "mask_history": False,
+        "ties": "pessimistic",
+    }
+    report = build_report(
+        [RunResult("synthetic-b", "sasrec", 2020, ranks, protocol), RunResult("real", "sasrec", 2020, ranks, protocol)]
+    )
     markdown, latex = report.to_markdown(), report.to_latex()
     assert markdown.count("SYNTHETIC") == 1 and latex.count("SYNTHETIC") == 1
     assert "\\caption{SYNTHETIC" in latex

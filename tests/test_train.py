@@ -10,12 +10,20 @@ import numpy as np
 import pytest
 
 from recbench.errors import RunError
-from recbench.runs.experiment import run_experiment
 from recbench.registry import get_method, method_names, resolve_config
+from recbench.runs.experiment import run_experiment
 from recbench.runs.record import RunRecord
 from recbench.runs.trainer import EarlyStopping, Trainer
 
-TINY = {"hidden_size": 16, "inner_size": 16, "max_seq_length": 10, "epochs": 6, "patience": 2, "train_batch_targets": 64, "learning_rate": 0.01}
+TINY = {
+    "hidden_size": 16,
+    "inner_size": 16,
+    "max_seq_length": 10,
+    "epochs": 6,
+    "patience": 2,
+    "train_batch_targets": 64,
+    "learning_rate": 0.01,
+}
 
 
 def test_early_stopping_counts_ties_as_improvements_and_stops_after_patience_plus_one() -> None:
@@ -32,7 +40,9 @@ def test_early_stopping_counts_ties_as_improvements_and_stops_after_patience_plu
 
 
 def train_toy(runs_dir: Path, **kwargs) -> RunRecord:
-    result = run_experiment("sasrec", "toy", seed=5, overrides=[TINY], runs_dir=runs_dir, device="cpu", show_progress=False, **kwargs)
+    result = run_experiment(
+        "sasrec", "toy", seed=5, overrides=[TINY], runs_dir=runs_dir, device="cpu", show_progress=False, **kwargs
+    )
     return result.run
 
 
@@ -60,7 +70,9 @@ def test_same_seed_gives_the_same_metrics(toy_dataset, tmp_path: Path) -> None:
     assert np.array_equal(first.ranks("test"), second.ranks("test"))
 
 
-def test_resume_after_an_interruption_gives_the_same_result(toy_dataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_resume_after_an_interruption_gives_the_same_result(
+    toy_dataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     reference = train_toy(tmp_path / "straight")
 
     with interrupted_at_epoch(3, monkeypatch), pytest.raises(KeyboardInterrupt):
@@ -76,8 +88,12 @@ def test_resume_after_an_interruption_gives_the_same_result(toy_dataset, tmp_pat
 
 
 def test_a_finished_run_is_reused_not_retrained(toy_dataset, tmp_path: Path) -> None:
-    first = run_experiment("sasrec", "toy", seed=5, overrides=[TINY], runs_dir=tmp_path, device="cpu", show_progress=False)
-    again = run_experiment("sasrec", "toy", seed=5, overrides=[TINY], runs_dir=tmp_path, device="cpu", show_progress=False)
+    first = run_experiment(
+        "sasrec", "toy", seed=5, overrides=[TINY], runs_dir=tmp_path, device="cpu", show_progress=False
+    )
+    again = run_experiment(
+        "sasrec", "toy", seed=5, overrides=[TINY], runs_dir=tmp_path, device="cpu", show_progress=False
+    )
     assert not first.reused and again.reused and again.run.path == first.run.path
 
 
@@ -117,33 +133,69 @@ def test_pretraining_runs_once_on_the_union_and_fine_tuning_starts_from_it(recbe
 
     for name, seed in (("src-a", 1), ("src-b", 2), ("target", 3)):
         save_dataset(make_cyclic_dataset(name, items=20, seed=seed))
-    small = {"item_size": 8, "semantic_hidden_size": 8, "inner_size": 8, "max_seq_length": 8, "epochs": 2, "pretrain_epochs": 2}
+    small = {
+        "item_size": 8,
+        "semantic_hidden_size": 8,
+        "inner_size": 8,
+        "max_seq_length": 8,
+        "epochs": 2,
+        "pretrain_epochs": 2,
+    }
     union = union_of([load_dataset("src-b"), load_dataset("src-a")])
-    assert union.num_items == 40 and union.item_ids[0] == "src-a-i0" and union.manifest["union"]["item_ranges"] == [[1, 20], [21, 40]]
+    assert (
+        union.num_items == 40
+        and union.item_ids[0] == "src-a-i0"
+        and union.manifest["union"]["item_ranges"] == [[1, 20], [21, 40]]
+    )
 
     def train(seed: int = 1, **kwargs):
-        return run_experiment("idasr", "target", seed=seed, overrides=[small], runs_dir=tmp_path, device="cpu", show_progress=False, pretrain_on=["src-a", "src-b"], **kwargs)
+        return run_experiment(
+            "idasr",
+            "target",
+            seed=seed,
+            overrides=[small],
+            runs_dir=tmp_path,
+            device="cpu",
+            show_progress=False,
+            pretrain_on=["src-a", "src-b"],
+            **kwargs,
+        )
 
     first = train()
     pretrain_runs = [p.parent for p in (tmp_path / "_pretrain").rglob("best.pt")]
     assert len(pretrain_runs) == 1 and len(RunRecord(pretrain_runs[0]).log) == 2
     assert first.run.config["pretrained"] == pretrain_runs[0].name
     mtime = (pretrain_runs[0] / "best.pt").stat().st_mtime
-    with_id = run_experiment("idasr-id", "target", seed=1, overrides=[small], runs_dir=tmp_path, device="cpu", show_progress=False, pretrain_on=["src-a", "src-b"])
-    assert [p.parent for p in (tmp_path / "_pretrain").rglob("best.pt")] == pretrain_runs  # t and t+ID share pre-training
+    with_id = run_experiment(
+        "idasr-id",
+        "target",
+        seed=1,
+        overrides=[small],
+        runs_dir=tmp_path,
+        device="cpu",
+        show_progress=False,
+        pretrain_on=["src-a", "src-b"],
+    )
+    assert [
+        p.parent for p in (tmp_path / "_pretrain").rglob("best.pt")
+    ] == pretrain_runs  # t and t+ID share pre-training
     assert (pretrain_runs[0] / "best.pt").stat().st_mtime == mtime
     pretrained = torch.load(pretrain_runs[0] / "best.pt", weights_only=True)
-    from recbench.runs.experiment import build_method
     from recbench.registry import get_method, resolve_config
+    from recbench.runs.experiment import build_method
 
     entry = get_method("idasr")
     model = build_method(entry, resolve_config(entry, small), load_dataset("target"))
     skipped = model.load_pretrained(pretrained)
     assert skipped == []  # IDA-SR (text only) transfers every weight
-    torch.testing.assert_close(model.encoder.state_dict()["attention.0.query.weight"], pretrained["encoder.attention.0.query.weight"])
+    torch.testing.assert_close(
+        model.encoder.state_dict()["attention.0.query.weight"], pretrained["encoder.attention.0.query.weight"]
+    )
     from recbench.runs.record import find_runs
 
-    assert sorted(r.path for r in find_runs(tmp_path)) == sorted([first.run.path, with_id.run.path])  # pre-training runs are not results
+    assert sorted(r.path for r in find_runs(tmp_path)) == sorted(
+        [first.run.path, with_id.run.path]
+    )  # pre-training runs are not results
 
     second_seed = train(seed=2, pretrain_seed=1)  # a new fine-tuning seed from the same checkpoint
     assert [p.parent for p in (tmp_path / "_pretrain").rglob("best.pt")] == pretrain_runs
@@ -154,11 +206,15 @@ def test_pretraining_runs_once_on_the_union_and_fine_tuning_starts_from_it(recbe
 
 
 @pytest.mark.parametrize("interrupt_at", [1, 3])  # inside VQ-Rec's permutation epochs, and after the table was written
-def test_a_method_with_a_training_schedule_resumes_to_the_same_result(toy_dataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, interrupt_at: int) -> None:
+def test_a_method_with_a_training_schedule_resumes_to_the_same_result(
+    toy_dataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, interrupt_at: int
+) -> None:
     schedule = {**TINY, "code_dim": 4, "code_cap": 8, "reassign_steps": 2, "epochs": 5, "patience": 10}
 
     def train(runs_dir: Path, **kwargs) -> RunRecord:
-        return run_experiment("vqrec", "toy", seed=5, overrides=[schedule], runs_dir=runs_dir, device="cpu", show_progress=False, **kwargs).run
+        return run_experiment(
+            "vqrec", "toy", seed=5, overrides=[schedule], runs_dir=runs_dir, device="cpu", show_progress=False, **kwargs
+        ).run
 
     reference = train(tmp_path / "straight")
     with interrupted_at_epoch(interrupt_at, monkeypatch), pytest.raises(KeyboardInterrupt):
@@ -170,11 +226,15 @@ def test_a_method_with_a_training_schedule_resumes_to_the_same_result(toy_datase
     assert int(best["phase"]) == 2  # the permuted table was written once, at epoch 2
 
 
-PRETRAINING_METHODS = sorted({entry.cls.name for entry in map(get_method, method_names()) if entry.cls.supports_pretraining})
+PRETRAINING_METHODS = sorted(
+    {entry.cls.name for entry in map(get_method, method_names()) if entry.cls.supports_pretraining}
+)
 
 
 @pytest.mark.parametrize("name", PRETRAINING_METHODS)
-def test_interrupted_pretraining_continues_to_bit_identical_weights(name: str, recbench_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_interrupted_pretraining_continues_to_bit_identical_weights(
+    name: str, recbench_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Pre-training (random augmentations included) restarts from its checkpoint, and the same seed gives the same weights."""
     import torch
 

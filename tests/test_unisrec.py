@@ -22,7 +22,9 @@ def build(name: str = "unisrec", num_items: int = 20, word_dropped: bool = True,
     text[0] = 0
     dropped = text + 0.1 * torch.randn(text.shape, generator=generator) if word_dropped else None
     torch.manual_seed(0)
-    spec = DataSpec(num_items=num_items, max_seq_length=8, item_text_embeddings=text, item_text_embeddings_word_dropped=dropped)
+    spec = DataSpec(
+        num_items=num_items, max_seq_length=8, item_text_embeddings=text, item_text_embeddings_word_dropped=dropped
+    )
     return get_method(name).cls(config, spec)
 
 
@@ -110,9 +112,15 @@ def test_word_drop_replaces_only_the_chosen_positions_text(monkeypatch: pytest.M
     torch.testing.assert_close(outputs, model.encode(mixed, items)[0])
 
 
-def test_pretraining_loss_is_seq_item_plus_lambda_seq_seq_and_reaches_the_adaptor(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_pretraining_loss_is_seq_item_plus_lambda_seq_seq_and_reaches_the_adaptor(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     model = build(seq_seq_weight=0.5).train()
-    batch = Batch(items=torch.tensor([[1, 2, 3], [4, 5, 0]]), lengths=torch.tensor([3, 2]), targets=torch.tensor([[2, 3, 4], [5, 6, 0]]))
+    batch = Batch(
+        items=torch.tensor([[1, 2, 3], [4, 5, 0]]),
+        lengths=torch.tensor([3, 2]),
+        targets=torch.tensor([[2, 3, 4], [5, 6, 0]]),
+    )
     for branch in (0.0, 0.95):  # item drop, word drop
         monkeypatch.setattr("recbench_plugins.unisrec.random.random", lambda branch=branch: branch)
         model.zero_grad()
@@ -135,7 +143,9 @@ def test_fine_tuning_from_a_checkpoint_freezes_position_and_transformer_only() -
     assert skipped == ["id_embedding.weight"]
     torch.testing.assert_close(target.adaptor.weight, source.adaptor.weight)
     frozen = {name for name, p in target.named_parameters() if not p.requires_grad}
-    assert frozen == {name for name, _ in target.named_parameters() if name.startswith(("position_embedding.", "encoder."))}
+    assert frozen == {
+        name for name, _ in target.named_parameters() if name.startswith(("position_embedding.", "encoder."))
+    }
 
 
 def test_scores_are_cosines_and_the_variants_differ_only_by_the_id_embedding() -> None:
@@ -145,10 +155,14 @@ def test_scores_are_cosines_and_the_variants_differ_only_by_the_id_embedding() -
         scores = model.score(batch)
     assert scores.abs().max() <= 1.0 + 1e-5
     with_id = build("unisrec-id")
-    assert {n for n, _ in with_id.named_parameters()} - {n for n, _ in model.named_parameters()} == {"id_embedding.weight"}
+    assert {n for n, _ in with_id.named_parameters()} - {n for n, _ in model.named_parameters()} == {
+        "id_embedding.weight"
+    }
 
 
-def test_pipeline_pretrains_with_both_text_views_and_fine_tuning_keeps_the_frozen_weights(recbench_home, tmp_path) -> None:
+def test_pipeline_pretrains_with_both_text_views_and_fine_tuning_keeps_the_frozen_weights(
+    recbench_home, tmp_path
+) -> None:
     from recbench.data.dataset import save_dataset
     from recbench.runs.experiment import run_experiment
     from tests.conftest import make_cyclic_dataset
@@ -156,7 +170,16 @@ def test_pipeline_pretrains_with_both_text_views_and_fine_tuning_keeps_the_froze
     for name, seed in (("src", 1), ("target", 2)):
         save_dataset(make_cyclic_dataset(name, items=20, seed=seed))
     small = {**SMALL, "epochs": 2, "pretrain_epochs": 2}
-    result = run_experiment("unisrec-id", "target", seed=1, overrides=[small], runs_dir=tmp_path, device="cpu", show_progress=False, pretrain_on=["src"])
+    result = run_experiment(
+        "unisrec-id",
+        "target",
+        seed=1,
+        overrides=[small],
+        runs_dir=tmp_path,
+        device="cpu",
+        show_progress=False,
+        pretrain_on=["src"],
+    )
     assert len(list((recbench_home / "embeddings" / "src").glob("*.npy"))) == 2  # the text and its word-dropped view
     pretrained = torch.load(next((tmp_path / "_pretrain").rglob("best.pt")), weights_only=True)
     tuned = result.run.load_best()

@@ -13,7 +13,9 @@ from recbench.errors import DataError
 MAX_HISTORY = 50
 
 
-def write_unisrec(directory: Path, name: str, sequences: dict[str, list[str]], texts: dict[str, str] | None, with_train: bool = True) -> None:
+def write_unisrec(
+    directory: Path, name: str, sequences: dict[str, list[str]], texts: dict[str, str] | None, with_train: bool = True
+) -> None:
     """Write files the way UniSRec's process_amazon.py does (index order = first appearance)."""
     directory.mkdir(parents=True, exist_ok=True)
     users, items = {}, {}
@@ -37,7 +39,9 @@ def write_unisrec(directory: Path, name: str, sequences: dict[str, list[str]], t
     (directory / f"{name}.item2index").write_text("".join(f"{i}\t{k}\n" for i, k in items.items()))
     (directory / f"{name}.user2index").write_text("".join(f"{u}\t{k}\n" for u, k in users.items()))
     if texts is not None:
-        (directory / f"{name}.text").write_text("item_id:token\ttext:token_seq\n" + "".join(f"{i}\t{t}\n" for i, t in texts.items()))
+        (directory / f"{name}.text").write_text(
+            "item_id:token\ttext:token_seq\n" + "".join(f"{i}\t{t}\n" for i, t in texts.items())
+        )
 
 
 def fixture_sequences() -> dict[str, list[str]]:

@@ -34,11 +34,21 @@ def text_embeddings(num_items: int = 30, dim: int = 12, seed: int = 0) -> torch.
     return text
 
 
-def build(text: torch.Tensor | None = None, train_mask: torch.Tensor | None = None, seed: int = 0, **overrides) -> VQRec:
+def build(
+    text: torch.Tensor | None = None, train_mask: torch.Tensor | None = None, seed: int = 0, **overrides
+) -> VQRec:
     text = text_embeddings() if text is None else text
     config = VQRecConfig(**{**TINY, **overrides})
     torch.manual_seed(seed)
-    return VQRec(config, DataSpec(num_items=text.shape[0] - 1, max_seq_length=config.max_seq_length, item_text_embeddings=text, train_item_mask=train_mask))
+    return VQRec(
+        config,
+        DataSpec(
+            num_items=text.shape[0] - 1,
+            max_seq_length=config.max_seq_length,
+            item_text_embeddings=text,
+            train_item_mask=train_mask,
+        ),
+    )
 
 
 def trainable(model: VQRec) -> set[str]:
@@ -182,7 +192,10 @@ def test_pretrain_loss_equals_a_brute_force_infonce(monkeypatch: pytest.MonkeyPa
     losses = []
     for i, sequence in enumerate(sequences):
         positive = math.exp(float(sequence @ positives[i]) / tau)
-        negatives = sum(1.0 if (j != i and targets[j] == targets[i]) else math.exp(float(sequence @ positives[j]) / tau) for j in range(len(rows)))
+        negatives = sum(
+            1.0 if (j != i and targets[j] == targets[i]) else math.exp(float(sequence @ positives[j]) / tau)
+            for j in range(len(rows))
+        )
         fake = math.exp(float(sequence @ fakes[i]) / tau)
         losses.append(-math.log(positive / (negatives + fake)))
     assert loss == pytest.approx(sum(losses) / len(losses), rel=1e-5)
@@ -214,7 +227,11 @@ def test_reassignment_writes_the_validated_permutation_once_then_freezes_the_enc
     assert int(model.phase) == REASSIGNED
     with torch.no_grad():  # the same scores for every real item (only the padding row was zeroed)
         torch.testing.assert_close(model.score(eval_batch())[:, 1:], validated[:, 1:])
-    frozen = {name for name, _ in model.named_parameters() if name.startswith(("position_embedding.", "encoder.")) or name == "trans_matrix"}
+    frozen = {
+        name
+        for name, _ in model.named_parameters()
+        if name.startswith(("position_embedding.", "encoder.")) or name == "trans_matrix"
+    }
     assert trainable(model) == {name for name, _ in model.named_parameters()} - frozen
     unfrozen = build(freeze_encoder=False)
     for epoch in range(6):

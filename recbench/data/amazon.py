@@ -41,10 +41,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from recbench.errors import DataError
 from recbench.data.fetch import byte_progress
 from recbench.data.formats import BLOCK_BYTES, Imported, decode_block, iter_line_blocks
 from recbench.data.itemtext import AMAZON_TEXT_FIELDS, MAX_TEXT_CHARS, unisrec_text
+from recbench.errors import DataError
 
 TIE_ORDER = "same-timestamp interactions keep the order of their first occurrence in the ratings file"
 _SPACE_BYTES = np.array([9, 10, 11, 12, 13, 28, 29, 30, 31, 32], dtype=np.uint8)  # ASCII chars str.strip() removes
@@ -136,7 +136,14 @@ def _parse_exact(text: str, path: Path, first_line: int) -> _Block:
         ratings.append(rating)
         times.append(time)
     as_object = lambda values: np.array(values, dtype=object) if values else np.empty(0, dtype=object)  # noqa: E731
-    return _Block(as_object(items), as_object(users), np.array(ratings, dtype=np.float64), np.array(times, dtype=np.int64), lines, malformed)
+    return _Block(
+        as_object(items),
+        as_object(users),
+        np.array(ratings, dtype=np.float64),
+        np.array(times, dtype=np.int64),
+        lines,
+        malformed,
+    )
 
 
 def _blocks(path: Path, block_bytes: int, fast: bool, show_progress: bool, label: str) -> Iterator[_Block]:
@@ -208,7 +215,14 @@ def first_occurrences(ratings: Ratings) -> np.ndarray:
     del ordered
     candidates = np.flatnonzero(_isin_sorted(row, repeated))
     del row
-    subset = pd.DataFrame({"u": ratings.user_hash[candidates], "i": ratings.item_hash[candidates], "r": rating[candidates], "t": ratings.time[candidates]})
+    subset = pd.DataFrame(
+        {
+            "u": ratings.user_hash[candidates],
+            "i": ratings.item_hash[candidates],
+            "r": rating[candidates],
+            "t": ratings.time[candidates],
+        }
+    )
     # float('nan') != float('nan'): UniSRec's set keeps every NaN-rated line
     duplicate = subset.duplicated(keep="first").to_numpy() & ~np.isnan(subset["r"].to_numpy())
     keep = np.ones(len(rating), dtype=bool)
@@ -224,7 +238,9 @@ def _isin_sorted(values: np.ndarray, sorted_unique: np.ndarray) -> np.ndarray:
     return sorted_unique[index] == values
 
 
-def read_meta(path: Path, wanted: np.ndarray, params: AmazonParams, show_progress: bool = False) -> tuple[np.ndarray, dict[str, str]]:
+def read_meta(
+    path: Path, wanted: np.ndarray, params: AmazonParams, show_progress: bool = False
+) -> tuple[np.ndarray, dict[str, str]]:
     """Sorted hashes of every asin in the meta file, and the text of the first record of each
     asin whose hash is in ``wanted`` (sorted). A broken line or gzip stream is a DataError."""
     hashes: list[np.ndarray] = []
@@ -265,7 +281,9 @@ def read_meta(path: Path, wanted: np.ndarray, params: AmazonParams, show_progres
                         position = raw.tell()
                 flush(number - len(batch) + 1)
         except (EOFError, OSError, zlib.error) as err:
-            raise DataError(f"{path}: corrupt or truncated gzip after line {number:,} ({err or type(err).__name__}); delete it and download it again") from None
+            raise DataError(
+                f"{path}: corrupt or truncated gzip after line {number:,} ({err or type(err).__name__}); delete it and download it again"
+            ) from None
     return np.unique(np.concatenate(hashes)) if hashes else np.empty(0, dtype=np.uint64), texts
 
 
@@ -286,7 +304,9 @@ def k_core(users: np.ndarray, items: np.ndarray, user_k: int, item_k: int) -> tu
         rounds += 1
 
 
-def _recover_tokens(path: Path, user_rows: np.ndarray, item_rows: np.ndarray, block_bytes: int, fast: bool, show_progress: bool) -> tuple[dict[int, str], dict[int, str]]:
+def _recover_tokens(
+    path: Path, user_rows: np.ndarray, item_rows: np.ndarray, block_bytes: int, fast: bool, show_progress: bool
+) -> tuple[dict[int, str], dict[int, str]]:
     """Pass 2: the tokens of the rows (well-formed lines) whose pass-1 user / item hash was kept.
 
     Two distinct tokens with one hash among them is the only collision that can change the result:
@@ -298,16 +318,23 @@ def _recover_tokens(path: Path, user_rows: np.ndarray, item_rows: np.ndarray, bl
     for block in _blocks(path, block_bytes, fast, show_progress, f"tokens of {path.name}"):
         rows = slice(row, row + len(block.items))
         row = rows.stop
-        for tokens, wanted, found, kind in ((block.users, user_rows, users, "user"), (block.items, item_rows, items, "item")):
+        for tokens, wanted, found, kind in (
+            (block.users, user_rows, users, "user"),
+            (block.items, item_rows, items, "item"),
+        ):
             hit = wanted[rows]
             if not hit.any():
                 continue
             distinct = pd.unique(tokens[hit])
             for token, value in zip(distinct, token_hash(distinct)):
                 if found.setdefault(int(value), token) != token:
-                    raise DataError(f"{path}: {kind} tokens {found[int(value)]!r} and {token!r} share a 64-bit hash; recbench cannot preprocess this file exactly (please report it)")
+                    raise DataError(
+                        f"{path}: {kind} tokens {found[int(value)]!r} and {token!r} share a 64-bit hash; recbench cannot preprocess this file exactly (please report it)"
+                    )
     if row != len(user_rows):
-        raise DataError(f"{path} changed while it was being read ({row:,} lines now, {len(user_rows):,} before); run download again")
+        raise DataError(
+            f"{path} changed while it was being read ({row:,} lines now, {len(user_rows):,} before); run download again"
+        )
     return users, items
 
 
@@ -353,10 +380,14 @@ def preprocess_amazon(
     has_meta = _isin_sorted(item_hash, meta_hashes)
     stats.without_meta_dropped = int((~has_meta).sum())
     if len(item_hash) and not has_meta.any():
-        raise DataError(f"{name}: no item of {ratings_path.name} has a record in {meta_path.name}; are they files of the same category?")
+        raise DataError(
+            f"{name}: no item of {ratings_path.name} has a record in {meta_path.name}; are they files of the same category?"
+        )
     user_hash, item_hash, time = user_hash[has_meta], item_hash[has_meta], time[has_meta]
 
-    core, stats.k_core_rounds = k_core(pd.factorize(user_hash)[0], pd.factorize(item_hash)[0], params.user_k, params.item_k)
+    core, stats.k_core_rounds = k_core(
+        pd.factorize(user_hash)[0], pd.factorize(item_hash)[0], params.user_k, params.item_k
+    )
     stats.k_core_dropped = len(user_hash) - len(core)
     stats.interactions = len(core)
     if not len(core):
@@ -386,19 +417,31 @@ def preprocess_amazon(
         format="amazon",
         files=[ratings_path, meta_path],
         notes=_notes(ratings_path, meta_path, stats, params, examples),
-        details={"preprocess": {"pipeline": "UniSRec process_amazon.py", **params_record(params), "tie_order": TIE_ORDER}, "stats": dict(stats.__dict__)},
+        details={
+            "preprocess": {"pipeline": "UniSRec process_amazon.py", **params_record(params), "tie_order": TIE_ORDER},
+            "stats": dict(stats.__dict__),
+        },
     )
 
 
 def params_record(params: AmazonParams) -> dict[str, object]:
-    return {"user_k": params.user_k, "item_k": params.item_k, "text_fields": list(params.text_fields), "max_text_chars": params.max_text_chars}
+    return {
+        "user_k": params.user_k,
+        "item_k": params.item_k,
+        "text_fields": list(params.text_fields),
+        "max_text_chars": params.max_text_chars,
+    }
 
 
-def _notes(ratings_path: Path, meta_path: Path, stats: AmazonStats, params: AmazonParams, examples: list[tuple[int, str]]) -> list[str]:
+def _notes(
+    ratings_path: Path, meta_path: Path, stats: AmazonStats, params: AmazonParams, examples: list[tuple[int, str]]
+) -> list[str]:
     notes = []
     if stats.malformed_lines:
         shown = "; ".join(f"{ratings_path.name}:{line}: {text[:60]!r}" for line, text in examples)
-        notes.append(f"WARNING: {stats.malformed_lines:,} malformed lines of {ratings_path.name} skipped (as UniSRec does); first: {shown}")
+        notes.append(
+            f"WARNING: {stats.malformed_lines:,} malformed lines of {ratings_path.name} skipped (as UniSRec does); first: {shown}"
+        )
     notes += [
         f"{ratings_path.name}: {stats.lines:,} lines; {stats.duplicates_dropped:,} exact duplicate interactions dropped (no rating cut-off)",
         f"{stats.without_meta_dropped:,} interactions of items without a record in {meta_path.name} dropped",
@@ -416,19 +459,29 @@ def find_raw_files(directory: Path, full_name: str | None = None) -> tuple[Path,
     if full_name is None:
         metas = sorted(directory.glob("meta_*.json.gz")) + sorted(directory.glob("Metadata/meta_*.json.gz"))
         if len(metas) != 1:
-            raise DataError(f"{directory}: expected one meta_<Category>.json.gz, found {len(metas)}: {', '.join(p.name for p in metas) or 'none'}")
+            raise DataError(
+                f"{directory}: expected one meta_<Category>.json.gz, found {len(metas)}: {', '.join(p.name for p in metas) or 'none'}"
+            )
         full_name = metas[0].name[len("meta_") : -len(".json.gz")]
     found = []
     for name, sub in ((f"{full_name}.csv", "Ratings"), (f"meta_{full_name}.json.gz", "Metadata")):
         options = [directory / name, directory / sub / name]
         path = next((p for p in options if p.is_file()), None)
         if path is None:
-            raise DataError(f"missing file {options[0]} (raw Amazon 2018 needs {full_name}.csv and meta_{full_name}.json.gz)")
+            raise DataError(
+                f"missing file {options[0]} (raw Amazon 2018 needs {full_name}.csv and meta_{full_name}.json.gz)"
+            )
         found.append(path)
     return found[0], found[1]
 
 
-def import_amazon(directory: Path, full_name: str | None = None, params: AmazonParams = AmazonParams(), name: str = "amazon", show_progress: bool = False) -> Imported:
+def import_amazon(
+    directory: Path,
+    full_name: str | None = None,
+    params: AmazonParams = AmazonParams(),
+    name: str = "amazon",
+    show_progress: bool = False,
+) -> Imported:
     """Preprocess raw Amazon 2018 files found in a local directory."""
     ratings_path, meta_path = find_raw_files(directory, full_name)
     return preprocess_amazon(ratings_path, meta_path, params, name, show_progress=show_progress)

@@ -129,7 +129,7 @@ class Dataset:
         histories = np.where(valid, self.items[np.minimum(index, len(self.items) - 1)], 0).astype(np.int64)
         return histories, lengths.astype(np.int64), targets
 
-    def subsample_users(self, fraction: float, seed: int) -> "Dataset":
+    def subsample_users(self, fraction: float, seed: int) -> Dataset:
         """A copy keeping a random ``fraction`` of users (all items stay in the vocabulary)."""
         rng = np.random.default_rng(seed)
         keep = np.sort(rng.choice(self.num_users, size=max(1, round(fraction * self.num_users)), replace=False))
@@ -622,6 +622,8 @@ def union_of(datasets: list[Dataset]) -> Dataset:
         texts += d.item_texts if d.item_texts is not None else [""] * d.num_items
         ranges.append([item_offset + 1, item_offset + d.num_items])
         item_offset += d.num_items
-    manifest = {"union": {"domains": names, "fingerprints": {d.name: d.fingerprint for d in datasets}, "item_ranges": ranges}}
+    manifest = {
+        "union": {"domains": names, "fingerprints": {d.name: d.fingerprint for d in datasets}, "item_ranges": ranges}
+    }
     union, _ = build_dataset("+".join(names), user_ids, sequences, item_ids, texts if any(texts) else None, manifest)
     return union

@@ -26,11 +26,11 @@ from typing import Any
 
 from recbench.data.catalog import DatasetSpec, family_preprocess, get_dataset_spec, raw_dir
 from recbench.data.dataset import Dataset, build_dataset, count_mismatches, dataset_lock, save_dataset
-from recbench.errors import DataError, UnknownNameError
 from recbench.data.fetch import fetch, sha256_file, verify_file
-from recbench.names import check_name
-from recbench.data.formats import ImportOptions, Imported
+from recbench.data.formats import Imported, ImportOptions
 from recbench.data.ingest import FORMATS, check_options, detect_format, run_importer
+from recbench.errors import DataError, UnknownNameError
+from recbench.names import check_name
 
 __all__ = ["IngestResult", "download", "download_datasets", "ensure_raw_files", "import_local", "sha256_file"]
 
@@ -55,7 +55,9 @@ def _spec_or_none(name: str) -> DatasetSpec | None:
 def finish(name: str, imported: Imported, source: dict[str, Any], root: Path | None = None) -> IngestResult:
     """Canonical checks, count check against the catalogue, atomic save."""
     manifest = {"source": source, **imported.details}
-    dataset, report = build_dataset(name.lower(), imported.user_ids, imported.sequences, imported.item_ids, imported.item_texts, manifest)  # type: ignore[arg-type]
+    dataset, report = build_dataset(
+        name.lower(), imported.user_ids, imported.sequences, imported.item_ids, imported.item_texts, manifest
+    )  # type: ignore[arg-type]
     spec = _spec_or_none(name)
     mismatches = count_mismatches(dataset, spec.expected if spec else None)
     dataset.manifest["count_mismatches"] = mismatches
@@ -112,7 +114,9 @@ def _read_raw_manifest(path: Path) -> dict[str, Any]:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
-        raise DataError(f"{path}: unreadable checksum manifest ({err.msg}); delete it to record checksums anew") from None
+        raise DataError(
+            f"{path}: unreadable checksum manifest ({err.msg}); delete it to record checksums anew"
+        ) from None
 
 
 def _write_raw_manifest(path: Path, manifest: dict[str, Any]) -> None:
@@ -121,7 +125,9 @@ def _write_raw_manifest(path: Path, manifest: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def ensure_raw_files(spec: DatasetSpec, show_progress: bool = True, **fetch_options: Any) -> tuple[dict[str, Path], list[str]]:
+def ensure_raw_files(
+    spec: DatasetSpec, show_progress: bool = True, **fetch_options: Any
+) -> tuple[dict[str, Path], list[str]]:
     """Make every raw file of ``spec`` present and verified; returns ``({role: path}, messages)``.
 
     A file that fails verification is named and fetched again. Where ``datasets.toml`` has no
@@ -156,9 +162,13 @@ def ensure_raw_files(spec: DatasetSpec, show_progress: bool = True, **fetch_opti
             fetched = fetch(urls, path, sha256=sha256, size=size, show_progress=show_progress, **fetch_options)
         except DataError as err:
             if sha256 and not info.get("sha256"):
-                raise DataError(f"{err}. The expected sha256 was recorded at the first download in {manifest_path}; if the upstream file really changed, delete that file and run download again") from None
+                raise DataError(
+                    f"{err}. The expected sha256 was recorded at the first download in {manifest_path}; if the upstream file really changed, delete that file and run download again"
+                ) from None
             raise
-        messages.append(f"downloaded {path.name} from {fetched.url} ({fetched.size:,} bytes{', resumed' if fetched.resumed else ''})")
+        messages.append(
+            f"downloaded {path.name} from {fetched.url} ({fetched.size:,} bytes{', resumed' if fetched.resumed else ''})"
+        )
         if sha256 is None and not fetched.url.lower().startswith("https://"):
             messages.append(
                 f"WARNING: {path.name} came over plain http from {fetched.url} and no sha256 is pinned for it in datasets.toml: "
@@ -166,7 +176,9 @@ def ensure_raw_files(spec: DatasetSpec, show_progress: bool = True, **fetch_opti
             )
         if sha256 is None:
             _record(manifest, info["file"], fetched.sha256, fetched.size, fetched.url)
-            messages.append(f"recorded sha256 {fetched.sha256} of {path.name} in {manifest_path}: later uses are verified against it")
+            messages.append(
+                f"recorded sha256 {fetched.sha256} of {path.name} in {manifest_path}: later uses are verified against it"
+            )
         paths[role] = path
         _write_raw_manifest(manifest_path, manifest)  # after each file: an interrupted run keeps what it verified
     _write_raw_manifest(manifest_path, manifest)
@@ -174,18 +186,32 @@ def ensure_raw_files(spec: DatasetSpec, show_progress: bool = True, **fetch_opti
 
 
 def _record(manifest: dict[str, Any], file: str, sha256: str, size: int, origin: str) -> None:
-    manifest["files"][file] = {"sha256": sha256, "size": size, "origin": origin, "recorded": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    manifest["files"][file] = {
+        "sha256": sha256,
+        "size": size,
+        "origin": origin,
+        "recorded": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
 
 
-def download_amazon(spec: DatasetSpec, root: Path | None = None, show_progress: bool = True, **fetch_options: Any) -> IngestResult:
+def download_amazon(
+    spec: DatasetSpec, root: Path | None = None, show_progress: bool = True, **fetch_options: Any
+) -> IngestResult:
     """Fetch (or verify) the raw files of an Amazon 2018 dataset and preprocess them as UniSRec."""
     from recbench.data.amazon import preprocess_amazon
 
     paths, messages = ensure_raw_files(spec, show_progress, **fetch_options)
-    imported = preprocess_amazon(paths["ratings"], paths["meta"], _amazon_params(spec), spec.name, show_progress=show_progress)
+    imported = preprocess_amazon(
+        paths["ratings"], paths["meta"], _amazon_params(spec), spec.name, show_progress=show_progress
+    )
     manifest = json.loads((raw_dir(spec.name) / "manifest.json").read_text(encoding="utf-8"))
-    checksums = {p.name: manifest["files"].get(p.name, {}).get("sha256") or spec.raw_files[role].get("sha256") for role, p in paths.items()}
-    result = finish(spec.name, imported, {"format": "amazon", "path": str(raw_dir(spec.name)), "files": checksums}, root)
+    checksums = {
+        p.name: manifest["files"].get(p.name, {}).get("sha256") or spec.raw_files[role].get("sha256")
+        for role, p in paths.items()
+    }
+    result = finish(
+        spec.name, imported, {"format": "amazon", "path": str(raw_dir(spec.name)), "files": checksums}, root
+    )
     result.messages[:0] = messages
     return result
 
@@ -214,10 +240,14 @@ def _download_catalogued(spec: DatasetSpec, root: Path | None, show_progress: bo
         from recbench.data.synthetic import generate
 
         dataset = generate(spec.name, spec.generator)
-        return IngestResult(dataset, save_dataset(dataset, root), ["SYNTHETIC demo data (recbench.data.synthetic), not a real dataset"])
+        return IngestResult(
+            dataset, save_dataset(dataset, root), ["SYNTHETIC demo data (recbench.data.synthetic), not a real dataset"]
+        )
     if spec.family == "amazon2018":
         return download_amazon(spec, root, show_progress)
-    raise DataError(f"recbench cannot download the '{spec.family}' family of '{spec.name}'; import local copies with `recbench download {spec.name} --from DIR`")
+    raise DataError(
+        f"recbench cannot download the '{spec.family}' family of '{spec.name}'; import local copies with `recbench download {spec.name} --from DIR`"
+    )
 
 
 def download_datasets(

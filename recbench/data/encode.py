@@ -48,7 +48,9 @@ PRECISIONS = ("float32", "bfloat16")
 class TextEncoder(Protocol):
     """What :func:`item_embeddings` needs from an encoder (a SentenceTransformer fits)."""
 
-    def encode(self, sentences: list[str], batch_size: int = ..., convert_to_numpy: bool = ..., show_progress_bar: bool = ...) -> np.ndarray: ...
+    def encode(
+        self, sentences: list[str], batch_size: int = ..., convert_to_numpy: bool = ..., show_progress_bar: bool = ...
+    ) -> np.ndarray: ...
 
 
 @dataclass(frozen=True)
@@ -99,7 +101,11 @@ def load_encoder(spec: EncoderSpec) -> Any:
         transformer = Transformer(path, max_seq_length=spec.max_tokens)
     except OSError as err:
         raise RecbenchError(f"cannot load text encoder '{spec.name}': {err}") from None
-    dimension = transformer.get_embedding_dimension() if hasattr(transformer, "get_embedding_dimension") else transformer.get_word_embedding_dimension()
+    dimension = (
+        transformer.get_embedding_dimension()
+        if hasattr(transformer, "get_embedding_dimension")
+        else transformer.get_word_embedding_dimension()
+    )
     pooling = Pooling(dimension, pooling_mode=spec.pooling)
     return SentenceTransformer(modules=[transformer, pooling], device="cpu")
 
@@ -110,7 +116,9 @@ def drop_words(texts: list[str], ratio: float, seed: int) -> list[str]:
     return [" ".join(w for w in text.split() if rng.random() >= ratio) for text in texts]
 
 
-def encode_texts(texts: list[str], encoder: TextEncoder, batch_size: int = 64, show_progress: bool = True, precision: str = "float32") -> np.ndarray:
+def encode_texts(
+    texts: list[str], encoder: TextEncoder, batch_size: int = 64, show_progress: bool = True, precision: str = "float32"
+) -> np.ndarray:
     """(len(texts), d) float32 embeddings, with a progress bar showing items/s."""
     import contextlib
 
@@ -120,20 +128,37 @@ def encode_texts(texts: list[str], encoder: TextEncoder, batch_size: int = 64, s
     if precision not in PRECISIONS:
         raise RecbenchError(f"unknown precision '{precision}'; expected one of {', '.join(PRECISIONS)}")
     device = getattr(encoder, "device", torch.device("cpu"))
-    autocast = torch.autocast(torch.device(device).type, dtype=torch.bfloat16) if precision == "bfloat16" else contextlib.nullcontext()
+    autocast = (
+        torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
+        if precision == "bfloat16"
+        else contextlib.nullcontext()
+    )
 
     order = np.argsort([len(t) for t in texts], kind="stable")  # similar lengths together: little padding
     texts = [texts[i] for i in order]
     chunks = []
     started = time.perf_counter()
-    columns = (TextColumn("encode"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("{task.fields[rate]}"))
+    columns = (
+        TextColumn("encode"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[rate]}"),
+    )
     with Progress(*columns, disable=not show_progress) as progress, autocast:
         task = progress.add_task("encode", total=len(texts), rate="")
         for start in range(0, len(texts), batch_size):
             batch = texts[start : start + batch_size]
-            chunks.append(np.asarray(encoder.encode(batch, batch_size=batch_size, convert_to_numpy=True, show_progress_bar=False), dtype=np.float32))
+            chunks.append(
+                np.asarray(
+                    encoder.encode(batch, batch_size=batch_size, convert_to_numpy=True, show_progress_bar=False),
+                    dtype=np.float32,
+                )
+            )
             done = start + len(batch)
-            progress.update(task, completed=done, rate=f"{done / max(time.perf_counter() - started, 1e-9):,.0f} items/s")
+            progress.update(
+                task, completed=done, rate=f"{done / max(time.perf_counter() - started, 1e-9):,.0f} items/s"
+            )
     if not chunks:
         return np.zeros((0, 0), dtype=np.float32)
     vectors = np.empty_like(np.concatenate(chunks))
@@ -330,7 +355,9 @@ def import_feat(path: Path, dataset: Dataset) -> np.ndarray:
         raise DataError(f"{path}: {size:,} bytes is not a whole number of float32 values")
     raw = np.fromfile(path, dtype=np.float32)
     if dataset.num_items == 0 or raw.size % dataset.num_items:
-        raise DataError(f"{path}: {raw.size} floats is not a whole number of rows for the {dataset.num_items} items of '{dataset.name}'")
+        raise DataError(
+            f"{path}: {raw.size} floats is not a whole number of rows for the {dataset.num_items} items of '{dataset.name}'"
+        )
     rows = raw.reshape(dataset.num_items, -1)
     _check_finite(rows, lambda row: f"{path}: row {row} (item id {row + 1}, {dataset.item_ids[row]!r})")
     table = np.zeros((dataset.num_items + 1, rows.shape[1]), dtype=np.float32)

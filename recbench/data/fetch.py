@@ -73,7 +73,9 @@ def gzip_problem(path: Path) -> str | None:
     return None
 
 
-def verify_file(path: Path, sha256: str | None = None, size: int | None = None, check_gzip: bool | None = None) -> tuple[str | None, str]:
+def verify_file(
+    path: Path, sha256: str | None = None, size: int | None = None, check_gzip: bool | None = None
+) -> tuple[str | None, str]:
     """``(problem or None, actual sha256)``: size, then sha256, then (if no sha256 is known) gzip
     integrity; ``check_gzip`` defaults to whether the file name ends with ``.gz``."""
     actual_size = path.stat().st_size
@@ -97,7 +99,13 @@ def byte_progress(description: str, total: int | None, enabled: bool = True) -> 
     from rich.console import Console
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
-    columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn())
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+    )
     with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
         task = progress.add_task(description, total=total)
         yield lambda n: progress.advance(task, n)
@@ -214,7 +222,10 @@ def _transfer(url: str, part: Path, timeout: float, show_progress: bool) -> bool
         validator = response.headers.get("ETag") or response.headers.get("Last-Modified")
         state_path.write_text(json.dumps({"url": url, "total": total, "validator": validator}))
         written = offset
-        with open(part, "ab" if offset else "wb") as out, byte_progress(part.name[: -len(".part")], total, show_progress) as advance:
+        with (
+            open(part, "ab" if offset else "wb") as out,
+            byte_progress(part.name[: -len(".part")], total, show_progress) as advance,
+        ):
             advance(offset)
             while True:
                 try:

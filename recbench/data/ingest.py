@@ -18,19 +18,26 @@ the canonical checks. Formats (``IMPORTERS``; :func:`detect_format` guesses one 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field, fields
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from recbench.errors import DataError, UnknownNameError
 from recbench.data.formats import TABLE_SUFFIXES, Imported, ImportOptions, read_lines
 from recbench.data.itemtext import MAX_TEXT_CHARS, clean_text, nonempty_fields_text
 from recbench.data.tables import import_recbole, import_table
+from recbench.errors import DataError, UnknownNameError
 
-__all__ = ["Imported", "ImportOptions", "IMPORTERS", "clean_text", "detect_format", "import_lcrec", "import_unisrec", "item_text", "run_importer"]
+__all__ = [
+    "Imported",
+    "ImportOptions",
+    "IMPORTERS",
+    "clean_text",
+    "detect_format",
+    "import_lcrec",
+    "import_unisrec",
+    "item_text",
+    "run_importer",
+]
 
 
 def _is_index(text: str) -> bool:
@@ -78,7 +85,9 @@ def read_unisrec_inter(path: Path, num_users: int | None = None, num_items: int 
                 raise ValueError
             user, history, target = int(parts[0]), [int(t) for t in parts[1].split()], int(parts[2])
         except ValueError:
-            raise DataError(f"{path}:{number}: expected 'user<TAB>space-separated item ids<TAB>item', got {line[:80]!r}") from None
+            raise DataError(
+                f"{path}:{number}: expected 'user<TAB>space-separated item ids<TAB>item', got {line[:80]!r}"
+            ) from None
         if not history:
             raise DataError(f"{path}:{number}: empty item history")
         if num_users is not None and not 0 <= user < num_users:
@@ -98,7 +107,9 @@ def _short(text: str, limit: int = 24) -> str:
     return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
-def _training_part(user: int, rows: list[tuple[list[int], int, int]], valid_history: list[int], path: Path, max_history: int) -> list[int]:
+def _training_part(
+    user: int, rows: list[tuple[list[int], int, int]], valid_history: list[int], path: Path, max_history: int
+) -> list[int]:
     """Rebuild a user's training items from its train rows (longest prefix first, as UniSRec writes)."""
     if not rows:
         return list(valid_history)
@@ -137,10 +148,15 @@ def import_unisrec(directory: Path, prefix: str | None = None, max_history: int 
     """Read UniSRec's atomic benchmark files and rebuild each user's full chronological sequence."""
     directory = Path(directory)
     prefix = prefix or _single_prefix(directory, ".test.inter")
-    path = {kind: directory / f"{prefix}.{kind}" for kind in ("train.inter", "valid.inter", "test.inter", "item2index", "user2index", "text")}
+    path = {
+        kind: directory / f"{prefix}.{kind}"
+        for kind in ("train.inter", "valid.inter", "test.inter", "item2index", "user2index", "text")
+    }
     for kind in ("valid.inter", "test.inter", "item2index", "user2index"):
         if not path[kind].is_file():
-            raise DataError(f"missing file {path[kind]} (UniSRec format needs {prefix}.train/valid/test.inter, .item2index, .user2index)")
+            raise DataError(
+                f"missing file {path[kind]} (UniSRec format needs {prefix}.train/valid/test.inter, .item2index, .user2index)"
+            )
     notes: list[str] = []
     item_ids = read_index(path["item2index"])
     user_ids = read_index(path["user2index"])
@@ -183,7 +199,9 @@ def import_unisrec(directory: Path, prefix: str | None = None, max_history: int 
         texts = [by_token.get(token, "") for token in item_ids]
         missing = sum(1 for token in item_ids if token not in by_token)
         if missing == len(item_ids):
-            raise DataError(f"{path['text']}: its item tokens match none of the {len(item_ids)} items of {path['item2index'].name}")
+            raise DataError(
+                f"{path['text']}: its item tokens match none of the {len(item_ids)} items of {path['item2index'].name}"
+            )
         if missing:
             notes.append(f"{missing} items have no line in {path['text'].name} (empty text)")
     else:
@@ -217,7 +235,9 @@ def _single_prefix(directory: Path, suffix: str) -> str:
         raise DataError(f"{directory} is not a directory")
     found = sorted(p.name[: -len(suffix)] for p in directory.glob(f"*{suffix}"))
     if len(found) != 1:
-        raise DataError(f"{directory}: expected exactly one '*{suffix}' file, found {len(found)}: {', '.join(found) or 'none'}")
+        raise DataError(
+            f"{directory}: expected exactly one '*{suffix}' file, found {len(found)}: {', '.join(found) or 'none'}"
+        )
     return found[0]
 
 
@@ -316,7 +336,9 @@ def _lcrec_texts(path: Path, item_ids: list[str], item_path: Path) -> tuple[list
     if not any(texts):
         raise DataError(f"{path}: its keys match none of the {len(item_ids)} items of {item_path.name}")
     missing = sum(1 for t in texts if not t)
-    note = f"item text from {path.name} (title, categories, brand as UniSRec)" + (f"; {missing:,} items have none (of {len(item_ids):,})" if missing else "")
+    note = f"item text from {path.name} (title, categories, brand as UniSRec)" + (
+        f"; {missing:,} items have none (of {len(item_ids):,})" if missing else ""
+    )
     if repeated:
         first = _short(repeated[0])
         note += f"; it repeats keys (extra: {len(repeated):,}, first: {first!r}), the last value of each was used"
@@ -334,7 +356,12 @@ def _lcrec(source: Path, options: ImportOptions) -> Imported:
     return import_lcrec(source, partial_text=options.partial_text)
 
 
-IMPORTERS: dict[str, Importer] = {"unisrec": _unisrec, "lcrec": _lcrec, "recbole": import_recbole, "table": import_table}
+IMPORTERS: dict[str, Importer] = {
+    "unisrec": _unisrec,
+    "lcrec": _lcrec,
+    "recbole": import_recbole,
+    "table": import_table,
+}
 ACCEPTED_OPTIONS = {
     "unisrec": set(),
     "lcrec": {"partial_text"},

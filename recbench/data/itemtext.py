@@ -37,7 +37,9 @@ def clean_text(raw: object, max_chars: int = MAX_TEXT_CHARS) -> str:
     return "" if len(text) >= max_chars else text
 
 
-def unisrec_text(record: Mapping[str, object], fields: Iterable[str] = AMAZON_TEXT_FIELDS, max_chars: int = MAX_TEXT_CHARS) -> str:
+def unisrec_text(
+    record: Mapping[str, object], fields: Iterable[str] = AMAZON_TEXT_FIELDS, max_chars: int = MAX_TEXT_CHARS
+) -> str:
     """Every field present in ``record`` (even an empty one, which becomes ``"."``), cleaned, plus a space.
 
     A JSON ``null`` is skipped (UniSRec would crash on it).
@@ -47,4 +49,6 @@ def unisrec_text(record: Mapping[str, object], fields: Iterable[str] = AMAZON_TE
 
 def nonempty_fields_text(record: Mapping[str, object], fields: Iterable[str], max_chars: int = MAX_TEXT_CHARS) -> str:
     """Like :func:`unisrec_text` but skipping empty fields: for already-processed item tables."""
-    return "".join(clean_text(record[name], max_chars) + " " for name in fields if record.get(name) not in (None, "", []))
+    return "".join(
+        clean_text(record[name], max_chars) + " " for name in fields if record.get(name) not in (None, "", [])
+    )

@@ -41,9 +41,13 @@ def source_union(sources: Sequence[str | Dataset], root: Path | None = None) -> 
     union = union_of(datasets)
     ordered = sorted(datasets, key=lambda d: d.name)
     if union.num_users != sum(d.num_users for d in ordered) or union.num_items != sum(d.num_items for d in ordered):
-        raise DataError(f"{union.name}: the union dropped users or items; its domains cannot be recorded")  # not for canonical inputs
+        raise DataError(
+            f"{union.name}: the union dropped users or items; its domains cannot be recorded"
+        )  # not for canonical inputs
     user_domain = np.repeat(np.arange(len(ordered), dtype=np.int16), [d.num_users for d in ordered])
-    item_domain = np.concatenate([[-1], np.repeat(np.arange(len(ordered), dtype=np.int16), [d.num_items for d in ordered])]).astype(np.int16)
+    item_domain = np.concatenate(
+        [[-1], np.repeat(np.arange(len(ordered), dtype=np.int16), [d.num_items for d in ordered])]
+    ).astype(np.int16)
     return SourceUnion(union, tuple(d.name for d in ordered), user_domain, item_domain)
 
 

@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from recbench.errors import DataError
-from recbench.data.formats import ImportOptions, Imported, TABLE_SUFFIXES, check_utf8, ends_without_newline
+from recbench.data.formats import TABLE_SUFFIXES, Imported, ImportOptions, check_utf8, ends_without_newline
 from recbench.data.itemtext import nonempty_fields_text
+from recbench.errors import DataError
 
 USER_COLUMNS = ("user_id", "user", "userid", "reviewerid", "uid", "visitorid", "customer_id")
 ITEM_COLUMNS = ("item_id", "item", "itemid", "asin", "iid", "movieid", "product_id", "parent_asin")
@@ -47,10 +47,22 @@ def read_delimited(path: Path, sep: str, quoting: int = csv.QUOTE_NONE) -> tuple
         bad = np.flatnonzero(~blank & (per_line != per_line[header]))
         if len(bad):
             line = int(bad[0])
-            raise DataError(f"{path}:{line + 1}: expected {per_line[header] + 1} fields separated by {sep!r} (as in the header), found {per_line[line] + 1}")
+            raise DataError(
+                f"{path}:{line + 1}: expected {per_line[header] + 1} fields separated by {sep!r} (as in the header), found {per_line[line] + 1}"
+            )
         rows = np.flatnonzero(~blank)[1:] + 1
     try:
-        frame = pd.read_csv(path, sep=sep, header=0, dtype=object, na_filter=False, quoting=quoting, index_col=False, engine="c", skip_blank_lines=True)
+        frame = pd.read_csv(
+            path,
+            sep=sep,
+            header=0,
+            dtype=object,
+            na_filter=False,
+            quoting=quoting,
+            index_col=False,
+            engine="c",
+            skip_blank_lines=True,
+        )
     except pd.errors.ParserError as err:
         raise DataError(f"{path}: {err}") from None
     return frame, rows if exact_lines else np.arange(len(frame)) + 2
@@ -66,7 +78,9 @@ def read_any_table(path: Path) -> tuple[pd.DataFrame, np.ndarray]:
         try:
             frame = pd.read_parquet(path)
         except ImportError:
-            raise DataError(f"{path}: reading parquet needs pyarrow (pip install 'recbench[parquet]'), or convert the table to CSV") from None
+            raise DataError(
+                f"{path}: reading parquet needs pyarrow (pip install 'recbench[parquet]'), or convert the table to CSV"
+            ) from None
         return frame, np.arange(len(frame)) + 1
     if suffix in (".jsonl", ".json"):
         check_utf8(path)
@@ -81,10 +95,20 @@ def read_any_table(path: Path) -> tuple[pd.DataFrame, np.ndarray]:
         return read_delimited(path, ",", csv.QUOTE_MINIMAL)
     with open(path, "rb") as f:  # any other suffix: tab-separated if the header has a tab
         first = f.readline()
-    return read_delimited(path, "\t", csv.QUOTE_NONE) if b"\t" in first else read_delimited(path, ",", csv.QUOTE_MINIMAL)
+    return (
+        read_delimited(path, "\t", csv.QUOTE_NONE) if b"\t" in first else read_delimited(path, ",", csv.QUOTE_MINIMAL)
+    )
 
 
-def pick_column(frame: pd.DataFrame, path: Path, given: str | None, candidates: tuple[str, ...], what: str, flag: str, required: bool = True) -> str | None:
+def pick_column(
+    frame: pd.DataFrame,
+    path: Path,
+    given: str | None,
+    candidates: tuple[str, ...],
+    what: str,
+    flag: str,
+    required: bool = True,
+) -> str | None:
     """The column named ``given``, else the first known name for ``what`` (case-insensitive)."""
     if given is not None:
         if given not in frame.columns:
@@ -120,11 +144,15 @@ def timestamps(frame: pd.DataFrame, column: str, path: Path, lines: np.ndarray) 
     dates = pd.to_datetime(values, errors="coerce", format="mixed")
     if dates.isna().any():
         first = int(np.flatnonzero(dates.isna().to_numpy())[0])
-        raise DataError(f"{path}:{lines[first]}: timestamp {values.iloc[first]!r} in column '{column}' is neither a number nor a date")
+        raise DataError(
+            f"{path}:{lines[first]}: timestamp {values.iloc[first]!r} in column '{column}' is neither a number nor a date"
+        )
     return dates.astype("int64").to_numpy()
 
 
-def sequences_from_rows(users: np.ndarray, items: np.ndarray, times: np.ndarray | None) -> tuple[list[str], list[np.ndarray], list[str]]:
+def sequences_from_rows(
+    users: np.ndarray, items: np.ndarray, times: np.ndarray | None
+) -> tuple[list[str], list[np.ndarray], list[str]]:
     """Chronological per-user sequences (stable: ties keep file order), users and items by first appearance."""
     user_codes, user_tokens = pd.factorize(users)
     order = np.lexsort((times, user_codes)) if times is not None else np.argsort(user_codes, kind="stable")
@@ -156,14 +184,18 @@ def check_last_line(frame: pd.DataFrame, path: Path, lines: np.ndarray, used: di
     return f"the last line of {path.name} (line {lines[-1]}) has no newline at its end; its values look whole: kept"
 
 
-def _interactions(frame: pd.DataFrame, path: Path, lines: np.ndarray, user: str, item: str, time: str | None, fmt: str) -> Imported:
+def _interactions(
+    frame: pd.DataFrame, path: Path, lines: np.ndarray, user: str, item: str, time: str | None, fmt: str
+) -> Imported:
     """Drop exact duplicate lines, sort by time, build the sequences."""
     notes = []
     if len(frame) and (note := check_last_line(frame, path, lines, {"timestamp": time, "item": item, "user": user})):
         notes.append(note)
     duplicate = frame.duplicated(keep="first").to_numpy()
     if duplicate.any():
-        notes.append(f"dropped {int(duplicate.sum()):,} exact duplicate lines of {path.name} (first: line {lines[np.flatnonzero(duplicate)[0]]})")
+        notes.append(
+            f"dropped {int(duplicate.sum()):,} exact duplicate lines of {path.name} (first: line {lines[np.flatnonzero(duplicate)[0]]})"
+        )
         frame, lines = frame[~duplicate], lines[~duplicate]
     if not len(frame):
         raise DataError(f"{path}: no interactions (only a header)")
@@ -171,18 +203,31 @@ def _interactions(frame: pd.DataFrame, path: Path, lines: np.ndarray, user: str,
     if time is None:
         notes.append(f"{path.name} has no timestamp column: its line order is taken as the chronological order")
     else:
-        notes.append(f"sorted by '{time}'; same-timestamp interactions keep their file order; all {len(frame):,} interactions kept (no rating cut-off)")
-    user_ids, sequences, item_ids = sequences_from_rows(tokens(frame, user, path, lines), tokens(frame, item, path, lines), times)
+        notes.append(
+            f"sorted by '{time}'; same-timestamp interactions keep their file order; all {len(frame):,} interactions kept (no rating cut-off)"
+        )
+    user_ids, sequences, item_ids = sequences_from_rows(
+        tokens(frame, user, path, lines), tokens(frame, item, path, lines), times
+    )
     return Imported(user_ids, sequences, item_ids, None, fmt, [path], notes)
 
 
-def attach_texts(imported: Imported, table: pd.DataFrame, path: Path, lines: np.ndarray, item_column: str, fields: tuple[str, ...] | None) -> None:
+def attach_texts(
+    imported: Imported,
+    table: pd.DataFrame,
+    path: Path,
+    lines: np.ndarray,
+    item_column: str,
+    fields: tuple[str, ...] | None,
+) -> None:
     """Item texts from ``table`` (first row per item): one ``text`` column as is, or fields cleaned as UniSRec."""
     if fields is None:
         fields = ("text",) if "text" in table.columns else tuple(str(c) for c in table.columns if c != item_column)
     missing = [f for f in fields if f not in table.columns]
     if missing or not fields:
-        raise DataError(f"{path}: no text column {', '.join(missing) or '(none left besides the item)'}; columns are: {', '.join(map(str, table.columns))} (choose with --text-fields)")
+        raise DataError(
+            f"{path}: no text column {', '.join(missing) or '(none left besides the item)'}; columns are: {', '.join(map(str, table.columns))} (choose with --text-fields)"
+        )
     cut_note = None
     if len(table) and path.suffix.lower() not in (".parquet", ".pq") and ends_without_newline(path):
         last = str(table[item_column].iloc[-1])
@@ -202,11 +247,16 @@ def attach_texts(imported: Imported, table: pd.DataFrame, path: Path, lines: np.
     if fields == ("text",):
         by_item = {k: "" if pd.isna(r["text"]) else str(r["text"]) for k, r in zip(keys, records)}
     else:
-        by_item = {k: nonempty_fields_text({f: (None if _missing(v) else v) for f, v in r.items()}, fields) for k, r in zip(keys, records)}
+        by_item = {
+            k: nonempty_fields_text({f: (None if _missing(v) else v) for f, v in r.items()}, fields)
+            for k, r in zip(keys, records)
+        }
     texts = [by_item.get(token, "") for token in imported.item_ids]
     matched = sum(1 for token in imported.item_ids if token in by_item)
     if matched == 0:
-        raise DataError(f"{path}: its {len(by_item):,} items (column '{item_column}') match none of the {len(imported.item_ids):,} interacted items")
+        raise DataError(
+            f"{path}: its {len(by_item):,} items (column '{item_column}') match none of the {len(imported.item_ids):,} interacted items"
+        )
     imported.item_texts = texts
     imported.files.append(path)
     how = "as is" if fields == ("text",) else f"fields {', '.join(fields)} cleaned as UniSRec"
@@ -229,7 +279,9 @@ def read_atomic(path: Path) -> tuple[pd.DataFrame, np.ndarray, dict[str, str]]:
     for column in frame.columns:
         name, sep, kind = str(column).partition(":")
         if not sep:
-            raise DataError(f"{path}:1: header field {column!r} is not 'name:type' (RecBole atomic files need typed headers)")
+            raise DataError(
+                f"{path}:1: header field {column!r} is not 'name:type' (RecBole atomic files need typed headers)"
+            )
         types[name] = kind
     frame.columns = list(types)
     return frame, lines, types
@@ -243,7 +295,9 @@ def import_recbole(source: Path, options: ImportOptions) -> Imported:
     else:
         found = sorted(p for p in source.glob("*.inter") if p.name.count(".") == 1)
         if len(found) != 1:
-            raise DataError(f"{source}: expected exactly one 'X.inter' file, found {len(found)}: {', '.join(p.name for p in found) or 'none'}")
+            raise DataError(
+                f"{source}: expected exactly one 'X.inter' file, found {len(found)}: {', '.join(p.name for p in found) or 'none'}"
+            )
         inter_path = found[0]
     frame, lines, _ = read_atomic(inter_path)
     user = pick_column(frame, inter_path, options.user_col, ("user_id",), "user", "--user-col")
@@ -256,7 +310,9 @@ def import_recbole(source: Path, options: ImportOptions) -> Imported:
         key = pick_column(table, item_path, options.item_col, ("item_id",), "item", "--item-col")
         fields = options.text_fields or tuple(c for c, kind in types.items() if kind == "token_seq" and c != key)
         if not fields:
-            imported.notes.append(f"{item_path.name} has no token_seq (text) column: the dataset is ID-only (choose fields with --text-fields)")
+            imported.notes.append(
+                f"{item_path.name} has no token_seq (text) column: the dataset is ID-only (choose fields with --text-fields)"
+            )
         else:
             attach_texts(imported, table, item_path, item_lines, key, tuple(fields))  # type: ignore[arg-type]
     else:
@@ -271,7 +327,9 @@ def import_table(source: Path, options: ImportOptions) -> Imported:
     if source.is_dir():
         found = sorted(p for p in source.iterdir() if p.is_file() and p.suffix.lower() in TABLE_SUFFIXES)
         if len(found) != 1:
-            raise DataError(f"{source}: expected one interactions table ({', '.join(TABLE_SUFFIXES)}), found {len(found)}; pass the file itself")
+            raise DataError(
+                f"{source}: expected one interactions table ({', '.join(TABLE_SUFFIXES)}), found {len(found)}; pass the file itself"
+            )
         source = found[0]
     frame, lines = read_any_table(source)
     user = pick_column(frame, source, options.user_col, USER_COLUMNS, "user", "--user-col")
@@ -280,7 +338,9 @@ def import_table(source: Path, options: ImportOptions) -> Imported:
     imported = _interactions(frame, source, lines, user, item, time, "table")  # type: ignore[arg-type]
     if options.item_text is not None:
         table, text_lines = read_any_table(options.item_text)
-        key = pick_column(table, Path(options.item_text), item if item in table.columns else None, ITEM_COLUMNS, "item", "--item-col")
+        key = pick_column(
+            table, Path(options.item_text), item if item in table.columns else None, ITEM_COLUMNS, "item", "--item-col"
+        )
         attach_texts(imported, table, Path(options.item_text), text_lines, key, options.text_fields)  # type: ignore[arg-type]
     else:
         imported.notes.append("no --item-text table: the dataset is ID-only (text-based methods cannot use it)")

@@ -11,10 +11,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from recbench.errors import RecbenchError, RunError, UnknownNameError
-from recbench.results.report import Report, RunResult, build_report
 from recbench.files import atomic_write_bytes
-from recbench.runs.record import DamagedRunError, RunRecord, find_runs
+from recbench.results.report import Report, RunResult, build_report
 from recbench.results.stats import DEFAULT_PERMUTATIONS, DEFAULT_RESAMPLES
+from recbench.runs.record import DamagedRunError, RunRecord, find_runs
 
 DEFAULT_METRICS = ("hr@10", "ndcg@10", "hr@50", "ndcg@50")  # the columns of the published tables
 FORMATS = ("md", "tex", "csv", "json")
@@ -55,7 +55,9 @@ def load_results(runs_dir: Path | str, datasets: Sequence[str] | None = None, sp
         fingerprint = config.get("fingerprint")
         known = first_fingerprint.setdefault(dataset, (fingerprint, str(run.path)))
         if fingerprint != known[0]:
-            raise RunError(f"runs of dataset '{dataset}' were made on different data (fingerprint {fingerprint} in {run.path}, {known[0]} in {known[1]})")
+            raise RunError(
+                f"runs of dataset '{dataset}' were made on different data (fingerprint {fingerprint} in {run.path}, {known[0]} in {known[1]})"
+            )
         runs.append((run, config))
     for name in datasets or ():
         if name not in available:
@@ -69,7 +71,9 @@ def load_results(runs_dir: Path | str, datasets: Sequence[str] | None = None, sp
     for (run, config), method in zip(runs, labels):
         dataset, seed = config["dataset"], int(config.get("seed", 0))
         if (dataset, method, seed) in seen:
-            raise RunError(f"two finished runs of {method} on {dataset} with seed {seed} and the same config: {seen[dataset, method, seed]} and {run.path}; move one out of {runs_dir}")
+            raise RunError(
+                f"two finished runs of {method} on {dataset} with seed {seed} and the same config: {seen[dataset, method, seed]} and {run.path}; move one out of {runs_dir}"
+            )
         seen[dataset, method, seed] = str(run.path)
         try:
             metrics = run.metrics
@@ -90,7 +94,9 @@ def checked_config(run: RunRecord, runs_dir: Path) -> dict:
     config = run.config
     parts = run.path.relative_to(runs_dir).parts
     if len(parts) >= 3 and "_pretrain" not in parts and parts[-3] != config.get("dataset"):
-        raise DamagedRunError(f"run {run.path} is damaged: its config names dataset {config.get('dataset')!r} but it lies under {parts[-3]!r}")
+        raise DamagedRunError(
+            f"run {run.path} is damaged: its config names dataset {config.get('dataset')!r} but it lies under {parts[-3]!r}"
+        )
     return config
 
 
@@ -158,10 +164,19 @@ def leaderboard(
     if out is not None and fmt is None:
         fmt = _SUFFIXES.get(Path(out).suffix.lower())
         if fmt is None:
-            raise RecbenchError(f"cannot tell the format of {out} from its suffix; pass --format ({', '.join(FORMATS)})")
+            raise RecbenchError(
+                f"cannot tell the format of {out} from its suffix; pass --format ({', '.join(FORMATS)})"
+            )
     report = build_report(
-        load_results(runs_dir, datasets), metrics, baseline, test, correction, alpha,
-        n_permutations=n_permutations, n_resamples=n_resamples, seed=seed,
+        load_results(runs_dir, datasets),
+        metrics,
+        baseline,
+        test,
+        correction,
+        alpha,
+        n_permutations=n_permutations,
+        n_resamples=n_resamples,
+        seed=seed,
     )
     if out is not None:
         atomic_write_bytes(Path(out), report.render(fmt).encode())

@@ -20,12 +20,22 @@ from typing import Any
 
 import numpy as np
 
+from recbench.data.synthetic import NOTE as SYNTHETIC_NOTE
+from recbench.data.synthetic import is_synthetic_name
 from recbench.errors import RecbenchError, RunError, UnknownNameError
 from recbench.results.stats import (
-    CORRECTIONS, DEFAULT_PERMUTATIONS, DEFAULT_RESAMPLES, TESTS,
-    PairedStats, across_seeds, adjust, comparison_pairs, paired_stats, parse_metric, per_user_metric,
+    CORRECTIONS,
+    DEFAULT_PERMUTATIONS,
+    DEFAULT_RESAMPLES,
+    TESTS,
+    PairedStats,
+    across_seeds,
+    adjust,
+    comparison_pairs,
+    paired_stats,
+    parse_metric,
+    per_user_metric,
 )
-from recbench.data.synthetic import NOTE as SYNTHETIC_NOTE, is_synthetic_name
 
 # Protocol fields that must agree between runs compared on one dataset.
 PROTOCOL_KEYS = ("split", "candidates", "num_candidates", "num_users", "mask_history", "ties")
@@ -171,7 +181,23 @@ def build_report(
     methods = list(dict.fromkeys(r.method for r in results))
     if baseline is not None and baseline not in methods:
         raise UnknownNameError("method", baseline, methods, " (--baseline must be one of the reported methods)")
-    report = Report(datasets, methods, metrics, [], [], {}, baseline, test, correction, alpha, n_permutations, n_resamples, confidence, seed, decimals)
+    report = Report(
+        datasets,
+        methods,
+        metrics,
+        [],
+        [],
+        {},
+        baseline,
+        test,
+        correction,
+        alpha,
+        n_permutations,
+        n_resamples,
+        confidence,
+        seed,
+        decimals,
+    )
     for dataset in datasets:
         runs = [r for r in results if r.dataset == dataset]
         report.protocols[dataset] = _shared_protocol(dataset, runs)
@@ -194,24 +220,38 @@ def _shared_protocol(dataset: str, runs: list[RunResult]) -> dict[str, Any]:
     for run in finished[1:]:
         this, that = run.source or run.method, first.source or first.method
         if len(run.ranks) != len(first.ranks):
-            raise RunError(f"dataset '{dataset}': {this} has ranks for {len(run.ranks)} users, {that} for {len(first.ranks)}; "
-                           "runs of one dataset must cover the same users")
+            raise RunError(
+                f"dataset '{dataset}': {this} has ranks for {len(run.ranks)} users, {that} for {len(first.ranks)}; "
+                "runs of one dataset must cover the same users"
+            )
         for key in PROTOCOL_KEYS:
             if run.protocol.get(key) != first.protocol.get(key):
-                raise RunError(f"dataset '{dataset}': evaluation protocol differs in '{key}' ({run.protocol.get(key)!r} in {this} "
-                               f"vs {first.protocol.get(key)!r} in {that}); such runs cannot be compared")
+                raise RunError(
+                    f"dataset '{dataset}': evaluation protocol differs in '{key}' ({run.protocol.get(key)!r} in {this} "
+                    f"vs {first.protocol.get(key)!r} in {that}); such runs cannot be compared"
+                )
     return shared
 
 
-def _summarise(dataset: str, method: str, runs: list[RunResult], metrics: list[str], per_user: dict[tuple[str, str], np.ndarray]) -> Cell | None:
+def _summarise(
+    dataset: str, method: str, runs: list[RunResult], metrics: list[str], per_user: dict[tuple[str, str], np.ndarray]
+) -> Cell | None:
     if not runs:
         return None  # the method was not run on this dataset
     seeds = sorted(r.seed for r in runs)
     if len(set(seeds)) != len(seeds):
-        raise RunError(f"dataset '{dataset}', method '{method}': several runs with the same seed ({', '.join(r.source for r in runs)})")
+        raise RunError(
+            f"dataset '{dataset}', method '{method}': several runs with the same seed ({', '.join(r.source for r in runs)})"
+        )
     failures = [r for r in runs if r.error is not None]
     if failures:  # a mean over fewer seeds than the others would mislead
-        return Cell(dataset, method, seeds, error="; ".join(f"seed {r.seed}: {r.error}" for r in failures), damaged=any(r.damaged for r in failures))
+        return Cell(
+            dataset,
+            method,
+            seeds,
+            error="; ".join(f"seed {r.seed}: {r.error}" for r in failures),
+            damaged=any(r.damaged for r in failures),
+        )
     cell = Cell(dataset, method, seeds, trained=any(r.trained for r in runs))
     for metric in metrics:
         summary = across_seeds([per_user_metric(r.ranks, metric) for r in sorted(runs, key=lambda r: r.seed)])
@@ -252,7 +292,9 @@ def row_letters(report: Report) -> dict[str, str]:
 
 def places(report: Report, dataset: str, metric: str) -> dict[str, int]:
     """Method -> 1 (best) or 2 (second) by the displayed (rounded) mean; ties share a place."""
-    shown = {c.method: round(c.mean[metric], report.decimals) for c in report.cells if c.dataset == dataset and not c.failed}
+    shown = {
+        c.method: round(c.mean[metric], report.decimals) for c in report.cells if c.dataset == dataset and not c.failed
+    }
     ordered = sorted(set(shown.values()), reverse=True)[:2]
     return {m: ordered.index(v) + 1 for m, v in shown.items() if v in ordered}
 
@@ -287,27 +329,42 @@ def report_dict(report: Report) -> dict[str, Any]:
             return [clean(v) for v in obj]
         return finite_or_none(obj)
 
-    settings = {k: getattr(report, k) for k in ("baseline", "test", "correction", "alpha", "n_permutations", "n_resamples", "confidence", "seed")}
+    settings = {
+        k: getattr(report, k)
+        for k in ("baseline", "test", "correction", "alpha", "n_permutations", "n_resamples", "confidence", "seed")
+    }
     settings["test_name"], settings["correction_name"] = TESTS[report.test], CORRECTIONS[report.correction]
     settings["correction_family"] = "all comparisons of one dataset's table"
-    return clean({
-        "settings": settings,
-        "datasets": report.datasets,
-        "methods": report.methods,
-        "metrics": report.metrics,
-        "protocols": report.protocols,
-        "cells": [asdict(c) for c in report.cells],
-        "comparisons": [asdict(c) for c in report.comparisons],
-    })
+    return clean(
+        {
+            "settings": settings,
+            "datasets": report.datasets,
+            "methods": report.methods,
+            "metrics": report.metrics,
+            "protocols": report.protocols,
+            "cells": [asdict(c) for c in report.cells],
+            "comparisons": [asdict(c) for c in report.comparisons],
+        }
+    )
 
 
-_LATEX_SPECIALS = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+_LATEX_SPECIALS = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+}
 
 
 def latex_escape(text: str) -> str:
     """Escape LaTeX's special characters in plain text (one pass, so backslashes are not doubled)."""
     return re.sub(r"[\\&%$#_{}~^]", lambda m: _LATEX_SPECIALS[m.group()], str(text))
-
 
 
 # --- renderers --------------------------------------------------------------------------------
@@ -354,8 +411,15 @@ def _rows(report: Report, dataset: str) -> list[tuple[str, list[_Entry]]]:
                 continue
             std = cell.std[metric]
             ranked, marked = per_metric[metric]
-            entries.append(_Entry("ok", f"{cell.mean[metric]:.{report.decimals}f}", "" if math.isnan(std) else f"{std:.{report.decimals}f}",
-                                  ranked.get(method), marked.get(method, "")))
+            entries.append(
+                _Entry(
+                    "ok",
+                    f"{cell.mean[metric]:.{report.decimals}f}",
+                    "" if math.isnan(std) else f"{std:.{report.decimals}f}",
+                    ranked.get(method),
+                    marked.get(method, ""),
+                )
+            )
         rows.append((label, entries))
     return rows
 
@@ -379,8 +443,10 @@ def _caption_body(report: Report, dataset: str, style: _Style) -> str:
         count = f"{protocol['num_candidates']:,}"
         candidates = f"all {count} items" if candidates == "all items" else f"{candidates} ({count})"
     ties = f", ties {esc(protocol['ties'])}" if protocol.get("ties") else ""
-    text = (f"Results on {esc(dataset)} ({esc(protocol.get('split', 'test'))} split, {protocol['num_users']:,} users): "
-            f"full ranking over {candidates}, {masked}{ties}. ")
+    text = (
+        f"Results on {esc(dataset)} ({esc(protocol.get('split', 'test'))} split, {protocol['num_users']:,} users): "
+        f"full ranking over {candidates}, {masked}{ties}. "
+    )
     seeds = sorted({len(c.seeds) for c in report.cells if c.dataset == dataset and not c.failed})
     if seeds and seeds[-1] > 1:
         span = str(seeds[0]) if len(seeds) == 1 else f"{seeds[0]}-{seeds[-1]}"
@@ -392,12 +458,17 @@ def _caption_body(report: Report, dataset: str, style: _Style) -> str:
     comparisons = report.comparisons_for(dataset)
     test = TESTS[report.test] + (f", {report.n_permutations:,} sign flips" if report.test == "permutation" else "")
     family = f"the {len(comparisons)} comparison{'s' * (len(comparisons) != 1)} in this table"
-    correction = "no correction" if report.correction == "none" else f"{CORRECTIONS[report.correction]} correction over {family}"
+    correction = (
+        "no correction" if report.correction == "none" else f"{CORRECTIONS[report.correction]} correction over {family}"
+    )
     how = f"(two-sided {test}, {correction}, {style.p_below.format(report.alpha)})"
     if report.baseline is not None and not comparisons:
         baseline_cell = report.cell(dataset, report.baseline)
-        why = ("has no finished run here" if baseline_cell is None or baseline_cell.failed
-               else "is the only method with a finished run here")
+        why = (
+            "has no finished run here"
+            if baseline_cell is None or baseline_cell.failed
+            else "is the only method with a finished run here"
+        )
         return text + f"No significance tests: baseline {esc(report.baseline)} {why}."
     if report.baseline is not None:
         return text + f"{style.up}/{style.down}: significantly better/worse than {esc(report.baseline)} {how}."
@@ -420,9 +491,15 @@ def _markdown_table(report: Report, dataset: str) -> str:
 
     rows = [[label, *map(text, entries)] for label, entries in _rows(report, dataset)]
     headers = ["Method", *map(metric_label, report.metrics)]
-    table = tabulate(rows, headers, tablefmt="github", disable_numparse=True, colalign=("left", *["right"] * len(report.metrics)))
-    failures = "".join(f"- {c.method} {_failed_word(c)}: {c.error}\n" for c in report.cells if c.dataset == dataset and c.failed)
-    return f"### {dataset}\n\n{table}\n\n{caption(report, dataset, _MARKDOWN)}\n" + (f"\n{failures}" if failures else "")
+    table = tabulate(
+        rows, headers, tablefmt="github", disable_numparse=True, colalign=("left", *["right"] * len(report.metrics))
+    )
+    failures = "".join(
+        f"- {c.method} {_failed_word(c)}: {c.error}\n" for c in report.cells if c.dataset == dataset and c.failed
+    )
+    return f"### {dataset}\n\n{table}\n\n{caption(report, dataset, _MARKDOWN)}\n" + (
+        f"\n{failures}" if failures else ""
+    )
 
 
 def _latex_table(report: Report, dataset: str) -> str:
@@ -442,7 +519,10 @@ def _latex_table(report: Report, dataset: str) -> str:
         r"    \toprule",
         "    " + " & ".join(["Method", *map(metric_label, report.metrics)]) + r" \\",
         r"    \midrule",
-        *("    " + " & ".join([latex_escape(label), *map(text, entries)]) + r" \\" for label, entries in _rows(report, dataset)),
+        *(
+            "    " + " & ".join([latex_escape(label), *map(text, entries)]) + r" \\"
+            for label, entries in _rows(report, dataset)
+        ),
         r"    \bottomrule",
         r"  \end{tabular}",
         r"\end{table}",
@@ -461,16 +541,44 @@ def _rich_table(report: Report, dataset: str) -> Any:
         value.append(f" ± {entry.std}" if entry.std else "")
         return value.append({"+": " ↑", "-": " ↓", "": ""}.get(entry.mark, f" ^{entry.mark}"), style="cyan")
 
-    failures = "".join(f"\n{c.method} {_failed_word(c)}: {c.error}" for c in report.cells if c.dataset == dataset and c.failed)
-    table = Table("Method", *map(metric_label, report.metrics), title=dataset,
-                  caption=caption(report, dataset, _TERMINAL) + failures, caption_justify="left")
+    failures = "".join(
+        f"\n{c.method} {_failed_word(c)}: {c.error}" for c in report.cells if c.dataset == dataset and c.failed
+    )
+    table = Table(
+        "Method",
+        *map(metric_label, report.metrics),
+        title=dataset,
+        caption=caption(report, dataset, _TERMINAL) + failures,
+        caption_justify="left",
+    )
     for label, entries in _rows(report, dataset):
         table.add_row(label, *map(text, entries))
     return table
 
 
-_CSV_COLUMNS = ["dataset", "metric", "method", "seeds", "status", "error", "mean", "std", "vs", "n_users", "mean_diff", "relative_pct", "effect_dz",
-                "ci_low", "ci_high", "p_value", "p_adjusted", "significant", "wins", "ties", "losses"]
+_CSV_COLUMNS = [
+    "dataset",
+    "metric",
+    "method",
+    "seeds",
+    "status",
+    "error",
+    "mean",
+    "std",
+    "vs",
+    "n_users",
+    "mean_diff",
+    "relative_pct",
+    "effect_dz",
+    "ci_low",
+    "ci_high",
+    "p_value",
+    "p_adjusted",
+    "significant",
+    "wins",
+    "ties",
+    "losses",
+]
 
 
 def _csv_text(report: Report) -> str:
@@ -482,13 +590,22 @@ def _csv_text(report: Report) -> str:
             for cell in (report.cell(dataset, m) for m in report.methods):
                 if cell is None:
                     continue
-                base = {"dataset": dataset, "metric": metric, "method": cell.method, "seeds": " ".join(map(str, cell.seeds)),
-                        "status": _failed_word(cell) if cell.failed else "finished", "error": cell.error or "",
-                        "mean": finite_or_none(cell.mean.get(metric)), "std": finite_or_none(cell.std.get(metric))}
+                base = {
+                    "dataset": dataset,
+                    "metric": metric,
+                    "method": cell.method,
+                    "seeds": " ".join(map(str, cell.seeds)),
+                    "status": _failed_word(cell) if cell.failed else "finished",
+                    "error": cell.error or "",
+                    "mean": finite_or_none(cell.mean.get(metric)),
+                    "std": finite_or_none(cell.std.get(metric)),
+                }
                 mine = [c for c in report.comparisons_for(dataset, metric) if c.method == cell.method]
                 for c in mine:
                     numbers = {k: finite_or_none(v) for k, v in asdict(c.stats).items() if k in _CSV_COLUMNS}
-                    writer.writerow({**base, "vs": c.other, **numbers, "p_adjusted": c.p_adjusted, "significant": c.significant})
+                    writer.writerow(
+                        {**base, "vs": c.other, **numbers, "p_adjusted": c.p_adjusted, "significant": c.significant}
+                    )
                 if not mine:
                     writer.writerow(base)
     return buffer.getvalue()

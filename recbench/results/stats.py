@@ -44,7 +44,9 @@ def parse_metric(metric: str) -> tuple[str, int | None]:
         return name, None
     if name in {"hr", "ndcg", "mrr"} and cutoff.isdigit() and int(cutoff) > 0:
         return name, int(cutoff)
-    raise RecbenchError(f"unknown metric '{metric}'; expected hr@K, recall@K, ndcg@K, mrr@K or mrr (K a positive integer)")
+    raise RecbenchError(
+        f"unknown metric '{metric}'; expected hr@K, recall@K, ndcg@K, mrr@K or mrr (K a positive integer)"
+    )
 
 
 def per_user_metric(ranks: np.ndarray, metric: str) -> np.ndarray:
@@ -81,7 +83,9 @@ def _columns(diffs: np.ndarray) -> np.ndarray:
     d = np.asarray(diffs, dtype=np.float64)
     d = d[:, None] if d.ndim == 1 else d
     if d.ndim != 2 or d.shape[0] < 2:
-        raise RecbenchError(f"paired tests need per-user differences of shape (users >= 2, comparisons), got {np.shape(diffs)}")
+        raise RecbenchError(
+            f"paired tests need per-user differences of shape (users >= 2, comparisons), got {np.shape(diffs)}"
+        )
     return d
 
 
@@ -118,7 +122,9 @@ def wilcoxon_test(diffs: np.ndarray) -> np.ndarray | float:
     return _like_input(p, diffs)
 
 
-def permutation_test(diffs: np.ndarray, n_permutations: int = DEFAULT_PERMUTATIONS, seed: int = 0, exact: bool = False) -> np.ndarray | float:
+def permutation_test(
+    diffs: np.ndarray, n_permutations: int = DEFAULT_PERMUTATIONS, seed: int = 0, exact: bool = False
+) -> np.ndarray | float:
     """Two-sided paired randomisation test of the mean difference.
 
     Under the null hypothesis each user's two values are exchangeable, so the sign of each
@@ -151,14 +157,18 @@ def permutation_test(diffs: np.ndarray, n_permutations: int = DEFAULT_PERMUTATIO
 def _exact_sign_flip(column: np.ndarray) -> float:
     values = column[column != 0]
     if len(values) > MAX_EXACT_USERS:
-        raise RecbenchError(f"an exact permutation test enumerates 2**k sign flips; k = {len(values)} non-zero differences is more than {MAX_EXACT_USERS}")
+        raise RecbenchError(
+            f"an exact permutation test enumerates 2**k sign flips; k = {len(values)} non-zero differences is more than {MAX_EXACT_USERS}"
+        )
     flipped = (np.arange(2 ** len(values))[:, None] >> np.arange(len(values))) & 1  # (2**k, k)
     permuted = values.sum() - 2.0 * (flipped @ values)
     threshold = abs(values.sum()) - 1e-9 * np.abs(values).sum()
     return float((np.abs(permuted) >= threshold).mean())
 
 
-def p_values(diffs: np.ndarray, test: str = "t", n_permutations: int = DEFAULT_PERMUTATIONS, seed: int = 0) -> np.ndarray | float:
+def p_values(
+    diffs: np.ndarray, test: str = "t", n_permutations: int = DEFAULT_PERMUTATIONS, seed: int = 0
+) -> np.ndarray | float:
     """p-value(s) of ``test`` ('t', 'wilcoxon' or 'permutation') on per-user differences."""
     if test == "t":
         return t_test(diffs)
@@ -169,7 +179,9 @@ def p_values(diffs: np.ndarray, test: str = "t", n_permutations: int = DEFAULT_P
     raise RecbenchError(f"unknown test '{test}'; expected one of: {', '.join(TESTS)}")
 
 
-def bootstrap_ci(diffs: np.ndarray, n_resamples: int = DEFAULT_RESAMPLES, confidence: float = 0.95, seed: int = 0) -> tuple[np.ndarray | float, np.ndarray | float]:
+def bootstrap_ci(
+    diffs: np.ndarray, n_resamples: int = DEFAULT_RESAMPLES, confidence: float = 0.95, seed: int = 0
+) -> tuple[np.ndarray | float, np.ndarray | float]:
     """Percentile bootstrap CI of the mean difference, resampling users with replacement.
 
     A resample is drawn as per-user counts and applied to every column by one matrix product:
@@ -259,8 +271,20 @@ def paired_stats(
         dz = np.where(sd > 0, mean_d / sd, np.nan)
     wins, ties, losses = (d > 0).sum(axis=0), (d == 0).sum(axis=0), (d < 0).sum(axis=0)
     return [
-        PairedStats(len(d), float(mean_a[j]), float(mean_b[j]), float(mean_d[j]), float(relative[j]), float(dz[j]),
-                    float(low[j]), float(high[j]), float(p[j]), int(wins[j]), int(ties[j]), int(losses[j]))
+        PairedStats(
+            len(d),
+            float(mean_a[j]),
+            float(mean_b[j]),
+            float(mean_d[j]),
+            float(relative[j]),
+            float(dz[j]),
+            float(low[j]),
+            float(high[j]),
+            float(p[j]),
+            int(wins[j]),
+            int(ties[j]),
+            int(losses[j]),
+        )
         for j in range(d.shape[1])
     ]
 
