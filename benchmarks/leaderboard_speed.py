@@ -3,7 +3,7 @@
 Fabricates finished run directories (no model is trained) for 8 methods x 2 datasets x 3 seeds
 with the user counts of Arts (45,486) and Instruments (24,962), then times reading the runs,
 building the report with per-user statistics (tests, bootstrap CIs, corrections) and rendering
-every format. Targets (issue 4): the leaderboard under 2 s; 10,000 sign flips over 50,000 users
+every format. Targets: the leaderboard under 2 s; 10,000 sign flips over 50,000 users
 under 5 s. Run with one BLAS thread, as on a shared machine:
 
     OMP_NUM_THREADS=1 python benchmarks/leaderboard_speed.py [--runs-dir DIR] [--repeat 3]

@@ -2,11 +2,11 @@
 
 Paper: Li, Zhang, Zhao, Wang, Zhao, Wu, Guo, "AutoMLP: Automated MLP for Sequential
 Recommendations", WWW 2023 (arXiv 2303.06337). No official code was found (the authors' sibling
-repository Li-Muyang/MLP4Rec is a RecBole 1.0.1 copy); this follows the paper's description as
-given in recbench issue 7 (the paper's text beyond its introduction could not be read here).
+repository Li-Muyang/MLP4Rec is a RecBole 1.0.1 copy); this follows a summary of the paper's
+description (the paper's text beyond its introduction could not be read here).
 
 1. Embedding layer: item ID embeddings (the paper also embeds item attributes; recbench's AutoMLP
-   row is ID-only, design §5).
+   row is ID-only).
 2. SRS-MLP layer (MLP-Mixer): a sequence mixer over the time axis for each channel,
    x + W2 g(W1 LN(x)), then a channel mixer over features for each time step, x + W4 g(W3 LN(x)),
    g = GELU, hidden widths R_s (``sequence_hidden_size``) and R_c (``channel_hidden_size``).

@@ -23,7 +23,7 @@ Faithful to RecBole 1.0.1:
 Training input (the one real difference): RecBole trains on (prefix, target) samples and masks
 ``item_seq`` = the prefix only: a user's training sequence T gives the rows T[:1], ..., T[:-1],
 each masked independently, the sample's target is ignored, so the last training item T[-1] is
-never input nor predicted. By default (``training_input="window"``, design §6: no per-prefix
+never input nor predicted. By default (``training_input="window"``, no per-prefix
 materialisation) each training window is masked once per step as a whole: its items plus its
 final target, i.e. T itself (at most max length + 1 items), as the original BERT4Rec masks whole
 sequences. Every training item is a cloze candidate, but only about once per epoch instead of

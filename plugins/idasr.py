@@ -2,7 +2,7 @@
 
 Paper: Mu, Hou, Zhao, Li, Ding, "ID-Agnostic User Behavior Pre-training for Sequential
 Recommendation", CCIR 2022 (arXiv 2206.02323), as described by the reproduction report that
-also proposes LSH-SR (recbench issue 6). No official code exists; nothing to check against.
+also proposes LSH-SR. No official code exists; nothing to check against.
 
 - Item representation: the frozen text embedding m of each item through the semantic
   transformation m~ = sigmoid(sigmoid(m W1 + b1) W2 + b2) (W1: text -> 512, W2: 512 -> 256).

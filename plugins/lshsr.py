@@ -1,7 +1,7 @@
 """LSH-SR: IDA-SR with a learnable locality-sensitive-hashing semantic mapping fused with item IDs.
 
-Source: the reproduction report of IDA-SR (Mu et al., CCIR 2022) that proposes LSH-SR (recbench
-issue 6); no paper or official code to check against. Same encoder, pre-training tasks and
+Source: the reproduction report of IDA-SR (Mu et al., CCIR 2022) that proposes LSH-SR; no paper or
+official code to check against. Same encoder, pre-training tasks and
 fine-tuning as IDA-SR (``plugins/idasr.py``); only the item representation changes:
 
 1. m hash functions (``n_hash_tables`` = 3), each with h random hyperplanes w (``n_hyperplanes``

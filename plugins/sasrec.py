@@ -11,7 +11,7 @@ every Linear and Embedding (the padding row included), CE over all N + 1 embeddi
 padding row too), hidden 300, inner 256, 2 layers, 2 heads, dropout 0.5/0.5, max length 50.
 
 Deviations: RecBole materialises every training prefix as its own sample; here one causal pass
-over a user's training sequence predicts every next item at once (design §6), so prefixes of one
+over a user's training sequence predicts every next item at once, so prefixes of one
 user share dropout masks within a step. Sequences longer than ``max_seq_length + 1`` are cut
 into consecutive windows by the Trainer, so the first targets of a later window see fewer than
 50 items (RecBole would show them the previous 50); this touches users with more than 51

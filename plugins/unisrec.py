@@ -29,7 +29,7 @@ checkpoint predates that fix: ``pos_logits`` with ``keepdim=True`` broadcast to 
   embedding of its text with 15% of the words dropped, UniSRec's feat2CLS).
 
 Deviations, all for speed with the same expectation:
-- Training batches hold every prefix of a window (design §6), so every position with a next item
+- Training batches hold every prefix of a window, so every position with a next item
   is one (prefix, target) sample of the official loader; the augmented view is made once per
   window and each prefix's augmented output is read at the position its last kept item moved to
   (exact for item drop: the kept items of the prefix, packed left). Prefixes of one window share

@@ -41,7 +41,7 @@ Deviations:
   early epoch re-evaluate identically and the write continues what was validated.
 - The schedule phase is a state-dict buffer, so best-weights restore and resume see which table
   the weights belong to. Faiss seeds default to faiss's own (1234), configurable.
-- Training uses every prefix of a sequence in one causal pass (design §6), as the SASRec plugin.
+- Training uses every prefix of a sequence in one causal pass, as the SASRec plugin.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The one user-error type (design §11): the CLI catches it, prints one line, exits non-zero.
+"""The one user-error type (docs/architecture.md, Errors): the CLI catches it, prints one line, exits non-zero.
 
 Anything that is not a :class:`RecbenchError` is a bug and keeps its traceback.
 """

@@ -1,7 +1,7 @@
 """Building blocks shared by the transformer-based plugins, faithful to RecBole's.
 
 RecBole's block (``recbole/model/layers.py``) differs from ``torch.nn.TransformerEncoderLayer``
-in ways that matter with dropout 0.5 (design §13): separate q/k/v ``nn.Linear`` layers initialised
+in ways that matter with dropout 0.5: separate q/k/v ``nn.Linear`` layers initialised
 N(0, 0.02), post-LN, GELU, and *no* dropout between the two feed-forward layers.
 """
 

@@ -1,4 +1,4 @@
-"""The plugin contract (design §5, §12): what a method is given and what it must provide.
+"""The plugin contract (docs/architecture.md, Methods): what a method is given and what it must provide.
 
 A method is an ``nn.Module`` subclass of :class:`Method`, registered by name with
 :func:`recbench.registry.register`. It is built from its typed config and a :class:`DataSpec`,
@@ -165,7 +165,7 @@ class Batch:
         return self.items.shape[0]
 
 
-# --- architecture search hook (AutoMLP's short-term length; issue 7) ------------------------
+# --- architecture search hook (AutoMLP's short-term length) ------------------------
 @dataclass
 class SearchData:
     """What an architecture search may use; every field is built only when called."""

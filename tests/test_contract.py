@@ -1,4 +1,4 @@
-"""Contract tests run against every registered method (design §14)."""
+"""Contract tests run against every registered method (docs/architecture.md, Methods)."""
 
 from __future__ import annotations
 

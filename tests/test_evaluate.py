@@ -1,4 +1,4 @@
-"""The Evaluator: ranks and metrics against brute-force loops (design §7)."""
+"""The Evaluator: ranks and metrics against brute-force loops (docs/protocol.md)."""
 
 from __future__ import annotations
 

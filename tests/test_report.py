@@ -1,4 +1,4 @@
-"""Reports and leaderboards (design §1.3, §8, §14): built from run directories holding synthetic
+"""Reports and leaderboards: built from run directories holding synthetic
 per-user ranks (no model is trained here), exported tables checked against golden files.
 
 Regenerate the golden files after an intended change with ``RECBENCH_UPDATE_GOLDEN=1 pytest tests/test_report.py``.

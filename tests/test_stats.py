@@ -1,4 +1,4 @@
-"""Statistics (design §8): every test against scipy, the permutation test against enumeration,
+"""Statistics (docs/protocol.md): every test against scipy, the permutation test against enumeration,
 corrections against hand-computed examples."""
 
 from __future__ import annotations

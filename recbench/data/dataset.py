@@ -1,4 +1,4 @@
-"""The canonical Dataset (design §3): what every method, the Trainer and the Evaluator read.
+"""The canonical Dataset (docs/architecture.md, Data): what every method, the Trainer and the Evaluator read.
 
 On disk, ``$RECBENCH_HOME/datasets/<name>/`` holds
 

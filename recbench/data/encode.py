@@ -1,4 +1,4 @@
-"""``recbench encode``: item texts -> a float32 (N + 1, d) matrix, cached (design §4).
+"""``recbench encode``: item texts -> a float32 (N + 1, d) matrix, cached.
 
 The encoder is a sentence-transformers model built as Transformer + Pooling, so any Hugging
 Face encoder works with CLS or mean pooling (the papers: ``bert-base-uncased`` with CLS). The

@@ -1,4 +1,4 @@
-"""``recbench leaderboard``: a report from stored runs only (design §1.3); no model is loaded.
+"""``recbench leaderboard``: a report from stored runs only; no model is loaded.
 
 Every finished run below a runs directory contributes its per-user ranks; metrics and tests are
 recomputed from them, so a leaderboard can be made on any machine from copied run directories.

@@ -1,4 +1,4 @@
-"""Comparison results as one object with separate renderers (design §8, §14).
+"""Comparison results as one object with separate renderers.
 
 :func:`build_report` turns per-run per-user ranks into a :class:`Report`: for every dataset a
 table of methods × metrics (mean ± std over seeds) and the paired comparisons behind its

@@ -1,4 +1,4 @@
-"""Paired, per-user statistics between methods on one dataset (design §8).
+"""Paired, per-user statistics between methods on one dataset (docs/protocol.md).
 
 Every comparison works on per-user metric values (user u at row u), recomputed from the stored
 ranks, so any metric and any test can be added after the fact:

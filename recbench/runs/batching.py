@@ -1,4 +1,4 @@
-"""Training batches: every prefix of a sequence in one pass, bucketed by length (design §6).
+"""Training batches: every prefix of a sequence in one pass, bucketed by length.
 
 A user's training part ``T`` (all but the last two items) yields inputs ``T[:-1]`` and next-item
 targets ``T[1:]``. Sequences longer than the model's window are cut into consecutive windows

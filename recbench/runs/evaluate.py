@@ -1,4 +1,4 @@
-"""The one Evaluator (design §7): leave-one-out, full ranking, per-user ranks, metrics from ranks.
+"""The one Evaluator (docs/protocol.md): leave-one-out, full ranking, per-user ranks, metrics from ranks.
 
 - Candidates: every item 1..N of the dataset; padding (column 0) is excluded.
 - History items stay candidates by default (RecBole's protocol for sequential models, behind the

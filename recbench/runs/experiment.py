@@ -148,7 +148,7 @@ def _fit_or_record_failure(trainer: Trainer, run: RunRecord, resume: bool) -> Fi
         raise RunError(f"run {run.path} failed: {err}") from None
 
 
-# --- architecture search hook (issue 7): Method.search_architecture before the final model ----
+# --- architecture search hook: Method.search_architecture before the final model ----
 def architecture_search(entry: MethodEntry, config: MethodConfig, dataset: Dataset, run: RunRecord, seed: int, device: str, reuse: bool) -> dict[str, Any] | None:
     """The method's architecture search on train/valid (None for most methods), as recorded in the run.
 

@@ -1,4 +1,4 @@
-"""The one Trainer (design §6) serving every method.
+"""The one Trainer serving every method.
 
 Adam, length-bucketed batches sized by target positions, validation NDCG@10 every epoch, early
 stopping exactly as RecBole (values rounded to 4 decimals; a tie counts as an improvement; stop
