@@ -326,6 +326,7 @@ def _run_ray(cells: Sequence[GridCell], arguments: tuple, notify: Listener) -> l
 
 def results_of(outcomes: Sequence[CellOutcome], split: str = "test") -> list[Any]:
     """Report inputs: per-user ranks of finished cells, the error of failed ones."""
+    from recbench.results.leaderboard import run_result
     from recbench.results.report import RunResult
     from recbench.runs.record import RunRecord
 
@@ -335,11 +336,7 @@ def results_of(outcomes: Sequence[CellOutcome], split: str = "test") -> list[Any
         if outcome.error is not None:
             results.append(RunResult(cell.dataset, cell.method, cell.seed, error=outcome.error))
             continue
-        run = RunRecord(outcome.run_dir)
-        protocol = {**run.metrics.get("protocol", {}), "split": split}
-        results.append(
-            RunResult(cell.dataset, cell.method, cell.seed, run.ranks(split), protocol, source=str(run.path))
-        )
+        results.append(run_result(RunRecord(outcome.run_dir), cell.dataset, cell.method, cell.seed, split))
     return results
 
 

@@ -75,16 +75,20 @@ def load_results(runs_dir: Path | str, datasets: Sequence[str] | None = None, sp
                 f"two finished runs of {method} on {dataset} with seed {seed} and the same config: {seen[dataset, method, seed]} and {run.path}; move one out of {runs_dir}"
             )
         seen[dataset, method, seed] = str(run.path)
-        try:
-            metrics = run.metrics
-            protocol = {**metrics.get("protocol", {}), "split": split}
-            ranks = run.ranks(split)
-        except DamagedRunError as err:
-            results.append(RunResult(dataset, method, seed, error=str(err), source=str(run.path), damaged=True))
-            continue
-        trained = (metrics.get("fit") or {}).get("epochs_run", 1) != 0
-        results.append(RunResult(dataset, method, seed, ranks, protocol, source=str(run.path), trained=trained))
+        results.append(run_result(run, dataset, method, seed, split))
     return results + damaged
+
+
+def run_result(run: RunRecord, dataset: str, method: str, seed: int, split: str = "test") -> RunResult:
+    """One finished run as a report row: its ranks and protocol, or, if its files are damaged, why."""
+    try:
+        metrics = run.metrics
+        ranks = run.ranks(split)
+    except DamagedRunError as err:  # shown as damaged: never dropped from, nor averaged into, a mean
+        return RunResult(dataset, method, seed, error=str(err), source=str(run.path), damaged=True)
+    protocol = {**metrics.get("protocol", {}), "split": split}
+    trained = (metrics.get("fit") or {}).get("epochs_run", 1) != 0
+    return RunResult(dataset, method, seed, ranks, protocol, source=str(run.path), trained=trained)
 
 
 def checked_config(run: RunRecord, runs_dir: Path) -> dict:
