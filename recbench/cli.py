@@ -463,6 +463,9 @@ def compare(
         )
     if out:
         console.print(f"wrote {', '.join(f'{out}.{f}' for f in fmt.split(','))}")
+    if failed:  # the report shows them; the exit status tells scripts and CI
+        say("error:", f" {len(failed)} of {len(outcomes)} cells failed", "bold red", err=True)
+        raise typer.Exit(1)
 
 
 def _downloaded_counts(manifest_path: Path) -> str:

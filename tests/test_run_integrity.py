@@ -253,3 +253,27 @@ def test_console_output_keeps_text_as_written(tmp_path: Path) -> None:
     result = runner.invoke(app, ["leaderboard", str(tmp_path / "file:100:[bold]x[/]")])
     assert result.exit_code == 1
     assert "file:100:[bold]x[/]" in result.output
+
+
+def test_compare_with_a_failed_cell_reports_the_others_and_exits_non_zero(recbench_home: Path, tmp_path: Path) -> None:
+    tiny = [arg for key, value in TINY.items() for arg in ("--set", f"{key}={value}")]
+    result = runner.invoke(
+        app,
+        [
+            "compare",
+            "--datasets",
+            "synthetic-c",
+            "--methods",
+            "sasrec",
+            "--device",
+            "cpu",
+            "--runs-dir",
+            str(tmp_path / "runs"),
+            *tiny,
+            "--set",
+            "learning_rate=1e12",
+        ],
+    )
+    assert result.exit_code == 1, result.output
+    assert "1 of 1 cells failed" in result.output and "training diverged" in result.output
+    assert "Traceback" not in result.output
