@@ -22,7 +22,6 @@ from recbench.errors import RecbenchError
 app = typer.Typer(
     help="Benchmark transferable sequential recommenders: data, training, evaluation, statistics.",
     no_args_is_help=True,
-    add_completion=False,
     pretty_exceptions_enable=False,
 )
 # User text (paths, messages, names) is printed as is: no markup, no emoji codes (``file:100:``
@@ -30,6 +29,23 @@ app = typer.Typer(
 console = Console(markup=False, emoji=False, highlight=False, soft_wrap=True)
 err_console = Console(stderr=True, markup=False, emoji=False, highlight=False, soft_wrap=True)
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from recbench import __version__
+
+        console.print(f"recbench {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Benchmark transferable sequential recommenders: data, training, evaluation, statistics."""
 
 
 def say(label: str, message: str = "", style: str = "", err: bool = False) -> None:
@@ -466,6 +482,45 @@ def compare(
     if failed:  # the report shows them; the exit status tells scripts and CI
         say("error:", f" {len(failed)} of {len(outcomes)} cells failed", "bold red", err=True)
         raise typer.Exit(1)
+
+
+@app.command()
+@user_errors
+def show(method: Annotated[str, typer.Argument(help="Registered method name (see `recbench list methods`).")]) -> None:
+    """Every config field of a method: type, default (with the variant's preset) and what it means.
+
+    Example: recbench show unisrec-id
+    """
+    from rich.table import Table
+
+    from recbench.registry import get_method, resolve_config
+
+    entry = get_method(method)
+    defaults = resolve_config(entry)
+    table = Table("field", "type", "default", "meaning", title=f"{entry.name} ({entry.module}.{entry.cls.__name__})")
+    for name, field in type(defaults).model_fields.items():
+        preset = " (preset)" if name in entry.preset else ""
+        table.add_row(
+            name, _type_name(field.annotation), json.dumps(getattr(defaults, name)) + preset, field.description or ""
+        )
+    console.print(table)
+
+
+def _type_name(annotation: Any) -> str:
+    """A config field's type as a reader writes it: ``float | None``, ``'cls' | 'mean'``, ``list[str]``."""
+    import types
+    import typing
+
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(_type_name(arg) for arg in args)
+    if origin is typing.Literal:
+        return " | ".join(repr(arg) for arg in args)
+    if origin is typing.Annotated:
+        return _type_name(args[0])
+    if origin is not None:
+        return f"{getattr(origin, '__name__', origin)}[{', '.join(_type_name(arg) for arg in args)}]"
+    return "None" if annotation is type(None) else getattr(annotation, "__name__", str(annotation))
 
 
 def _downloaded_counts(manifest_path: Path) -> str:

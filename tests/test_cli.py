@@ -122,3 +122,24 @@ def test_readme_shows_the_real_sasrec_plugin() -> None:
     plugin = (root / "plugins" / "sasrec.py").read_text()
     model = plugin[plugin.index("@register") :].rstrip()
     assert model in readme
+
+
+def test_version_prints_the_package_version() -> None:
+    from recbench import __version__
+
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.output.strip() == f"recbench {__version__}"
+
+
+def test_show_lists_every_config_field_with_type_default_and_docstring() -> None:
+    from recbench.registry import get_method, resolve_config
+
+    result = runner.invoke(app, ["show", "idp-zeroshot"], env={"COLUMNS": "300"})
+    assert result.exit_code == 0, result.output
+    config = resolve_config(get_method("idp-zeroshot"))
+    for name in type(config).model_fields:
+        assert f"│ {name} " in result.output
+    assert "0 (preset)" in result.output  # the variant's preset is shown as such
+    assert "float | None" in result.output and "Adam learning rate." in result.output
+    unknown = runner.invoke(app, ["show", "sasrek"])
+    assert unknown.exit_code == 1 and "Did you mean: sasrec" in unknown.output
