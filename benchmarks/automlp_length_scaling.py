@@ -68,7 +68,8 @@ def main() -> None:
             score_s, train_s = measure(name, overrides, length, args.batch, args.items, args.repeats)
             base = base or (score_s, train_s)
             print(
-                f"{name:8s} T={length:4d}: score {score_s * 1000:7.1f} ms (x{score_s / base[0]:.2f})   train step {train_s * 1000:7.1f} ms (x{train_s / base[1]:.2f})",
+                f"{name:8s} T={length:4d}: score {score_s * 1000:7.1f} ms (x{score_s / base[0]:.2f})   "
+                f"train step {train_s * 1000:7.1f} ms (x{train_s / base[1]:.2f})",
                 flush=True,
             )
 

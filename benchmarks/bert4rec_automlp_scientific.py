@@ -44,7 +44,8 @@ def main() -> None:
     started = time.perf_counter()
     imported = import_local("scientific", args.source)
     print(
-        f"ingest: {imported.dataset.counts} in {time.perf_counter() - started:.2f} s; mismatches: {imported.mismatches or 'none'}",
+        f"ingest: {imported.dataset.counts} in {time.perf_counter() - started:.2f} s; "
+        f"mismatches: {imported.mismatches or 'none'}",
         flush=True,
     )
     runs_dir = args.runs_dir or Path(home) / "runs"
@@ -67,6 +68,7 @@ def main() -> None:
                 {"seed": seed, "test": metrics["test"], "fit": fit, "search": search, "run": str(result.run.path)}
             )
             published = PUBLISHED.get(method, {})
+            details = search.get("details", {})
             print(
                 f"{method} seed {seed}: "
                 + "  ".join(
@@ -76,7 +78,8 @@ def main() -> None:
                 + f"\n  epochs {fit['epochs_run']} (best {fit['best_epoch']}), {fit['seconds_per_epoch']:.2f} s/epoch, "
                 f"{fit['seconds_per_eval']:.2f} s per validation pass"
                 + (
-                    f"\n  searched {search.get('config_updates')} in {search.get('details', {}).get('seconds', 0):.0f} s; architecture weights {search.get('details', {}).get('weights')}"
+                    f"\n  searched {search.get('config_updates')} in {details.get('seconds', 0):.0f} s; "
+                    f"architecture weights {details.get('weights')}"
                     if search
                     else ""
                 ),

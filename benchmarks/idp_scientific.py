@@ -25,7 +25,10 @@ SOURCE = "instruments-lcrec"
 
 
 def describe(metrics: dict[str, float]) -> str:
-    return f"R@10 {metrics['hr@10']:.4f} N@10 {metrics['ndcg@10']:.4f} R@50 {metrics['hr@50']:.4f} N@50 {metrics['ndcg@50']:.4f}"
+    return (
+        f"R@10 {metrics['hr@10']:.4f} N@10 {metrics['ndcg@10']:.4f} "
+        f"R@50 {metrics['hr@50']:.4f} N@50 {metrics['ndcg@50']:.4f}"
+    )
 
 
 def main() -> None:
@@ -98,7 +101,8 @@ def main() -> None:
             metrics, seconds = run(args.m_variant, seeds[0], {"num_similar": m})
             searched.append((metrics["valid"]["ndcg@10"], m))
             print(
-                f"m search: {args.m_variant} m={m} seed {seeds[0]}: valid {describe(metrics['valid'])}; {seconds:.0f} s",
+                f"m search: {args.m_variant} m={m} seed {seeds[0]}: "
+                f"valid {describe(metrics['valid'])}; {seconds:.0f} s",
                 flush=True,
             )
         best_m = {"num_similar": max(searched)[1]}

@@ -110,9 +110,8 @@ def main() -> None:
                 print(f"{label:34} missing: {source}")
                 continue
             stats = run(name, source, home)
-            print(
-                f"{label:34} {stats['seconds']:8.2f} {stats['peak_mib']:9.0f}  {' / '.join(f'{c:,}' for c in stats['counts'])}"
-            )
+            counts = " / ".join(f"{c:,}" for c in stats["counts"])
+            print(f"{label:34} {stats['seconds']:8.2f} {stats['peak_mib']:9.0f}  {counts}")
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ under 5 s. Run with one BLAS thread, as on a shared machine:
 from __future__ import annotations
 
 import argparse
+import functools
 import subprocess
 import sys
 import tempfile
@@ -95,7 +96,8 @@ def run_benchmark(runs_dir: Path, repeat: int) -> None:
     started = time.perf_counter()
     fabricate(runs_dir)
     print(
-        f"fabricated {len(METHODS)} methods x {len(DATASETS)} datasets x {len(SEEDS)} seeds in {time.perf_counter() - started:.1f} s under {runs_dir}"
+        f"fabricated {len(METHODS)} methods x {len(DATASETS)} datasets x {len(SEEDS)} seeds "
+        f"in {time.perf_counter() - started:.1f} s under {runs_dir}"
     )
 
     seconds, results = best_of(repeat, lambda: load_results(runs_dir))
@@ -107,7 +109,7 @@ def run_benchmark(runs_dir: Path, repeat: int) -> None:
         ("vs baseline sasrec, 10,000 sign flips", {"baseline": "sasrec", "test": "permutation"}),
     ):
         seconds, report = best_of(
-            repeat, lambda: build_report(results, ("hr@10", "ndcg@10", "hr@50", "ndcg@50"), **options)
+            repeat, functools.partial(build_report, results, ("hr@10", "ndcg@10", "hr@50", "ndcg@50"), **options)
         )
         print(f"report, 4 metrics, {len(report.comparisons):3d} comparisons ({label}): {seconds:.3f} s")
     seconds, _ = best_of(repeat, lambda: [report.render(fmt) for fmt in ("md", "tex", "csv", "json")])

@@ -81,16 +81,16 @@ def main() -> None:
             run()
             seconds[name].append(time.perf_counter() - started)
     print(
-        f"{args.items:,} items, {args.tables} tables x {2**args.hyperplanes:,} codes x {args.dim}, {torch.get_num_threads()} thread(s), median of {args.repeats}"
+        f"{args.items:,} items, {args.tables} tables x {2**args.hyperplanes:,} codes x {args.dim}, "
+        f"{torch.get_num_threads()} thread(s), median of {args.repeats}"
     )
     baseline = statistics.median(seconds["materialised"])
     for name, times in seconds.items():
         median = statistics.median(times)
         print(f"{name:>12}: {median * 1000:7.1f} ms/step  ({baseline / median:.2f}x as fast as the materialised step)")
     difference = (gradients["recbench"] - gradients["materialised"]).abs().max().item()
-    print(
-        f"hyperplane gradients: max |difference| {difference:.2e}, max |gradient| {gradients['materialised'].abs().max().item():.2e}"
-    )
+    largest = gradients["materialised"].abs().max().item()
+    print(f"hyperplane gradients: max |difference| {difference:.2e}, max |gradient| {largest:.2e}")
 
 
 if __name__ == "__main__":

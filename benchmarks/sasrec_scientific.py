@@ -39,7 +39,8 @@ def main() -> None:
     started = time.perf_counter()
     imported = import_local("scientific", args.source)
     print(
-        f"ingest: {imported.dataset.counts} in {time.perf_counter() - started:.2f} s; mismatches: {imported.mismatches or 'none'}"
+        f"ingest: {imported.dataset.counts} in {time.perf_counter() - started:.2f} s; "
+        f"mismatches: {imported.mismatches or 'none'}"
     )
     runs_dir = args.runs_dir or Path(home) / "runs"
     rows = []
@@ -69,7 +70,8 @@ def main() -> None:
         for key, published in PUBLISHED.items():
             values = np.array([r[1][key] for r in rows])
             print(
-                f"mean {key}: {values.mean():.4f} ± {values.std(ddof=1):.4f} (published {published:.4f}, {100 * (values.mean() / published - 1):+.1f}%)"
+                f"mean {key}: {values.mean():.4f} ± {values.std(ddof=1):.4f} "
+                f"(published {published:.4f}, {100 * (values.mean() / published - 1):+.1f}%)"
             )
     print(f"peak memory (max RSS): {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
 

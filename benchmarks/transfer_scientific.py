@@ -70,8 +70,10 @@ def main() -> None:
                     f", {' '.join(args.overrides)}" if args.overrides else ""
                 )
                 print(
-                    f"{method} ({label}) seed {seed}: R@10 {m['hr@10']:.4f} N@10 {m['ndcg@10']:.4f} R@50 {m['hr@50']:.4f} N@50 {m['ndcg@50']:.4f}; "
-                    f"{fit.get('epochs_run')} epochs (best {fit.get('best_epoch')}), {fit.get('seconds_per_epoch', 0):.1f} s/epoch, "
+                    f"{method} ({label}) seed {seed}: "
+                    f"R@10 {m['hr@10']:.4f} N@10 {m['ndcg@10']:.4f} R@50 {m['hr@50']:.4f} N@50 {m['ndcg@50']:.4f}; "
+                    f"{fit.get('epochs_run')} epochs (best {fit.get('best_epoch')}), "
+                    f"{fit.get('seconds_per_epoch', 0):.1f} s/epoch, "
                     f"{time.perf_counter() - started:.0f} s in all",
                     flush=True,
                 )

@@ -189,7 +189,8 @@ class AutoMLP(Method):
         )
         if not lengths or max(lengths) > self.horizon:
             raise ValueError(
-                f"short-term length(s) {lengths or config.short_length_candidates} must be in 1..max_seq_length={self.horizon}"
+                f"short-term length(s) {lengths or config.short_length_candidates} "
+                f"must be in 1..max_seq_length={self.horizon}"
             )
         self.short_lengths = lengths
         self.item_embedding = nn.Embedding(spec.num_items + 1, config.hidden_size, padding_idx=0)

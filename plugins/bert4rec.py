@@ -61,7 +61,8 @@ class BERT4RecConfig(TransformerConfig):
     mask_ratio: Probability = 0.2
     """Probability that each non-padding training item is replaced by the mask token."""
     training_input: Literal["window", "samples", "prefixes"] = "window"
-    """Rows to mask: each training window once, or every (prefix, target) sample with its target, or its prefix only (RecBole)."""
+    """Rows to mask: each training window once, or every (prefix, target) sample with its target,
+    or its prefix only (RecBole)."""
 
     @model_validator(mode="after")
     def _some_mask_is_predicted(self) -> BERT4RecConfig:

@@ -31,10 +31,11 @@ Checked against: RUCAIBox/VQ-Rec @2981845 (``vqrec.py`` with the March-2023 fixe
 Deviations:
 - Hard assignment: the official code takes the row-wise argmax of the Sinkhorn matrix (then
   ``ceil``), which after 3 iterations is not injective (measured on a randn 32 x 257 x 257
-  ``trans_matrix``: only 79% of the slots of a sub-space keep a distinct embedding), and ``ceil`` has zero gradient, so ``trans_matrix`` never receives a
-  gradient there. Here the hard assignment is the exact permutation of highest Sinkhorn weight
-  (Hungarian algorithm; Sinkhorn's row/column normalisations do not change it) with a
-  straight-through row softmax, so it is a permutation and ``trans_matrix`` does learn.
+  ``trans_matrix``: only 79% of the slots of a sub-space keep a distinct embedding), and
+  ``ceil`` has zero gradient, so ``trans_matrix`` never receives a gradient there. Here the hard
+  assignment is the exact permutation of highest Sinkhorn weight (Hungarian algorithm;
+  Sinkhorn's row/column normalisations do not change it) with a straight-through row softmax,
+  so it is a permutation and ``trans_matrix`` does learn.
 - Scoring during the permutation epochs uses the noise-free permutation, and the table written
   at ``reassign_steps`` is that noise-free permutation (the official code writes a fresh noisy
   sample and evaluates with the last training batch's sample), so the best-valid weights of an
@@ -81,7 +82,8 @@ class VQRecConfig(TransferConfig, TransformerConfig):
     hidden_size: StrictPositiveInt = 300
     """Width of code/position embeddings and transformer layers."""
     learning_rate: StrictPositiveFloat = 1e-3
-    """Adam learning rate (RecBole's default; the official README fine-tunes most targets, e.g. Scientific, at 0.003)."""
+    """Adam learning rate (RecBole's default; the official README fine-tunes most targets, e.g.
+    Scientific, at 0.003)."""
     code_dim: StrictPositiveInt = 32
     """Sub-vectors per item (PQ's M): each item is ``code_dim`` discrete codes."""
     code_cap: StrictPositiveInt = 256

@@ -145,7 +145,8 @@ def encode(
         Optional[Path],
         typer.Option(
             "--import",
-            help="Store this UniSRec .feat1CLS/.feat2CLS file as the embeddings of --encoder/--pooling/--word-drop instead of encoding (one dataset).",
+            help="Store this UniSRec .feat1CLS/.feat2CLS file as the embeddings of --encoder/--pooling/--word-drop "
+            "instead of encoding (one dataset).",
         ),
     ] = None,
 ) -> None:
@@ -160,14 +161,12 @@ def encode(
         if import_from is not None:
             dataset = load_dataset(name)
             table = import_feat(import_from, dataset)
-            console.print(
-                f"{name}: imported {table.shape[0] - 1:,} items x {table.shape[1]} dims to {save_embeddings(dataset, spec, table, str(import_from))}"
-            )
+            saved = save_embeddings(dataset, spec, table, str(import_from))
+            console.print(f"{name}: imported {table.shape[0] - 1:,} items x {table.shape[1]} dims to {saved}")
             continue
         table, cached = item_embeddings(load_dataset(name), spec, batch_size)
-        console.print(
-            f"{name}: {table.shape[0] - 1:,} items x {table.shape[1]} dims ({'cache hit' if cached else 'encoded and cached'})"
-        )
+        origin = "cache hit" if cached else "encoded and cached"
+        console.print(f"{name}: {table.shape[0] - 1:,} items x {table.shape[1]} dims ({origin})")
         if export is not None:
             export_feat(table, export)
             console.print(f"wrote {export}")
@@ -199,7 +198,8 @@ def train(
         Optional[int],
         typer.Option(
             "--pretrain-seed",
-            help="Seed of the pre-training run (default: --seed); fix it to fine-tune several seeds from one checkpoint.",
+            help="Seed of the pre-training run (default: --seed); "
+            "fix it to fine-tune several seeds from one checkpoint.",
         ),
     ] = None,
 ) -> None:
@@ -417,7 +417,8 @@ def compare(
         Optional[str],
         typer.Option(
             "--pretrain-on",
-            help="Source datasets for transfer methods (default with --suite: its sources; 'none' to train from scratch).",
+            help="Source datasets for transfer methods "
+            "(default with --suite: its sources; 'none' to train from scratch).",
         ),
     ] = None,
     quick: Annotated[

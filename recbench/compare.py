@@ -81,7 +81,7 @@ def prepare_datasets(names: Sequence[str], show_progress: bool = False) -> dict[
     for name in dict.fromkeys(names):
         try:
             ensure_dataset(name, show_progress)
-        except Exception as err:  # noqa: BLE001 - the cells that need it report it as their error
+        except Exception as err:  # the cells that need it report it as their error
             problems[name] = str(err) if isinstance(err, RecbenchError) else repr(err)
     return problems
 
@@ -122,7 +122,7 @@ def run_cell(
             pretrain_seed=pretrain_seed,
         )
         return CellOutcome(cell, str(result.run.path), reused=result.reused, seconds=time.perf_counter() - started)
-    except Exception as err:  # noqa: BLE001 - one failing cell must not stop the grid
+    except Exception as err:  # one failing cell must not stop the grid
         if isinstance(err, RecbenchError):
             return CellOutcome(cell, error=str(err), seconds=time.perf_counter() - started)
         message = "".join(traceback.format_exception_only(type(err), err)).strip()
@@ -275,7 +275,7 @@ def _pretrain_first(
                 resolve_device(device),
                 False,
             )
-        except Exception:  # noqa: BLE001 - the cell runs it again and reports the error as its own
+        except Exception:  # the cell runs it again and reports the error as its own
             pass
 
 
@@ -287,7 +287,7 @@ def _collect(futures: dict[Future, GridCell], notify: Listener, jobs: int) -> li
             if future.done():
                 try:
                     outcome = future.result()
-                except Exception as err:  # noqa: BLE001 - e.g. a worker killed for lack of memory
+                except Exception as err:  # e.g. a worker killed for lack of memory
                     outcome = CellOutcome(cell, error=f"worker process failed: {err!r}")
                 outcomes[cell] = outcome
                 notify(cell, "failed" if outcome.error else "done", outcome)
@@ -317,7 +317,7 @@ def _run_ray(cells: Sequence[GridCell], arguments: tuple, notify: Listener) -> l
         cell = references[done[0]]
         try:
             outcome = ray.get(done[0])
-        except Exception as err:  # noqa: BLE001 - a lost node or worker fails its cell only
+        except Exception as err:  # a lost node or worker fails its cell only
             outcome = CellOutcome(cell, error=f"Ray task failed: {err!r}")
         outcomes[cell] = outcome
         notify(cell, "failed" if outcome.error else "done", outcome)

@@ -1,9 +1,10 @@
 """One rule for every name that becomes part of a path: datasets, methods, labels, suites.
 
 A name is letters, digits and ``. _ + - @``, starting with a letter or digit, at most 100
-characters. So ``../x``, ``a/b``, ``/abs`` and ``.hidden`` are refused (``@`` is there for user subsamples such as ``scientific@0.1``) before any path is built
-from them, and a name read from a file (a manifest, a run record) is never trusted to build a
-path: paths come from the names the user gave, checked here.
+characters. So ``../x``, ``a/b``, ``/abs`` and ``.hidden`` are refused (``@`` is there for user
+subsamples such as ``scientific@0.1``) before any path is built from them, and a name read from
+a file (a manifest, a run record) is never trusted to build a path: paths come from the names the
+user gave, checked here.
 """
 
 from __future__ import annotations

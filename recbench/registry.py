@@ -78,7 +78,7 @@ def register(name: str, *, variants: dict[str, dict[str, Any]] | None = None) ->
 def _import_isolated(label: str, load: Callable[[], object]) -> None:
     try:
         load()
-    except Exception:  # noqa: BLE001 - any plugin error is reported, never fatal
+    except Exception:  # any plugin error is reported, never fatal
         _failures[label] = traceback.format_exc(limit=-3).strip().splitlines()[-1]
 
 

@@ -37,7 +37,7 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, *args: object) -> None:  # keep test output quiet
         pass
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+    def do_GET(self) -> None:  # http.server's name
         route = self.routes.get(self.path)
         if route is None or route.status == 404:
             self.send_error(404, "Not Found")

@@ -138,7 +138,7 @@ REFUSED: dict[str, tuple[Callable[[Path], Path], str]] = {
         r"Toy\.train\.inter:2: item index 1{24}",
     ),
     "40-digit item in an LC-Rec inter.json": (
-        lambda t: _lcrec(t, _raw_json("Toy.inter.json", '{"0": [0, 1, 2], "1": [2, 1, %s], "2": [3, 3, 1]}' % BIG)),
+        lambda t: _lcrec(t, _raw_json("Toy.inter.json", f'{{"0": [0, 1, 2], "1": [2, 1, {BIG}], "2": [3, 3, 1]}}')),
         r"Toy\.inter\.json: user 1: item index 1{24}\.\.\. \(40 characters\) is outside 0\.\.3",
     ),
     "LC-Rec user key not in user2id": (
@@ -146,7 +146,7 @@ REFUSED: dict[str, tuple[Callable[[Path], Path], str]] = {
         r"Toy\.inter\.json: user key '7' is not an index of Toy\.user2id \(0\.\.2\)",
     ),
     "40-digit LC-Rec user key": (
-        lambda t: _lcrec(t, _raw_json("Toy.inter.json", '{"0": [0, 1, 2], "1": [2, 1, 0], "%s": [3, 3, 1]}' % BIG)),
+        lambda t: _lcrec(t, _raw_json("Toy.inter.json", f'{{"0": [0, 1, 2], "1": [2, 1, 0], "{BIG}": [3, 3, 1]}}')),
         r"Toy\.inter\.json: user key '1{24}\.\.\. \(40 characters\)' is not an index of Toy\.user2id",
     ),
     "LC-Rec user key of non-ASCII digits": (

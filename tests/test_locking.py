@@ -123,7 +123,9 @@ def test_compare_workers_stop_when_their_parent_is_killed(tmp_path: Path) -> Non
             time.sleep(120)
 
         if __name__ == "__main__":
-            with ProcessPoolExecutor(1, mp_context=get_context("spawn"), initializer=stop_with_parent, initargs=(os.getpid(), 0.2)) as pool:
+            with ProcessPoolExecutor(
+                1, mp_context=get_context("spawn"), initializer=stop_with_parent, initargs=(os.getpid(), 0.2)
+            ) as pool:
                 pool.submit(work, {str(pid_file)!r}).result()
     """)
     script = tmp_path / "parent.py"

@@ -33,7 +33,8 @@ class Popularity(Method):
         self.logits = torch.nn.Parameter(torch.zeros(spec.num_items + 1))
 
     def loss(self, batch):
-        return torch.nn.functional.cross_entropy(self.logits.expand(int((batch.targets > 0).sum()), -1), batch.targets[batch.targets > 0])
+        known = batch.targets > 0
+        return torch.nn.functional.cross_entropy(self.logits.expand(int(known.sum()), -1), batch.targets[known])
 
     def score(self, batch):
         return self.logits.expand(batch.items.shape[0], -1) + self.config.bias

@@ -235,7 +235,8 @@ PRETRAINING_METHODS = sorted(
 def test_interrupted_pretraining_continues_to_bit_identical_weights(
     name: str, recbench_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Pre-training (random augmentations included) restarts from its checkpoint, and the same seed gives the same weights."""
+    """Pre-training (random augmentations included) restarts from its checkpoint, and the same seed gives the same
+    weights."""
     import torch
 
     from recbench.data.dataset import save_dataset

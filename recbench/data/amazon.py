@@ -282,7 +282,8 @@ def read_meta(
                 flush(number - len(batch) + 1)
         except (EOFError, OSError, zlib.error) as err:
             raise DataError(
-                f"{path}: corrupt or truncated gzip after line {number:,} ({err or type(err).__name__}); delete it and download it again"
+                f"{path}: corrupt or truncated gzip after line {number:,} ({err or type(err).__name__}); "
+                "delete it and download it again"
             ) from None
     return np.unique(np.concatenate(hashes)) if hashes else np.empty(0, dtype=np.uint64), texts
 
@@ -329,7 +330,8 @@ def _recover_tokens(
             for token, value in zip(distinct, token_hash(distinct)):
                 if found.setdefault(int(value), token) != token:
                     raise DataError(
-                        f"{path}: {kind} tokens {found[int(value)]!r} and {token!r} share a 64-bit hash; recbench cannot preprocess this file exactly (please report it)"
+                        f"{path}: {kind} tokens {found[int(value)]!r} and {token!r} share a 64-bit hash; "
+                        "recbench cannot preprocess this file exactly (please report it)"
                     )
     if row != len(user_rows):
         raise DataError(
@@ -381,7 +383,8 @@ def preprocess_amazon(
     stats.without_meta_dropped = int((~has_meta).sum())
     if len(item_hash) and not has_meta.any():
         raise DataError(
-            f"{name}: no item of {ratings_path.name} has a record in {meta_path.name}; are they files of the same category?"
+            f"{name}: no item of {ratings_path.name} has a record in {meta_path.name}; "
+            "are they files of the same category?"
         )
     user_hash, item_hash, time = user_hash[has_meta], item_hash[has_meta], time[has_meta]
 
@@ -440,12 +443,19 @@ def _notes(
     if stats.malformed_lines:
         shown = "; ".join(f"{ratings_path.name}:{line}: {text[:60]!r}" for line, text in examples)
         notes.append(
-            f"WARNING: {stats.malformed_lines:,} malformed lines of {ratings_path.name} skipped (as UniSRec does); first: {shown}"
+            f"WARNING: {stats.malformed_lines:,} malformed lines of {ratings_path.name} skipped (as UniSRec does); "
+            f"first: {shown}"
         )
     notes += [
-        f"{ratings_path.name}: {stats.lines:,} lines; {stats.duplicates_dropped:,} exact duplicate interactions dropped (no rating cut-off)",
+        (
+            f"{ratings_path.name}: {stats.lines:,} lines; "
+            f"{stats.duplicates_dropped:,} exact duplicate interactions dropped (no rating cut-off)"
+        ),
         f"{stats.without_meta_dropped:,} interactions of items without a record in {meta_path.name} dropped",
-        f"{params.user_k}/{params.item_k}-core: {stats.k_core_rounds} rounds dropped {stats.k_core_dropped:,} interactions",
+        (
+            f"{params.user_k}/{params.item_k}-core: "
+            f"{stats.k_core_rounds} rounds dropped {stats.k_core_dropped:,} interactions"
+        ),
         f"tie order: {TIE_ORDER}",
     ]
     return notes
@@ -460,7 +470,8 @@ def find_raw_files(directory: Path, full_name: str | None = None) -> tuple[Path,
         metas = sorted(directory.glob("meta_*.json.gz")) + sorted(directory.glob("Metadata/meta_*.json.gz"))
         if len(metas) != 1:
             raise DataError(
-                f"{directory}: expected one meta_<Category>.json.gz, found {len(metas)}: {', '.join(p.name for p in metas) or 'none'}"
+                f"{directory}: expected one meta_<Category>.json.gz, "
+                f"found {len(metas)}: {', '.join(p.name for p in metas) or 'none'}"
             )
         full_name = metas[0].name[len("meta_") : -len(".json.gz")]
     found = []

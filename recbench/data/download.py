@@ -163,21 +163,24 @@ def ensure_raw_files(
         except DataError as err:
             if sha256 and not info.get("sha256"):
                 raise DataError(
-                    f"{err}. The expected sha256 was recorded at the first download in {manifest_path}; if the upstream file really changed, delete that file and run download again"
+                    f"{err}. The expected sha256 was recorded at the first download in {manifest_path}; "
+                    "if the upstream file really changed, delete that file and run download again"
                 ) from None
             raise
-        messages.append(
-            f"downloaded {path.name} from {fetched.url} ({fetched.size:,} bytes{', resumed' if fetched.resumed else ''})"
-        )
+        resumed = ", resumed" if fetched.resumed else ""
+        messages.append(f"downloaded {path.name} from {fetched.url} ({fetched.size:,} bytes{resumed})")
         if sha256 is None and not fetched.url.lower().startswith("https://"):
             messages.append(
-                f"WARNING: {path.name} came over plain http from {fetched.url} and no sha256 is pinned for it in datasets.toml: "
-                "its content could not be checked against a known value (compare the recorded sha256 with a trusted copy)"
+                f"WARNING: {path.name} came over plain http from {fetched.url} "
+                "and no sha256 is pinned for it in datasets.toml: "
+                "its content could not be checked against a known value "
+                "(compare the recorded sha256 with a trusted copy)"
             )
         if sha256 is None:
             _record(manifest, info["file"], fetched.sha256, fetched.size, fetched.url)
             messages.append(
-                f"recorded sha256 {fetched.sha256} of {path.name} in {manifest_path}: later uses are verified against it"
+                f"recorded sha256 {fetched.sha256} of {path.name} in {manifest_path}: "
+                "later uses are verified against it"
             )
         paths[role] = path
         _write_raw_manifest(manifest_path, manifest)  # after each file: an interrupted run keeps what it verified
@@ -246,7 +249,8 @@ def _download_catalogued(spec: DatasetSpec, root: Path | None, show_progress: bo
     if spec.family == "amazon2018":
         return download_amazon(spec, root, show_progress)
     raise DataError(
-        f"recbench cannot download the '{spec.family}' family of '{spec.name}'; import local copies with `recbench download {spec.name} --from DIR`"
+        f"recbench cannot download the '{spec.family}' family of '{spec.name}'; "
+        f"import local copies with `recbench download {spec.name} --from DIR`"
     )
 
 

@@ -356,7 +356,8 @@ def import_feat(path: Path, dataset: Dataset) -> np.ndarray:
     raw = np.fromfile(path, dtype=np.float32)
     if dataset.num_items == 0 or raw.size % dataset.num_items:
         raise DataError(
-            f"{path}: {raw.size} floats is not a whole number of rows for the {dataset.num_items} items of '{dataset.name}'"
+            f"{path}: {raw.size} floats is not a whole number of rows "
+            f"for the {dataset.num_items} items of '{dataset.name}'"
         )
     rows = raw.reshape(dataset.num_items, -1)
     _check_finite(rows, lambda row: f"{path}: row {row} (item id {row + 1}, {dataset.item_ids[row]!r})")

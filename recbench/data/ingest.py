@@ -155,7 +155,8 @@ def import_unisrec(directory: Path, prefix: str | None = None, max_history: int 
     for kind in ("valid.inter", "test.inter", "item2index", "user2index"):
         if not path[kind].is_file():
             raise DataError(
-                f"missing file {path[kind]} (UniSRec format needs {prefix}.train/valid/test.inter, .item2index, .user2index)"
+                f"missing file {path[kind]} "
+                f"(UniSRec format needs {prefix}.train/valid/test.inter, .item2index, .user2index)"
             )
     notes: list[str] = []
     item_ids = read_index(path["item2index"])
@@ -319,7 +320,8 @@ def import_lcrec(directory: Path, prefix: str | None = None, partial_text: bool 
     elif partial_path.is_file():
         covered = sum(1 for t in _lcrec_texts(partial_path, item_ids, item_path)[0] if t)
         notes.append(
-            f"ID-only: {partial_path.name} has text for only {covered:,} of {len(item_ids):,} items, so it was not used "
+            f"ID-only: {partial_path.name} has text for only {covered:,} of {len(item_ids):,} items, "
+            "so it was not used "
             "(pass --partial-text to import it; text-based results would then not be comparable)"
         )
     else:

@@ -48,7 +48,8 @@ def read_delimited(path: Path, sep: str, quoting: int = csv.QUOTE_NONE) -> tuple
         if len(bad):
             line = int(bad[0])
             raise DataError(
-                f"{path}:{line + 1}: expected {per_line[header] + 1} fields separated by {sep!r} (as in the header), found {per_line[line] + 1}"
+                f"{path}:{line + 1}: expected {per_line[header] + 1} fields separated by {sep!r} (as in the header), "
+                f"found {per_line[line] + 1}"
             )
         rows = np.flatnonzero(~blank)[1:] + 1
     try:
@@ -145,7 +146,8 @@ def timestamps(frame: pd.DataFrame, column: str, path: Path, lines: np.ndarray) 
     if dates.isna().any():
         first = int(np.flatnonzero(dates.isna().to_numpy())[0])
         raise DataError(
-            f"{path}:{lines[first]}: timestamp {values.iloc[first]!r} in column '{column}' is neither a number nor a date"
+            f"{path}:{lines[first]}: timestamp {values.iloc[first]!r} in column '{column}' "
+            "is neither a number nor a date"
         )
     return dates.astype("int64").to_numpy()
 
@@ -194,7 +196,8 @@ def _interactions(
     duplicate = frame.duplicated(keep="first").to_numpy()
     if duplicate.any():
         notes.append(
-            f"dropped {int(duplicate.sum()):,} exact duplicate lines of {path.name} (first: line {lines[np.flatnonzero(duplicate)[0]]})"
+            f"dropped {int(duplicate.sum()):,} exact duplicate lines of {path.name} "
+            f"(first: line {lines[np.flatnonzero(duplicate)[0]]})"
         )
         frame, lines = frame[~duplicate], lines[~duplicate]
     if not len(frame):
@@ -204,7 +207,8 @@ def _interactions(
         notes.append(f"{path.name} has no timestamp column: its line order is taken as the chronological order")
     else:
         notes.append(
-            f"sorted by '{time}'; same-timestamp interactions keep their file order; all {len(frame):,} interactions kept (no rating cut-off)"
+            f"sorted by '{time}'; same-timestamp interactions keep their file order; "
+            f"all {len(frame):,} interactions kept (no rating cut-off)"
         )
     user_ids, sequences, item_ids = sequences_from_rows(
         tokens(frame, user, path, lines), tokens(frame, item, path, lines), times
@@ -226,7 +230,8 @@ def attach_texts(
     missing = [f for f in fields if f not in table.columns]
     if missing or not fields:
         raise DataError(
-            f"{path}: no text column {', '.join(missing) or '(none left besides the item)'}; columns are: {', '.join(map(str, table.columns))} (choose with --text-fields)"
+            f"{path}: no text column {', '.join(missing) or '(none left besides the item)'}; "
+            f"columns are: {', '.join(map(str, table.columns))} (choose with --text-fields)"
         )
     cut_note = None
     if len(table) and path.suffix.lower() not in (".parquet", ".pq") and ends_without_newline(path):
@@ -255,7 +260,8 @@ def attach_texts(
     matched = sum(1 for token in imported.item_ids if token in by_item)
     if matched == 0:
         raise DataError(
-            f"{path}: its {len(by_item):,} items (column '{item_column}') match none of the {len(imported.item_ids):,} interacted items"
+            f"{path}: its {len(by_item):,} items (column '{item_column}') "
+            f"match none of the {len(imported.item_ids):,} interacted items"
         )
     imported.item_texts = texts
     imported.files.append(path)
@@ -296,7 +302,8 @@ def import_recbole(source: Path, options: ImportOptions) -> Imported:
         found = sorted(p for p in source.glob("*.inter") if p.name.count(".") == 1)
         if len(found) != 1:
             raise DataError(
-                f"{source}: expected exactly one 'X.inter' file, found {len(found)}: {', '.join(p.name for p in found) or 'none'}"
+                f"{source}: expected exactly one 'X.inter' file, "
+                f"found {len(found)}: {', '.join(p.name for p in found) or 'none'}"
             )
         inter_path = found[0]
     frame, lines, _ = read_atomic(inter_path)
@@ -311,7 +318,8 @@ def import_recbole(source: Path, options: ImportOptions) -> Imported:
         fields = options.text_fields or tuple(c for c, kind in types.items() if kind == "token_seq" and c != key)
         if not fields:
             imported.notes.append(
-                f"{item_path.name} has no token_seq (text) column: the dataset is ID-only (choose fields with --text-fields)"
+                f"{item_path.name} has no token_seq (text) column: "
+                "the dataset is ID-only (choose fields with --text-fields)"
             )
         else:
             attach_texts(imported, table, item_path, item_lines, key, tuple(fields))  # type: ignore[arg-type]
@@ -328,7 +336,8 @@ def import_table(source: Path, options: ImportOptions) -> Imported:
         found = sorted(p for p in source.iterdir() if p.is_file() and p.suffix.lower() in TABLE_SUFFIXES)
         if len(found) != 1:
             raise DataError(
-                f"{source}: expected one interactions table ({', '.join(TABLE_SUFFIXES)}), found {len(found)}; pass the file itself"
+                f"{source}: expected one interactions table ({', '.join(TABLE_SUFFIXES)}), "
+                f"found {len(found)}; pass the file itself"
             )
         source = found[0]
     frame, lines = read_any_table(source)

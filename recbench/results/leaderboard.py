@@ -56,7 +56,8 @@ def load_results(runs_dir: Path | str, datasets: Sequence[str] | None = None, sp
         known = first_fingerprint.setdefault(dataset, (fingerprint, str(run.path)))
         if fingerprint != known[0]:
             raise RunError(
-                f"runs of dataset '{dataset}' were made on different data (fingerprint {fingerprint} in {run.path}, {known[0]} in {known[1]})"
+                f"runs of dataset '{dataset}' were made on different data "
+                f"(fingerprint {fingerprint} in {run.path}, {known[0]} in {known[1]})"
             )
         runs.append((run, config))
     for name in datasets or ():
@@ -72,7 +73,8 @@ def load_results(runs_dir: Path | str, datasets: Sequence[str] | None = None, sp
         dataset, seed = config["dataset"], int(config.get("seed", 0))
         if (dataset, method, seed) in seen:
             raise RunError(
-                f"two finished runs of {method} on {dataset} with seed {seed} and the same config: {seen[dataset, method, seed]} and {run.path}; move one out of {runs_dir}"
+                f"two finished runs of {method} on {dataset} with seed {seed} and the same config: "
+                f"{seen[dataset, method, seed]} and {run.path}; move one out of {runs_dir}"
             )
         seen[dataset, method, seed] = str(run.path)
         results.append(run_result(run, dataset, method, seed, split))
@@ -99,7 +101,8 @@ def checked_config(run: RunRecord, runs_dir: Path) -> dict:
     parts = run.path.relative_to(runs_dir).parts
     if len(parts) >= 3 and "_pretrain" not in parts and parts[-3] != config.get("dataset"):
         raise DamagedRunError(
-            f"run {run.path} is damaged: its config names dataset {config.get('dataset')!r} but it lies under {parts[-3]!r}"
+            f"run {run.path} is damaged: its config names dataset {config.get('dataset')!r} "
+            f"but it lies under {parts[-3]!r}"
         )
     return config
 

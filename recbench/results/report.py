@@ -241,7 +241,8 @@ def _summarise(
     seeds = sorted(r.seed for r in runs)
     if len(set(seeds)) != len(seeds):
         raise RunError(
-            f"dataset '{dataset}', method '{method}': several runs with the same seed ({', '.join(r.source for r in runs)})"
+            f"dataset '{dataset}', method '{method}': "
+            f"several runs with the same seed ({', '.join(r.source for r in runs)})"
         )
     failures = [r for r in runs if r.error is not None]
     if failures:  # a mean over fewer seeds than the others would mislead

@@ -158,7 +158,8 @@ def _exact_sign_flip(column: np.ndarray) -> float:
     values = column[column != 0]
     if len(values) > MAX_EXACT_USERS:
         raise RecbenchError(
-            f"an exact permutation test enumerates 2**k sign flips; k = {len(values)} non-zero differences is more than {MAX_EXACT_USERS}"
+            "an exact permutation test enumerates 2**k sign flips; "
+            f"k = {len(values)} non-zero differences is more than {MAX_EXACT_USERS}"
         )
     flipped = (np.arange(2 ** len(values))[:, None] >> np.arange(len(values))) & 1  # (2**k, k)
     permuted = values.sum() - 2.0 * (flipped @ values)
