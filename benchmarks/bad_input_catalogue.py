@@ -199,28 +199,66 @@ def cases(python: str, pythonpath: str | None) -> list[Case]:
     def runs(root: Path) -> list[str]:
         return ["--runs-dir", str(root / "runs")]
 
-    lb = lambda root: ["leaderboard", str(root / "runs"), "--format", "md"]  # noqa: E731
-    ev = lambda root: ["eval", str(the_run(root)), "--device", "cpu"]  # noqa: E731
-    resume = lambda root: train_args(root, "--resume", *settings())  # noqa: E731
-    imp = lambda file, name="ext": lambda root: ["eval", "--import", file, "--dataset", "toy", "--name", name, *runs(root)]  # noqa: E731
+    def ev(root: Path) -> list[str]:
+        return ["eval", str(the_run(root)), "--device", "cpu"]
+
+    def resume(root: Path) -> list[str]:
+        return train_args(root, "--resume", *settings())
+
+    def imp(file: str, name: str = "ext") -> Callable[[Path], list[str]]:
+        return lambda root: ["eval", "--import", file, "--dataset", "toy", "--name", name, *runs(root)]
+
     return [
         # security and paths
         Case("security", "train --dataset ../../x", lambda r: ["train", "sasrec", "--dataset", "../../x", *runs(r)]),
         Case("security", "encode ../x", lambda r: ["encode", "../x"]),
-        Case("security", "eval --import --dataset ../x", lambda r: ["eval", "--import", "l.tsv", "--dataset", "../x", "--name", "e", *runs(r)], file_in_work("l.tsv", "u0\ti1\n")),
+        Case(
+            "security",
+            "eval --import --dataset ../x",
+            lambda r: ["eval", "--import", "l.tsv", "--dataset", "../x", "--name", "e", *runs(r)],
+            file_in_work("l.tsv", "u0\ti1\n"),
+        ),
         Case("security", "eval --import --name ../x", imp("l.tsv", "../x"), file_in_work("l.tsv", "u0\ti1\n")),
-        Case("security", "manifest name ../../hijacked", lambda r: train_args(r, *settings()), manifest_name, refuse=False),
+        Case(
+            "security",
+            "manifest name ../../hijacked",
+            lambda r: train_args(r, *settings()),
+            manifest_name,
+            refuse=False,
+        ),
         Case("security", "planted pickle in checkpoint.pt", resume, planted),
         # config values
-        *[Case("config", f"--set {k}={v}", lambda r, k=k, v=v: train_args(r, *settings(**{k: v}))) for k, v in [
-            ("hidden_size", -4), ("hidden_size", 0), ("hidden_size", "true"), ("learning_rate", -1),
-            ("learning_rate", "nan"), ("n_heads", 3), ("hidden_dropout_prob", 2), ("max_seq_length", 0),
-            ("eval_batch_size", 0), ("epochs", -3), ("patience", -1), ("learning_rate", 1e12),
-        ]],
-        Case("config", "--set epochs=0 (legitimate: zero-shot)", lambda r: train_args(r, *settings(epochs=0)), refuse=False),
+        *[
+            Case("config", f"--set {k}={v}", lambda r, k=k, v=v: train_args(r, *settings(**{k: v})))
+            for k, v in [
+                ("hidden_size", -4),
+                ("hidden_size", 0),
+                ("hidden_size", "true"),
+                ("learning_rate", -1),
+                ("learning_rate", "nan"),
+                ("n_heads", 3),
+                ("hidden_dropout_prob", 2),
+                ("max_seq_length", 0),
+                ("eval_batch_size", 0),
+                ("epochs", -3),
+                ("patience", -1),
+                ("learning_rate", 1e12),
+            ]
+        ],
+        Case(
+            "config",
+            "--set epochs=0 (legitimate: zero-shot)",
+            lambda r: train_args(r, *settings(epochs=0)),
+            refuse=False,
+        ),
         Case("config", "--seed -1", lambda r: train_args(r, *settings(), seed="-1")),
         Case("config", "--seed 99999999999", lambda r: train_args(r, *settings(), seed="99999999999")),
-        Case("config", "--config binary file", lambda r: train_args(r, "--config", "bin.toml"), file_in_work("bin.toml", b"\x00\xff\xfe")),
+        Case(
+            "config",
+            "--config binary file",
+            lambda r: train_args(r, "--config", "bin.toml"),
+            file_in_work("bin.toml", b"\x00\xff\xfe"),
+        ),
         Case("config", "--config directory", lambda r: train_args(r, "--config", "cfg"), file_in_work("cfg", "<dir>")),
         Case("config", "--device tpu", lambda r: train_args(r, *settings(), "--device", "tpu")),
         Case("config", "--device mps", lambda r: train_args(r, *settings(), "--device", "mps")),
@@ -234,29 +272,66 @@ def cases(python: str, pythonpath: str | None) -> list[Case]:
         Case("run files", "garbage status.json (eval)", ev, damage("status.json", "{oops")),
         Case("run files", "garbage config.json (eval)", ev, damage("config.json", "{oops")),
         Case("run files", "garbage metrics.json (eval)", ev, damage("metrics.json", "{oops")),
-        Case("run files", "metrics.json deleted (eval)", ev, lambda r: (trained(r), (the_run(r) / "metrics.json").unlink())),
+        Case(
+            "run files",
+            "metrics.json deleted (eval)",
+            ev,
+            lambda r: (trained(r), (the_run(r) / "metrics.json").unlink()),
+        ),
         Case("run files", "rank 0 (eval)", ev, ranks(lambda a: np.where(np.arange(len(a)) == 0, 0, a))),
         Case("run files", "rank > N (eval)", ev, ranks(lambda a: a + 10_000)),
         Case("run files", "NaN ranks (eval)", ev, ranks(lambda a: np.full(len(a), np.nan))),
         Case("run files", "edited dataset field (eval)", ev, edit_json("config.json", "dataset", "other")),
         Case("run files", "edited test metric (eval)", ev, edit_json("metrics.json", "test", {"ndcg@10": 1.0})),
-        Case("datasets", "garbage manifest.json (list datasets)", lambda r: ["list", "datasets"],
-             lambda r: (r / "home" / "datasets" / "toy" / "manifest.json").write_text("{oops"), refuse=False),
-        Case("datasets", "truncated users.txt (train)", lambda r: train_args(r, *settings()),
-             lambda r: (r / "home" / "datasets" / "toy" / "users.txt").write_text("u0\nu1\n")),
-        Case("datasets", "empty sequences.npz (train)", lambda r: train_args(r, *settings()),
-             lambda r: (r / "home" / "datasets" / "toy" / "sequences.npz").write_bytes(b"")),
+        Case(
+            "datasets",
+            "garbage manifest.json (list datasets)",
+            lambda r: ["list", "datasets"],
+            lambda r: (r / "home" / "datasets" / "toy" / "manifest.json").write_text("{oops"),
+            refuse=False,
+        ),
+        Case(
+            "datasets",
+            "truncated users.txt (train)",
+            lambda r: train_args(r, *settings()),
+            lambda r: (r / "home" / "datasets" / "toy" / "users.txt").write_text("u0\nu1\n"),
+        ),
+        Case(
+            "datasets",
+            "empty sequences.npz (train)",
+            lambda r: train_args(r, *settings()),
+            lambda r: (r / "home" / "datasets" / "toy" / "sequences.npz").write_bytes(b""),
+        ),
         # imports
-        Case("imports", "40-digit id in a UniSRec file", lambda r: ["download", "uni40", "--from", "uni", "--format", "unisrec"], unisrec_with_long_id),
-        Case("imports", "LC-Rec user key not in user2id", lambda r: ["download", "lc", "--from", "lc", "--format", "lcrec"], lcrec_with_unknown_user),
+        Case(
+            "imports",
+            "40-digit id in a UniSRec file",
+            lambda r: ["download", "uni40", "--from", "uni", "--format", "unisrec"],
+            unisrec_with_long_id,
+        ),
+        Case(
+            "imports",
+            "LC-Rec user key not in user2id",
+            lambda r: ["download", "lc", "--from", "lc", "--format", "lcrec"],
+            lcrec_with_unknown_user,
+        ),
         Case("imports", "NUL byte in a CSV", lambda r: ["download", "nul", "--from", "nul.csv"], csv_with_nul),
         Case("imports", ".npz to eval --import", imp("x.npz"), file_in_work("x.npz", b"PK\x03\x04junk")),
         Case("imports", "directory to eval --import", imp("d"), file_in_work("d", "<dir>")),
         Case("imports", "empty .npy to eval --import", imp("e.npy"), file_in_work("e.npy", b"")),
         Case("imports", "all-NaN score matrix", imp("scores.npy"), score_matrix(lambda u, n: np.full((u, n), np.nan))),
-        Case("imports", "complex score matrix", imp("scores.npy"), score_matrix(lambda u, n: np.ones((u, n), dtype=complex))),
-        Case("imports", "all ranked lists empty", imp("empty.tsv"),
-             lambda r: (r / "work" / "empty.tsv").write_text("".join(f"u{u}\n" for u in range(40)))),
+        Case(
+            "imports",
+            "complex score matrix",
+            imp("scores.npy"),
+            score_matrix(lambda u, n: np.ones((u, n), dtype=complex)),
+        ),
+        Case(
+            "imports",
+            "all ranked lists empty",
+            imp("empty.tsv"),
+            lambda r: (r / "work" / "empty.tsv").write_text("".join(f"u{u}\n" for u in range(40))),
+        ),
     ]
 
 
@@ -278,7 +353,9 @@ def classify(case: Case, result: subprocess.CompletedProcess, root: Path, before
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--python", default=sys.executable, help="Python that runs recbench")
-    parser.add_argument("--pythonpath", default=None, help="put this checkout first on the path (measure another version)")
+    parser.add_argument(
+        "--pythonpath", default=None, help="put this checkout first on the path (measure another version)"
+    )
     parser.add_argument("--out", type=Path, required=True, help="markdown report to write")
     parser.add_argument("--only", default=None, help="run only the cases whose name contains this text")
     options = parser.parse_args()
@@ -291,13 +368,15 @@ def main() -> None:
             root = base / "case"
             (root / "work").mkdir(parents=True)
             write_toy_table(root / "work" / "toy.csv")
-            result = recbench(root, "download", "toy", "--from", "toy.csv", python=options.python, pythonpath=options.pythonpath)
+            result = recbench(
+                root, "download", "toy", "--from", "toy.csv", python=options.python, pythonpath=options.pythonpath
+            )
             if result.returncode != 0:
                 raise SystemExit(f"could not import the toy data:\n{result.stdout}{result.stderr}")
             (root / "work" / "toy.csv").unlink()
             try:
                 case.prepare(root)
-            except Exception as err:  # noqa: BLE001 - a version that cannot even build the state
+            except Exception as err:
                 rows.append((case, "could not prepare", str(err).splitlines()[0][:120]))
                 counts["could not prepare"] += 1
                 continue
@@ -315,7 +394,9 @@ def main() -> None:
     summary = ", ".join(f"{n} {k}" for k, n in counts.most_common())
     options.out.parent.mkdir(parents=True, exist_ok=True)
     options.out.write_text(
-        f"# Bad-input catalogue\n\n{len(rows)} cases in {time.perf_counter() - started:.0f} s: {summary}.\n\n" + "\n".join(table) + "\n"
+        f"# Bad-input catalogue\n\n{len(rows)} cases in {time.perf_counter() - started:.0f} s: {summary}.\n\n"
+        + "\n".join(table)
+        + "\n"
     )
     print(f"{len(rows)} cases: {summary}; wrote {options.out}")
 
