@@ -1,140 +1,132 @@
-"""Contract tests run against every registered method (docs/architecture.md, Methods)."""
+"""Contract tests: :mod:`recbench.testing`'s checks on every built-in method (docs/architecture.md, Methods).
+
+Third-party methods installed in the same environment are not checked unless named in
+``$RECBENCH_TEST_PLUGINS`` (comma-separated registered names); their own tests call
+:func:`recbench.testing.check_method`.
+"""
 
 from __future__ import annotations
 
-import io
+import importlib.metadata
+import subprocess
+import sys
 
-import numpy as np
 import pytest
 import torch
 
-from recbench.method import Batch, DataSpec, Method
-from recbench.registry import get_method, method_names, resolve_config
-from recbench.runs.batching import TrainingWindows
-from recbench.runs.trainer import seed_everything
-from tests.conftest import make_cyclic_dataset
+import recbench
+import recbench.registry as registry
+from recbench.errors import UnknownNameError
+from recbench.method import Batch, DataSpec, Method, MethodConfig
+from recbench.runs.record import versions
+from recbench.testing import (
+    CHECKS,
+    builtin_method_names,
+    check_method,
+    methods_to_test,
+    opted_in_method_names,
+    run_check,
+    small_config,  # noqa: F401 - other test modules import it from here
+    training_batches,  # noqa: F401 - other test modules import it from here
+)
 
-SMALL = {
-    "hidden_size": 16,
-    "item_size": 16,
-    "semantic_hidden_size": 16,
-    "inner_size": 16,
-    "n_heads": 2,
-    "max_seq_length": 10,
-    "code_dim": 4,
-    "code_cap": 8,
-}
-# Regularisation slows a 16-wide model on a 30-item toy task without telling us anything about
-# the gradient path; the learnability test switches it off where the method has these keys.
-NO_DROPOUT = {"hidden_dropout_prob": 0.0, "attn_dropout_prob": 0.0, "dropout_prob": 0.0}
+METHODS = methods_to_test()
 
 
-def small_config(name: str) -> dict:
-    """Shrink the model where the method has these keys, so the tests stay fast."""
-    fields = get_method(name).cls.Config.model_fields
-    return {k: v for k, v in SMALL.items() if k in fields}
+@pytest.mark.parametrize("check", list(CHECKS))
+@pytest.mark.parametrize("name", METHODS)
+def test_method_keeps_the_contract(name: str, check: str) -> None:
+    reason = run_check(name, check)
+    if reason is not None:
+        pytest.skip(reason)
 
 
-def build(name: str, num_items: int = 30, seed: int = 0, **overrides) -> Method:
-    entry = get_method(name)
-    config = resolve_config(entry, small_config(name), overrides)
-    text = None
-    if entry.cls.needs_text:  # fixed random "text embeddings", the same for every build
-        text = torch.randn(num_items + 1, 12, generator=torch.Generator().manual_seed(0))
-        text[0] = 0
-    seed_everything(seed)
-    return entry.cls(
-        config, DataSpec(num_items=num_items, max_seq_length=config.max_seq_length, item_text_embeddings=text)
-    )
+# --- the kit itself ----------------------------------------------------------------------------
 
 
-def training_batches(num_items: int = 30, window: int = 10, seed: int = 0) -> list[Batch]:
-    dataset = make_cyclic_dataset(items=num_items, seed=seed, noise=0.0)
-    windows = TrainingWindows(*dataset.train_sequences(), window=window)
-    return windows.batches(64, np.random.default_rng(seed))
+class WidthConfig(MethodConfig):
+    """Config of the test methods below."""
+
+    bias: float = 0.0
+    """A constant added to every score."""
 
 
-def eval_batch() -> Batch:
-    items = torch.tensor([[1, 2, 3, 0, 0], [5, 6, 0, 0, 0], [7, 8, 9, 10, 11]])
-    return Batch(items=items, lengths=torch.tensor([3, 2, 5]))
+class OneColumnShort(Method):
+    """Scores N columns instead of N + 1: breaks the contract."""
+
+    Config = WidthConfig
+
+    def __init__(self, config: WidthConfig, spec: DataSpec) -> None:
+        super().__init__(config, spec)
+        self.logits = torch.nn.Parameter(torch.zeros(spec.num_items + 1))
+
+    def loss(self, batch: Batch) -> torch.Tensor:
+        targets = batch.targets[batch.targets > 0]
+        return torch.nn.functional.cross_entropy(self.logits.expand(len(targets), -1), targets)
+
+    def score(self, batch: Batch) -> torch.Tensor:
+        return self.logits[1:].expand(batch.size, -1) + self.config.bias
 
 
-ALL_METHODS = method_names()
+@pytest.fixture
+def scratch_registry(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The registry as discovered, restored after the test (which may register more)."""
+    registry.discover()
+    monkeypatch.setattr(registry, "_methods", dict(registry._methods))
 
 
-@pytest.mark.parametrize("name", ALL_METHODS)
-def test_score_has_one_column_per_item_plus_padding(name: str) -> None:
-    model = build(name).eval()
-    with torch.no_grad():
-        scores = model.score(eval_batch())
-    assert scores.shape == (3, 31)
-    assert torch.isfinite(scores[:, 1:]).all()
+def test_a_broken_method_fails_with_its_name_and_the_check(scratch_registry: None) -> None:
+    registry.register("test-one-column-short")(OneColumnShort)
+    with pytest.raises(
+        AssertionError, match=r"method 'test-one-column-short' failed the contract check 'score'.*\(3, 30\)"
+    ):
+        check_method("test-one-column-short", checks=["config", "build", "score"])
+    with pytest.raises(AssertionError, match="method 'no-such-method' is not registered"):
+        check_method("no-such-method")
+    with pytest.raises(ValueError, match="unknown contract check"):
+        check_method("sasrec", checks=["no-such-check"])
 
 
-@pytest.mark.parametrize("name", ALL_METHODS)
-def test_loss_is_a_finite_scalar_with_gradients(name: str) -> None:
-    model = build(name).train()
-    loss = model.loss(training_batches()[0])
-    assert loss.dim() == 0 and torch.isfinite(loss)
-    loss.backward()
-    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+def test_third_party_methods_are_tested_only_when_named(
+    scratch_registry: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registry.register("test-one-column-short")(OneColumnShort)  # defined here, not under recbench_plugins
+    assert "sasrec" in builtin_method_names() and "test-one-column-short" not in builtin_method_names()
+    monkeypatch.delenv("RECBENCH_TEST_PLUGINS", raising=False)
+    assert methods_to_test() == builtin_method_names()
+    monkeypatch.setenv("RECBENCH_TEST_PLUGINS", " test-one-column-short, sasrec ,")
+    assert methods_to_test() == [*builtin_method_names(), "test-one-column-short"]
+    with pytest.raises(UnknownNameError):
+        opted_in_method_names("no-such-method")
 
 
-@pytest.mark.parametrize("name", ALL_METHODS)
-def test_score_ignores_items_beyond_the_sequence_length(name: str) -> None:
-    if not get_method(name).cls.causal:
-        pytest.skip("bidirectional method: items beyond the length are padding by contract")
-    model = build(name).eval()
-    batch = eval_batch()
-    filled = batch.items.clone()
-    filled[filled == 0] = 4  # put real items after each sequence's end
-    with torch.no_grad():
-        plain = model.score(batch)
-        with_future = model.score(Batch(items=filled, lengths=batch.lengths))
-    torch.testing.assert_close(plain, with_future)
+def test_a_run_records_the_package_of_a_third_party_method() -> None:
+    builtin = versions(registry.get_method("sasrec").cls)
+    assert "plugin" not in builtin and builtin["recbench"] == recbench.__version__
+    assert "plugin" not in versions()
+    loose = type("Loose", (OneColumnShort,), {"__module__": "module_of_no_distribution.methods"})
+    assert versions(loose)["plugin"] == {
+        "module": "module_of_no_distribution.methods",
+        "package": None,
+        "version": None,
+    }
+    # a module of an installed distribution: its name and version (here pytest's own)
+    pytest_like = type("PytestLike", (OneColumnShort,), {"__module__": "_pytest.fake_method"})
+    assert versions(pytest_like)["plugin"] == {
+        "module": "_pytest.fake_method",
+        "package": "pytest",
+        "version": importlib.metadata.version("pytest"),
+    }
 
 
-@pytest.mark.parametrize("name", ALL_METHODS)
-def test_loss_falls_on_a_learnable_toy_task(name: str) -> None:
-    fields = get_method(name).cls.Config.model_fields
-    model = build(name, learning_rate=0.01, **{k: v for k, v in NO_DROPOUT.items() if k in fields}).train()
-    batches = training_batches()
-    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=0.01)
-
-    def mean_loss() -> float:
-        with torch.no_grad():
-            return float(np.mean([model.loss(b).item() for b in batches]))
-
-    model.eval()
-    before = mean_loss()
-    model.train()
-    for _ in range(40):  # a cloze task (BERT4Rec) predicts ~20% of positions per step
-        for batch in batches:
-            optimizer.zero_grad()
-            model.loss(batch).backward()
-            optimizer.step()
-    model.eval()
-    assert mean_loss() < 0.7 * before
-
-
-@pytest.mark.parametrize("name", ALL_METHODS)
-def test_same_seed_gives_the_same_model_and_loss(name: str) -> None:
-    batch = training_batches()[0]
-    losses = []
-    for _ in range(2):
-        model = build(name, seed=7).train()
-        torch.manual_seed(3)
-        losses.append(model.loss(batch).item())
-    assert losses[0] == losses[1]
-
-
-@pytest.mark.parametrize("name", ALL_METHODS)
-def test_weights_survive_a_save_load_round_trip(name: str) -> None:
-    model = build(name, seed=1).eval()
-    buffer = io.BytesIO()
-    torch.save(model.state_dict(), buffer)
-    buffer.seek(0)
-    other = build(name, seed=2).eval()
-    other.load_state_dict(torch.load(buffer, weights_only=True))
-    with torch.no_grad():
-        torch.testing.assert_close(model.score(eval_batch()), other.score(eval_batch()))
+def test_the_contract_is_importable_from_the_package_root_without_torch() -> None:
+    code = "import sys, recbench; print('torch' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"  # `recbench --help` stays fast
+    namespace: dict[str, object] = {}
+    exec("from recbench import *", namespace)  # the star import a plugin author may write
+    assert set(recbench.__all__) <= set(namespace)
+    assert recbench.Method is Method and recbench.register is registry.register
+    assert recbench.MethodConfig is MethodConfig and recbench.DataSpec is DataSpec and recbench.Batch is Batch
+    with pytest.raises(AttributeError, match="no attribute 'no_such_name'"):
+        recbench.no_such_name  # noqa: B018

@@ -127,7 +127,9 @@ def pretrain(entry: MethodEntry, config: MethodConfig, sources: Sequence[str], s
             return run
         if (reason := run.failure) is not None:
             raise RunError(f"pre-training run {run.path} failed: {reason}; remove it to try again")
-        run.write_config({**identity, "dataset": union.name, "fingerprint": union.fingerprint, "device": device})
+        run.write_config(
+            {**identity, "dataset": union.name, "fingerprint": union.fingerprint, "device": device}, method=entry.cls
+        )
         seed_everything(seed)
         method = build_method(entry, config, union, show_progress, pretraining=True)
         trainer = Trainer(method, union, config, run, seed=seed, device=device, show_progress=show_progress, pretrain=True)
@@ -249,7 +251,15 @@ def _train_and_test(
         raise RunError(f"run {run.path} is unfinished (checkpoint after epoch {run.log[-1]['epoch'] if run.log else '?'}); pass --resume to continue it or --restart to start over")
     search = architecture_search(entry, config, dataset, run, seed, device, reuse=resume and not restart)
     config = resolve_config(entry, config.model_dump(), search["config_updates"]) if search else config
-    run.write_config({**identity, **({"search": search} if search else {}), "device": device, "protocol": {"valid_metric": "ndcg@10", "early_stopping": "RecBole (tie = improvement)"}})
+    run.write_config(
+        {
+            **identity,
+            **({"search": search} if search else {}),
+            "device": device,
+            "protocol": {"valid_metric": "ndcg@10", "early_stopping": "RecBole (tie = improvement)"},
+        },
+        method=entry.cls,
+    )
     seed_everything(seed)
     method = build_method(entry, config, dataset, show_progress)
     if pretrained is not None:

@@ -71,18 +71,43 @@ def safe_torch_load(path: Path) -> Any:
         raise RunError(f"{path} is damaged or truncated ({type(err).__name__}: {str(err).splitlines()[0][:160] if str(err) else 'unreadable'}); restart the run") from None
 
 
-def versions() -> dict[str, str | int]:
+def versions(method: type | None = None) -> dict[str, Any]:
     """What a run's numbers depend on besides its identity: library versions and torch's thread count.
 
     The thread count changes the order of float sums on CPU, so the same seed with another count
     trains to other last digits (IDA-SR pre-training on Instruments: epoch-0 loss 8.79208315 with
     1 thread, 8.79208322 with 2), and those differences grow over training.
+
+    ``method`` is the class of the method the run trains. If it is not part of recbench (a
+    third-party plugin), ``plugin`` records its module and the distribution that provides it, with
+    its version (found through its ``recbench.methods`` entry point, else the installed packages;
+    None for a module that no installed distribution provides, such as a script's).
     """
     import torch
 
     import recbench
 
-    return {"recbench": recbench.__version__, "torch": torch.__version__, "numpy": np.__version__, "python": platform.python_version(), "torch_threads": torch.get_num_threads()}
+    record: dict[str, Any] = {
+        "recbench": recbench.__version__,
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+        "torch_threads": torch.get_num_threads(),
+    }
+    module = getattr(method, "__module__", None) or ""
+    top = module.partition(".")[0]
+    if method is not None and top not in ("recbench", "recbench_plugins"):
+        from importlib import metadata
+
+        from recbench.registry import ENTRY_POINT_GROUP
+
+        points = metadata.entry_points(group=ENTRY_POINT_GROUP)
+        dist = next((p.dist for p in points if p.dist is not None and p.module.partition(".")[0] == top), None)
+        if dist is None and (names := metadata.packages_distributions().get(top)):
+            dist = metadata.distribution(names[0])
+        package = dist.metadata["Name"] if dist is not None else None
+        record["plugin"] = {"module": module, "package": package, "version": dist.version if dist is not None else None}
+    return record
 
 
 def run_id(identity: dict[str, Any]) -> str:
@@ -209,8 +234,8 @@ class RunRecord:
 
     # --- files -----------------------------------------------------------------------------
     @main_process_only
-    def write_config(self, record: dict[str, Any]) -> None:
-        atomic_write_json(self.path / "config.json", {**record, "versions": versions()})
+    def write_config(self, record: dict[str, Any], method: type | None = None) -> None:
+        atomic_write_json(self.path / "config.json", {**record, "versions": versions(method)})
 
     @property
     def config(self) -> dict[str, Any]:
