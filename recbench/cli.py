@@ -352,10 +352,23 @@ def leaderboard(
     ] = "holm",
     alpha: Annotated[float, typer.Option(help="Significance level.")] = 0.05,
     out: Annotated[Optional[Path], typer.Option(help="Write the table to this file instead of printing it.")] = None,
+    by: Annotated[
+        Optional[str],
+        typer.Option(
+            "--by",
+            help="One table per group of users: history (interactions before the target: 1-5, 6-10, 11-20, 21+) "
+            "or popularity (target's training interactions: cold <= 5, head = top 20% of items, mid). "
+            "Needs the downloaded dataset the runs were made on.",
+        ),
+    ] = None,
 ) -> None:
     """Leaderboard of stored runs with per-user significance tests; no model is loaded."""
     from recbench.results.leaderboard import leaderboard as make_leaderboard
 
+    if by is not None:  # the same report, one table per group of users
+        from recbench.results.breakdown import breakdown_leaderboard
+
+        make_leaderboard = functools.partial(breakdown_leaderboard, by=by)
     report = make_leaderboard(
         runs_dir,
         metrics=metrics.split(","),
@@ -377,6 +390,49 @@ def leaderboard(
     else:
         for table in report.rich_tables():
             console.print(table)
+
+
+@app.command()
+@user_errors
+def plot(
+    runs_dir: Annotated[Path, typer.Argument(help="Directory of finished runs (searched recursively).")] = Path("runs"),
+    kind: Annotated[
+        str,
+        typer.Option("--kind", help="curves, rank-cdf, seeds, forest (needs --baseline), by-history or by-popularity."),
+    ] = "curves",
+    out: Annotated[
+        Optional[Path], typer.Option(help="Figure file: .png, .pdf or .svg (default: KIND-DATASET.png).")
+    ] = None,
+    fmt: Annotated[Optional[str], typer.Option("--format", help="png, pdf or svg (default: the --out suffix).")] = None,
+    dataset: Annotated[
+        Optional[str], typer.Option(help="The dataset to plot (needed when the runs cover several).")
+    ] = None,
+    metrics: Annotated[
+        str, typer.Option(help="Comma-separated, one panel each (seeds, forest, by-*): hr@K, ndcg@K, mrr@K, mrr.")
+    ] = "hr@10,ndcg@10",
+    baseline: Annotated[
+        Optional[str], typer.Option(help="Test each method against this one (forest: required).")
+    ] = None,
+    test: Annotated[str, typer.Option(help="Paired per-user test: t, wilcoxon or permutation.")] = "t",
+    correction: Annotated[str, typer.Option(help="holm, bonferroni, bh or none.")] = "holm",
+    alpha: Annotated[float, typer.Option(help="Significance level.")] = 0.05,
+) -> None:
+    """Figures of stored runs: curves, rank CDF, seed spread, forest plot, breakdowns (extra recbench[plot])."""
+    from recbench.results.plots import plot as make_plot
+
+    path = make_plot(
+        kind,
+        runs_dir,
+        out,
+        dataset=dataset,
+        metrics=metrics.split(","),
+        baseline=baseline,
+        test=test,
+        correction=correction,
+        alpha=alpha,
+        fmt=fmt,
+    )
+    console.print(f"wrote {path}")
 
 
 @app.command()

@@ -425,7 +425,8 @@ def compare(
     quick: bool = False,
     pretrain_seed: int | None = None,
 ) -> tuple[Any, list[CellOutcome]]:
-    """Run the grid and build the report; with ``out``, write ``out.<fmt>`` for every format.
+    """Run the grid and build the report; with ``out``, write ``out.<fmt>`` for every format, and the
+    figures of :func:`recbench.results.plots.write_figures` (``out-curves.png``, ...) when matplotlib is installed.
 
     ``overrides`` are config layers applied to every method that has their keys (a key no
     compared method has is an error); ``quick`` puts the :data:`QUICK` preset beneath them.
@@ -475,4 +476,7 @@ def compare(
     if out is not None:
         for fmt in formats:
             atomic_write_bytes(Path(f"{out}.{fmt}"), report.render(fmt).encode())
+        from recbench.results.plots import write_figures
+
+        write_figures(report, results_of(outcomes), out)  # OUT-curves.png, ...; a note only without matplotlib
     return report, outcomes
