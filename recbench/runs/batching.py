@@ -51,7 +51,9 @@ class TrainingWindows:
         groups = []
         leftovers: list[np.ndarray] = []
         for length in np.unique(sorted_lengths):  # at most `window` distinct lengths
-            same = order[np.searchsorted(sorted_lengths, length) : np.searchsorted(sorted_lengths, length, side="right")]
+            same = order[
+                np.searchsorted(sorted_lengths, length) : np.searchsorted(sorted_lengths, length, side="right")
+            ]
             per_batch = max(1, targets_per_batch // int(length))
             full = len(same) // per_batch * per_batch
             groups.extend(np.split(same[:full], full // per_batch) if full else [])
@@ -80,4 +82,6 @@ class TrainingWindows:
         real = columns[None, :] < lengths[:, None]
         inputs = np.where(real, self.items[index], 0)
         targets = np.where(real, self.items[index + 1], 0)
-        return Batch(items=torch.from_numpy(inputs), lengths=torch.from_numpy(lengths), targets=torch.from_numpy(targets))
+        return Batch(
+            items=torch.from_numpy(inputs), lengths=torch.from_numpy(lengths), targets=torch.from_numpy(targets)
+        )

@@ -36,7 +36,15 @@ def ranks_from_scores(scores: torch.Tensor, targets: torch.Tensor, history: torc
 class Evaluator:
     """Scores every user's history against all items, in length-sorted batches on the device."""
 
-    def __init__(self, dataset: Dataset, split: Split, max_history: int, batch_size: int = 2048, mask_history: bool = False, ks: tuple[int, ...] = DEFAULT_KS) -> None:
+    def __init__(
+        self,
+        dataset: Dataset,
+        split: Split,
+        max_history: int,
+        batch_size: int = 2048,
+        mask_history: bool = False,
+        ks: tuple[int, ...] = DEFAULT_KS,
+    ) -> None:
         self.split = split
         self.mask_history = mask_history
         self.ks = ks
@@ -48,7 +56,11 @@ class Evaluator:
             rows = order[start : start + batch_size]
             width = int(lengths[rows].max())
             self.batches.append(
-                (torch.from_numpy(histories[rows, :width]), torch.from_numpy(lengths[rows]), torch.from_numpy(targets[rows]))
+                (
+                    torch.from_numpy(histories[rows, :width]),
+                    torch.from_numpy(lengths[rows]),
+                    torch.from_numpy(targets[rows]),
+                )
             )
         self.protocol = {
             "split": split,

@@ -16,14 +16,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from recbench.runs import distributed
-from recbench.runs.batching import TrainingWindows
 from recbench.data.dataset import Dataset, load_dataset, union_of, verify_fingerprint
 from recbench.errors import DataError, RecbenchError, RunError
-from recbench.runs.evaluate import Evaluator
-from recbench.runs.metrics import EvalResult
 from recbench.method import Batch, DataSpec, Method, MethodConfig, SearchData, TextMethodConfig
 from recbench.registry import MethodEntry, get_method, resolve_config
+from recbench.runs import distributed
+from recbench.runs.batching import TrainingWindows
+from recbench.runs.evaluate import Evaluator
+from recbench.runs.metrics import EvalResult
 from recbench.runs.record import DamagedRunError, RunRecord
 from recbench.runs.trainer import DivergedError, FitResult, Trainer, seed_everything
 
@@ -45,11 +45,15 @@ def resolve_device(device: str) -> str:
         if not torch.cuda.is_available():
             raise RecbenchError(f"device '{device}' requested but CUDA is not available; use --device cpu")
         if ":" in device and int(device.split(":")[1]) >= torch.cuda.device_count():
-            raise RecbenchError(f"device '{device}' does not exist: this machine has {torch.cuda.device_count()} CUDA device(s)")
+            raise RecbenchError(
+                f"device '{device}' does not exist: this machine has {torch.cuda.device_count()} CUDA device(s)"
+            )
         return device
     if device == "mps":
         if not torch.backends.mps.is_available():
-            raise RecbenchError("device 'mps' requested but Apple's Metal backend is not available here; use --device cpu")
+            raise RecbenchError(
+                "device 'mps' requested but Apple's Metal backend is not available here; use --device cpu"
+            )
         return device
     raise RecbenchError(f"unknown device '{device}'; expected {DEVICES}")
 
@@ -61,7 +65,9 @@ def check_seed(seed: int, flag: str = "--seed") -> int:
     return seed
 
 
-def build_method(entry: MethodEntry, config: MethodConfig, dataset: Dataset, show_progress: bool = False, pretraining: bool = False) -> Method:
+def build_method(
+    entry: MethodEntry, config: MethodConfig, dataset: Dataset, show_progress: bool = False, pretraining: bool = False
+) -> Method:
     """Instantiate a registered method for a dataset (seed the RNGs first for a reproducible init).
 
     Methods that need text get the item text embeddings, encoded now if not cached (and, when
@@ -74,7 +80,9 @@ def build_method(entry: MethodEntry, config: MethodConfig, dataset: Dataset, sho
             raise TypeError(f"{cls.__name__} needs text: its Config must subclass TextMethodConfig")
         from recbench.data.encode import EncoderSpec, item_embeddings
 
-        spec = EncoderSpec(config.text_encoder, config.text_pooling, config.text_max_tokens, precision=config.text_precision)
+        spec = EncoderSpec(
+            config.text_encoder, config.text_pooling, config.text_max_tokens, precision=config.text_precision
+        )
         text = torch.from_numpy(item_embeddings(dataset, spec, show_progress=show_progress)[0])
         if pretraining and cls.needs_word_dropped_text:
             dropped = replace(spec, word_drop=WORD_DROP_RATIO)
@@ -103,7 +111,15 @@ class ExperimentResult:
     fit: FitResult | None = None
 
 
-def pretrain(entry: MethodEntry, config: MethodConfig, sources: Sequence[str], seed: int, runs_dir: Path, device: str, show_progress: bool) -> RunRecord:
+def pretrain(
+    entry: MethodEntry,
+    config: MethodConfig,
+    sources: Sequence[str],
+    seed: int,
+    runs_dir: Path,
+    device: str,
+    show_progress: bool,
+) -> RunRecord:
     """Pre-train a transfer method on the union of ``sources`` once; reused by every target.
 
     The run lives under ``runs_dir/_pretrain/<sources>/<method>/`` and is keyed by the method,
@@ -117,7 +133,13 @@ def pretrain(entry: MethodEntry, config: MethodConfig, sources: Sequence[str], s
         verify_fingerprint(domain)  # the pre-training run is keyed by these fingerprints
     union = union_of(domains)
     # Keyed by the base method, not the variant: variants that differ only in fine-tuning share it.
-    identity = {"method": entry.cls.name, "config": config.model_dump(), "sources": union.manifest["union"]["fingerprints"], "seed": seed, "stage": "pretrain"}
+    identity = {
+        "method": entry.cls.name,
+        "config": config.model_dump(),
+        "sources": union.manifest["union"]["fingerprints"],
+        "seed": seed,
+        "stage": "pretrain",
+    }
     run = RunRecord.for_experiment(runs_dir / "_pretrain", union.name, entry.cls.name, seed, identity)
     if run.is_finished:
         return run
@@ -132,7 +154,9 @@ def pretrain(entry: MethodEntry, config: MethodConfig, sources: Sequence[str], s
         )
         seed_everything(seed)
         method = build_method(entry, config, union, show_progress, pretraining=True)
-        trainer = Trainer(method, union, config, run, seed=seed, device=device, show_progress=show_progress, pretrain=True)
+        trainer = Trainer(
+            method, union, config, run, seed=seed, device=device, show_progress=show_progress, pretrain=True
+        )
         _fit_or_record_failure(trainer, run, resume=run.has_checkpoint)
         method.finish_pretraining(show_progress)
         run.save_best(method.state_dict())
@@ -151,7 +175,9 @@ def _fit_or_record_failure(trainer: Trainer, run: RunRecord, resume: bool) -> Fi
 
 
 # --- architecture search hook: Method.search_architecture before the final model ----
-def architecture_search(entry: MethodEntry, config: MethodConfig, dataset: Dataset, run: RunRecord, seed: int, device: str, reuse: bool) -> dict[str, Any] | None:
+def architecture_search(
+    entry: MethodEntry, config: MethodConfig, dataset: Dataset, run: RunRecord, seed: int, device: str, reuse: bool
+) -> dict[str, Any] | None:
     """The method's architecture search on train/valid (None for most methods), as recorded in the run.
 
     A resumed run reuses the search recorded in its config.json instead of searching again.
@@ -161,7 +187,9 @@ def architecture_search(entry: MethodEntry, config: MethodConfig, dataset: Datas
     windows = TrainingWindows(*dataset.train_sequences(), window=config.max_seq_length)
     data = SearchData(
         build=lambda search_config: build_method(entry, search_config, dataset),
-        train_batches=lambda epoch: windows.batches(config.train_batch_targets, np.random.default_rng([seed, epoch]), config.bucket_by_length),
+        train_batches=lambda epoch: windows.batches(
+            config.train_batch_targets, np.random.default_rng([seed, epoch]), config.bucket_by_length
+        ),
         valid_batches=lambda: valid_batches(dataset, config.max_seq_length, config.eval_batch_size, seed),
     )
     seed_everything(seed)
@@ -218,8 +246,26 @@ def run_experiment(
     device = distributed.setup(resolve_device(device))
     dataset = dataset or load_dataset(dataset_name)
     verify_fingerprint(dataset)  # the run records this fingerprint: the data must really have it
-    pretrained = pretrain(entry, config, pretrain_on, seed if pretrain_seed is None else pretrain_seed, Path(runs_dir), device, show_progress) if pretrain_on else None
-    identity = {"method": entry.name, "config": config.model_dump(), "dataset": dataset.name, "fingerprint": dataset.fingerprint, "seed": seed}
+    pretrained = (
+        pretrain(
+            entry,
+            config,
+            pretrain_on,
+            seed if pretrain_seed is None else pretrain_seed,
+            Path(runs_dir),
+            device,
+            show_progress,
+        )
+        if pretrain_on
+        else None
+    )
+    identity = {
+        "method": entry.name,
+        "config": config.model_dump(),
+        "dataset": dataset.name,
+        "fingerprint": dataset.fingerprint,
+        "seed": seed,
+    }
     if pretrained is not None:
         identity["pretrained"] = pretrained.path.name
     run = RunRecord.for_experiment(Path(runs_dir), dataset.name, entry.name, seed, identity)
@@ -227,12 +273,23 @@ def run_experiment(
         if run.is_finished and not restart:  # reading a finished run needs no lock (nor writes one)
             return ExperimentResult(run, reused=True)
     with run.lock():  # one writer per run: a second process on the same run stops here, naming the first
-        return _train_and_test(entry, config, dataset, run, identity, seed, device, show_progress, pretrained, resume, restart)
+        return _train_and_test(
+            entry, config, dataset, run, identity, seed, device, show_progress, pretrained, resume, restart
+        )
 
 
 def _train_and_test(
-    entry: MethodEntry, config: MethodConfig, dataset: Dataset, run: RunRecord, identity: dict[str, Any], seed: int,
-    device: str, show_progress: bool, pretrained: RunRecord | None, resume: bool, restart: bool,
+    entry: MethodEntry,
+    config: MethodConfig,
+    dataset: Dataset,
+    run: RunRecord,
+    identity: dict[str, Any],
+    seed: int,
+    device: str,
+    show_progress: bool,
+    pretrained: RunRecord | None,
+    resume: bool,
+    restart: bool,
 ) -> ExperimentResult:
     """The body of :func:`run_experiment`, under the run's lock."""
     try:
@@ -244,11 +301,16 @@ def _train_and_test(
     if state == "finished" and not restart:
         return ExperimentResult(run, reused=True)
     if state == "failed" and not restart:
-        raise RunError(f"run {run.path} failed: {run.failure}; change the config, or pass --restart to try the same one again")
+        raise RunError(
+            f"run {run.path} failed: {run.failure}; change the config, or pass --restart to try the same one again"
+        )
     if restart:
         run.clear_status()
     if run.has_checkpoint and not (resume or restart):
-        raise RunError(f"run {run.path} is unfinished (checkpoint after epoch {run.log[-1]['epoch'] if run.log else '?'}); pass --resume to continue it or --restart to start over")
+        raise RunError(
+            f"run {run.path} is unfinished (checkpoint after epoch {run.log[-1]['epoch'] if run.log else '?'}); "
+            "pass --resume to continue it or --restart to start over"
+        )
     search = architecture_search(entry, config, dataset, run, seed, device, reuse=resume and not restart)
     config = resolve_config(entry, config.model_dump(), search["config_updates"]) if search else config
     run.write_config(
@@ -272,24 +334,37 @@ def _train_and_test(
     record = {**asdict(fit), "trained": fit.trained}
     if not fit.trained:
         record["note"] = "not trained: epochs = 0, the initial (or pre-trained) weights were evaluated"
-    run.finish(valid, test, extra={"fit": record, "test_seconds": time.perf_counter() - started, **({"search": search} if search else {})})
+    run.finish(
+        valid,
+        test,
+        extra={"fit": record, "test_seconds": time.perf_counter() - started, **({"search": search} if search else {})},
+    )
     return ExperimentResult(run, reused=False, fit=fit)
 
 
-def evaluate_run(run_dir: Path | str, split: str = "test", mask_history: bool = False, device: str = "auto") -> EvalResult:
+def evaluate_run(
+    run_dir: Path | str, split: str = "test", mask_history: bool = False, device: str = "auto"
+) -> EvalResult:
     """Re-evaluate a finished run's best weights under another split or protocol."""
     run = RunRecord(run_dir)
     run.check()  # says which file is damaged, if one is
     record = run.config
     if "imported" in record:
-        raise RunError(f"run {run.path} holds results imported from {record.get('imported_from')}; there is no model to re-evaluate")
+        raise RunError(
+            f"run {run.path} holds results imported from {record.get('imported_from')}; there is no model to "
+            "re-evaluate"
+        )
     entry = get_method(record["method"])
     config = resolve_config(entry, record["config"], (record.get("search") or {}).get("config_updates", {}))
     dataset = load_dataset(record["dataset"])
     if verify_fingerprint(dataset) != record["fingerprint"]:
-        raise RunError(f"dataset '{dataset.name}' changed since run {run.path} was made (fingerprint differs); re-train it")
+        raise RunError(
+            f"dataset '{dataset.name}' changed since run {run.path} was made (fingerprint differs); re-train it"
+        )
     device = resolve_device(device)
     method = build_method(entry, config, dataset)
     method.load_state_dict(run.load_best())
     method.to(device)
-    return Evaluator(dataset, split, config.max_seq_length, config.eval_batch_size, mask_history=mask_history).run(method, device)
+    return Evaluator(dataset, split, config.max_seq_length, config.eval_batch_size, mask_history=mask_history).run(
+        method, device
+    )

@@ -31,11 +31,11 @@ import numpy as np
 import torch
 
 from recbench.data.dataset import Dataset, load_dataset
-from recbench.errors import DataError, RunError
-from recbench.runs.evaluate import TIE_POLICY, ranks_from_scores
 from recbench.data.formats import read_lines
-from recbench.runs.metrics import EvalResult, metrics_from_ranks
+from recbench.errors import DataError, RunError
 from recbench.names import check_name
+from recbench.runs.evaluate import TIE_POLICY, ranks_from_scores
+from recbench.runs.metrics import EvalResult, metrics_from_ranks
 from recbench.runs.record import RunRecord
 
 _SEPARATOR = re.compile(r"[\t, ]+")
@@ -76,7 +76,10 @@ def ranks_from_lists(path: Path, dataset: Dataset, targets: np.ndarray) -> tuple
     missing = int((ranks == 0).sum())
     if missing:
         first = dataset.user_ids[int(np.flatnonzero(ranks == 0)[0])]
-        raise DataError(f"{path}: {missing} of {dataset.num_users} users have no line (e.g. user {first!r}); every user must be ranked")
+        raise DataError(
+            f"{path}: {missing} of {dataset.num_users} users have no line (e.g. user {first!r}); every user "
+            "must be ranked"
+        )
     if longest == 0:
         raise DataError(f"{path}: every ranked list is empty (users without items): nothing to evaluate")
     return ranks, int(shortest or 0)
@@ -91,11 +94,20 @@ def ranks_from_score_matrix(path: Path, dataset: Dataset, targets: np.ndarray, b
     except (ValueError, EOFError, OSError) as err:
         raise DataError(f"{path}: not a numeric .npy array ({err})") from None
     if not isinstance(scores, np.ndarray) or not np.issubdtype(scores.dtype, np.number):
-        raise DataError(f"{path}: expected a numeric .npy score matrix, got {getattr(scores, 'dtype', type(scores).__name__)}")
+        raise DataError(
+            f"{path}: expected a numeric .npy score matrix, got {getattr(scores, 'dtype', type(scores).__name__)}"
+        )
     if np.issubdtype(scores.dtype, np.complexfloating):
         raise DataError(f"{path}: complex scores ({scores.dtype}) cannot be ranked; give real-valued scores")
-    if scores.ndim != 2 or scores.shape[0] != dataset.num_users or scores.shape[1] not in (dataset.num_items, dataset.num_items + 1):
-        raise DataError(f"{path}: score matrix of shape {scores.shape}, expected ({dataset.num_users}, {dataset.num_items + 1}) or ({dataset.num_users}, {dataset.num_items})")
+    if (
+        scores.ndim != 2
+        or scores.shape[0] != dataset.num_users
+        or scores.shape[1] not in (dataset.num_items, dataset.num_items + 1)
+    ):
+        raise DataError(
+            f"{path}: score matrix of shape {scores.shape}, expected ({dataset.num_users}, "
+            f"{dataset.num_items + 1}) or ({dataset.num_users}, {dataset.num_items})"
+        )
     pad = scores.shape[1] == dataset.num_items
     ranks = np.empty(dataset.num_users, dtype=np.int32)
     scored = False
@@ -138,10 +150,15 @@ def check_label(label: str) -> None:
 
     check_name("label (--name)", label)
     if label.lower() in method_names():
-        raise DataError(f"--name {label!r} is a registered recbench method; label other tools' results differently (e.g. {label}-external)")
+        raise DataError(
+            f"--name {label!r} is a registered recbench method; label other tools' results differently (e.g. "
+            f"{label}-external)"
+        )
 
 
-def import_results(path: Path | str, dataset_name: str, label: str, runs_dir: Path | str = "runs", max_history: int = 50) -> RunRecord:
+def import_results(
+    path: Path | str, dataset_name: str, label: str, runs_dir: Path | str = "runs", max_history: int = 50
+) -> RunRecord:
     """Evaluate another tool's output file and store it as a finished run named ``label``.
 
     Importing the same file again returns the stored run; a different file under a label that
@@ -154,13 +171,22 @@ def import_results(path: Path | str, dataset_name: str, label: str, runs_dir: Pa
     check_label(label)
     dataset = load_dataset(dataset_name)
     checksum = sha256_file(path)
-    identity = {"method": label, "dataset": dataset.name, "fingerprint": dataset.fingerprint, "seed": 0, "imported": checksum}
+    identity = {
+        "method": label,
+        "dataset": dataset.name,
+        "fingerprint": dataset.fingerprint,
+        "seed": 0,
+        "imported": checksum,
+    }
     run = RunRecord.for_experiment(Path(runs_dir), dataset.name, label, 0, identity)
     if run.is_finished:
         return run
     others = sorted(p.parent for p in (Path(runs_dir) / dataset.name / label).glob("seed0-*/status.json"))
     if others:
-        raise RunError(f"{others[0]} already holds results labelled '{label}' on {dataset.name} (from another file); remove it or choose another --name")
+        raise RunError(
+            f"{others[0]} already holds results labelled '{label}' on {dataset.name} (from another file); "
+            "remove it or choose another --name"
+        )
     _, _, targets = dataset.eval_examples("test", max_history)
     extra: dict[str, object] = {}
     if path.suffix.lower() == ".npy":
@@ -170,8 +196,13 @@ def import_results(path: Path | str, dataset_name: str, label: str, runs_dir: Pa
         kind, extra["list_length"] = "ranked lists", shortest
     run.write_config({**identity, "config": {}, "imported_from": str(path.resolve()), "imported_format": kind})
     protocol = {
-        "split": "test", "candidates": "all items", "num_candidates": dataset.num_items, "num_users": dataset.num_users,
-        "mask_history": False, "ties": TIE_POLICY, "max_history": max_history,
+        "split": "test",
+        "candidates": "all items",
+        "num_candidates": dataset.num_items,
+        "num_users": dataset.num_users,
+        "mask_history": False,
+        "ties": TIE_POLICY,
+        "max_history": max_history,
     }
     run.finish(None, EvalResult("test", ranks, metrics_from_ranks(ranks), protocol), extra={"imported": kind, **extra})
     return run
@@ -182,4 +213,7 @@ def import_note(run: RunRecord) -> str | None:
     length = run.metrics.get("list_length")
     if length is None or length >= run.metrics["protocol"]["num_candidates"]:
         return None
-    return f"ranked lists of at least {length} items: metrics@k are exact for k <= {length}, lower bounds beyond (an unlisted target gets rank N)"
+    return (
+        f"ranked lists of at least {length} items: metrics@k are exact for k <= {length}, "
+        "lower bounds beyond (an unlisted target gets rank N)"
+    )

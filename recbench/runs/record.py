@@ -28,11 +28,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from recbench.files import atomic_write_bytes, atomic_write_json, exclusive_lock
-from recbench.runs.distributed import main_process_only
 from recbench.errors import RunError
-from recbench.runs.metrics import EvalResult, metrics_from_ranks
+from recbench.files import atomic_write_bytes, atomic_write_json, exclusive_lock
 from recbench.names import check_name
+from recbench.runs.distributed import main_process_only
+from recbench.runs.metrics import EvalResult, metrics_from_ranks
 
 if TYPE_CHECKING:
     import torch
@@ -66,9 +66,14 @@ def safe_torch_load(path: Path) -> Any:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else "unsupported content"
-        raise RunError(f"{path} holds more than tensors and plain values, refused without loading it ({first[:160]})") from None
+        raise RunError(
+            f"{path} holds more than tensors and plain values, refused without loading it ({first[:160]})"
+        ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, KeyError) as err:
-        raise RunError(f"{path} is damaged or truncated ({type(err).__name__}: {str(err).splitlines()[0][:160] if str(err) else 'unreadable'}); restart the run") from None
+        raise RunError(
+            f"{path} is damaged or truncated ({type(err).__name__}: "
+            f"{str(err).splitlines()[0][:160] if str(err) else 'unreadable'}); restart the run"
+        ) from None
 
 
 def versions(method: type | None = None) -> dict[str, Any]:
@@ -159,9 +164,16 @@ class RunRecord:
         self._verified: set[str] = set()
 
     @classmethod
-    def for_experiment(cls, runs_dir: Path, dataset: str, method: str, seed: int, identity: dict[str, Any]) -> "RunRecord":
+    def for_experiment(
+        cls, runs_dir: Path, dataset: str, method: str, seed: int, identity: dict[str, Any]
+    ) -> RunRecord:
         """The run directory of one experiment; dataset and method names are checked before they become path parts."""
-        return cls(Path(runs_dir) / check_name("dataset", dataset) / check_name("method", method) / f"seed{seed}-{run_id(identity)}")
+        return cls(
+            Path(runs_dir)
+            / check_name("dataset", dataset)
+            / check_name("method", method)
+            / f"seed{seed}-{run_id(identity)}"
+        )
 
     # --- state -----------------------------------------------------------------------------
     @property
@@ -218,12 +230,14 @@ class RunRecord:
             if not path.is_file():
                 raise DamagedRunError(f"run {self.path} is damaged: {name} is missing")
             if _sha256(path) != recorded:
-                raise DamagedRunError(f"run {self.path} is damaged: {name} changed after the run finished (sha256 differs)")
+                raise DamagedRunError(
+                    f"run {self.path} is damaged: {name} changed after the run finished (sha256 differs)"
+                )
         self._verified.add(name)
         return path
 
     def check(self) -> None:
-        """Verify every recorded file and the ranks of a finished run; raises DamagedRunError naming the first problem."""
+        """Verify a finished run's recorded files and ranks; DamagedRunError names the first problem."""
         self.require_finished()
         for name in RECORDED_FILES:
             if (self.path / name).exists() or name in (self.status or {}).get("files", {}):
@@ -249,7 +263,9 @@ class RunRecord:
 
     @main_process_only
     def write_log(self, epochs: list[dict[str, Any]]) -> None:
-        atomic_write_bytes(self.path / "log.jsonl", "".join(json.dumps(e, allow_nan=False) + "\n" for e in epochs).encode())
+        atomic_write_bytes(
+            self.path / "log.jsonl", "".join(json.dumps(e, allow_nan=False) + "\n" for e in epochs).encode()
+        )
 
     @property
     def log(self) -> list[dict[str, Any]]:
@@ -269,7 +285,9 @@ class RunRecord:
         """The resume state, read without unpickling code: a planted pickle is refused, never run."""
         state = safe_torch_load(self.path / "checkpoint.pt")
         if not isinstance(state, dict) or not {"model", "epoch", "log", "rng", "early_stopping"} <= state.keys():
-            raise DamagedRunError(f"{self.path / 'checkpoint.pt'} is not a recbench checkpoint; restart the run with --restart")
+            raise DamagedRunError(
+                f"{self.path / 'checkpoint.pt'} is not a recbench checkpoint; restart the run with --restart"
+            )
         return state
 
     @main_process_only
@@ -293,7 +311,12 @@ class RunRecord:
         atomic_write_bytes(self.path / "ranks.npz", buffer.getvalue())
         atomic_write_json(
             self.path / "metrics.json",
-            {"valid": valid.metrics if valid else None, "test": test.metrics, "protocol": test.protocol, **(extra or {})},
+            {
+                "valid": valid.metrics if valid else None,
+                "test": test.metrics,
+                "protocol": test.protocol,
+                **(extra or {}),
+            },
         )
         self.mark_finished()
 
@@ -306,7 +329,7 @@ class RunRecord:
 
     @main_process_only
     def mark_failed(self, reason: str) -> None:
-        """Record that the run failed (it is never read as finished, nor ranked); the checkpoint stays for inspection."""
+        """Record that the run failed: never read as finished, nor ranked; the checkpoint stays."""
         atomic_write_json(self.path / "status.json", {"state": "failed", "reason": reason})
 
     def clear_status(self) -> None:
@@ -385,6 +408,10 @@ def find_runs(runs_dir: Path | str) -> list[RunRecord]:
             if (run.path / "ranks.npz").exists() or (run.path / "metrics.json").exists():
                 found.append(run)
             continue
-        if status is not None and status["state"] == "finished" and ((run.path / "ranks.npz").exists() or "ranks.npz" in status.get("files", {})):
+        if (
+            status is not None
+            and status["state"] == "finished"
+            and ((run.path / "ranks.npz").exists() or "ranks.npz" in status.get("files", {}))
+        ):
             found.append(run)
     return found

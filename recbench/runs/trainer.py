@@ -19,12 +19,12 @@ import numpy as np
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from recbench.data.dataset import Dataset
+from recbench.errors import RunError
+from recbench.method import Method, MethodConfig
 from recbench.runs import distributed
 from recbench.runs.batching import TrainingWindows
-from recbench.data.dataset import Dataset
 from recbench.runs.evaluate import Evaluator
-from recbench.method import Method, MethodConfig
-from recbench.errors import RunError
 from recbench.runs.record import RunRecord
 
 VALID_METRIC = "ndcg@10"
@@ -46,7 +46,13 @@ def rng_state() -> dict[str, Any]:
     name, keys, position, has_gauss, cached_gaussian = np.random.get_state(legacy=True)
     state = {
         "python": random.getstate(),
-        "numpy": {"bit_generator": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(position), "has_gauss": int(has_gauss), "cached_gaussian": float(cached_gaussian)},
+        "numpy": {
+            "bit_generator": name,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(position),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached_gaussian),
+        },
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():
@@ -131,7 +137,17 @@ class Trainer:
     same weights (so all take the same early-stopping decisions) and rank 0 writes the run.
     """
 
-    def __init__(self, method: Method, dataset: Dataset, config: MethodConfig, run: RunRecord, seed: int, device: str = "cpu", show_progress: bool = True, pretrain: bool = False) -> None:
+    def __init__(
+        self,
+        method: Method,
+        dataset: Dataset,
+        config: MethodConfig,
+        run: RunRecord,
+        seed: int,
+        device: str = "cpu",
+        show_progress: bool = True,
+        pretrain: bool = False,
+    ) -> None:
         self.pretrain = pretrain
         self.epochs = config.pretrain_epochs if pretrain else config.epochs
         self.method = method.to(device)
@@ -142,7 +158,9 @@ class Trainer:
         self.device = device
         self.show_progress = show_progress
         self.windows = TrainingWindows(*dataset.train_sequences(), window=config.max_seq_length)
-        self.validator = None if pretrain else Evaluator(dataset, "valid", config.max_seq_length, config.eval_batch_size)
+        self.validator = (
+            None if pretrain else Evaluator(dataset, "valid", config.max_seq_length, config.eval_batch_size)
+        )
         self.rank, self.world_size = distributed.world()
         self.objective: torch.nn.Module = BatchLoss(self.method, pretrain)
         self.optimizer: torch.optim.Optimizer | None = None
@@ -159,7 +177,11 @@ class Trainer:
         if self.optimizer is not None and [id(p) for p in trainable] == [id(p) for p in self._trainable]:
             return
         self._trainable = trainable
-        self.optimizer = torch.optim.Adam(trainable, lr=self.config.learning_rate, weight_decay=self.config.weight_decay) if trainable else None
+        self.optimizer = (
+            torch.optim.Adam(trainable, lr=self.config.learning_rate, weight_decay=self.config.weight_decay)
+            if trainable
+            else None
+        )
         if self.world_size > 1 and trainable:  # DDP hooks the parameters that require gradients at construction
             from torch.nn.parallel import DistributedDataParallel
 
@@ -202,22 +224,44 @@ class Trainer:
                 valid_metrics = self.validator.run(self.method, self.device).metrics if self.validator else {}
                 eval_seconds.append(time.perf_counter() - started)
                 # Pre-training has no validation: every epoch "improves", the last weights are kept.
-                value = round(valid_metrics[VALID_METRIC], 4) if self.validator else float(epoch)  # RecBole rounds to 4 decimals
+                value = (
+                    round(valid_metrics[VALID_METRIC], 4) if self.validator else float(epoch)
+                )  # RecBole rounds to 4 decimals
                 if stopping.update(value, epoch):
                     best_state = copy.deepcopy(self.method.state_dict())
                     self.run.save_best(best_state)
-                log.append({"epoch": epoch, "loss": loss, "valid": valid_metrics, "train_seconds": train_seconds[-1], "valid_seconds": eval_seconds[-1]})
+                log.append(
+                    {
+                        "epoch": epoch,
+                        "loss": loss,
+                        "valid": valid_metrics,
+                        "train_seconds": train_seconds[-1],
+                        "valid_seconds": eval_seconds[-1],
+                    }
+                )
                 self.run.write_log(log)
-                self.run.save_checkpoint({
-                    "model": self.method.state_dict(),
-                    "optimizer": self.optimizer.state_dict() if self.optimizer is not None else None,
-                    "epoch": epoch + 1,
-                    "early_stopping": {"best": stopping.best, "counter": stopping.counter, "best_epoch": stopping.best_epoch},
-                    "log": log,
-                    "rng": rng_state(),
-                })
+                self.run.save_checkpoint(
+                    {
+                        "model": self.method.state_dict(),
+                        "optimizer": self.optimizer.state_dict() if self.optimizer is not None else None,
+                        "epoch": epoch + 1,
+                        "early_stopping": {
+                            "best": stopping.best,
+                            "counter": stopping.counter,
+                            "best_epoch": stopping.best_epoch,
+                        },
+                        "log": log,
+                        "rng": rng_state(),
+                    }
+                )
                 if self.validator:
-                    progress.update(task, status=f"epoch {epoch} loss {loss:.4f} valid {VALID_METRIC} {value:.4f} (best {stopping.best:.4f} @ {stopping.best_epoch})")
+                    progress.update(
+                        task,
+                        status=(
+                            f"epoch {epoch} loss {loss:.4f} valid {VALID_METRIC} {value:.4f} "
+                            f"(best {stopping.best:.4f} @ {stopping.best_epoch})"
+                        ),
+                    )
         if not log:  # nothing to train (epochs = 0, e.g. a zero-shot variant): the initial weights are the product
             self.run.save_best(best_state)
         self.method.load_state_dict(best_state)
@@ -233,9 +277,13 @@ class Trainer:
         if self.optimizer is None:
             raise RuntimeError(f"{type(self.method).__name__}: no parameter requires a gradient at epoch {epoch}")
         self.method.train()
-        batches = self.windows.batches(self.config.train_batch_targets, np.random.default_rng([self.seed, epoch]), self.config.bucket_by_length)
+        batches = self.windows.batches(
+            self.config.train_batch_targets, np.random.default_rng([self.seed, epoch]), self.config.bucket_by_length
+        )
         batches = batches[self.rank :: self.world_size]  # every process makes the same list, then takes its share
-        progress.update(task, total=len(batches), completed=0, description=f"{'pre-train ' if self.pretrain else ''}epoch {epoch}")
+        progress.update(
+            task, total=len(batches), completed=0, description=f"{'pre-train ' if self.pretrain else ''}epoch {epoch}"
+        )
         # DDP's join(): a process with one batch fewer than the others keeps the gradient averaging in step
         with getattr(self.objective, "join", contextlib.nullcontext)():
             total, count = self._train_batches(batches, epoch, progress, task)
@@ -264,6 +312,11 @@ class Trainer:
 
     def _progress(self) -> Progress:
         return Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-            TextColumn("{task.fields[status]}"), disable=not (self.show_progress and distributed.is_main()), transient=False,
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[status]}"),
+            disable=not (self.show_progress and distributed.is_main()),
+            transient=False,
         )
