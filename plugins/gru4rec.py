@@ -1,0 +1,93 @@
+"""GRU4Rec with ID embeddings and full-softmax cross-entropy, as RecBole implements it.
+
+Papers: Hidasi, Karatzoglou, Baltrunas, Tikk, "Session-based Recommendations with Recurrent Neural
+Networks", ICLR 2016; Tan, Xu, Liu, "Improved Recurrent Neural Networks for Session-based
+Recommendations", DLRS 2016 (the reference RecBole cites).
+Checked against: RecBole ``recbole/model/sequential_recommender/gru4rec.py`` and
+``recbole/properties/model/GRU4Rec.yaml`` at v1.0.1 (80c58c0a), v1.1.1 (9518991a) and 7b02be5e
+(v1.2.1 + 11 commits); the model code is the same in all three (formatting only). UniSRec's authors
+run this model for their GRU4Rec rows as ``run_baseline.py -m GRU4Rec --embedding_size=300``, which
+leaves ``hidden_size`` at RecBole's 128.
+
+Faithful to RecBole:
+- item embedding (N + 1 rows, row 0 = padding) -> dropout 0.3 -> ``nn.GRU`` without biases
+  (``num_layers`` 1, hidden 128, no dropout between layers) -> ``nn.Linear(hidden, embedding)``;
+  the output at each sequence's last item is scored by dot products with every embedding row.
+- Loss: CE over all N + 1 rows (the padding row is a class, as in RecBole, whose ``n_items``
+  counts the padding). Only RecBole's CE loss is offered (its default; BPR is not).
+- Initialisation (RecBole's ``_init_weights``): xavier_normal_ for the item embedding (the padding
+  row included: it is random, gets no gradient as an input and trains as a CE class);
+  xavier_uniform_ for ``weight_ih_l0`` and ``weight_hh_l0`` only, so GRU layers above the first
+  keep PyTorch's uniform(+-1/sqrt(hidden)); the output ``nn.Linear`` keeps PyTorch's default.
+- Defaults: embedding 300 (UniSRec's run; RecBole's yaml says 64), hidden 128, 1 layer, dropout 0.3.
+
+Deviations: RecBole materialises every training prefix as its own sample; the GRU is causal, so
+here one pass over a training window predicts every next item at once, with the same outputs but
+one embedding-dropout mask shared by the prefixes of a window within a step. Sequences longer
+than ``max_seq_length + 1`` are cut into consecutive windows by the Trainer, so the first targets
+of a later window see fewer than 50 items (RecBole would show them the previous 50).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from recbench.method import Batch, DataSpec, DropoutProbability, Method, MethodConfig, StrictPositiveInt
+from recbench.registry import register
+
+
+class GRU4RecConfig(MethodConfig):
+    """GRU4Rec hyper-parameters; defaults = RecBole's GRU4Rec.yaml with UniSRec's embedding size 300."""
+
+    embedding_size: StrictPositiveInt = 300
+    """Width of the item embeddings and of the sequence output (UniSRec's runs: 300; RecBole's yaml: 64)."""
+    hidden_size: StrictPositiveInt = 128
+    """Width of the GRU hidden state."""
+    num_layers: StrictPositiveInt = 1
+    """Stacked GRU layers."""
+    dropout_prob: DropoutProbability = 0.3
+    """Dropout on the input item embeddings."""
+
+
+def init_gru4rec_weights(embedding: nn.Embedding, gru: nn.GRU) -> None:
+    """RecBole's GRU4Rec ``_init_weights``: xavier_normal_ embedding, xavier_uniform_ first GRU layer."""
+    nn.init.xavier_normal_(embedding.weight)
+    nn.init.xavier_uniform_(gru.weight_hh_l0)
+    nn.init.xavier_uniform_(gru.weight_ih_l0)
+
+
+@register("gru4rec")
+class GRU4Rec(Method):
+    """GRU4Rec: a GRU over item ID embeddings, full-softmax CE (RecBole)."""
+
+    Config = GRU4RecConfig
+
+    def __init__(self, config: GRU4RecConfig, spec: DataSpec) -> None:
+        super().__init__(config, spec)
+        self.item_embedding = nn.Embedding(spec.num_items + 1, config.embedding_size, padding_idx=0)
+        self.dropout = nn.Dropout(config.dropout_prob)
+        self.gru = nn.GRU(
+            input_size=config.embedding_size,
+            hidden_size=config.hidden_size,
+            num_layers=config.num_layers,
+            bias=False,
+            batch_first=True,
+        )
+        self.dense = nn.Linear(config.hidden_size, config.embedding_size)
+        init_gru4rec_weights(self.item_embedding, self.gru)
+
+    def encode(self, items: torch.Tensor) -> torch.Tensor:
+        """(B, L) item ids -> (B, L, hidden) GRU states; the state at t has read items 0..t only."""
+        states, _ = self.gru(self.dropout(self.item_embedding(items)))
+        return states
+
+    def loss(self, batch: Batch) -> torch.Tensor:
+        has_target = batch.targets > 0
+        outputs = self.dense(self.encode(batch.items)[has_target])  # (T, embedding)
+        return F.cross_entropy(outputs @ self.item_embedding.weight.T, batch.targets[has_target])
+
+    def score(self, batch: Batch) -> torch.Tensor:
+        outputs = self.dense(self.last_hidden(self.encode(batch.items), batch.lengths))  # (B, embedding)
+        return outputs @ self.item_embedding.weight.T
