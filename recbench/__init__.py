@@ -12,8 +12,6 @@ registered method.
 
 from __future__ import annotations
 
-import importlib
-
 TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing on the way to `recbench --help`
 
 __version__ = "0.1.0"
@@ -95,7 +93,9 @@ def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'recbench' has no attribute '{name}'")
-    value = getattr(importlib.import_module(module), name)
+    from importlib import import_module  # here, not at the top: `import recbench` imports nothing
+
+    value = getattr(import_module(module), name)
     globals()[name] = value
     return value
 
