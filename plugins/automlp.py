@@ -216,10 +216,14 @@ class AutoMLP(Method):
         logits = self.represent(aligned) @ self.item_embedding.weight.T  # (R, N + 1)
         return F.cross_entropy(logits, batch.targets[rows, ends])
 
-    def score(self, batch: Batch) -> torch.Tensor:
+    def query_and_items(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         rows = torch.arange(batch.size, device=batch.items.device)
         aligned = right_aligned(batch.items, rows, batch.lengths - 1, min(batch.items.shape[1], self.horizon))
-        return self.represent(aligned) @ self.item_embedding.weight.T
+        return self.represent(aligned), self.item_embedding.weight
+
+    def score(self, batch: Batch) -> torch.Tensor:
+        hidden, items = self.query_and_items(batch)
+        return hidden @ items.T
 
     def forward(self, batch: Batch) -> torch.Tensor:
         """The training loss; lets ``torch.func.functional_call`` evaluate it at other weights."""

@@ -88,6 +88,10 @@ class GRU4Rec(Method):
         outputs = self.dense(self.encode(batch.items)[has_target])  # (T, embedding)
         return F.cross_entropy(outputs @ self.item_embedding.weight.T, batch.targets[has_target])
 
-    def score(self, batch: Batch) -> torch.Tensor:
+    def query_and_items(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         outputs = self.dense(self.last_hidden(self.encode(batch.items), batch.lengths))  # (B, embedding)
-        return outputs @ self.item_embedding.weight.T
+        return outputs, self.item_embedding.weight
+
+    def score(self, batch: Batch) -> torch.Tensor:
+        outputs, items = self.query_and_items(batch)
+        return outputs @ items.T

@@ -108,6 +108,9 @@ class GRU4RecF(Method):
         outputs = self.encode(batch.items)[has_target]  # (T, embedding)
         return F.cross_entropy(outputs @ self.item_embedding.weight.T, batch.targets[has_target])
 
+    def query_and_items(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.last_hidden(self.encode(batch.items), batch.lengths), self.item_embedding.weight  # (B, embedding)
+
     def score(self, batch: Batch) -> torch.Tensor:
-        outputs = self.last_hidden(self.encode(batch.items), batch.lengths)  # (B, embedding)
-        return outputs @ self.item_embedding.weight.T
+        outputs, items = self.query_and_items(batch)
+        return outputs @ items.T

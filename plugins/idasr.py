@@ -150,10 +150,14 @@ class IDASR(Method):
     def loss(self, batch: Batch) -> torch.Tensor:
         return self.next_item_loss(batch.items, batch.targets, self.item_table())
 
-    def score(self, batch: Batch) -> torch.Tensor:
+    def query_and_items(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         table = self.once_per_pass("item_table", self.item_table)
         hidden = self.encode(table[batch.items], batch.items, causal_mask(batch.items), last=batch.lengths - 1)
-        return hidden @ table.T
+        return hidden, table
+
+    def score(self, batch: Batch) -> torch.Tensor:
+        hidden, items = self.query_and_items(batch)
+        return hidden @ items.T
 
     # --- pre-training on the source domains ------------------------------------------------
     def pretrain_loss(self, batch: Batch) -> torch.Tensor:

@@ -143,9 +143,13 @@ class NextItNet(Method):
         loss = F.cross_entropy(logits, batch.targets[has_target])
         return loss + self.regularisation() if self.config.reg_weight > 0 else loss
 
-    def score(self, batch: Batch) -> torch.Tensor:
+    def query_and_items(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         if self.config.readout == "last_item":
             hidden = self.last_hidden(self.encode(batch.items), batch.lengths)
         else:
             hidden = self.encode(self.padded_rows(batch.items, batch.lengths))[:, -1]
-        return self.final_layer(hidden) @ self.item_embedding.weight.T
+        return self.final_layer(hidden), self.item_embedding.weight
+
+    def score(self, batch: Batch) -> torch.Tensor:
+        hidden, items = self.query_and_items(batch)
+        return hidden @ items.T

@@ -64,6 +64,9 @@ class SASRec(Method):
         logits = hidden[has_target] @ self.item_embedding.weight.T  # (T, N + 1)
         return F.cross_entropy(logits, batch.targets[has_target])
 
+    def query_and_items(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.encode(batch.items, last=batch.lengths - 1), self.item_embedding.weight  # (B, d), (N + 1, d)
+
     def score(self, batch: Batch) -> torch.Tensor:
-        hidden = self.encode(batch.items, last=batch.lengths - 1)  # (B, d)
-        return hidden @ self.item_embedding.weight.T
+        hidden, items = self.query_and_items(batch)
+        return hidden @ items.T

@@ -176,10 +176,16 @@ class UniSRec(Method):
         logits = F.normalize(hidden[has_target], dim=-1) @ F.normalize(table, dim=-1).T / self.config.temperature
         return F.cross_entropy(logits, batch.targets[has_target])
 
-    def score(self, batch: Batch) -> torch.Tensor:
+    def query_and_items(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cosine scoring: the normalised sequence and the normalised item table (once per pass)."""
         table = self.once_per_pass("item_table", self.item_table)
+        normalised = self.once_per_pass("normalised_item_table", lambda: F.normalize(table, dim=-1))
         hidden = self.encode(table[batch.items], batch.items, last=batch.lengths - 1)  # (B, d)
-        return F.normalize(hidden, dim=-1) @ F.normalize(table, dim=-1).T
+        return F.normalize(hidden, dim=-1), normalised
+
+    def score(self, batch: Batch) -> torch.Tensor:
+        hidden, items = self.query_and_items(batch)
+        return hidden @ items.T
 
     # --- pre-training on the source domains ------------------------------------------------
     def pretrain_loss(self, batch: Batch) -> torch.Tensor:

@@ -274,10 +274,14 @@ class VQRec(Method):
         logits = F.normalize(hidden[has_target], dim=-1) @ items.T / self.config.temperature  # (T, N + 1)
         return F.cross_entropy(logits, batch.targets[has_target])
 
-    def score(self, batch: Batch) -> torch.Tensor:
+    def query_and_items(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         table, items = self.once_per_pass("tables", self.scoring_tables)
         hidden = self.encode(batch.items, table, last=batch.lengths - 1)  # (B, d)
-        return F.normalize(hidden, dim=-1) @ items.T
+        return F.normalize(hidden, dim=-1), items
+
+    def score(self, batch: Batch) -> torch.Tensor:
+        hidden, items = self.query_and_items(batch)
+        return hidden @ items.T
 
     def scoring_tables(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The code table and the (N + 1, d) normalised item representations, once per scoring pass."""

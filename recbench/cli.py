@@ -69,6 +69,14 @@ def user_errors(command: F) -> F:
     return wrapper
 
 
+ProtocolsOption = Annotated[
+    Optional[str],
+    typer.Option(
+        "--protocol",
+        help="Comma-separated evaluation protocols (see `recbench list protocols`; default full): each is "
+        "evaluated at the end, early stopping watches the first. E.g. --protocol full,pop100.",
+    ),
+]
 RunsDir = Annotated[Path, typer.Option("--runs-dir", help="Where run directories are written.")]
 
 
@@ -202,6 +210,7 @@ def train(
             "fix it to fine-tune several seeds from one checkpoint.",
         ),
     ] = None,
+    protocols: ProtocolsOption = None,
 ) -> None:
     """Train a method on a dataset, evaluate the best-valid weights on test, write a run record."""
     from recbench.registry import parse_assignments, read_config_file
@@ -221,6 +230,7 @@ def train(
         device=device,
         pretrain_on=sources,
         pretrain_seed=pretrain_seed,
+        protocols=protocols,
     )
     if result.reused:
         console.print(f"finished run already exists, reused: {result.run.path} (pass --restart to train again)")
@@ -232,11 +242,16 @@ def train(
 def evaluate(
     run_dir: Annotated[Optional[Path], typer.Argument(help="A finished run directory (omit with --import).")] = None,
     split: Annotated[str, typer.Option(help="valid or test.")] = "test",
+    protocol: Annotated[
+        Optional[str],
+        typer.Option(
+            help="Evaluate under this protocol (see `recbench list protocols`) and add its ranks and metrics to the "
+            "run if it has none under it (default: full).",
+        ),
+    ] = None,
     mask_history: Annotated[
         bool,
-        typer.Option(
-            "--mask-history", help="Remove the user's history items from the candidates (not the published protocol)."
-        ),
+        typer.Option("--mask-history", help="Shorthand for --protocol full-masked."),
     ] = False,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto.")] = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON.")] = False,
@@ -254,12 +269,13 @@ def evaluate(
 
         if not dataset or not name or run_dir is not None:
             raise RecbenchError("--import FILE needs --dataset NAME and --name LABEL, and no RUN_DIR")
-        if split != "test" or mask_history:
+        if split != "test" or mask_history or protocol:
             raise RecbenchError(
-                "--import evaluates the test split as published (no --mask-history): the one leaderboards compare"
+                "--import evaluates the test split under the full protocol; add others afterwards with "
+                "`recbench eval RUN_DIR --protocol NAME`"
             )
         run = import_results(import_file, dataset, name, runs_dir)
-        metrics, protocol, where = run.metrics["test"], run.metrics["protocol"], run.path
+        metrics, card, where, stored = run.metrics["test"], run.metrics["protocol"], run.path, True
         if note := import_note(run):
             say("note:", f" {note}", "yellow", err=True)
     elif run_dir is None:
@@ -267,28 +283,58 @@ def evaluate(
     else:
         from recbench.runs.experiment import evaluate_run
 
-        result = evaluate_run(run_dir, split=split, mask_history=mask_history, device=device)
-        metrics, protocol, where = result.metrics, result.protocol, run_dir
+        if mask_history and protocol not in (None, "full-masked"):
+            raise RecbenchError("--mask-history is --protocol full-masked; give one of them")
+        from recbench.runs.record import RunRecord
+
+        name = "full-masked" if mask_history else protocol or "full"
+        stored = name not in RunRecord(run_dir).protocol_names()
+        result = evaluate_run(run_dir, split=split, protocol=name, device=device)
+        metrics, card, where = result.metrics, result.protocol, run_dir
+        if stored and not as_json:
+            say("stored:", f" results under protocol {card['name']} added to {run_dir}", "green", err=True)
     if as_json:
-        console.print_json(json.dumps({"metrics": metrics, "protocol": protocol}))
+        console.print_json(json.dumps({"metrics": metrics, "protocol": card, "stored": bool(stored)}))
     else:
-        _print_metrics(
-            metrics, f"{split} metrics, history {'masked' if protocol.get('mask_history') else 'not masked'} ({where})"
-        )
+        _print_metrics(metrics, f"{split} metrics, {card.get('card') or card.get('name', 'full')} ({where})")
 
 
 class ListWhat(str, Enum):
     methods = "methods"
     datasets = "datasets"
+    protocols = "protocols"
+    recipes = "recipes"
 
 
 @app.command("list")
 @user_errors
-def list_(what: Annotated[ListWhat, typer.Argument(help="methods or datasets.")]) -> None:
-    """List registered methods (and plugins that failed to import) or datasets (which are downloaded) and suites."""
+def list_(what: Annotated[ListWhat, typer.Argument(help="methods, datasets, protocols or recipes.")]) -> None:
+    """List registered methods (and plugins that failed to import), datasets (which are downloaded) and suites,
+    or evaluation protocols (built in, and those of $RECBENCH_HOME/protocols.toml)."""
     from rich.table import Table
 
-    if what is ListWhat.methods:
+    if what is ListWhat.recipes:
+        from recbench.recipes import get_recipe, recipe_names
+
+        for name, source in recipe_names().items():
+            recipe = get_recipe(name if source == "built in" else source)
+            rows = ", ".join(row.label for row in recipe.rows)
+            console.print(f"{name}: {recipe.title} ({source})")
+            console.print(
+                f"    protocol {recipe.protocol}, {recipe.seeds} seeds, datasets {', '.join(recipe.datasets)}"
+            )
+            console.print(f"    rows: {rows}")
+    elif what is ListWhat.protocols:
+        from recbench.runs.protocols import BUILTIN, protocols, user_protocols_file
+
+        # Lines, not a table: names and cards stay whole at 80 columns.
+        for protocol in protocols().values():
+            source = "built in" if protocol.name in BUILTIN else str(user_protocols_file())
+            card = protocol.card().split(": ", 1)[1]
+            console.print(f"{protocol.name}: {card}; k = {', '.join(map(str, protocol.ks))} ({source})")
+            if protocol.description:
+                console.print(f"    {protocol.description}")
+    elif what is ListWhat.methods:
         from recbench.registry import failed_plugins, methods
 
         table = Table("method", "class", "preset", "description")
@@ -361,6 +407,14 @@ def leaderboard(
             "Needs the downloaded dataset the runs were made on.",
         ),
     ] = None,
+    protocol: Annotated[
+        Optional[str],
+        typer.Option(
+            help="Tabulate the results under this protocol (default: each run's first; one table never mixes "
+            "protocols). Add a protocol to finished runs with `recbench eval RUN --protocol NAME`.",
+        ),
+    ] = None,
+    split: Annotated[str, typer.Option(help="test, or valid (the early-stopping split).")] = "test",
 ) -> None:
     """Leaderboard of stored runs with per-user significance tests; no model is loaded."""
     from recbench.results.leaderboard import leaderboard as make_leaderboard
@@ -379,6 +433,8 @@ def leaderboard(
         alpha=alpha,
         fmt=fmt,
         out=out,
+        split=split,
+        protocol=protocol,
     )
     for cell in report.cells:
         if cell.damaged:
@@ -447,7 +503,9 @@ def compare(
     methods: Annotated[
         Optional[str], typer.Option(help="Comma-separated methods (default: every registered method).")
     ] = None,
-    seeds: Annotated[int, typer.Option(help="Seeds per cell (2020, 2021, ...); 3 recommended.")] = 1,
+    seeds: Annotated[
+        Optional[int], typer.Option(help="Seeds per cell (2020, 2021, ...); default 1, a recipe's own; 3 recommended.")
+    ] = None,
     runs_dir: RunsDir = Path("runs"),
     jobs: Annotated[int, typer.Option(help="Cells run in parallel (local processes).")] = 1,
     executor: Annotated[
@@ -491,10 +549,52 @@ def compare(
             help="One pre-training run per method with this seed, shared by every seed (default: one per seed).",
         ),
     ] = None,
+    protocols: ProtocolsOption = None,
+    recipe: Annotated[
+        Optional[str],
+        typer.Option(
+            help="Run a published table (see `recbench list recipes`, or a .toml path): its datasets, rows, "
+            "protocol and seeds, with the paper's numbers under ours. E.g. --recipe unisrec-table2 --stand-ins.",
+        ),
+    ] = None,
+    use: Annotated[
+        Optional[str],
+        typer.Option(help="With --recipe: run other datasets in place of the recipe's, e.g. instruments=my-instr."),
+    ] = None,
+    stand_ins: Annotated[
+        bool, typer.Option("--stand-ins", help="With --recipe: use the recipe's stand-in datasets where it names one.")
+    ] = False,
 ) -> None:
     """Train and evaluate every method on every dataset (reusing finished runs), then report."""
     from recbench.compare import compare as run_compare
     from recbench.registry import parse_assignments
+
+    if recipe is not None:
+        _compare_recipe(
+            recipe,
+            use,
+            stand_ins,
+            datasets,
+            suite,
+            methods,
+            protocols,
+            pretrain_on,
+            seeds,
+            runs_dir,
+            jobs,
+            executor,
+            device,
+            baseline,
+            assignments,
+            test,
+            correction,
+            out,
+            fmt,
+            quick,
+        )
+        return
+    if use or stand_ins:
+        raise RecbenchError("--use and --stand-ins go with --recipe")
 
     names = datasets.split(",") if datasets else []
     sources = pretrain_on.split(",") if pretrain_on and pretrain_on != "none" else None
@@ -507,7 +607,7 @@ def compare(
     report, outcomes = run_compare(
         names,
         methods.split(",") if methods else None,
-        seeds,
+        seeds or 1,
         runs_dir,
         jobs,
         executor,
@@ -522,23 +622,105 @@ def compare(
         pretrain_on=sources,
         quick=quick,
         pretrain_seed=pretrain_seed,
+        protocols=protocols.split(",") if protocols else None,
+    )
+    for shown in [report, *report.others.values()]:
+        for table in shown.rich_tables():
+            console.print(table)
+    _report_failures(outcomes)
+    if out:
+        suffixes = ["", *(f"-{name}" for name in report.others)]
+        console.print(f"wrote {', '.join(f'{out}{s}.{f}' for s in suffixes for f in fmt.split(','))}")
+    _exit_if_failed(outcomes)
+
+
+def _report_failures(outcomes: list[Any]) -> None:
+    for outcome in outcomes:
+        if outcome.error:
+            where = f" (traceback: {outcome.traceback_file})" if outcome.traceback_file else ""
+            cell = outcome.cell
+            say("failed:", f" {cell.dataset} / {cell.row} / seed {cell.seed}: {outcome.error}{where}", "red", err=True)
+
+
+def _exit_if_failed(outcomes: list[Any]) -> None:
+    """The report shows failed cells; the exit status tells scripts and CI."""
+    failed = [o for o in outcomes if o.error]
+    if failed:
+        say("error:", f" {len(failed)} of {len(outcomes)} cells failed", "bold red", err=True)
+        raise typer.Exit(1)
+
+
+def _compare_recipe(
+    recipe: str,
+    use: str | None,
+    stand_ins: bool,
+    datasets: str | None,
+    suite: str | None,
+    methods: str | None,
+    protocols: str | None,
+    pretrain_on: str | None,
+    seeds: int | None,
+    runs_dir: Path,
+    jobs: int,
+    executor: str,
+    device: str,
+    baseline: str | None,
+    assignments: list[str] | None,
+    test: str,
+    correction: str,
+    out: str | None,
+    fmt: str,
+    quick: bool,
+) -> None:
+    """``compare --recipe``: the recipe decides datasets, rows, protocol and sources."""
+    from recbench.recipes import run_recipe
+    from recbench.registry import parse_assignments
+
+    clashing = [
+        flag
+        for flag, value in (
+            ("--datasets", datasets),
+            ("--suite", suite),
+            ("--methods", methods),
+            ("--protocol", protocols),
+            ("--pretrain-on", pretrain_on),
+        )
+        if value
+    ]
+    if clashing:
+        raise RecbenchError(
+            f"--recipe sets the datasets, rows, protocol and sources itself; drop {', '.join(clashing)}"
+        )
+    replacements = {}
+    for pair in (use or "").split(","):
+        if pair.strip():
+            original, sep, replacement = pair.partition("=")
+            if not sep or not original.strip() or not replacement.strip():
+                raise RecbenchError(f"--use takes DATASET=REPLACEMENT pairs, got {pair!r}")
+            replacements[original.strip()] = replacement.strip()
+    report, outcomes = run_recipe(
+        recipe,
+        runs_dir,
+        use=replacements,
+        stand_ins=stand_ins,
+        seeds=seeds,
+        out=out,
+        formats=fmt.split(","),
+        jobs=jobs,
+        executor=executor,
+        overrides=[parse_assignments(assignments or [])],
+        device=device,
+        baseline=baseline,
+        test=test,
+        correction=correction,
+        quick=quick,
     )
     for table in report.rich_tables():
         console.print(table)
-    failed = [o for o in outcomes if o.error]
-    for outcome in failed:
-        where = f" (traceback: {outcome.traceback_file})" if outcome.traceback_file else ""
-        say(
-            "failed:",
-            f" {outcome.cell.dataset} / {outcome.cell.method} / seed {outcome.cell.seed}: {outcome.error}{where}",
-            "red",
-            err=True,
-        )
+    _report_failures(outcomes)
     if out:
         console.print(f"wrote {', '.join(f'{out}.{f}' for f in fmt.split(','))}")
-    if failed:  # the report shows them; the exit status tells scripts and CI
-        say("error:", f" {len(failed)} of {len(outcomes)} cells failed", "bold red", err=True)
-        raise typer.Exit(1)
+    _exit_if_failed(outcomes)
 
 
 @app.command()

@@ -11,12 +11,14 @@ optional extra ``recbench[ray]``).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import time
 import traceback
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
@@ -44,12 +46,33 @@ QUICK: dict[str, Any] = {
 
 
 @dataclass(frozen=True)
+class MethodRow:
+    """A report row of a grid: a registered method under a label, with its own config settings
+    (a recipe's rows: the paper's name, and e.g. an ablation switching a component off)."""
+
+    label: str
+    method: str
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class GridCell:
-    """One (dataset, method, seed) cell."""
+    """One (dataset, method, seed) cell; ``label`` and ``settings`` (JSON) when it is a :class:`MethodRow`."""
 
     dataset: str
     method: str
     seed: int
+    label: str = ""
+    settings: str = ""  # JSON text: the cell stays hashable and picklable
+
+    @property
+    def row(self) -> str:
+        """The cell's row in the report."""
+        return self.label or self.method
+
+    def layers(self, overrides: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The config layers of this cell: the grid's overrides its method has, then the row's settings."""
+        return [*overrides_for(self.method, overrides), *([json.loads(self.settings)] if self.settings else [])]
 
 
 @dataclass
@@ -93,6 +116,7 @@ def run_cell(
     device: str,
     pretrain_on: Sequence[str] | None = None,
     pretrain_seed: int | None = None,
+    protocols: Sequence[str] | None = None,
     threads: int | None = None,
 ) -> CellOutcome:
     """Run one cell to completion (or reuse it); any failure becomes ``CellOutcome.error``."""
@@ -108,7 +132,7 @@ def run_cell(
         sources = list(pretrain_on or []) if get_method(cell.method).cls.supports_pretraining else []
         for name in [cell.dataset, *sources]:
             ensure_dataset(name)
-        own = overrides_for(cell.method, overrides)
+        own = cell.layers(overrides)
         result = run_experiment(
             cell.method,
             cell.dataset,
@@ -120,6 +144,7 @@ def run_cell(
             show_progress=False,
             pretrain_on=sources or None,
             pretrain_seed=pretrain_seed,
+            protocols=list(protocols) if protocols else None,
         )
         return CellOutcome(cell, str(result.run.path), reused=result.reused, seconds=time.perf_counter() - started)
     except Exception as err:  # one failing cell must not stop the grid
@@ -154,9 +179,22 @@ def check_overrides(methods: Sequence[str], overrides: list[dict[str, Any]]) -> 
                 )
 
 
-def grid(datasets: Sequence[str], methods: Sequence[str], seeds: int) -> list[GridCell]:
+def grid(datasets: Sequence[str], methods: Sequence[str | MethodRow], seeds: int) -> list[GridCell]:
     """Every (dataset, method, seed) cell, dataset-major; seeds are BASE_SEED, BASE_SEED + 1, ..."""
-    return [GridCell(d.lower(), m.lower(), BASE_SEED + s) for d in datasets for m in methods for s in range(seeds)]
+    return [
+        GridCell(d.lower(), m.lower(), BASE_SEED + s)
+        if isinstance(m, str)
+        else GridCell(
+            d.lower(),
+            m.method.lower(),
+            BASE_SEED + s,
+            m.label,
+            json.dumps(m.settings, sort_keys=True) if m.settings else "",
+        )
+        for d in datasets
+        for m in methods
+        for s in range(seeds)
+    ]
 
 
 Listener = Callable[[GridCell, str, CellOutcome | None], None]  # (cell, "running" | "done" | "failed", outcome)
@@ -173,6 +211,7 @@ def run_grid(
     pretrain_on: Sequence[str] | None = None,
     unavailable: dict[str, str] | None = None,
     pretrain_seed: int | None = None,
+    protocols: Sequence[str] | None = None,
 ) -> list[CellOutcome]:
     """Run every cell; outcomes in the order of ``cells``.
 
@@ -198,7 +237,7 @@ def run_grid(
     ready = [cell for cell in cells if cell not in outcomes]
     if pretrain_on and (jobs > 1 or executor != "local"):
         _pretrain_first(ready, str(runs_dir), overrides, device, pretrain_on, pretrain_seed)
-    arguments = (str(runs_dir), overrides, device, list(pretrain_on or []), pretrain_seed)
+    arguments = (str(runs_dir), overrides, device, list(pretrain_on or []), pretrain_seed, list(protocols or []))
     if executor == "ray":
         finished = _run_ray(ready, arguments, notify)
     elif jobs <= 1:
@@ -268,7 +307,7 @@ def _pretrain_first(
                 ensure_dataset(name)
             pretrain(
                 entry,
-                resolve_config(entry, *overrides_for(cell.method, overrides)),
+                resolve_config(entry, *cell.layers(overrides)),
                 sources,
                 seed,
                 Path(runs_dir),
@@ -324,8 +363,9 @@ def _run_ray(cells: Sequence[GridCell], arguments: tuple, notify: Listener) -> l
     return [outcomes[cell] for cell in cells]
 
 
-def results_of(outcomes: Sequence[CellOutcome], split: str = "test") -> list[Any]:
-    """Report inputs: per-user ranks of finished cells, the error of failed ones."""
+def results_of(outcomes: Sequence[CellOutcome], split: str = "test", protocol: str | None = None) -> list[Any]:
+    """Report inputs: per-user ranks of finished cells under ``protocol`` (None: their first), the
+    error of failed ones."""
     from recbench.results.leaderboard import run_result
     from recbench.results.report import RunResult
     from recbench.runs.record import RunRecord
@@ -334,9 +374,9 @@ def results_of(outcomes: Sequence[CellOutcome], split: str = "test") -> list[Any
     for outcome in outcomes:
         cell = outcome.cell
         if outcome.error is not None:
-            results.append(RunResult(cell.dataset, cell.method, cell.seed, error=outcome.error))
+            results.append(RunResult(cell.dataset, cell.row, cell.seed, error=outcome.error))
             continue
-        results.append(run_result(RunRecord(outcome.run_dir), cell.dataset, cell.method, cell.seed, split))
+        results.append(run_result(RunRecord(outcome.run_dir), cell.dataset, cell.row, cell.seed, split, protocol))
     return results
 
 
@@ -347,7 +387,8 @@ def _write_tracebacks(outcomes: Sequence[CellOutcome], runs_dir: Path) -> None:
     for outcome in outcomes:
         if outcome.traceback:
             cell = outcome.cell
-            path = runs_dir / "_failed" / f"{cell.dataset}-{cell.method}-seed{cell.seed}.txt"
+            variant = f"-{hashlib.sha256(cell.settings.encode()).hexdigest()[:8]}" if cell.settings else ""
+            path = runs_dir / "_failed" / f"{cell.dataset}-{cell.method}{variant}-seed{cell.seed}.txt"
             atomic_write_bytes(path, outcome.traceback.encode())
             outcome.traceback_file = str(path)
 
@@ -399,14 +440,14 @@ class LiveGrid:
             elapsed = f"{outcome.seconds:.0f} s" if outcome else f"{time.perf_counter() - since:.0f} s" if since else ""
             note = (outcome.error or "")[:80] if outcome else ""
             table.add_row(
-                cell.dataset, cell.method, str(cell.seed), Text(state, style=colours[state]), elapsed, Text(note)
+                cell.dataset, cell.row, str(cell.seed), Text(state, style=colours[state]), elapsed, Text(note)
             )
         return table
 
 
 def compare(
     datasets: Sequence[str],
-    methods: Sequence[str] | None = None,
+    methods: Sequence[str | MethodRow] | None = None,
     seeds: int = 1,
     runs_dir: Path | str = "runs",
     jobs: int = 1,
@@ -424,18 +465,24 @@ def compare(
     pretrain_on: Sequence[str] | None = None,
     quick: bool = False,
     pretrain_seed: int | None = None,
+    protocols: Sequence[str] | None = None,
 ) -> tuple[Any, list[CellOutcome]]:
     """Run the grid and build the report; with ``out``, write ``out.<fmt>`` for every format, and the
     figures of :func:`recbench.results.plots.write_figures` (``out-curves.png``, ...) when matplotlib is installed.
+
+    ``protocols`` (names, default ``full``): every cell is evaluated under each, early stopping on
+    the first; the report is the first one's, and with ``out`` the others are written to
+    ``out-<protocol>.<fmt>`` (their reports are in ``report.others``).
 
     ``overrides`` are config layers applied to every method that has their keys (a key no
     compared method has is an error); ``quick`` puts the :data:`QUICK` preset beneath them.
     """
     from recbench.data.dataset import check_dataset_name
     from recbench.files import atomic_write_bytes
-    from recbench.registry import get_method, method_names
+    from recbench.registry import get_method, method_names, resolve_config
     from recbench.results.leaderboard import DEFAULT_METRICS, FORMATS
     from recbench.results.report import build_report
+    from recbench.runs.protocols import parse_protocols
 
     if not datasets:
         raise RecbenchError("compare needs at least one dataset (--datasets a,b)")
@@ -444,10 +491,20 @@ def compare(
     unknown_formats = [f for f in formats if f not in FORMATS]
     if unknown_formats:
         raise RecbenchError(f"unknown format(s) {', '.join(unknown_formats)}; expected {', '.join(FORMATS)}")
-    methods = [get_method(m).name for m in methods] if methods else method_names()
-    if baseline is not None and get_method(baseline).name not in methods:
-        raise RecbenchError(f"baseline '{baseline}' is not among the compared methods ({', '.join(methods)})")
-    check_overrides(methods, overrides or [])
+    methods = [m if isinstance(m, MethodRow) else get_method(m).name for m in methods] if methods else method_names()
+    labels = [m.label if isinstance(m, MethodRow) else m for m in methods]
+    if len(set(labels)) < len(labels):
+        raise RecbenchError(
+            f"two compared rows share a name: {', '.join(sorted({x for x in labels if labels.count(x) > 1}))}"
+        )
+    for row in methods:
+        if isinstance(row, MethodRow):  # its method exists and knows its settings: fail before anything runs
+            resolve_config(get_method(row.method), row.settings)
+    if baseline is not None and baseline not in labels and get_method(baseline).name not in labels:
+        raise RecbenchError(f"baseline '{baseline}' is not among the compared methods ({', '.join(labels)})")
+    baseline = baseline if baseline is None or baseline in labels else get_method(baseline).name
+    check_overrides([m.method if isinstance(m, MethodRow) else m for m in methods], overrides or [])
+    chosen = [p.name for p in parse_protocols(list(protocols) if protocols else None)]
     overrides = [QUICK, *(overrides or [])] if quick else overrides
     cells = grid(datasets, methods, seeds)
     if executor not in ("local", "ray"):
@@ -470,12 +527,22 @@ def compare(
             pretrain_on=pretrain_on,
             unavailable=unavailable,
             pretrain_seed=pretrain_seed,
+            protocols=chosen,
         )
     _write_tracebacks(outcomes, Path(runs_dir))
-    report = build_report(results_of(outcomes), list(metrics or DEFAULT_METRICS), baseline, test, correction, alpha)
+    reports = {
+        name: build_report(
+            results_of(outcomes, protocol=name), list(metrics or DEFAULT_METRICS), baseline, test, correction, alpha
+        )
+        for name in chosen
+    }
+    report = reports[chosen[0]]
+    report.others = {name: reports[name] for name in chosen[1:]}
     if out is not None:
-        for fmt in formats:
-            atomic_write_bytes(Path(f"{out}.{fmt}"), report.render(fmt).encode())
+        for name in chosen:
+            for fmt in formats:
+                suffix = "" if name == chosen[0] else f"-{name}"
+                atomic_write_bytes(Path(f"{out}{suffix}.{fmt}"), reports[name].render(fmt).encode())
         from recbench.results.plots import write_figures
 
         write_figures(report, results_of(outcomes), out)  # OUT-curves.png, ...; a note only without matplotlib

@@ -237,6 +237,25 @@ class Method(nn.Module, ABC):
     def score(self, batch: Batch) -> torch.Tensor:
         """(B, N + 1) scores of every item as the next item after each sequence."""
 
+    def score_candidates(self, batch: Batch, candidates: torch.Tensor) -> torch.Tensor:
+        """(B, C) scores of the items ``candidates`` (B, C) as the next item after each sequence.
+
+        Sampled-candidate protocols call this instead of :meth:`score`. It must equal
+        ``score(batch).gather(1, candidates)`` (the contract tests check it). The default computes
+        exactly that; a method whose score is a dot product gives :meth:`query_and_items` and only
+        the C candidates are scored.
+        """
+        parts = self.query_and_items(batch)
+        if parts is None:
+            return self.score(batch).gather(1, candidates)
+        query, items = parts
+        return torch.einsum("bd,bcd->bc", query, items[candidates])
+
+    def query_and_items(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """For a method whose :meth:`score` is ``query @ items.T``: the (B, d) query of each sequence
+        and the (N + 1, d) item table. None (the default): the score is not of that form."""
+        return None
+
     @classmethod
     def pretraining_config(cls, config: MethodConfig) -> MethodConfig:
         """The config the pre-training model is built with (variants that differ only in

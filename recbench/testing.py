@@ -246,6 +246,13 @@ def _check_score(name: str, device: str) -> str | None:
     )
     assert scores.is_floating_point(), f"score returned {scores.dtype} values, expected floating point"
     assert torch.isfinite(scores[:, 1:]).all(), "score returned NaN or infinite scores for real items (columns 1..N)"
+    candidates = torch.randint(1, NUM_ITEMS + 1, (batch.size, 7), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        sampled = model.score_candidates(batch.to(device), candidates.to(device))
+    try:
+        torch.testing.assert_close(sampled, scores.gather(1, candidates.to(device)), rtol=1e-4, atol=1e-5)
+    except AssertionError as err:
+        raise AssertionError(f"score_candidates differs from score(batch).gather(1, candidates): {err}") from None
     return None
 
 
@@ -505,7 +512,10 @@ def _check_pretrain_and_fine_tune(name: str, device: str) -> str | None:
 CHECKS: dict[str, tuple[Check, str]] = {
     "config": (_check_config, "the config class, its defaults and preset validate, documented, unknown keys refused"),
     "build": (_check_build, "the method builds on a small DataSpec with finite trainable weights"),
-    "score": (_check_score, "score(batch) is a (B, N + 1) float tensor, finite for items 1..N"),
+    "score": (
+        _check_score,
+        "score(batch) is a (B, N + 1) float tensor, finite for items 1..N; score_candidates gathers from it",
+    ),
     "loss": (_check_loss, "loss(batch) is a finite scalar that gives parameters gradients"),
     "pretrain_loss": (_check_pretrain_loss, "transfer methods: pretrain_loss(batch) is as loss(batch)"),
     "padding": (_check_padding, "right padding is ignored; a causal method ignores items beyond each length"),

@@ -269,6 +269,8 @@ def breakdown_report(
     n_permutations: int = DEFAULT_PERMUTATIONS,
     n_resamples: int = DEFAULT_RESAMPLES,
     seed: int = 0,
+    split: str = "test",
+    protocol: str | None = None,
 ) -> BreakdownReport:
     """One table per group of users of every dataset in ``results`` (``datasets``: name -> its data).
 
@@ -325,6 +327,8 @@ def breakdown_leaderboard(
     n_permutations: int = DEFAULT_PERMUTATIONS,
     n_resamples: int = DEFAULT_RESAMPLES,
     seed: int = 0,
+    split: str = "test",
+    protocol: str | None = None,
 ) -> BreakdownReport:
     """``recbench leaderboard --by history|popularity``: the leaderboard of the stored runs per group of users.
 
@@ -344,7 +348,7 @@ def breakdown_leaderboard(
             raise RecbenchError(
                 f"cannot tell the format of {out} from its suffix; pass --format ({', '.join(FORMATS)})"
             )
-    results = load_results(runs_dir, datasets)
+    results = load_results(runs_dir, datasets, split, protocol)
     finished = dict.fromkeys(r.dataset for r in results if r.ranks is not None)
     data = {name: dataset_of_runs(results, name) for name in finished}
     report = breakdown_report(

@@ -14,6 +14,7 @@ from recbench.errors import RecbenchError, RunError, UnknownNameError
 from recbench.files import atomic_write_bytes
 from recbench.results.report import Report, RunResult, build_report
 from recbench.results.stats import DEFAULT_PERMUTATIONS, DEFAULT_RESAMPLES
+from recbench.runs.protocols import definition_of, name_of
 from recbench.runs.record import DamagedRunError, RunRecord, find_runs
 
 DEFAULT_METRICS = ("hr@10", "ndcg@10", "hr@50", "ndcg@50")  # the columns of the published tables
@@ -28,8 +29,14 @@ def method_label(config: dict) -> str:
     return config["method"] + (PRETRAINED_SUFFIX if config.get("pretrained") else "")
 
 
-def load_results(runs_dir: Path | str, datasets: Sequence[str] | None = None, split: str = "test") -> list[RunResult]:
+def load_results(
+    runs_dir: Path | str, datasets: Sequence[str] | None = None, split: str = "test", protocol: str | None = None
+) -> list[RunResult]:
     """Per-user ranks and protocol of every finished run (optionally of some datasets only).
+
+    ``protocol`` (a name) takes every run's results under that protocol; a run without them is an
+    error saying how to add them. None takes each run's first protocol (a table of runs whose first
+    protocols differ is refused when the report is built).
 
     A method's runs from scratch and its runs fine-tuned from pre-training are two rows (see
     :func:`method_label`). Runs of one method with different configs (an ablation) are one row
@@ -77,20 +84,25 @@ def load_results(runs_dir: Path | str, datasets: Sequence[str] | None = None, sp
                 f"{seen[dataset, method, seed]} and {run.path}; move one out of {runs_dir}"
             )
         seen[dataset, method, seed] = str(run.path)
-        results.append(run_result(run, dataset, method, seed, split))
+        results.append(run_result(run, dataset, method, seed, split, protocol))
     return results + damaged
 
 
-def run_result(run: RunRecord, dataset: str, method: str, seed: int, split: str = "test") -> RunResult:
-    """One finished run as a report row: its ranks and protocol, or, if its files are damaged, why."""
+def run_result(
+    run: RunRecord, dataset: str, method: str, seed: int, split: str = "test", protocol: str | None = None
+) -> RunResult:
+    """One finished run as a report row: its ranks and protocol (``protocol``: a name, None: the run's
+    first), or, if its files are damaged, why."""
     try:
         metrics = run.metrics
-        ranks = run.ranks(split)
+        record = run.evaluation(protocol)
+        ranks = run.ranks(split, protocol)
     except DamagedRunError as err:  # shown as damaged: never dropped from, nor averaged into, a mean
         return RunResult(dataset, method, seed, error=str(err), source=str(run.path), damaged=True)
-    protocol = {**metrics.get("protocol", {}), "split": split}
+    recorded = (record.get("valid_protocol") if split == "valid" else None) or record.get("protocol", {})
+    protocol_card = {**recorded, "name": name_of(recorded), "definition": definition_of(recorded), "split": split}
     trained = (metrics.get("fit") or {}).get("epochs_run", 1) != 0
-    return RunResult(dataset, method, seed, ranks, protocol, source=str(run.path), trained=trained)
+    return RunResult(dataset, method, seed, ranks, protocol_card, source=str(run.path), trained=trained)
 
 
 def checked_config(run: RunRecord, runs_dir: Path) -> dict:
@@ -161,8 +173,12 @@ def leaderboard(
     n_permutations: int = DEFAULT_PERMUTATIONS,
     n_resamples: int = DEFAULT_RESAMPLES,
     seed: int = 0,
+    split: str = "test",
+    protocol: str | None = None,
 ) -> Report:
     """Build the report of the finished runs under ``runs_dir``; with ``out``, also write it there.
+
+    ``protocol`` names the protocol whose results are tabulated (None: each run's first; they must agree).
 
     The format of ``out`` is ``fmt`` or, without it, guessed from the file suffix.
     """
@@ -175,7 +191,7 @@ def leaderboard(
                 f"cannot tell the format of {out} from its suffix; pass --format ({', '.join(FORMATS)})"
             )
     report = build_report(
-        load_results(runs_dir, datasets),
+        load_results(runs_dir, datasets, split, protocol),
         metrics,
         baseline,
         test,

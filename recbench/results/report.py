@@ -38,7 +38,17 @@ from recbench.results.stats import (
 )
 
 # Protocol fields that must agree between runs compared on one dataset.
-PROTOCOL_KEYS = ("split", "candidates", "num_candidates", "num_users", "mask_history", "ties")
+PROTOCOL_KEYS = (
+    "name",
+    "definition",
+    "split",
+    "candidates",
+    "num_candidates",
+    "num_users",
+    "mask_history",
+    "ties",
+    "negatives_sha256",
+)
 _METRIC_LABELS = {"hr": "HR", "recall": "Recall", "ndcg": "NDCG", "mrr": "MRR"}
 
 
@@ -107,6 +117,21 @@ class Report:
     confidence: float = 0.95
     seed: int = 0
     decimals: int = 4
+    others: dict[str, Report] = field(default_factory=dict)  # compare: the reports under further protocols
+    published: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    """A recipe's published numbers: dataset -> method (row) -> metric -> value, shown under each row with Δ%."""
+    reference: str = ""  # where the published numbers come from (a recipe's source)
+    notes: dict[str, str] = field(default_factory=dict)  # dataset -> what a reader must know (e.g. a stand-in)
+
+    def published_value(self, dataset: str, method: str, metric: str) -> float | None:
+        return self.published.get(dataset, {}).get(method, {}).get(metric)
+
+    def delta_pct(self, dataset: str, method: str, metric: str) -> float | None:
+        """100 * (measured mean / published - 1), or None without both numbers."""
+        published, cell = self.published_value(dataset, method, metric), self.cell(dataset, method)
+        if not published or cell is None or cell.failed or metric not in cell.mean:
+            return None
+        return 100.0 * (cell.mean[metric] / published - 1.0)
 
     def cell(self, dataset: str, method: str) -> Cell | None:
         return next((c for c in self.cells if c.dataset == dataset and c.method == method), None)
@@ -225,6 +250,17 @@ def _shared_protocol(dataset: str, runs: list[RunResult]) -> dict[str, Any]:
                 "runs of one dataset must cover the same users"
             )
         for key in PROTOCOL_KEYS:
+            if key in ("name", "definition") and run.protocol.get(key) != first.protocol.get(key):
+                raise RunError(
+                    f"dataset '{dataset}': runs were evaluated under different protocols "
+                    f"({run.protocol.get('name')!r} in {this}, {first.protocol.get('name')!r} in {that}); "
+                    "one table never mixes protocols: choose one with --protocol"
+                )
+            if key == "negatives_sha256" and run.protocol.get(key) != first.protocol.get(key):
+                raise RunError(
+                    f"dataset '{dataset}': {this} and {that} ranked their targets against different sampled "
+                    "negatives (their sha256 differs); such runs cannot be compared"
+                )
             if run.protocol.get(key) != first.protocol.get(key):
                 raise RunError(
                     f"dataset '{dataset}': evaluation protocol differs in '{key}' ({run.protocol.get(key)!r} in {this} "
@@ -343,6 +379,8 @@ def report_dict(report: Report) -> dict[str, Any]:
             "methods": report.methods,
             "metrics": report.metrics,
             "protocols": report.protocols,
+            **({"published": report.published, "reference": report.reference} if report.published else {}),
+            **({"notes": report.notes} if report.notes else {}),
             "cells": [asdict(c) for c in report.cells],
             "comparisons": [asdict(c) for c in report.comparisons],
         }
@@ -422,7 +460,17 @@ def _rows(report: Report, dataset: str) -> list[tuple[str, list[_Entry]]]:
                 )
             )
         rows.append((label, entries))
+        if any(report.published_value(dataset, method, m) is not None for m in report.metrics):
+            rows.append(("  published (Δ%)", [_published_entry(report, dataset, method, m) for m in report.metrics]))
     return rows
+
+
+def _published_entry(report: Report, dataset: str, method: str, metric: str) -> _Entry:
+    value = report.published_value(dataset, method, metric)
+    if value is None:
+        return _Entry("missing")
+    delta = report.delta_pct(dataset, method, metric)
+    return _Entry("published", f"{value:.{report.decimals}f}" + (f" ({delta:+.1f}%)" if delta is not None else ""))
 
 
 def caption(report: Report, dataset: str, style: _Style = _MARKDOWN) -> str:
@@ -439,14 +487,22 @@ def _caption_body(report: Report, dataset: str, style: _Style) -> str:
     if not protocol:
         return f"Results on {esc(dataset)}: no finished run."
     masked = "history masked" if protocol.get("mask_history") else "history not masked"
-    candidates = esc(protocol.get("candidates", "all items"))
-    if "num_candidates" in protocol:
-        count = f"{protocol['num_candidates']:,}"
-        candidates = f"all {count} items" if candidates == "all items" else f"{candidates} ({count})"
+    negatives = (protocol.get("definition") or {}).get("negatives") or 0
+    if negatives:
+        definition = protocol["definition"]
+        sampler = "by training popularity" if definition.get("sampler") == "popularity" else "uniformly"
+        ranking = (
+            f"each target ranked against {negatives} negatives sampled {sampler} "
+            f"(seed {definition.get('sample_seed')}, the same for every method)"
+        )
+    else:
+        count = f"{protocol['num_candidates']:,} " if "num_candidates" in protocol else ""
+        ranking = f"full ranking over all {count}items"
     ties = f", ties {esc(protocol['ties'])}" if protocol.get("ties") else ""
+    name = f"protocol {esc(protocol['name'])}, " if protocol.get("name") else ""
     text = (
         f"Results on {esc(dataset)} ({esc(protocol.get('split', 'test'))} split, {protocol['num_users']:,} users): "
-        f"full ranking over {candidates}, {masked}{ties}. "
+        f"{name}{ranking}, {masked}{ties}. "
     )
     seeds = sorted({len(c.seeds) for c in report.cells if c.dataset == dataset and not c.failed})
     if seeds and seeds[-1] > 1:
@@ -456,6 +512,13 @@ def _caption_body(report: Report, dataset: str, style: _Style) -> str:
     untrained = [c.method for c in report.cells if c.dataset == dataset and not c.failed and not c.trained]
     if untrained:
         text += f"Not trained on this dataset (epochs = 0, zero-shot): {esc(', '.join(untrained))}. "
+    if report.published.get(dataset):
+        text += (
+            f"Published numbers from {esc(report.reference)}, with the measured mean's difference to them in "
+            "% (Δ = measured / published - 1). "
+        )
+    if report.notes.get(dataset):
+        text += f"{esc(report.notes[dataset])} "
     comparisons = report.comparisons_for(dataset)
     test = TESTS[report.test] + (f", {report.n_permutations:,} sign flips" if report.test == "permutation" else "")
     family = f"the {len(comparisons)} comparison{'s' * (len(comparisons) != 1)} in this table"
@@ -484,6 +547,8 @@ def _markdown_table(report: Report, dataset: str) -> str:
     from tabulate import tabulate
 
     def text(entry: _Entry) -> str:
+        if entry.status == "published":
+            return entry.mean
         if entry.status != "ok":
             return entry.status if entry.status in ("failed", "damaged") else "–"
         value = {1: f"**{entry.mean}**", 2: f"*{entry.mean}*"}.get(entry.place, entry.mean)
@@ -505,6 +570,8 @@ def _markdown_table(report: Report, dataset: str) -> str:
 
 def _latex_table(report: Report, dataset: str) -> str:
     def text(entry: _Entry) -> str:
+        if entry.status == "published":
+            return latex_escape(entry.mean)
         if entry.status != "ok":
             return rf"\textit{{{entry.status}}}" if entry.status in ("failed", "damaged") else "--"
         value = {1: rf"\textbf{{{entry.mean}}}", 2: rf"\underline{{{entry.mean}}}"}.get(entry.place, entry.mean)
@@ -536,6 +603,8 @@ def _rich_table(report: Report, dataset: str) -> Any:
     from rich.text import Text
 
     def text(entry: _Entry) -> Text:
+        if entry.status == "published":
+            return Text(entry.mean, style="dim")
         if entry.status != "ok":
             return Text(entry.status, style="red") if entry.status in ("failed", "damaged") else Text("–", style="dim")
         value = Text(entry.mean, style={1: "bold", 2: "underline"}.get(entry.place, ""))
@@ -579,6 +648,8 @@ _CSV_COLUMNS = [
     "wins",
     "ties",
     "losses",
+    "published",
+    "delta_pct",
 ]
 
 
@@ -600,6 +671,8 @@ def _csv_text(report: Report) -> str:
                     "error": cell.error or "",
                     "mean": finite_or_none(cell.mean.get(metric)),
                     "std": finite_or_none(cell.std.get(metric)),
+                    "published": report.published_value(dataset, cell.method, metric),
+                    "delta_pct": finite_or_none(report.delta_pct(dataset, cell.method, metric)),
                 }
                 mine = [c for c in report.comparisons_for(dataset, metric) if c.method == cell.method]
                 for c in mine:

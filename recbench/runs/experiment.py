@@ -24,6 +24,7 @@ from recbench.runs import distributed
 from recbench.runs.batching import TrainingWindows
 from recbench.runs.evaluate import Evaluator
 from recbench.runs.metrics import EvalResult
+from recbench.runs.protocols import DEFAULT_PROTOCOL, Protocol, parse_protocols
 from recbench.runs.record import DamagedRunError, RunRecord
 from recbench.runs.trainer import DivergedError, FitResult, Trainer, seed_everything
 
@@ -228,8 +229,13 @@ def run_experiment(
     dataset: Dataset | None = None,
     pretrain_on: Sequence[str] | None = None,
     pretrain_seed: int | None = None,
+    protocols: str | Sequence[str | Protocol] | None = None,
 ) -> ExperimentResult:
     """Train ``method_name`` on ``dataset_name`` (or reuse a finished identical run), then test it.
+
+    ``protocols`` (names, default ``full``): the run is evaluated under each; early stopping
+    watches the first one's valid NDCG@10, so a first protocol other than ``full`` is part of the
+    run's identity. A reused run missing one of them is evaluated under it (no retraining).
 
     With ``pretrain_on`` (source dataset names), a transfer method is first pre-trained on their
     union (or that pre-training run is reused) and then fine-tuned from it on the target. The
@@ -241,6 +247,7 @@ def run_experiment(
     check_seed(seed)
     if pretrain_seed is not None:
         check_seed(pretrain_seed, "--pretrain-seed")
+    chosen = parse_protocols(protocols if isinstance(protocols, str) or protocols is None else list(protocols))
     entry = get_method(method_name)
     config = resolve_config(entry, *(overrides or []))
     device = distributed.setup(resolve_device(device))
@@ -268,14 +275,22 @@ def run_experiment(
     }
     if pretrained is not None:
         identity["pretrained"] = pretrained.path.name
+    if chosen[0].name != DEFAULT_PROTOCOL:  # early stopping watched another protocol: another run
+        identity["protocol"] = {"name": chosen[0].name, **chosen[0].definition()}
     run = RunRecord.for_experiment(Path(runs_dir), dataset.name, entry.name, seed, identity)
     with contextlib.suppress(DamagedRunError):
         if run.is_finished and not restart:  # reading a finished run needs no lock (nor writes one)
-            return ExperimentResult(run, reused=True)
+            if set(p.name for p in chosen) <= set(run.protocol_names()):
+                return ExperimentResult(run, reused=True)
     with run.lock():  # one writer per run: a second process on the same run stops here, naming the first
-        return _train_and_test(
-            entry, config, dataset, run, identity, seed, device, show_progress, pretrained, resume, restart
+        result = _train_and_test(
+            entry, config, dataset, run, identity, seed, device, show_progress, pretrained, resume, restart, chosen
         )
+        if result.reused:
+            for protocol in chosen[1:]:
+                if protocol.name not in run.protocol_names():
+                    _evaluate_stored(run, protocol, device, dataset)
+        return result
 
 
 def _train_and_test(
@@ -290,6 +305,7 @@ def _train_and_test(
     pretrained: RunRecord | None,
     resume: bool,
     restart: bool,
+    protocols: list[Protocol],
 ) -> ExperimentResult:
     """The body of :func:`run_experiment`, under the run's lock."""
     try:
@@ -318,7 +334,11 @@ def _train_and_test(
             **identity,
             **({"search": search} if search else {}),
             "device": device,
-            "protocol": {"valid_metric": "ndcg@10", "early_stopping": "RecBole (tie = improvement)"},
+            "protocol": {
+                "valid_metric": "ndcg@10",
+                "valid_protocol": protocols[0].name,
+                "early_stopping": "RecBole (tie = improvement)",
+            },
         },
         method=entry.cls,
     )
@@ -326,11 +346,20 @@ def _train_and_test(
     method = build_method(entry, config, dataset, show_progress)
     if pretrained is not None:
         method.load_pretrained(pretrained.load_best())
-    trainer = Trainer(method, dataset, config, run, seed=seed, device=device, show_progress=show_progress)
+    trainer = Trainer(
+        method, dataset, config, run, seed=seed, device=device, show_progress=show_progress, protocol=protocols[0]
+    )
     fit = _fit_or_record_failure(trainer, run, resume=resume and not restart)
     started = time.perf_counter()
     valid = trainer.validator.run(method, device)
-    test = Evaluator(dataset, "test", config.max_seq_length, config.eval_batch_size).run(method, device)
+    test = Evaluator(dataset, "test", config.max_seq_length, config.eval_batch_size, protocols[0]).run(method, device)
+    more = [
+        tuple(
+            Evaluator(dataset, split, config.max_seq_length, config.eval_batch_size, protocol).run(method, device)
+            for split in ("valid", "test")
+        )
+        for protocol in protocols[1:]
+    ]
     record = {**asdict(fit), "trained": fit.trained}
     if not fit.trained:
         record["note"] = "not trained: epochs = 0, the initial (or pre-trained) weights were evaluated"
@@ -338,33 +367,75 @@ def _train_and_test(
         valid,
         test,
         extra={"fit": record, "test_seconds": time.perf_counter() - started, **({"search": search} if search else {})},
+        more=more,
     )
     return ExperimentResult(run, reused=False, fit=fit)
 
 
 def evaluate_run(
-    run_dir: Path | str, split: str = "test", mask_history: bool = False, device: str = "auto"
+    run_dir: Path | str, split: str = "test", protocol: str | Protocol = DEFAULT_PROTOCOL, device: str = "auto"
 ) -> EvalResult:
-    """Re-evaluate a finished run's best weights under another split or protocol."""
+    """Evaluate a finished run's best weights under ``protocol`` (imported score matrices: the
+    stored matrix) and return the ``split`` result.
+
+    A run without results under ``protocol`` gets them added (valid and test, under ``evals/``);
+    a run that has them keeps them as they were (the result is then a fresh re-evaluation).
+    """
+    from recbench.runs.protocols import get_protocol
+
+    protocol = get_protocol(protocol)
+    if split not in ("valid", "test"):
+        raise RecbenchError(f"unknown split '{split}': expected 'valid' or 'test'")
     run = RunRecord(run_dir)
     run.check()  # says which file is damaged, if one is
+    already = protocol.name in run.protocol_names()
+    if already:
+        recorded = definition_of_record(run.evaluation(protocol.name))
+        if recorded != protocol.definition():
+            raise RunError(
+                f"run {run.path} holds results under another protocol named '{protocol.name}' ({recorded}); "
+                "rename yours"
+            )
+    with run.lock(wait=True):
+        results = _evaluate_stored(run, protocol, device, store=not already)
+    chosen = results[0] if split == "valid" else results[1]
+    if chosen is None:
+        raise RunError(f"run {run.path} has no {split} split (imported results hold the test split only)")
+    return chosen
+
+
+def definition_of_record(record: dict[str, Any]) -> dict[str, Any]:
+    from recbench.runs.protocols import definition_of
+
+    return definition_of(record.get("protocol") or {})
+
+
+def _evaluate_stored(
+    run: RunRecord, protocol: Protocol, device: str, dataset: Dataset | None = None, store: bool = True
+) -> tuple[EvalResult | None, EvalResult]:
+    """(valid, test) results of a finished run under ``protocol``, stored in it with ``store``."""
     record = run.config
-    if "imported" in record:
-        raise RunError(
-            f"run {run.path} holds results imported from {record.get('imported_from')}; there is no model to "
-            "re-evaluate"
-        )
-    entry = get_method(record["method"])
-    config = resolve_config(entry, record["config"], (record.get("search") or {}).get("config_updates", {}))
-    dataset = load_dataset(record["dataset"])
+    dataset = dataset or load_dataset(record["dataset"])
     if verify_fingerprint(dataset) != record["fingerprint"]:
         raise RunError(
             f"dataset '{dataset.name}' changed since run {run.path} was made (fingerprint differs); re-train it"
         )
-    device = resolve_device(device)
-    method = build_method(entry, config, dataset)
-    method.load_state_dict(run.load_best())
-    method.to(device)
-    return Evaluator(dataset, split, config.max_seq_length, config.eval_batch_size, mask_history=mask_history).run(
-        method, device
-    )
+    if "imported" in record:
+        from recbench.runs.external import evaluate_imported
+
+        results: tuple[EvalResult | None, EvalResult] = (None, evaluate_imported(run, dataset, protocol))
+    else:
+        entry = get_method(record["method"])
+        config = resolve_config(entry, record["config"], (record.get("search") or {}).get("config_updates", {}))
+        device = resolve_device(device)
+        method = build_method(entry, config, dataset)
+        method.load_state_dict(run.load_best())
+        method.to(device)
+        valid, test = (
+            Evaluator(dataset, split, config.max_seq_length, config.eval_batch_size, protocol).run(method, device)
+            for split in ("valid", "test")
+        )
+        results = (valid, test)
+    if store:
+        run.add_evaluation(*results)
+    return results

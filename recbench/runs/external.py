@@ -34,8 +34,9 @@ from recbench.data.dataset import Dataset, load_dataset
 from recbench.data.formats import read_lines
 from recbench.errors import DataError, RunError
 from recbench.names import check_name
-from recbench.runs.evaluate import TIE_POLICY, ranks_from_scores
+from recbench.runs.evaluate import full_histories, protocol_record, ranks_from_candidate_scores, ranks_from_scores
 from recbench.runs.metrics import EvalResult, metrics_from_ranks
+from recbench.runs.protocols import BUILTIN, DEFAULT_PROTOCOL, Protocol, negatives_for
 from recbench.runs.record import RunRecord
 
 _SEPARATOR = re.compile(r"[\t, ]+")
@@ -85,8 +86,12 @@ def ranks_from_lists(path: Path, dataset: Dataset, targets: np.ndarray) -> tuple
     return ranks, int(shortest or 0)
 
 
-def ranks_from_score_matrix(path: Path, dataset: Dataset, targets: np.ndarray, batch_size: int = 1024) -> np.ndarray:
-    """Per-user ranks from a (users, N + 1) or (users, N) ``.npy`` score matrix, in batches."""
+def ranks_from_score_matrix(
+    path: Path, dataset: Dataset, targets: np.ndarray, batch_size: int = 1024, protocol: Protocol | None = None
+) -> np.ndarray:
+    """Per-user ranks from a (users, N + 1) or (users, N) ``.npy`` score matrix under ``protocol``
+    (default ``full``), in batches."""
+    protocol = protocol or BUILTIN[DEFAULT_PROTOCOL]
     if path.stat().st_size == 0:
         raise DataError(f"{path}: empty file, expected a .npy score matrix")
     try:
@@ -109,7 +114,8 @@ def ranks_from_score_matrix(path: Path, dataset: Dataset, targets: np.ndarray, b
             f"{dataset.num_items + 1}) or ({dataset.num_users}, {dataset.num_items})"
         )
     pad = scores.shape[1] == dataset.num_items
-    ranks = np.empty(dataset.num_users, dtype=np.int32)
+    ranks = np.empty(dataset.num_users, dtype=np.int32 if protocol.ties == "pessimistic" else np.float64)
+    negatives = negatives_for(dataset, "test", protocol) if protocol.sampled else None
     scored = False
     for start in range(0, dataset.num_users, batch_size):  # never the whole matrix in float32 at once
         chunk = torch.from_numpy(np.array(scores[start : start + batch_size], dtype=np.float32))  # a writable copy
@@ -118,7 +124,14 @@ def ranks_from_score_matrix(path: Path, dataset: Dataset, targets: np.ndarray, b
         if pad:
             chunk = torch.nn.functional.pad(chunk, (1, 0), value=-torch.inf)
         rows = torch.from_numpy(targets[start : start + batch_size])
-        ranks[start : start + len(rows)] = ranks_from_scores(chunk, rows).numpy()
+        users = np.arange(start, start + len(rows))
+        if negatives is not None:
+            candidates = torch.from_numpy(np.concatenate([targets[users, None], negatives[users]], axis=1))
+            batch_ranks = ranks_from_candidate_scores(chunk.gather(1, candidates.long()), protocol.ties)
+        else:
+            history = torch.from_numpy(full_histories(dataset, "test", users)) if protocol.mask_history else None
+            batch_ranks = ranks_from_scores(chunk, rows, history, protocol.ties)
+        ranks[start : start + len(rows)] = batch_ranks.numpy()
     if not scored:
         raise DataError(f"{path}: every score is NaN: nothing to rank")
     return ranks
@@ -195,17 +208,40 @@ def import_results(
         ranks, shortest = ranks_from_lists(path, dataset, targets)
         kind, extra["list_length"] = "ranked lists", shortest
     run.write_config({**identity, "config": {}, "imported_from": str(path.resolve()), "imported_format": kind})
-    protocol = {
-        "split": "test",
-        "candidates": "all items",
-        "num_candidates": dataset.num_items,
-        "num_users": dataset.num_users,
-        "mask_history": False,
-        "ties": TIE_POLICY,
-        "max_history": max_history,
-    }
+    protocol = protocol_record(dataset, "test", BUILTIN[DEFAULT_PROTOCOL], max_history, None)
     run.finish(None, EvalResult("test", ranks, metrics_from_ranks(ranks), protocol), extra={"imported": kind, **extra})
     return run
+
+
+def evaluate_imported(run: RunRecord, dataset: Dataset, protocol: Protocol) -> EvalResult:
+    """The test result of an imported score matrix under another protocol, from the file it was
+    imported from (which must still hold the same bytes). Ranked lists give positions, not scores:
+    only the full, history-kept, pessimistic protocol can be read from them."""
+    from recbench.data.download import sha256_file
+
+    record = run.config
+    if record.get("imported_format") != "score matrix":
+        if protocol.definition() == BUILTIN[DEFAULT_PROTOCOL].definition():
+            return EvalResult("test", run.ranks("test"), run.metrics["test"], run.metrics["protocol"])
+        raise RunError(
+            f"run {run.path} holds ranked lists: the rank of a target among sampled or masked candidates, or with "
+            f"split ties, cannot be read from a list of positions; protocol '{protocol.name}' needs a score matrix"
+        )
+    source = Path(record.get("imported_from", ""))
+    if not source.is_file():
+        raise RunError(f"run {run.path} was imported from {source}, which is gone; import the score matrix again")
+    if sha256_file(source) != record.get("imported"):
+        raise RunError(f"{source} changed since it was imported into {run.path} (sha256 differs); import it again")
+    max_history = int((run.metrics.get("protocol") or {}).get("max_history", 50))
+    _, _, targets = dataset.eval_examples("test", max_history)
+    ranks = ranks_from_score_matrix(source, dataset, targets, protocol=protocol)
+    negatives = negatives_for(dataset, "test", protocol) if protocol.sampled else None
+    return EvalResult(
+        "test",
+        ranks,
+        metrics_from_ranks(ranks, protocol.ks),
+        protocol_record(dataset, "test", protocol, max_history, negatives),
+    )
 
 
 def import_note(run: RunRecord) -> str | None:

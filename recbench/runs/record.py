@@ -7,7 +7,8 @@ Files, each written atomically (temporary file, then rename):
 - ``checkpoint.pt`` everything needed to resume (model, optimiser, RNG, early-stopping state);
 - ``best.pt``       the best-valid model weights (``torch.load(weights_only=True)`` works);
 - ``metrics.json``  valid and test metrics and the evaluation protocol;
-- ``ranks.npz``     per-user ranks of the held-out item, valid and test (int32);
+- ``ranks.npz``     per-user ranks of the held-out item, valid and test (int32; float64 under expected ties);
+- ``evals/P.json``, ``evals/P.npz``  metrics and ranks under each further protocol P (``recbench eval --protocol``);
 - ``status.json``   written last: ``{"state": "finished", "files": {name: sha256}}`` or
   ``{"state": "failed", "reason": ...}``. Without it a run is unfinished.
 
@@ -239,12 +240,14 @@ class RunRecord:
     def check(self) -> None:
         """Verify a finished run's recorded files and ranks; DamagedRunError names the first problem."""
         self.require_finished()
-        for name in RECORDED_FILES:
-            if (self.path / name).exists() or name in (self.status or {}).get("files", {}):
+        recorded = (self.status or {}).get("files", {})
+        for name in [*RECORDED_FILES, *(n for n in recorded if n not in RECORDED_FILES)]:
+            if (self.path / name).exists() or name in recorded:
                 self.verify(name)
         if (self.path / "ranks.npz").exists():
-            for split in self._splits():
-                self.ranks(split)
+            for protocol in self.protocol_names():
+                for split in self._splits(protocol):
+                    self.ranks(split, protocol)
 
     # --- files -----------------------------------------------------------------------------
     @main_process_only
@@ -301,29 +304,76 @@ class RunRecord:
         return safe_torch_load(self.verify("best.pt"))
 
     @main_process_only
-    def finish(self, valid: EvalResult | None, test: EvalResult, extra: dict[str, Any] | None = None) -> None:
+    def finish(
+        self,
+        valid: EvalResult | None,
+        test: EvalResult,
+        extra: dict[str, Any] | None = None,
+        more: list[tuple[EvalResult | None, EvalResult]] = (),
+    ) -> None:
         """Write metrics and ranks, then mark the run finished (the last write).
 
-        ``valid`` may be None for results imported from another tool (test split only).
+        ``valid`` may be None for results imported from another tool (test split only). ``more``
+        holds the (valid, test) results under further protocols, stored under ``evals/``.
         """
-        splits = {"test": test.ranks.astype(np.int32)} | ({"valid": valid.ranks.astype(np.int32)} if valid else {})
+        self._write_results(self.path / "ranks.npz", self.path / "metrics.json", valid, test, extra)
+        for other_valid, other_test in more:
+            name = check_name("protocol", other_test.protocol["name"])
+            self._write_results(*self._eval_files(name), other_valid, other_test)
+        self.mark_finished()
+
+    def _eval_files(self, protocol: str) -> tuple[Path, Path]:
+        return self.path / EVALS_DIR / f"{protocol}.npz", self.path / EVALS_DIR / f"{protocol}.json"
+
+    @staticmethod
+    def _write_results(
+        ranks_file: Path,
+        metrics_file: Path,
+        valid: EvalResult | None,
+        test: EvalResult,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        splits = {"test": _stored(test.ranks)} | ({"valid": _stored(valid.ranks)} if valid else {})
         np.savez(buffer := io.BytesIO(), **splits)
-        atomic_write_bytes(self.path / "ranks.npz", buffer.getvalue())
+        atomic_write_bytes(ranks_file, buffer.getvalue())
         atomic_write_json(
-            self.path / "metrics.json",
+            metrics_file,
             {
                 "valid": valid.metrics if valid else None,
                 "test": test.metrics,
                 "protocol": test.protocol,
+                **({"valid_protocol": valid.protocol} if valid and valid.protocol != test.protocol else {}),
                 **(extra or {}),
             },
         )
-        self.mark_finished()
+
+    @main_process_only
+    def add_evaluation(self, valid: EvalResult | None, test: EvalResult) -> bool:
+        """Store the results under one more protocol in a finished run; False if it has them already.
+
+        The run's other files are verified first and left untouched: only ``evals/P.*`` are
+        written and their digests added to ``status.json``.
+        """
+        name = check_name("protocol", test.protocol["name"])
+        if name in self.protocol_names():
+            return False
+        self.check()
+        status = self.status or {}
+        self._write_results(*self._eval_files(name), valid, test)
+        files = dict(status.get("files", {}))
+        for path in self._eval_files(name):
+            files[path.relative_to(self.path).as_posix()] = _sha256(path)
+        atomic_write_json(self.path / "status.json", {"state": "finished", "files": files})
+        self._verified.clear()
+        return True
 
     @main_process_only
     def mark_finished(self) -> None:
         """The last write of a run: from now on it is read as finished, its files checked against these digests."""
-        files = {name: _sha256(self.path / name) for name in RECORDED_FILES if (self.path / name).is_file()}
+        names = [name for name in RECORDED_FILES if (self.path / name).is_file()]
+        if (self.path / EVALS_DIR).is_dir():
+            names += sorted(f"{EVALS_DIR}/{p.name}" for p in (self.path / EVALS_DIR).iterdir() if p.is_file())
+        files = {name: _sha256(self.path / name) for name in names}
         atomic_write_json(self.path / "status.json", {"state": "finished", "files": files})
         self._verified.clear()
 
@@ -339,38 +389,82 @@ class RunRecord:
 
     @property
     def metrics(self) -> dict[str, Any]:
+        """``metrics.json``: the valid and test metrics under the run's first protocol, and that protocol."""
         self.require_finished()
         metrics = read_json(self.verify("metrics.json"))
         if not isinstance(metrics, dict) or not isinstance(metrics.get("test"), dict):
             raise DamagedRunError(f"{self.path / 'metrics.json'} has no test metrics")
         return metrics
 
-    def _splits(self) -> list[str]:
-        with self._open_ranks() as arrays:
+    @property
+    def primary_protocol(self) -> str:
+        """The name of the protocol of ``metrics.json`` (the one training stopped early on)."""
+        from recbench.runs.protocols import name_of
+
+        return name_of(self.metrics.get("protocol") or {})
+
+    def protocol_names(self) -> list[str]:
+        """Every protocol this finished run has results under, its first protocol first."""
+        self.require_finished()
+        recorded = (self.status or {}).get("files", {})
+        more = sorted(
+            name.removeprefix(f"{EVALS_DIR}/").removesuffix(".json")
+            for name in recorded
+            if name.startswith(f"{EVALS_DIR}/") and name.endswith(".json")
+        )
+        primary = self.primary_protocol
+        return [primary, *(name for name in more if name != primary)]
+
+    def evaluation(self, protocol: str | None = None) -> dict[str, Any]:
+        """The metrics record (valid, test, protocol) under ``protocol`` (None: the run's first)."""
+        if protocol is None or protocol == self.primary_protocol:
+            return self.metrics
+        ranks_file, metrics_file = self._result_files(protocol)
+        record = read_json(self.verify(metrics_file))
+        if not isinstance(record, dict) or not isinstance(record.get("test"), dict):
+            raise DamagedRunError(f"{self.path / metrics_file} has no test metrics")
+        return record
+
+    def _result_files(self, protocol: str | None) -> tuple[str, str]:
+        if protocol is None or protocol == self.primary_protocol:
+            return "ranks.npz", "metrics.json"
+        if protocol not in self.protocol_names():
+            raise MissingProtocolError(
+                f"run {self.path} has no results under protocol '{protocol}' (it has: "
+                f"{', '.join(self.protocol_names())}); add them with `recbench eval {self.path} --protocol {protocol}`"
+            )
+        return f"{EVALS_DIR}/{protocol}.npz", f"{EVALS_DIR}/{protocol}.json"
+
+    def _splits(self, protocol: str | None = None) -> list[str]:
+        with self._open_ranks(self._result_files(protocol)[0]) as arrays:
             return list(arrays.files)
 
-    def _open_ranks(self) -> Any:
-        path = self.verify("ranks.npz")
+    def _open_ranks(self, name: str = "ranks.npz") -> Any:
+        path = self.verify(name)
         if not path.is_file():
-            raise DamagedRunError(f"run {self.path} is damaged: ranks.npz is missing")
+            raise DamagedRunError(f"run {self.path} is damaged: {name} is missing")
         try:
             return np.load(path, allow_pickle=False)
         except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
-            raise DamagedRunError(f"run {self.path} is damaged: ranks.npz cannot be read ({str(err)[:120]})") from None
+            raise DamagedRunError(f"run {self.path} is damaged: {name} cannot be read ({str(err)[:120]})") from None
 
-    def ranks(self, split: str = "test") -> np.ndarray:
-        """Per-user ranks of a finished run (user u at position u), checked against its protocol:
-        one integer rank per user, each between 1 and the number of candidates."""
+    def ranks(self, split: str = "test", protocol: str | None = None) -> np.ndarray:
+        """Per-user ranks of a finished run (user u at position u) under ``protocol`` (None: its
+        first), checked against that protocol: one rank per user, each between 1 and the number of
+        candidates (integers, or multiples of 1/2 under expected ties)."""
         self.require_finished()
+        name = self._result_files(protocol)[0]
         try:
-            with self._open_ranks() as arrays:
+            with self._open_ranks(name) as arrays:
                 if split not in arrays.files:
-                    raise RunError(f"{self.path}/ranks.npz has no split '{split}'")
+                    raise RunError(f"{self.path}/{name} has no split '{split}'")
                 ranks = arrays[split]
         except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
-            raise DamagedRunError(f"run {self.path} is damaged: ranks.npz cannot be read ({str(err)[:120]})") from None
-        protocol = self.metrics.get("protocol") or {}
-        problem = rank_problem(ranks, protocol.get("num_users"), protocol.get("num_candidates"))
+            raise DamagedRunError(f"run {self.path} is damaged: {name} cannot be read ({str(err)[:120]})") from None
+        record = self.evaluation(protocol)
+        recorded = (record.get("valid_protocol") if split == "valid" else None) or record.get("protocol") or {}
+        expected_ties = str(recorded.get("ties", "")).startswith("expected")
+        problem = rank_problem(ranks, recorded.get("num_users"), recorded.get("num_candidates"), expected_ties)
         if problem:
             raise DamagedRunError(f"run {self.path} is damaged: {split} ranks {problem}")
         return ranks
@@ -379,9 +473,29 @@ class RunRecord:
         return metrics_from_ranks(self.ranks(split), ks)
 
 
-def rank_problem(ranks: np.ndarray, num_users: int | None, num_candidates: int | None) -> str | None:
-    """What is wrong with a rank vector (None if nothing): dtype, shape, or a value outside 1..candidates."""
-    if ranks.ndim != 1 or not np.issubdtype(ranks.dtype, np.integer):
+class MissingProtocolError(RunError):
+    """A finished run that has no results under the protocol asked for."""
+
+
+EVALS_DIR = "evals"
+"""Sub-directory of a run holding its results under further protocols."""
+
+
+def _stored(ranks: np.ndarray) -> np.ndarray:
+    """Ranks as stored: int32, or float64 when ties were split (expected ranks end in .5)."""
+    return ranks.astype(np.int32) if np.issubdtype(ranks.dtype, np.integer) else ranks.astype(np.float64)
+
+
+def rank_problem(
+    ranks: np.ndarray, num_users: int | None, num_candidates: int | None, expected_ties: bool = False
+) -> str | None:
+    """What is wrong with a rank vector (None if nothing): dtype, shape, or a value outside 1..candidates.
+
+    Under expected ties a rank may be any multiple of 1/2."""
+    if expected_ties and ranks.ndim == 1 and np.issubdtype(ranks.dtype, np.floating):
+        if not np.isfinite(ranks).all() or not np.array_equal(ranks * 2, np.round(ranks * 2)):
+            return "are not multiples of 1/2"
+    elif ranks.ndim != 1 or not np.issubdtype(ranks.dtype, np.integer):
         return f"are not a vector of integers (dtype {ranks.dtype}, shape {ranks.shape})"
     if num_users is not None and len(ranks) != num_users:
         return f"cover {len(ranks)} users, the protocol says {num_users}"

@@ -25,6 +25,7 @@ from recbench.method import Method, MethodConfig
 from recbench.runs import distributed
 from recbench.runs.batching import TrainingWindows
 from recbench.runs.evaluate import Evaluator
+from recbench.runs.protocols import Protocol
 from recbench.runs.record import RunRecord
 
 VALID_METRIC = "ndcg@10"
@@ -130,7 +131,8 @@ class Trainer:
 
     With ``pretrain=True`` the objective is the method's ``pretrain_loss`` on (the union of)
     source domains, for ``config.pretrain_epochs`` epochs without validation; the weights after
-    the last epoch are the run's ``best.pt``.
+    the last epoch are the run's ``best.pt``. Otherwise early stopping watches the valid NDCG@10
+    under ``protocol`` (default: full ranking).
 
     Under ``torchrun`` with several processes (see :mod:`recbench.runs.distributed`) each process takes
     every K-th batch and DistributedDataParallel averages gradients; every process validates the
@@ -147,6 +149,7 @@ class Trainer:
         device: str = "cpu",
         show_progress: bool = True,
         pretrain: bool = False,
+        protocol: Protocol | None = None,
     ) -> None:
         self.pretrain = pretrain
         self.epochs = config.pretrain_epochs if pretrain else config.epochs
@@ -159,7 +162,9 @@ class Trainer:
         self.show_progress = show_progress
         self.windows = TrainingWindows(*dataset.train_sequences(), window=config.max_seq_length)
         self.validator = (
-            None if pretrain else Evaluator(dataset, "valid", config.max_seq_length, config.eval_batch_size)
+            None
+            if pretrain
+            else Evaluator(dataset, "valid", config.max_seq_length, config.eval_batch_size, protocol=protocol)
         )
         self.rank, self.world_size = distributed.world()
         self.objective: torch.nn.Module = BatchLoss(self.method, pretrain)

@@ -1,0 +1,139 @@
+"""Recipes: published tables as TOML, run end to end on SYNTHETIC data, published numbers beside ours."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from recbench.cli import app
+from recbench.errors import RecbenchError
+from recbench.recipes import get_recipe, recipe_names, run_recipe
+
+RECIPE = """
+title = "A test table"
+source = "Nobody et al., Test 2026, Table 1"
+protocol = "full-masked"
+metrics = ["hr@10", "ndcg@10"]
+seeds = 1
+datasets = ["synthetic-c"]
+notes = "SYNTHETIC data."
+
+[stand_ins]
+synthetic-c = "synthetic-b"
+
+[[rows]]
+label = "SASRec (paper)"
+method = "sasrec"
+settings = { hidden_size = 8, inner_size = 8 }
+[rows.published]
+synthetic-c = { "hr@10" = 0.5, "ndcg@10" = 0.25 }
+
+[[rows]]
+label = "SASRec w/o dropout"
+method = "sasrec"
+settings = { hidden_size = 8, inner_size = 8, hidden_dropout_prob = 0.0, attn_dropout_prob = 0.0 }
+"""
+SMALL = {"max_seq_length": 8, "epochs": 2}
+
+
+@pytest.fixture
+def recipe_file(tmp_path: Path) -> Path:
+    path = tmp_path / "test-table.toml"
+    path.write_text(RECIPE)
+    return path
+
+
+def test_a_recipe_runs_end_to_end_with_its_published_numbers(recbench_home, recipe_file: Path, tmp_path: Path) -> None:
+    report, outcomes = run_recipe(
+        str(recipe_file),
+        tmp_path / "runs",
+        overrides=[SMALL],
+        device="cpu",
+        live=False,
+        out=str(tmp_path / "t"),
+        formats=("md", "csv", "json"),
+    )
+    assert all(o.error is None for o in outcomes) and len(outcomes) == 2
+    # Two rows of one method with different settings are two runs and two rows.
+    assert report.methods == ["SASRec (paper)", "SASRec w/o dropout"]
+    assert len({o.run_dir for o in outcomes}) == 2
+    assert report.protocols["synthetic-c"]["name"] == "full-masked"
+    measured = report.cell("synthetic-c", "SASRec (paper)").mean["hr@10"]
+    assert report.delta_pct("synthetic-c", "SASRec (paper)", "hr@10") == pytest.approx(100 * (measured / 0.5 - 1))
+    assert report.delta_pct("synthetic-c", "SASRec w/o dropout", "hr@10") is None  # nothing published for it
+    markdown = (tmp_path / "t.md").read_text()
+    assert "published (Δ%)" in markdown and "0.5000 (" in markdown and "Nobody et al., Test 2026, Table 1" in markdown
+    rows = list(csv.DictReader(io.StringIO((tmp_path / "t.csv").read_text())))
+    paper = next(r for r in rows if r["method"] == "SASRec (paper)" and r["metric"] == "ndcg@10")
+    assert float(paper["published"]) == 0.25 and paper["delta_pct"]
+    data = json.loads((tmp_path / "t.json").read_text())
+    assert data["published"]["synthetic-c"]["SASRec (paper)"]["hr@10"] == 0.5
+
+    # Running it again reuses every finished run: the same command is the recipe's leaderboard.
+    again, outcomes = run_recipe(str(recipe_file), tmp_path / "runs", overrides=[SMALL], device="cpu", live=False)
+    assert all(o.reused for o in outcomes)
+    assert again.cell("synthetic-c", "SASRec (paper)").mean == report.cell("synthetic-c", "SASRec (paper)").mean
+
+
+def test_stand_ins_are_used_on_request_and_said_in_the_caption(
+    recbench_home, recipe_file: Path, tmp_path: Path
+) -> None:
+    report, _ = run_recipe(
+        str(recipe_file), tmp_path / "runs", stand_ins=True, overrides=[SMALL], device="cpu", live=False
+    )
+    assert report.datasets == ["synthetic-b"]
+    assert "synthetic-b stands in for the paper's synthetic-c" in report.to_markdown()
+    assert report.published_value("synthetic-b", "SASRec (paper)", "hr@10") == 0.5
+    with pytest.raises(RecbenchError, match="does not use: arts"):
+        run_recipe(str(recipe_file), tmp_path / "runs", use={"arts": "x"}, live=False)
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        (('"hr@10" = 0.5', '"hr@20" = 0.5'), "not in metrics"),
+        (('"hr@10" = 0.5', '"hr@10" = 50.0'), "fractions"),
+        (("seeds = 1", "seeds = 0"), "seeds"),
+        (('label = "SASRec w/o dropout"', 'label = "SASRec (paper)"'), "share the label"),
+        (('title = "A test table"', 'title = "A test table"\ncolour = "red"'), "colour"),
+        (('protocol = "full-masked"', 'protocol = "full-masked'), "not valid TOML"),
+    ],
+)
+def test_a_bad_recipe_is_one_clear_error(tmp_path: Path, change: tuple[str, str], problem: str) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(RECIPE.replace(*change))
+    with pytest.raises(RecbenchError, match=problem):
+        get_recipe(str(path))
+
+
+def test_every_shipped_recipe_is_valid_and_runnable_here() -> None:
+    from recbench.registry import get_method, resolve_config
+    from recbench.runs.protocols import get_protocol
+
+    for name, source in recipe_names().items():
+        assert source == "built in"
+        recipe = get_recipe(name)
+        get_protocol(recipe.protocol)
+        for row in recipe.rows:
+            resolve_config(get_method(row.method), row.settings)  # a registered method that knows its settings
+        assert recipe.source and recipe.title
+
+
+def test_cli_recipe(recbench_home, recipe_file: Path, tmp_path: Path) -> None:
+    runner = CliRunner()
+    sets = [arg for key, value in SMALL.items() for arg in ("--set", f"{key}={value}")]
+    result = runner.invoke(
+        app,
+        ["compare", "--recipe", str(recipe_file), "--runs-dir", str(tmp_path / "runs"), "--device", "cpu", *sets],
+    )
+    assert result.exit_code == 0, result.output
+    assert "published (Δ%)" in result.output
+    clash = runner.invoke(app, ["compare", "--recipe", str(recipe_file), "--datasets", "arts"])
+    assert clash.exit_code == 1 and "drop --datasets" in clash.output
+    listed = runner.invoke(app, ["list", "recipes"])
+    assert listed.exit_code == 0
