@@ -306,18 +306,28 @@ def list_(what: Annotated[ListWhat, typer.Argument(help="methods or datasets.")]
         from recbench.data.catalog import dataset_names, get_dataset_spec
         from recbench.data.dataset import dataset_path, downloaded_names
 
-        table = Table("dataset", "family", "downloaded: users / items / interactions", "expected (datasets.toml)")
+        table = Table(
+            "dataset",
+            "family",
+            "entry from",
+            "filter",
+            "downloaded: users / items / interactions",
+            "expected (datasets.toml)",
+        )
         catalogued = set(dataset_names())
         for name in sorted(catalogued | set(downloaded_names())):
             spec = get_dataset_spec(name) if name in catalogued else None
-            got = _downloaded_counts(dataset_path(name) / "manifest.json")
-            expected = (
-                f"{spec.expected.users:,} / {spec.expected.items:,} / {spec.expected.interactions:,}"
-                if spec and spec.expected
-                else ""
-            )
+            manifest_path = dataset_path(name) / "manifest.json"
+            got = _downloaded_counts(manifest_path)
+            expected = [str(spec.expected)] if spec and spec.expected else []
+            if spec and spec.expected_unfiltered and spec.expected_unfiltered != spec.expected:
+                expected.append(f"before the filter: {spec.expected_unfiltered}")
             family = "SYNTHETIC demo" if spec and spec.synthetic else spec.family if spec else "imported"
-            table.add_row(name, family, got, expected)
+            if manifest_path.is_file():  # what the copy on disk was filtered with
+                filtered = _downloaded_filter(manifest_path)
+            else:  # what a download will apply
+                filtered = spec.interaction_filter.describe() if spec and spec.interaction_filter else ""
+            table.add_row(name, family, spec.origin if spec else "", filtered, got, "; ".join(expected))
         console.print(table)
         from recbench.data.sources import suite_rows
 
@@ -589,6 +599,17 @@ def _downloaded_counts(manifest_path: Path) -> str:
         return " / ".join(f"{int(counts[k]):,}" for k in ("users", "items", "interactions"))
     except (ValueError, KeyError, TypeError, OSError):
         return f"damaged manifest.json: re-run `recbench download {manifest_path.parent.name}`"
+
+
+def _downloaded_filter(manifest_path: Path) -> str:
+    """The interaction filter a downloaded dataset records ('' for none), or '?' if its manifest cannot say."""
+    from recbench.data.filters import filter_from_record
+
+    try:
+        recorded = filter_from_record(json.loads(manifest_path.read_text(encoding="utf-8")).get("filter"))
+        return recorded.describe() if recorded else ""
+    except (ValueError, AttributeError, OSError, RecbenchError):
+        return "?"
 
 
 def _print_metrics(metrics: dict[str, float], title: str) -> None:
