@@ -101,15 +101,39 @@ def download(
     partial_text: Annotated[
         bool, typer.Option("--partial-text", help="lcrec: use an X.item.partial.json that covers only some items.")
     ] = False,
+    min_user_interactions: Annotated[
+        Optional[int],
+        typer.Option(
+            "--min-user-interactions",
+            help="Remove users with fewer interactions (default: the catalogue entry's filter, else none).",
+        ),
+    ] = None,
+    min_item_interactions: Annotated[
+        Optional[int],
+        typer.Option("--min-item-interactions", help="Remove items with fewer interactions."),
+    ] = None,
+    filter_mode: Annotated[
+        Optional[str],
+        typer.Option(
+            "--filter",
+            help="kcore (default: repeat until every user and item meets its minimum) "
+            "or once (one pass: users first, then items).",
+        ),
+    ] = None,
 ) -> None:
-    """Download and preprocess datasets (raw Amazon 2018 as UniSRec), or import local files with --from."""
+    """Download and preprocess datasets (raw Amazon 2018 as UniSRec), or import local files with --from.
+
+    A filter other than a catalogued dataset's own writes a dataset of its own name (e.g. beauty-u5-i5-kcore).
+    """
     from recbench.data.download import download_datasets
+    from recbench.data.filters import InteractionFilter
     from recbench.data.formats import ImportOptions
 
     options = ImportOptions(
         user_col, item_col, time_col, item_text, tuple(text_fields.split(",")) if text_fields else None, partial_text
     )
-    for result in download_datasets(names, source, fmt, options):
+    interaction_filter = InteractionFilter.from_options(min_user_interactions, min_item_interactions, filter_mode)
+    for result in download_datasets(names, source, fmt, options, interaction_filter=interaction_filter):
         counts = result.dataset.counts
         say(
             result.dataset.name,

@@ -5,7 +5,7 @@ that name the file and line of a bad byte. Importers (:mod:`recbench.data.ingest
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,9 @@ class Imported:
     files: list[Path]
     notes: list[str] = field(default_factory=list)
     details: dict[str, Any] = field(default_factory=dict)  # recorded in the dataset manifest
+    deferred_texts: Callable[[list[str]], tuple[list[str], list[str]]] | None = None
+    """Instead of ``item_texts``: item tokens -> (their texts, notes), called with the items left after
+    the interaction filter only (reading the metadata of items the filter removes is wasted work)."""
 
 
 @dataclass(frozen=True)
