@@ -327,18 +327,21 @@ def list_(what: Annotated[ListWhat, typer.Argument(help="methods or datasets.")]
         for label, error in failed_plugins().items():
             say(f"plugin {label} failed to import:", f" {error}", "yellow", err=True)
     else:
-        from recbench.data.catalog import dataset_names, get_dataset_spec
+        from recbench.data.catalog import BUILTIN, dataset_names, get_dataset_spec, user_catalog_path
         from recbench.data.dataset import dataset_path, downloaded_names
 
-        table = Table(
-            "dataset",
+        table = Table()
+        table.add_column("dataset", no_wrap=True)  # names are what users type: never broken across lines
+        for header in (
             "family",
-            "entry from",
+            "entry",
             "filter",
             "downloaded: users / items / interactions",
             "expected (datasets.toml)",
-        )
+        ):
+            table.add_column(header)
         catalogued = set(dataset_names())
+        from_user_file = False
         for name in sorted(catalogued | set(downloaded_names())):
             spec = get_dataset_spec(name) if name in catalogued else None
             manifest_path = dataset_path(name) / "manifest.json"
@@ -351,8 +354,12 @@ def list_(what: Annotated[ListWhat, typer.Argument(help="methods or datasets.")]
                 filtered = _downloaded_filter(manifest_path)
             else:  # what a download will apply
                 filtered = spec.interaction_filter.describe() if spec and spec.interaction_filter else ""
-            table.add_row(name, family, spec.origin if spec else "", filtered, got, "; ".join(expected))
+            origin = "" if spec is None else "built-in" if spec.origin == BUILTIN else "user file"
+            from_user_file |= origin == "user file"
+            table.add_row(name, family, origin, filtered, got, "; ".join(expected))
         console.print(table)
+        if from_user_file:
+            console.print(f"entries marked 'user file' come from {user_catalog_path()} (read over the built-in ones)")
         from recbench.data.sources import suite_rows
 
         suites = Table("suite", "pre-train on (sources)", "evaluate on (targets)", "not downloaded yet", "description")

@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from recbench import cli
 from recbench.cli import app
 from recbench.data.catalog import (
     BUILTIN,
@@ -73,13 +72,13 @@ targets = ["beauty2018"]
     assert get_dataset_spec("scientific").origin == BUILTIN and "beauty2018" not in dataset_names()
 
 
-def test_list_datasets_shows_where_each_entry_comes_from(recbench_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_list_datasets_shows_where_each_entry_comes_from(recbench_home: Path) -> None:
     path = write_user_catalog(recbench_home, '[datasets.mine]\nfamily = "amazon2018"\nfull_name = "All_Beauty"\n')
-    monkeypatch.setattr(cli.console, "width", 400)  # one table row per line
-    result = runner.invoke(app, ["list", "datasets"])
+    result = runner.invoke(app, ["list", "datasets"], env={"COLUMNS": "400"})
     assert result.exit_code == 0, result.output
     rows = {line.split("│")[1].strip(): line for line in result.output.splitlines() if line.startswith("│")}
-    assert str(path) in rows["mine"] and "built-in" in rows["arts"]
+    assert "│ user file " in rows["mine"] and "│ built-in " in rows["arts"]
+    assert f"entries marked 'user file' come from {path}" in result.output
 
 
 @pytest.mark.parametrize(
@@ -103,7 +102,7 @@ def test_a_bad_user_catalogue_is_a_one_line_error_naming_the_file(recbench_home:
     with pytest.raises(DataError, match=message) as err:
         get_dataset_spec("arts")
     assert str(err.value).startswith(str(path))
-    result = runner.invoke(app, ["list", "datasets"])
+    result = runner.invoke(app, ["list", "datasets"], env={"COLUMNS": "400"})
     assert result.exit_code == 1 and result.output.startswith(f"error: {path}") and result.output.count("\n") == 1
 
 

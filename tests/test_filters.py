@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from recbench import cli
 from recbench.cli import app
 from recbench.data.dataset import load_dataset, verify_fingerprint
 from recbench.data.download import import_local
@@ -178,10 +177,7 @@ def test_a_catalogued_name_keeps_its_filter_and_another_filter_gets_its_own_name
     assert load_dataset("catlog").manifest["filter"]["mode"] == "once"  # untouched by the other two
 
 
-def test_cli_filter_options_and_one_line_errors(
-    tmp_path: Path, recbench_home: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(cli.console, "width", 400)  # one table row per line
+def test_cli_filter_options_and_one_line_errors(tmp_path: Path, recbench_home: Path) -> None:
     rows = write_log(tmp_path / "log.csv")
     base = ["download", "toy", "--from", str(tmp_path / "log.csv")]
     result = runner.invoke(app, [*base, "--min-user-interactions", "14", "--min-item-interactions", "22"])
@@ -190,7 +186,7 @@ def test_cli_filter_options_and_one_line_errors(
     assert f"toy: {len(expected)} users" in result.output and "users >= 14, items >= 22 (k-core" in result.output
     manifest = json.loads((recbench_home / "datasets" / "toy" / "manifest.json").read_text())
     assert manifest["filter"] == {"min_user_interactions": 14, "min_item_interactions": 22, "mode": "kcore"}
-    listing = runner.invoke(app, ["list", "datasets"])
+    listing = runner.invoke(app, ["list", "datasets"], env={"COLUMNS": "400"})
     row = next(line for line in listing.output.splitlines() if line.startswith("│ toy "))
     assert "users >= 14, items >= 22 (k-core" in row
 
