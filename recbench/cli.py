@@ -84,7 +84,9 @@ def download(
     fmt: Annotated[
         Optional[str],
         typer.Option(
-            "--format", help="Import format (default: detected): unisrec, lcrec, recbole, table, amazon (raw files)."
+            "--format",
+            help="Import format (default: detected): unisrec, lcrec, recbole, table, amazon (raw Amazon 2018), "
+            "amazon2014 (ratings_*.csv + meta), movielens (ml-1m.zip or ratings.dat).",
         ),
     ] = None,
     user_col: Annotated[Optional[str], typer.Option("--user-col", help="table/recbole: the user column.")] = None,
@@ -121,7 +123,7 @@ def download(
         ),
     ] = None,
 ) -> None:
-    """Download and preprocess datasets (raw Amazon 2018 as UniSRec), or import local files with --from.
+    """Download and preprocess datasets (Amazon 2018 as UniSRec, Amazon 2014, MovieLens), or import files with --from.
 
     A filter other than a catalogued dataset's own writes a dataset of its own name (e.g. beauty-u5-i5-kcore).
     """

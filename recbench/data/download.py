@@ -166,7 +166,7 @@ def finish(name: str | Target, imported: Imported, source: dict[str, Any], root:
         notes.append(
             f"filter {chosen.describe()}: removed {outcome.removed_users:,} users, {outcome.removed_items:,} items, "
             f"{outcome.removed_interactions:,} interactions"
-            + (f" in {outcome.rounds} rounds" if chosen.mode == "kcore" else "")
+            + (f" in {outcome.rounds} round(s)" if chosen.mode == "kcore" else "")
         )
     texts = imported.item_texts
     kept = [np.asarray(s, dtype=np.int64) for s in sequences if len(s)]
