@@ -92,7 +92,9 @@ def download(
     fmt: Annotated[
         Optional[str],
         typer.Option(
-            "--format", help="Import format (default: detected): unisrec, lcrec, recbole, table, amazon (raw files)."
+            "--format",
+            help="Import format (default: detected): unisrec, lcrec, recbole, table, amazon (raw Amazon 2018), "
+            "amazon2014 (ratings_*.csv + meta), movielens (ml-1m.zip or ratings.dat).",
         ),
     ] = None,
     user_col: Annotated[Optional[str], typer.Option("--user-col", help="table/recbole: the user column.")] = None,
@@ -109,15 +111,39 @@ def download(
     partial_text: Annotated[
         bool, typer.Option("--partial-text", help="lcrec: use an X.item.partial.json that covers only some items.")
     ] = False,
+    min_user_interactions: Annotated[
+        Optional[int],
+        typer.Option(
+            "--min-user-interactions",
+            help="Remove users with fewer interactions (default: the catalogue entry's filter, else none).",
+        ),
+    ] = None,
+    min_item_interactions: Annotated[
+        Optional[int],
+        typer.Option("--min-item-interactions", help="Remove items with fewer interactions."),
+    ] = None,
+    filter_mode: Annotated[
+        Optional[str],
+        typer.Option(
+            "--filter",
+            help="kcore (default: repeat until every user and item meets its minimum) "
+            "or once (one pass: users first, then items).",
+        ),
+    ] = None,
 ) -> None:
-    """Download and preprocess datasets (raw Amazon 2018 as UniSRec), or import local files with --from."""
+    """Download and preprocess datasets (Amazon 2018 as UniSRec, Amazon 2014, MovieLens), or import files with --from.
+
+    A filter other than a catalogued dataset's own writes a dataset of its own name (e.g. beauty-u5-i5-kcore).
+    """
     from recbench.data.download import download_datasets
+    from recbench.data.filters import InteractionFilter
     from recbench.data.formats import ImportOptions
 
     options = ImportOptions(
         user_col, item_col, time_col, item_text, tuple(text_fields.split(",")) if text_fields else None, partial_text
     )
-    for result in download_datasets(names, source, fmt, options):
+    interaction_filter = InteractionFilter.from_options(min_user_interactions, min_item_interactions, filter_mode)
+    for result in download_datasets(names, source, fmt, options, interaction_filter=interaction_filter):
         counts = result.dataset.counts
         say(
             result.dataset.name,
@@ -349,22 +375,39 @@ def list_(what: Annotated[ListWhat, typer.Argument(help="methods, datasets, prot
         for label, error in failed_plugins().items():
             say(f"plugin {label} failed to import:", f" {error}", "yellow", err=True)
     else:
-        from recbench.data.catalog import dataset_names, get_dataset_spec
+        from recbench.data.catalog import BUILTIN, dataset_names, get_dataset_spec, user_catalog_path
         from recbench.data.dataset import dataset_path, downloaded_names
 
-        table = Table("dataset", "family", "downloaded: users / items / interactions", "expected (datasets.toml)")
+        table = Table()
+        table.add_column("dataset", no_wrap=True)  # names are what users type: never broken across lines
+        for header in (
+            "family",
+            "entry",
+            "filter",
+            "downloaded: users / items / interactions",
+            "expected (datasets.toml)",
+        ):
+            table.add_column(header)
         catalogued = set(dataset_names())
+        from_user_file = False
         for name in sorted(catalogued | set(downloaded_names())):
             spec = get_dataset_spec(name) if name in catalogued else None
-            got = _downloaded_counts(dataset_path(name) / "manifest.json")
-            expected = (
-                f"{spec.expected.users:,} / {spec.expected.items:,} / {spec.expected.interactions:,}"
-                if spec and spec.expected
-                else ""
-            )
+            manifest_path = dataset_path(name) / "manifest.json"
+            got = _downloaded_counts(manifest_path)
+            expected = [str(spec.expected)] if spec and spec.expected else []
+            if spec and spec.expected_unfiltered and spec.expected_unfiltered != spec.expected:
+                expected.append(f"before the filter: {spec.expected_unfiltered}")
             family = "SYNTHETIC demo" if spec and spec.synthetic else spec.family if spec else "imported"
-            table.add_row(name, family, got, expected)
+            if manifest_path.is_file():  # what the copy on disk was filtered with
+                filtered = _downloaded_filter(manifest_path)
+            else:  # what a download will apply
+                filtered = spec.interaction_filter.describe() if spec and spec.interaction_filter else ""
+            origin = "" if spec is None else "built-in" if spec.origin == BUILTIN else "user file"
+            from_user_file |= origin == "user file"
+            table.add_row(name, family, origin, filtered, got, "; ".join(expected))
         console.print(table)
+        if from_user_file:
+            console.print(f"entries marked 'user file' come from {user_catalog_path()} (read over the built-in ones)")
         from recbench.data.sources import suite_rows
 
         suites = Table("suite", "pre-train on (sources)", "evaluate on (targets)", "not downloaded yet", "description")
@@ -771,6 +814,17 @@ def _downloaded_counts(manifest_path: Path) -> str:
         return " / ".join(f"{int(counts[k]):,}" for k in ("users", "items", "interactions"))
     except (ValueError, KeyError, TypeError, OSError):
         return f"damaged manifest.json: re-run `recbench download {manifest_path.parent.name}`"
+
+
+def _downloaded_filter(manifest_path: Path) -> str:
+    """The interaction filter a downloaded dataset records ('' for none), or '?' if its manifest cannot say."""
+    from recbench.data.filters import filter_from_record
+
+    try:
+        recorded = filter_from_record(json.loads(manifest_path.read_text(encoding="utf-8")).get("filter"))
+        return recorded.describe() if recorded else ""
+    except (ValueError, AttributeError, OSError, RecbenchError):
+        return "?"
 
 
 def _print_metrics(metrics: dict[str, float], title: str) -> None:

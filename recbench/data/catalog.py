@@ -1,4 +1,12 @@
-"""The dataset catalogue: ``datasets.toml`` (shipped inside the package) and where data lives.
+"""The dataset catalogue (``datasets.toml``) and where data lives.
+
+Two files make the catalogue:
+
+- the built-in ``datasets.toml``: at the repository root in a checkout, shipped inside the wheel as
+  ``recbench/data/datasets.toml`` (``setup.py`` copies it there at build time);
+- the user's ``$RECBENCH_HOME/datasets.toml`` (optional), read over it: a ``[datasets.NAME]``,
+  ``[families.NAME]`` or ``[suites.NAME]`` table of the user file replaces the built-in table of
+  the same name whole (no key-by-key merge, so an entry never mixes two files' values).
 
 Data lives under ``$RECBENCH_HOME`` (default ``~/.cache/recbench``): ``datasets/<name>/`` holds the
 canonical Dataset, ``raw/<name>/`` the downloaded raw files, ``embeddings/`` the text-encoder cache.
@@ -7,6 +15,7 @@ canonical Dataset, ``raw/<name>/`` the downloaded raw files, ``embeddings/`` the
 from __future__ import annotations
 
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -19,7 +28,14 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised only on Python 3.10
     import tomli as tomllib
 
-from recbench.errors import UnknownNameError
+from recbench.data.filters import InteractionFilter
+from recbench.errors import DataError, UnknownNameError
+
+BUILTIN = "built-in"
+SECTIONS = ("families", "datasets", "suites")
+_SINGULAR = {"families": "family", "datasets": "dataset", "suites": "suite"}
+RAW_ROLES = ("ratings", "meta", "archive")  # raw files a family can name: `<role>_file` and `<role>_urls`
+_COUNT_KEYS = ("users", "items", "interactions")
 
 
 def recbench_home() -> Path:
@@ -39,9 +55,22 @@ def raw_dir(name: str) -> Path:
     return recbench_home() / "raw" / check_name("dataset", name).lower()
 
 
-def family_preprocess(family: str) -> dict[str, Any]:
-    """The ``[families.<family>.preprocess]`` defaults (for imports under a name not in the catalogue)."""
-    return dict(load_catalog().get("families", {}).get(family, {}).get("preprocess", {}))
+def user_catalog_path() -> Path:
+    """The user's catalogue, read over the built-in one when it exists: ``$RECBENCH_HOME/datasets.toml``."""
+    return recbench_home() / "datasets.toml"
+
+
+def builtin_catalog_text() -> str:
+    """The built-in ``datasets.toml``: the packaged copy (a wheel), else the checkout's root file."""
+    packaged = resources.files("recbench.data").joinpath("datasets.toml")
+    if packaged.is_file():
+        return packaged.read_text(encoding="utf-8")
+    checkout = Path(__file__).resolve().parents[2] / "datasets.toml"
+    if checkout.is_file():
+        return checkout.read_text(encoding="utf-8")
+    raise DataError(
+        f"recbench's built-in datasets.toml is missing (neither in the package nor at {checkout}); reinstall recbench"
+    )
 
 
 @dataclass(frozen=True)
@@ -51,6 +80,9 @@ class Counts:
     users: int
     items: int
     interactions: int
+
+    def __str__(self) -> str:
+        return f"{self.users:,} / {self.items:,} / {self.interactions:,}"
 
 
 @dataclass(frozen=True)
@@ -65,6 +97,12 @@ class DatasetSpec:
     preprocess: dict[str, Any] = field(default_factory=dict)
     generator: dict[str, Any] = field(default_factory=dict)
     """Parameters of :func:`recbench.data.synthetic.generate` (synthetic family only)."""
+    interaction_filter: InteractionFilter | None = None
+    """The filter this dataset is defined with (canonical form; None: no filter)."""
+    expected_unfiltered: Counts | None = None
+    """Counts of the imported interactions before the filter (and before the 3-interaction minimum)."""
+    origin: str = BUILTIN
+    """Where the entry comes from: ``built-in`` or the path of the user's datasets.toml."""
 
     @property
     def synthetic(self) -> bool:
@@ -81,11 +119,126 @@ class Suite:
     targets: tuple[str, ...]
 
 
-@lru_cache(maxsize=1)
+@dataclass(frozen=True)
+class Catalog:
+    """The merged catalogue and, for each ``(section, name)``, the file its table comes from."""
+
+    data: dict[str, Any]
+    origins: dict[tuple[str, str], str]
+
+
+def _parse(text: str, where: str) -> dict[str, Any]:
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        message = str(err)
+        position = re.search(r"\s*\(at line (\d+), column (\d+)\)\s*$", message)
+        if position:  # tomllib puts the position at the end of its message; lead with it, as file:line
+            what = message[: position.start()]
+            raise DataError(f"{where}:{position[1]}: not valid TOML ({what}, column {position[2]})") from None
+        raise DataError(f"{where}: not valid TOML ({message})") from None
+
+
+def _merge(builtin: dict[str, Any], user: dict[str, Any] | None, user_path: Path) -> Catalog:
+    data: dict[str, Any] = {key: value for key, value in builtin.items() if key not in SECTIONS}
+    origins: dict[tuple[str, str], str] = {}
+    for section in SECTIONS:
+        data[section] = dict(builtin.get(section, {}))
+        origins.update({(section, name): BUILTIN for name in data[section]})
+    if user is None:
+        return Catalog(data, origins)
+    unknown = sorted(key for key in user if key not in SECTIONS and key != "format_version")
+    if unknown:
+        raise DataError(
+            f"{user_path}: unknown table(s) {', '.join(unknown)}; a user catalogue holds {', '.join(SECTIONS)}"
+        )
+    from recbench.names import check_name
+
+    for section in SECTIONS:
+        tables = user.get(section, {})
+        if not isinstance(tables, dict):
+            raise DataError(f"{user_path}: '{section}' must be a table of [{section}.NAME] tables")
+        for name, table in tables.items():
+            check_name(_SINGULAR[section], name)
+            if not isinstance(table, dict):
+                raise DataError(f"{user_path}: [{section}.{name}] must be a table")
+            data[section][name.lower()] = table
+            origins[(section, name.lower())] = str(user_path)
+    return Catalog(data, origins)
+
+
+def _check(catalog: Catalog) -> None:
+    """Every dataset entry names a known family and has well-formed counts and filter (errors name the file)."""
+    families = catalog.data["families"]
+    for name, entry in catalog.data["datasets"].items():
+        where = f"{catalog.origins[('datasets', name)]}: [datasets.{name}]"
+        if not isinstance(entry, dict) or not isinstance(entry.get("family"), str):
+            raise DataError(f'{where} needs family = "..." (one of: {", ".join(sorted(families))})')
+        if entry["family"] not in families:
+            raise DataError(
+                f"{where} names family '{entry['family']}', which no [families.*] table defines "
+                f"(known: {', '.join(sorted(families))})"
+            )
+        for key in ("expected", "expected_unfiltered"):
+            if key in entry:
+                _counts(entry[key], f"{where} {key}")
+        for source, values in (("family", families[entry["family"]].get("filter")), ("entry", entry.get("filter"))):
+            if values is not None:
+                InteractionFilter.from_mapping(values, f"{where} filter ({source})")
+
+
+def _counts(values: object, where: str) -> Counts:
+    if not isinstance(values, dict) or sorted(values) != sorted(_COUNT_KEYS):
+        raise DataError(f"{where}: expected {{ users = N, items = N, interactions = N }}")
+    if not all(type(values[k]) is int and values[k] >= 0 for k in _COUNT_KEYS):
+        raise DataError(f"{where}: users, items and interactions must be whole numbers >= 0")
+    return Counts(**values)
+
+
+@lru_cache(maxsize=4)
+def _load(user_path: str, stamp: tuple[int, int] | None) -> Catalog:
+    """The merged catalogue for one state of the user file (``stamp``: its mtime and size, None if absent)."""
+    builtin = _parse(builtin_catalog_text(), "built-in datasets.toml")
+    path = Path(user_path)
+    user = None
+    if stamp is not None:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as err:
+            raise DataError(f"{path}: not valid UTF-8 ({err.reason} at byte {err.start})") from None
+        user = _parse(text, str(path))
+    catalog = _merge(builtin, user, path)
+    _check(catalog)
+    return catalog
+
+
+def current_catalog() -> Catalog:
+    """The built-in catalogue with the user's ``$RECBENCH_HOME/datasets.toml`` read over it.
+
+    Re-read whenever the user file appears, disappears or changes (its mtime or size).
+    """
+    path = user_catalog_path()
+    try:
+        status = path.stat()
+        stamp: tuple[int, int] | None = (status.st_mtime_ns, status.st_size)
+    except FileNotFoundError:
+        stamp = None
+    return _load(str(path), stamp)
+
+
 def load_catalog() -> dict[str, Any]:
-    """Parse the packaged ``datasets.toml`` (works from a checkout and from a wheel)."""
-    text = resources.files("recbench.data").joinpath("datasets.toml").read_text(encoding="utf-8")
-    return tomllib.loads(text)
+    """The merged catalogue as one mapping (``families``, ``datasets``, ``suites``)."""
+    return current_catalog().data
+
+
+def catalog_origin(section: str, name: str) -> str:
+    """Where ``[section.name]`` comes from: ``built-in`` or the user file's path."""
+    return current_catalog().origins[(section, name.lower())]
+
+
+def family_preprocess(family: str) -> dict[str, Any]:
+    """The ``[families.<family>.preprocess]`` defaults (for imports under a name not in the catalogue)."""
+    return dict(load_catalog().get("families", {}).get(family, {}).get("preprocess", {}))
 
 
 def dataset_names() -> list[str]:
@@ -99,16 +252,16 @@ def _expand(template: str, full_name: str) -> str:
 
 def get_dataset_spec(name: str) -> DatasetSpec:
     """The catalogue entry for ``name`` (case-insensitive); unknown names get suggestions."""
-    catalog = load_catalog()
+    catalog = current_catalog()
     key = name.lower()
-    entries = catalog.get("datasets", {})
+    entries = catalog.data.get("datasets", {})
     if key not in entries:
         raise UnknownNameError("dataset", name, entries)
     entry = entries[key]
-    family = catalog.get("families", {}).get(entry["family"], {})
+    family = catalog.data.get("families", {}).get(entry["family"], {})
     full_name = entry.get("full_name", key)
     raw_files = {}
-    for role in ("ratings", "meta"):
+    for role in RAW_ROLES:
         if f"{role}_file" in family:
             raw_files[role] = {
                 "file": _expand(family[f"{role}_file"], full_name),
@@ -116,15 +269,20 @@ def get_dataset_spec(name: str) -> DatasetSpec:
                 "sha256": entry.get("sha256", {}).get(role),
                 "size": entry.get("size", {}).get(role),
             }
-    expected = entry.get("expected")
+    where = f"[datasets.{key}]"
+    filter_values = entry.get("filter", family.get("filter"))
+    interaction_filter = InteractionFilter.from_mapping(filter_values, where) if filter_values is not None else None
     return DatasetSpec(
         name=key,
         family=entry["family"],
         full_name=full_name,
-        expected=Counts(**expected) if expected else None,
+        expected=_counts(entry["expected"], where) if "expected" in entry else None,
         raw_files=raw_files,
         preprocess={**family.get("preprocess", {}), **entry.get("preprocess", {})},
         generator=dict(entry.get("generator", {})),
+        interaction_filter=interaction_filter.canonical() if interaction_filter else None,
+        expected_unfiltered=_counts(entry["expected_unfiltered"], where) if "expected_unfiltered" in entry else None,
+        origin=catalog.origins[("datasets", key)],
     )
 
 

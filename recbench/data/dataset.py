@@ -158,12 +158,20 @@ def users_digest(user_ids: list[str]) -> str:
 
 
 def compute_fingerprint(dataset: Dataset) -> str:
-    """sha256 over sequences, item tokens and texts (not user tokens: run ids depend on it unchanged)."""
+    """sha256 over sequences, item tokens and texts (not user tokens: run ids depend on it unchanged).
+
+    A dataset imported with an interaction filter (manifest ``filter``, :mod:`recbench.data.filters`)
+    also hashes the filter, so it never shares a fingerprint with an unfiltered copy, even where the
+    filter removed nothing. Unfiltered datasets hash exactly as before filters existed.
+    """
     digest = hashlib.sha256()
     digest.update(np.ascontiguousarray(dataset.offsets, dtype=np.int64).tobytes())
     digest.update(np.ascontiguousarray(dataset.items, dtype=np.int32).tobytes())
     digest.update("\n".join(dataset.item_ids).encode())
     digest.update(json.dumps(dataset.item_texts, ensure_ascii=False).encode())
+    applied = dataset.manifest.get("filter")
+    if applied is not None:
+        digest.update(b"\0filter\0" + json.dumps(applied, sort_keys=True).encode())
     return digest.hexdigest()
 
 
@@ -244,11 +252,16 @@ def build_dataset(
 
 def count_mismatches(dataset: Dataset, expected: Counts | None) -> list[str]:
     """One message per count that differs from the catalogue, naming both numbers."""
+    return compare_counts(dataset.name, dataset.counts, expected)
+
+
+def compare_counts(name: str, got: Counts, expected: Counts | None, stage: str = "") -> list[str]:
+    """One message per count of ``got`` that differs from ``expected``; ``stage`` says when it was counted."""
     if expected is None:
         return []
-    got = dataset.counts
+    when = f"{stage}, " if stage else ""
     return [
-        f"{dataset.name}: {what} = {getattr(got, what):,} but datasets.toml expects {getattr(expected, what):,}"
+        f"{name}: {when}{what} = {getattr(got, what):,} but datasets.toml expects {getattr(expected, what):,}"
         for what in ("users", "items", "interactions")
         if getattr(got, what) != getattr(expected, what)
     ]

@@ -1,14 +1,21 @@
 """``recbench download``: bring a dataset into the canonical format, from the web or local files.
 
-- A catalogued Amazon 2018 name without ``--from``: the raw ratings CSV and meta file are fetched
-  into ``$RECBENCH_HOME/raw/<name>/`` (:mod:`recbench.data.fetch`: mirrors, resume, retries), verified
-  (sha256 from ``datasets.toml``, else the one recorded at the first download in
-  ``raw/<name>/manifest.json``), then preprocessed exactly as UniSRec (:mod:`recbench.data.amazon`).
+- A catalogued name without ``--from``: its raw files are fetched into ``$RECBENCH_HOME/raw/<name>/``
+  (:mod:`recbench.data.fetch`: mirrors, resume, retries), verified (sha256 from ``datasets.toml``,
+  else the one recorded at the first download in ``raw/<name>/manifest.json``), then preprocessed:
+  Amazon 2018 exactly as UniSRec (:mod:`recbench.data.amazon`), Amazon 2014
+  (:mod:`recbench.data.amazon2014`), MovieLens (:mod:`recbench.data.movielens`).
 - ``--from PATH``: files in another tool's format are imported (:mod:`recbench.data.ingest`).
 
-Either way the canonical checks of :func:`recbench.data.dataset.build_dataset` apply, the counts are
-compared with ``datasets.toml`` (a mismatch is returned for a loud warning, naming both numbers) and
-the dataset is written atomically under its lock (:func:`recbench.data.dataset.dataset_lock`). A
+Either way the interaction filter (:mod:`recbench.data.filters`: the catalogue entry's, or the one
+asked for) is applied, the canonical checks of :func:`recbench.data.dataset.build_dataset` apply, the
+counts are compared with ``datasets.toml`` (a mismatch is returned for a loud warning, naming both
+numbers) and the dataset is written atomically under its lock (:func:`recbench.data.dataset.dataset_lock`).
+
+A filter other than the catalogue entry's never reuses the entry's name: ``download beauty
+--min-user-interactions 5 --min-item-interactions 5`` writes ``beauty-u5-i5-kcore``. A name that is
+already on disk with another filter is an error (:func:`resolve_target`), so a filtered and an
+unfiltered copy never replace one another silently. A
 download holds that lock from the first raw file to the save, so a second download of the same name
 waits and then verifies what the first fetched; an import from local files reads them unlocked (a
 failed import leaves nothing on disk) and takes the lock to save.
@@ -24,15 +31,37 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from recbench.data.catalog import DatasetSpec, family_preprocess, get_dataset_spec, raw_dir
-from recbench.data.dataset import Dataset, build_dataset, count_mismatches, dataset_lock, save_dataset
+import numpy as np
+
+from recbench.data.catalog import Counts, DatasetSpec, family_preprocess, get_dataset_spec, raw_dir
+from recbench.data.dataset import (
+    MIN_INTERACTIONS,
+    Dataset,
+    build_dataset,
+    compare_counts,
+    count_mismatches,
+    dataset_lock,
+    dataset_path,
+    read_manifest,
+    save_dataset,
+)
 from recbench.data.fetch import fetch, sha256_file, verify_file
+from recbench.data.filters import InteractionFilter, apply_filter, describe_filter, filter_from_record
 from recbench.data.formats import Imported, ImportOptions
 from recbench.data.ingest import FORMATS, check_options, detect_format, run_importer
 from recbench.errors import DataError, UnknownNameError
 from recbench.names import check_name
 
-__all__ = ["IngestResult", "download", "download_datasets", "ensure_raw_files", "import_local", "sha256_file"]
+__all__ = [
+    "IngestResult",
+    "Target",
+    "download",
+    "download_datasets",
+    "ensure_raw_files",
+    "import_local",
+    "resolve_target",
+    "sha256_file",
+]
 
 
 @dataclass
@@ -52,17 +81,116 @@ def _spec_or_none(name: str) -> DatasetSpec | None:
         return None
 
 
-def finish(name: str, imported: Imported, source: dict[str, Any], root: Path | None = None) -> IngestResult:
-    """Canonical checks, count check against the catalogue, atomic save."""
-    manifest = {"source": source, **imported.details}
-    dataset, report = build_dataset(
-        name.lower(), imported.user_ids, imported.sequences, imported.item_ids, imported.item_texts, manifest
-    )  # type: ignore[arg-type]
+@dataclass(frozen=True)
+class Target:
+    """Where an import goes: the dataset name, its filter and the catalogue entry whose counts apply."""
+
+    name: str
+    interaction_filter: InteractionFilter | None  # canonical form; None: no filter
+    spec: DatasetSpec | None  # the catalogue entry of the name asked for (its raw data), if any
+    catalogued: bool  # ``name`` is the entry's own name, so its post-filter counts apply
+    renamed_from: str | None = None  # the name asked for, when another filter gave a new name
+
+
+def resolve_target(name: str, requested: InteractionFilter | None = None, root: Path | None = None) -> Target:
+    """The dataset an import of ``name`` writes, with the filter ``requested`` (None: the catalogue's).
+
+    A catalogued name keeps its name with its own filter; another filter writes ``NAME-SUFFIX``
+    (:meth:`InteractionFilter.name_suffix`, ``NAME-unfiltered`` for none). A name already on disk
+    with another filter is a :class:`DataError` (checked again just before saving).
+    """
+    check_name("dataset", name)
     spec = _spec_or_none(name)
-    mismatches = count_mismatches(dataset, spec.expected if spec else None)
+    default = spec.interaction_filter if spec else None
+    chosen = requested.canonical() if requested is not None else default
+    if spec is not None and spec.synthetic and requested is not None:
+        raise DataError(
+            f"'{spec.name}' is SYNTHETIC demo data: the interaction filters do not apply to it "
+            "(--min-user-interactions, --min-item-interactions, --filter)"
+        )
+    if spec is None or chosen == default:
+        target = Target(name.lower(), chosen, spec, spec is not None)
+    else:
+        derived = check_name("dataset", f"{spec.name}-{chosen.name_suffix() if chosen else 'unfiltered'}")
+        target = Target(derived.lower(), chosen, spec, False, renamed_from=spec.name)
+    _check_same_filter(target, root)
+    return target
+
+
+def _check_same_filter(target: Target, root: Path | None) -> None:
+    """Refuse to replace a dataset that is on disk with another filter (a damaged one may be replaced)."""
+    path = dataset_path(target.name, root)
+    if not (path / "manifest.json").is_file():
+        return
+    try:
+        existing = filter_from_record(read_manifest(target.name, root).get("filter"))
+    except DataError:
+        return  # unreadable: re-importing is how a damaged dataset is repaired
+    if existing != target.interaction_filter:
+        new = target.interaction_filter
+        raise DataError(
+            f"dataset '{target.name}' already exists with {describe_filter(existing)}, but this import asks for "
+            f"{describe_filter(new)}: import it under another name (e.g. "
+            f"'{target.name}-{new.name_suffix() if new else 'unfiltered'}') or delete {path} first"
+        )
+
+
+def _imported_counts(imported: Imported) -> Counts:
+    """Users with an interaction, distinct items and interactions of an import, before any filter."""
+    lengths = [len(s) for s in imported.sequences]
+    parts = [np.asarray(s, dtype=np.int64) for s in imported.sequences if len(s)]
+    used = np.unique(np.concatenate(parts)) if parts else np.empty(0, dtype=np.int64)
+    return Counts(sum(1 for n in lengths if n), len(used), int(sum(lengths)))
+
+
+def finish(name: str | Target, imported: Imported, source: dict[str, Any], root: Path | None = None) -> IngestResult:
+    """Filter, canonical checks, count checks against the catalogue, atomic save."""
+    target = name if isinstance(name, Target) else resolve_target(name, root=root)
+    spec = target.spec
+    notes = list(imported.notes)
+    mismatches = []
+    if spec is not None and spec.expected_unfiltered is not None:
+        mismatches += compare_counts(
+            target.name, _imported_counts(imported), spec.expected_unfiltered, "before the filter"
+        )
+    user_ids, sequences = imported.user_ids, imported.sequences
+    manifest: dict[str, Any] = {"source": source, **imported.details, "filter": None}
+    chosen = target.interaction_filter
+    if chosen is not None:
+        outcome = apply_filter(sequences, chosen, user_floor=MIN_INTERACTIONS)
+        if not len(outcome.kept_users):
+            raise DataError(f"{target.name}: the filter ({chosen.describe()}) leaves no users; lower its thresholds")
+        user_ids, sequences = [user_ids[u] for u in outcome.kept_users], outcome.sequences
+        manifest["filter"] = chosen.record()
+        manifest["filter_outcome"] = outcome.record()
+        notes.append(
+            f"filter {chosen.describe()}: removed {outcome.removed_users:,} users, {outcome.removed_items:,} items, "
+            f"{outcome.removed_interactions:,} interactions"
+            + (f" in {outcome.rounds} round(s)" if chosen.mode == "kcore" else "")
+        )
+    texts = imported.item_texts
+    kept = [np.asarray(s, dtype=np.int64) for s in sequences if len(s)]
+    if imported.deferred_texts is not None and kept:  # texts of the items left after the filter only
+        used = np.unique(np.concatenate(kept))
+        found, text_notes = imported.deferred_texts([imported.item_ids[i] for i in used])
+        texts = [""] * len(imported.item_ids)
+        for index, text in zip(used, found):
+            texts[index] = text
+        notes += text_notes
+    dataset, report = build_dataset(target.name, user_ids, sequences, imported.item_ids, texts, manifest)  # type: ignore[arg-type]
+    if target.catalogued and spec is not None:
+        mismatches += count_mismatches(dataset, spec.expected)
     dataset.manifest["count_mismatches"] = mismatches
-    path = save_dataset(dataset, root)
-    return IngestResult(dataset, path, imported.notes + report.lines(), mismatches)
+    if target.renamed_from:
+        notes.insert(
+            0,
+            f"saved as '{target.name}': the catalogue's '{target.renamed_from}' is defined with "
+            f"{describe_filter(spec.interaction_filter if spec else None)}",
+        )
+    with dataset_lock(target.name, root):
+        _check_same_filter(target, root)  # again under the lock: another import may have saved meanwhile
+        path = save_dataset(dataset, root)
+    return IngestResult(dataset, path, notes + report.lines(), mismatches)
 
 
 def import_local(
@@ -72,13 +200,16 @@ def import_local(
     root: Path | None = None,
     options: ImportOptions | None = None,
     show_progress: bool = False,
+    interaction_filter: InteractionFilter | None = None,
 ) -> IngestResult:
-    """Import files in another tool's format (or raw Amazon 2018 files) as the canonical dataset ``name``.
+    """Import files in another tool's format (or raw files) as the canonical dataset ``name``.
 
-    Counts are checked against ``datasets.toml`` when ``name`` is catalogued; a mismatch is
-    reported (both numbers), not fatal, because stand-ins of other preprocessings are legitimate.
+    ``interaction_filter`` None applies the catalogue entry's filter (none for a name not in the
+    catalogue); see :func:`resolve_target` for how another filter names the dataset. Counts are
+    checked against ``datasets.toml`` when ``name`` is catalogued; a mismatch is reported (both
+    numbers), not fatal, because stand-ins of other preprocessings are legitimate.
     """
-    check_name("dataset", name)
+    target = resolve_target(name, interaction_filter, root)
     source = Path(source)
     options = options or ImportOptions()
     fmt = fmt or detect_format(source)
@@ -86,11 +217,11 @@ def import_local(
         raise UnknownNameError("import format", fmt, FORMATS)
     check_options(fmt, options)
     if fmt == "amazon":
-        imported = _import_raw_amazon(name, source, show_progress)
+        imported = _import_raw_amazon(target.spec, name, source, show_progress)
     else:
         imported = run_importer(fmt, source, options)
     files = {p.name: sha256_file(p) for p in imported.files}
-    return finish(name, imported, {"format": fmt, "path": str(source.resolve()), "files": files}, root)
+    return finish(target, imported, {"format": fmt, "path": str(source.resolve()), "files": files}, root)
 
 
 def _amazon_params(spec: DatasetSpec | None) -> Any:
@@ -99,11 +230,11 @@ def _amazon_params(spec: DatasetSpec | None) -> Any:
     return AmazonParams.from_mapping(spec.preprocess if spec else family_preprocess("amazon2018"))
 
 
-def _import_raw_amazon(name: str, source: Path, show_progress: bool) -> Imported:
+def _import_raw_amazon(spec: DatasetSpec | None, name: str, source: Path, show_progress: bool) -> Imported:
     from recbench.data.amazon import import_amazon
 
-    spec = _spec_or_none(name)
     full_name = spec.full_name if spec and spec.family == "amazon2018" else None
+    spec = spec if spec and spec.family == "amazon2018" else None
     return import_amazon(source, full_name, _amazon_params(spec), name.lower(), show_progress=show_progress)
 
 
@@ -197,24 +328,52 @@ def _record(manifest: dict[str, Any], file: str, sha256: str, size: int, origin:
     }
 
 
-def download_amazon(
-    spec: DatasetSpec, root: Path | None = None, show_progress: bool = True, **fetch_options: Any
-) -> IngestResult:
-    """Fetch (or verify) the raw files of an Amazon 2018 dataset and preprocess them as UniSRec."""
+def _preprocess_amazon2018(spec: DatasetSpec, paths: dict[str, Path], show_progress: bool) -> Imported:
     from recbench.data.amazon import preprocess_amazon
 
-    paths, messages = ensure_raw_files(spec, show_progress, **fetch_options)
-    imported = preprocess_amazon(
+    return preprocess_amazon(
         paths["ratings"], paths["meta"], _amazon_params(spec), spec.name, show_progress=show_progress
     )
+
+
+def _preprocess_amazon2014(spec: DatasetSpec, paths: dict[str, Path], show_progress: bool) -> Imported:
+    from recbench.data.amazon2014 import preprocess_amazon2014
+
+    return preprocess_amazon2014(paths["ratings"], paths.get("meta"))
+
+
+def _preprocess_movielens(spec: DatasetSpec, paths: dict[str, Path], show_progress: bool) -> Imported:
+    from recbench.data.movielens import import_movielens
+
+    return import_movielens(paths["archive"])
+
+
+# family -> (import format recorded in the manifest, preprocessing of the downloaded raw files)
+RAW_FAMILIES = {
+    "amazon2018": ("amazon", _preprocess_amazon2018),
+    "amazon2014": ("amazon2014", _preprocess_amazon2014),
+    "movielens": ("movielens", _preprocess_movielens),
+}
+
+
+def download_raw(
+    spec: DatasetSpec,
+    target: Target | None = None,
+    root: Path | None = None,
+    show_progress: bool = True,
+    **fetch_options: Any,
+) -> IngestResult:
+    """Fetch (or verify) the raw files of a catalogued dataset, preprocess them and save the dataset."""
+    target = target or resolve_target(spec.name, root=root)
+    paths, messages = ensure_raw_files(spec, show_progress, **fetch_options)
+    fmt, preprocess = RAW_FAMILIES[spec.family]
+    imported = preprocess(spec, paths, show_progress)
     manifest = json.loads((raw_dir(spec.name) / "manifest.json").read_text(encoding="utf-8"))
     checksums = {
         p.name: manifest["files"].get(p.name, {}).get("sha256") or spec.raw_files[role].get("sha256")
         for role, p in paths.items()
     }
-    result = finish(
-        spec.name, imported, {"format": "amazon", "path": str(raw_dir(spec.name)), "files": checksums}, root
-    )
+    result = finish(target, imported, {"format": fmt, "path": str(raw_dir(spec.name)), "files": checksums}, root)
     result.messages[:0] = messages
     return result
 
@@ -226,19 +385,25 @@ def download(
     root: Path | None = None,
     options: ImportOptions | None = None,
     show_progress: bool = True,
+    interaction_filter: InteractionFilter | None = None,
 ) -> IngestResult:
     """Make the canonical dataset ``name``: import ``source`` if given, else download and preprocess
-    its raw files (Amazon 2018) or generate it (synthetic demo data)."""
+    its raw files or generate it (synthetic demo data).
+
+    ``interaction_filter`` None applies the catalogue entry's filter; another filter writes a dataset
+    of its own name (:func:`resolve_target`).
+    """
     if source is None and (fmt is not None or (options is not None and options.given())):
         raise DataError("--format and the import options only apply with --from PATH")
     if source is not None:
-        return import_local(name, source, fmt, root, options, show_progress)
+        return import_local(name, source, fmt, root, options, show_progress, interaction_filter)
     spec = get_dataset_spec(name)
-    with dataset_lock(name, root):
-        return _download_catalogued(spec, root, show_progress)
+    target = resolve_target(name, interaction_filter, root)
+    with dataset_lock(spec.name, root):  # the entry's lock guards its raw files, whatever name is written
+        return _download_catalogued(spec, target, root, show_progress)
 
 
-def _download_catalogued(spec: DatasetSpec, root: Path | None, show_progress: bool) -> IngestResult:
+def _download_catalogued(spec: DatasetSpec, target: Target, root: Path | None, show_progress: bool) -> IngestResult:
     if spec.synthetic:
         from recbench.data.synthetic import generate
 
@@ -246,8 +411,8 @@ def _download_catalogued(spec: DatasetSpec, root: Path | None, show_progress: bo
         return IngestResult(
             dataset, save_dataset(dataset, root), ["SYNTHETIC demo data (recbench.data.synthetic), not a real dataset"]
         )
-    if spec.family == "amazon2018":
-        return download_amazon(spec, root, show_progress)
+    if spec.family in RAW_FAMILIES:
+        return download_raw(spec, target, root, show_progress)
     raise DataError(
         f"recbench cannot download the '{spec.family}' family of '{spec.name}'; "
         f"import local copies with `recbench download {spec.name} --from DIR`"
@@ -261,13 +426,15 @@ def download_datasets(
     options: ImportOptions | None = None,
     root: Path | None = None,
     show_progress: bool = True,
+    interaction_filter: InteractionFilter | None = None,
 ) -> list[IngestResult]:
     """``recbench download NAME...``: every name in turn (``--from`` imports exactly one)."""
     if not names:
         raise DataError("name at least one dataset")
     if source is not None and len(names) != 1:
         raise DataError(f"--from imports one dataset, but {len(names)} names were given")
-    for name in names:  # unknown names fail before anything is downloaded
+    for name in names:  # unknown names and filter conflicts fail before anything is downloaded
         if source is None:
             get_dataset_spec(name)
-    return [download(name, source, fmt, root, options, show_progress) for name in names]
+        resolve_target(name, interaction_filter, root)
+    return [download(name, source, fmt, root, options, show_progress, interaction_filter) for name in names]

@@ -3,7 +3,7 @@
 :func:`fetch` streams a URL into ``<dest>.part`` (with a rich progress bar), resumes a partial file
 with an HTTP ``Range`` request (``If-Range`` guards against a file that changed upstream), retries
 transient failures with exponential backoff, falls back to the next mirror on permanent ones
-(connection refused, 404, ...) and on a corrupt result, verifies size / sha256 / gzip integrity, and
+(connection refused, 404, ...) and on a corrupt result, verifies size / sha256 / gzip or zip integrity, and
 only then renames the file into place. Nothing here prompts; everything is the standard library.
 """
 
@@ -19,6 +19,7 @@ import socket
 import time
 import urllib.error
 import urllib.request
+import zipfile
 import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -73,11 +74,25 @@ def gzip_problem(path: Path) -> str | None:
     return None
 
 
+def zip_problem(path: Path) -> str | None:
+    """None if the zip archive reads to its end with every member's CRC right, else what is wrong."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, EOFError, OSError) as err:
+        return f"corrupt or truncated zip ({err or type(err).__name__})"
+    return f"corrupt zip (member {bad} fails its CRC)" if bad is not None else None
+
+
 def verify_file(
-    path: Path, sha256: str | None = None, size: int | None = None, check_gzip: bool | None = None
+    path: Path,
+    sha256: str | None = None,
+    size: int | None = None,
+    check_gzip: bool | None = None,
+    check_zip: bool | None = None,
 ) -> tuple[str | None, str]:
-    """``(problem or None, actual sha256)``: size, then sha256, then (if no sha256 is known) gzip
-    integrity; ``check_gzip`` defaults to whether the file name ends with ``.gz``."""
+    """``(problem or None, actual sha256)``: size, then sha256, then (if no sha256 is known) gzip or
+    zip integrity; ``check_gzip`` / ``check_zip`` default to whether the name ends with ``.gz`` / ``.zip``."""
     actual_size = path.stat().st_size
     if size is not None and actual_size != size:
         kind = "truncated" if actual_size < size else "too long"
@@ -87,6 +102,8 @@ def verify_file(
         return f"sha256 is {digest}, expected {sha256.lower()}", digest
     if sha256 is None and (path.name.endswith(".gz") if check_gzip is None else check_gzip):
         return gzip_problem(path), digest
+    if sha256 is None and (path.name.endswith(".zip") if check_zip is None else check_zip):
+        return zip_problem(path), digest
     return None, digest
 
 
@@ -148,7 +165,9 @@ def fetch(
                 time.sleep(backoff * 2**attempt)
                 attempt += 1
                 continue
-            problem, digest = verify_file(part, sha256, size, check_gzip=dest.name.endswith(".gz"))
+            problem, digest = verify_file(
+                part, sha256, size, check_gzip=dest.name.endswith(".gz"), check_zip=dest.name.endswith(".zip")
+            )
             if problem is None:
                 os.replace(part, dest)  # atomic: dest is either absent or complete
                 _state_path(part).unlink(missing_ok=True)

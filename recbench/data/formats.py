@@ -5,12 +5,13 @@ that name the file and line of a bad byte. Importers (:mod:`recbench.data.ingest
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from recbench.errors import DataError
 
@@ -29,6 +30,9 @@ class Imported:
     files: list[Path]
     notes: list[str] = field(default_factory=list)
     details: dict[str, Any] = field(default_factory=dict)  # recorded in the dataset manifest
+    deferred_texts: Callable[[list[str]], tuple[list[str], list[str]]] | None = None
+    """Instead of ``item_texts``: item tokens -> (their texts, notes), called with the items left after
+    the interaction filter only (reading the metadata of items the filter removes is wasted work)."""
 
 
 @dataclass(frozen=True)
@@ -114,3 +118,14 @@ def ends_without_newline(path: Path) -> bool:
             return False
         f.seek(-1, 2)
         return f.read(1) != b"\n"
+
+
+def sequences_from_rows(
+    users: np.ndarray, items: np.ndarray, times: np.ndarray | None
+) -> tuple[list[str], list[np.ndarray], list[str]]:
+    """Chronological per-user sequences (stable: ties keep file order), users and items by first appearance."""
+    user_codes, user_tokens = pd.factorize(users)
+    order = np.lexsort((times, user_codes)) if times is not None else np.argsort(user_codes, kind="stable")
+    item_codes, item_tokens = pd.factorize(items[order])
+    offsets = np.cumsum(np.bincount(user_codes, minlength=len(user_tokens)))[:-1]
+    return [str(u) for u in user_tokens], np.split(item_codes.astype(np.int64), offsets), [str(i) for i in item_tokens]

@@ -13,6 +13,10 @@ the canonical checks. Formats (``IMPORTERS``; :func:`detect_format` guesses one 
 - ``table``: a plain CSV/TSV/parquet interactions table (+ item-text table) (:mod:`recbench.data.tables`).
 - ``amazon``: raw Amazon 2018 ratings CSV + ``meta_*.json.gz``, preprocessed exactly as UniSRec
   (:mod:`recbench.data.amazon`).
+- ``amazon2014``: Amazon 2014 ``ratings_<Category>.csv`` (+ ``meta_<Category>.json.gz`` of Python
+  dict literals) (:mod:`recbench.data.amazon2014`).
+- ``movielens``: GroupLens ``ml-1m.zip`` or its extracted ``ratings.dat`` (+ ``movies.dat``)
+  (:mod:`recbench.data.movielens`).
 """
 
 from __future__ import annotations
@@ -22,8 +26,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from recbench.data.amazon2014 import import_amazon2014
 from recbench.data.formats import TABLE_SUFFIXES, Imported, ImportOptions, read_lines
 from recbench.data.itemtext import MAX_TEXT_CHARS, clean_text, nonempty_fields_text
+from recbench.data.movielens import RATINGS_FILE, import_movielens
 from recbench.data.tables import import_recbole, import_table
 from recbench.errors import DataError, UnknownNameError
 
@@ -358,17 +364,29 @@ def _lcrec(source: Path, options: ImportOptions) -> Imported:
     return import_lcrec(source, partial_text=options.partial_text)
 
 
+def _movielens(source: Path, options: ImportOptions) -> Imported:
+    return import_movielens(source)
+
+
+def _amazon2014(source: Path, options: ImportOptions) -> Imported:
+    return import_amazon2014(source)
+
+
 IMPORTERS: dict[str, Importer] = {
     "unisrec": _unisrec,
     "lcrec": _lcrec,
     "recbole": import_recbole,
     "table": import_table,
+    "movielens": _movielens,
+    "amazon2014": _amazon2014,
 }
 ACCEPTED_OPTIONS = {
     "unisrec": set(),
     "lcrec": {"partial_text"},
     "recbole": {"user_col", "item_col", "time_col", "text_fields"},
     "table": {"user_col", "item_col", "time_col", "item_text", "text_fields"},
+    "movielens": set(),
+    "amazon2014": set(),
     "amazon": set(),
 }
 FORMATS = (*IMPORTERS, "amazon")  # amazon needs the catalogue entry: see recbench.data.download.import_local
@@ -401,6 +419,10 @@ def detect_format(source: Path) -> str:
     if source.is_file():
         if source.name.endswith(".inter"):
             return "recbole"
+        if source.suffix.lower() == ".zip" or source.name == RATINGS_FILE:
+            return "movielens"
+        if source.name.startswith("ratings_") and source.suffix.lower() == ".csv":
+            return "amazon2014"
         if source.suffix.lower() in TABLE_SUFFIXES:
             return "table"
         raise DataError(f"cannot tell the format of {source}; pass --format ({', '.join(FORMATS)})")
@@ -408,6 +430,10 @@ def detect_format(source: Path) -> str:
         return "unisrec"
     if any(source.glob("*.inter.json")):
         return "lcrec"
+    if (source / RATINGS_FILE).is_file() or any(source.glob(f"*/{RATINGS_FILE}")):
+        return "movielens"
+    if any(source.glob("ratings_*.csv")):  # before Amazon 2018: both have meta_*.json.gz
+        return "amazon2014"
     if any(source.glob("meta_*.json.gz")) or any(source.glob("Metadata/meta_*.json.gz")):
         return "amazon"
     if any(source.glob("*.inter")):

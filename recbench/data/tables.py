@@ -15,7 +15,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from recbench.data.formats import TABLE_SUFFIXES, Imported, ImportOptions, check_utf8, ends_without_newline
+from recbench.data.formats import (
+    TABLE_SUFFIXES,
+    Imported,
+    ImportOptions,
+    check_utf8,
+    ends_without_newline,
+    sequences_from_rows,
+)
 from recbench.data.itemtext import nonempty_fields_text
 from recbench.errors import DataError
 
@@ -150,17 +157,6 @@ def timestamps(frame: pd.DataFrame, column: str, path: Path, lines: np.ndarray) 
             "is neither a number nor a date"
         )
     return dates.astype("int64").to_numpy()
-
-
-def sequences_from_rows(
-    users: np.ndarray, items: np.ndarray, times: np.ndarray | None
-) -> tuple[list[str], list[np.ndarray], list[str]]:
-    """Chronological per-user sequences (stable: ties keep file order), users and items by first appearance."""
-    user_codes, user_tokens = pd.factorize(users)
-    order = np.lexsort((times, user_codes)) if times is not None else np.argsort(user_codes, kind="stable")
-    item_codes, item_tokens = pd.factorize(items[order])
-    offsets = np.cumsum(np.bincount(user_codes, minlength=len(user_tokens)))[:-1]
-    return [str(u) for u in user_tokens], np.split(item_codes.astype(np.int64), offsets), [str(i) for i in item_tokens]
 
 
 def check_last_line(frame: pd.DataFrame, path: Path, lines: np.ndarray, used: dict[str, str | None]) -> str | None:
