@@ -18,7 +18,7 @@ import time
 import traceback
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
@@ -53,6 +53,7 @@ class MethodRow:
     label: str
     method: str
     settings: dict[str, Any] = field(default_factory=dict)
+    pretrain: bool = True  # False: trained from scratch even when the grid pre-trains (an ablation row)
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,7 @@ class GridCell:
     seed: int
     label: str = ""
     settings: str = ""  # JSON text: the cell stays hashable and picklable
+    pretrain: bool = True  # False: never fine-tuned from the grid's pre-training
 
     @property
     def row(self) -> str:
@@ -129,7 +131,8 @@ def run_cell(
         from recbench.registry import get_method
         from recbench.runs.experiment import run_experiment
 
-        sources = list(pretrain_on or []) if get_method(cell.method).cls.supports_pretraining else []
+        transfer = cell.pretrain and get_method(cell.method).cls.supports_pretraining
+        sources = list(pretrain_on or []) if transfer else []
         for name in [cell.dataset, *sources]:
             ensure_dataset(name)
         own = cell.layers(overrides)
@@ -190,6 +193,7 @@ def grid(datasets: Sequence[str], methods: Sequence[str | MethodRow], seeds: int
             BASE_SEED + s,
             m.label,
             json.dumps(m.settings, sort_keys=True) if m.settings else "",
+            m.pretrain,
         )
         for d in datasets
         for m in methods
@@ -235,6 +239,15 @@ def run_grid(
                 outcomes[cell] = CellOutcome(cell, error=unavailable[missing[0]])
                 notify(cell, "failed", outcomes[cell])
     ready = [cell for cell in cells if cell not in outcomes]
+    # Rows whose settings resolve to the same run (e.g. two ablation rows that both name the default)
+    # run once: in parallel they would contend for one run directory.
+    same_run: dict[GridCell, GridCell] = {}
+    first_of: dict[tuple, GridCell] = {}
+    for cell in ready:
+        key = _run_key(cell, overrides, pretrain_on)
+        same_run[cell] = first_of.setdefault(key, cell) if key is not None else cell
+    duplicates = [cell for cell in ready if same_run[cell] is not cell]
+    ready = [cell for cell in ready if same_run[cell] is cell]
     if pretrain_on and (jobs > 1 or executor != "local"):
         _pretrain_first(ready, str(runs_dir), overrides, device, pretrain_on, pretrain_seed)
     arguments = (str(runs_dir), overrides, device, list(pretrain_on or []), pretrain_seed, list(protocols or []))
@@ -253,7 +266,23 @@ def run_grid(
             futures = {pool.submit(run_cell, cell, *arguments, threads): cell for cell in ready}
             finished = _collect(futures, notify, jobs)
     outcomes.update(zip(ready, finished))
+    for cell in duplicates:
+        outcomes[cell] = replace(outcomes[same_run[cell]], cell=cell, reused=True)
+        notify(cell, "failed" if outcomes[cell].error else "done", outcomes[cell])
     return [outcomes[cell] for cell in cells]
+
+
+def _run_key(cell: GridCell, overrides: list[dict[str, Any]], pretrain_on: Sequence[str] | None) -> tuple | None:
+    """What decides a cell's run: its dataset, method, seed, resolved config and pre-training (None if unknown)."""
+    from recbench.registry import get_method, resolve_config
+
+    try:
+        entry = get_method(cell.method)
+        config = resolve_config(entry, *cell.layers(overrides)).model_dump_json()
+    except RecbenchError:  # the cell reports it
+        return None
+    transfer = cell.pretrain and entry.cls.supports_pretraining and bool(pretrain_on)
+    return (cell.dataset, entry.name, cell.seed, config, transfer)
 
 
 def stop_with_parent(parent_pid: int, interval: float = 1.0) -> None:
@@ -278,7 +307,7 @@ def _needs(cell: GridCell, pretrain_on: Sequence[str] | None) -> list[str]:
     from recbench.registry import get_method
 
     try:
-        transfer = get_method(cell.method).cls.supports_pretraining
+        transfer = cell.pretrain and get_method(cell.method).cls.supports_pretraining
     except RecbenchError:  # an unknown method: the cell itself reports that
         transfer = False
     return [cell.dataset, *(pretrain_on or [])] if transfer else [cell.dataset]
@@ -299,7 +328,7 @@ def _pretrain_first(
     for cell in cells:
         entry = get_method(cell.method)
         seed = cell.seed if pretrain_seed is None else pretrain_seed
-        if not entry.cls.supports_pretraining or (entry.name, seed) in done:
+        if not (cell.pretrain and entry.cls.supports_pretraining) or (entry.name, seed) in done:
             continue
         done.add((entry.name, seed))
         try:

@@ -34,6 +34,11 @@ settings = { hidden_size = 8, inner_size = 8 }
 synthetic-c = { "hr@10" = 0.5, "ndcg@10" = 0.25 }
 
 [[rows]]
+label = "SASRec (same run)"
+method = "sasrec"
+settings = { inner_size = 8, hidden_size = 8 }
+
+[[rows]]
 label = "SASRec w/o dropout"
 method = "sasrec"
 settings = { hidden_size = 8, inner_size = 8, hidden_dropout_prob = 0.0, attn_dropout_prob = 0.0 }
@@ -58,10 +63,11 @@ def test_a_recipe_runs_end_to_end_with_its_published_numbers(recbench_home, reci
         out=str(tmp_path / "t"),
         formats=("md", "csv", "json"),
     )
-    assert all(o.error is None for o in outcomes) and len(outcomes) == 2
-    # Two rows of one method with different settings are two runs and two rows.
-    assert report.methods == ["SASRec (paper)", "SASRec w/o dropout"]
-    assert len({o.run_dir for o in outcomes}) == 2
+    assert all(o.error is None for o in outcomes) and len(outcomes) == 3
+    # Two rows of one method with different settings are two runs and two rows; rows resolving to the
+    # same run share it (run once).
+    assert report.methods == ["SASRec (paper)", "SASRec (same run)", "SASRec w/o dropout"]
+    assert len({o.run_dir for o in outcomes}) == 2 and outcomes[0].run_dir == outcomes[1].run_dir
     assert report.protocols["synthetic-c"]["name"] == "full-masked"
     measured = report.cell("synthetic-c", "SASRec (paper)").mean["hr@10"]
     assert report.delta_pct("synthetic-c", "SASRec (paper)", "hr@10") == pytest.approx(100 * (measured / 0.5 - 1))
@@ -112,13 +118,17 @@ def test_a_bad_recipe_is_one_clear_error(tmp_path: Path, change: tuple[str, str]
 
 
 def test_every_shipped_recipe_is_valid_and_runnable_here() -> None:
+    from recbench.data.catalog import get_dataset_spec
     from recbench.registry import get_method, resolve_config
     from recbench.runs.protocols import get_protocol
 
+    assert len(recipe_names()) >= 9
     for name, source in recipe_names().items():
         assert source == "built in"
         recipe = get_recipe(name)
         get_protocol(recipe.protocol)
+        for dataset in [*recipe.datasets, *recipe.pretrain_on]:
+            get_dataset_spec(dataset)  # in the catalogue
         for row in recipe.rows:
             resolve_config(get_method(row.method), row.settings)  # a registered method that knows its settings
         assert recipe.source and recipe.title
@@ -137,3 +147,10 @@ def test_cli_recipe(recbench_home, recipe_file: Path, tmp_path: Path) -> None:
     assert clash.exit_code == 1 and "drop --datasets" in clash.output
     listed = runner.invoke(app, ["list", "recipes"])
     assert listed.exit_code == 0
+
+
+def test_a_row_without_pre_training_reads_no_sources() -> None:
+    from recbench.compare import MethodRow, _needs, grid
+
+    scratch, transfer = grid(["a"], [MethodRow("w/o PT", "vqrec", {}, pretrain=False), "vqrec"], seeds=1)
+    assert _needs(scratch, ["food"]) == ["a"] and _needs(transfer, ["food"]) == ["a", "food"]

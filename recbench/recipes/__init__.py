@@ -39,6 +39,8 @@ class RecipeRow(BaseModel):
     settings: dict[str, Any] = Field(default_factory=dict)
     published: dict[str, dict[str, float]] = Field(default_factory=dict)
     """dataset -> metric -> the value the paper printed (a fraction, not a percentage)."""
+    pretrain: bool = True
+    """False: this row is trained from scratch even though the recipe pre-trains (a "w/o pre-training" row)."""
 
 
 class Recipe(BaseModel):
@@ -175,7 +177,7 @@ def run_recipe(
     datasets = [use.get(d, d) for d in recipe.datasets]
     if len(set(datasets)) < len(datasets):
         raise RecbenchError("--use maps two of the recipe's datasets to one dataset")
-    rows = [MethodRow(row.label, row.method, dict(row.settings)) for row in recipe.rows]
+    rows = [MethodRow(row.label, row.method, dict(row.settings), row.pretrain) for row in recipe.rows]
     report, outcomes = compare(
         datasets,
         rows,
