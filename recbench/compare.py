@@ -19,7 +19,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from recbench.errors import RecbenchError
 
@@ -353,32 +353,40 @@ def _write_tracebacks(outcomes: Sequence[CellOutcome], runs_dir: Path) -> None:
 
 
 class LiveGrid:
-    """A rich live table of the grid: state and elapsed time of every cell."""
+    """The grid as it runs: a live table of every cell's state and elapsed time on a terminal, else one
+    plain line per finished cell (:mod:`recbench.progress` decides which)."""
 
-    def __init__(self, cells: Sequence[GridCell], enabled: bool = True) -> None:
-        from rich.live import Live
+    def __init__(self, cells: Sequence[GridCell], enabled: bool = True, stream: TextIO | None = None) -> None:
+        from recbench.progress import LiveDisplay
 
         self.states = {cell: ("queued", None, None) for cell in cells}
         self.started = time.perf_counter()
-        self.live = Live(self._table(), refresh_per_second=2, transient=False) if enabled else None
+        self.finished = 0
+        self.display = LiveDisplay(self._table, enabled=enabled, stream=stream)
 
     def __enter__(self) -> LiveGrid:
-        if self.live:
-            self.live.__enter__()
+        self.display.__enter__()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self.live:
-            self.live.update(self._table())
-            self.live.__exit__(*exc)
-            if not self.live.console.is_terminal:  # rich ends a non-terminal live render without a newline
-                self.live.console.line()
+        self.display.__exit__(*exc)
 
     def __call__(self, cell: GridCell, state: str, outcome: CellOutcome | None) -> None:
         since = time.perf_counter() if state == "running" else self.states[cell][1]
-        self.states[cell] = (state if not (outcome and outcome.reused) else "reused", since, outcome)
-        if self.live:
-            self.live.update(self._table())
+        shown = state if not (outcome and outcome.reused) else "reused"
+        self.states[cell] = (shown, since, outcome)
+        self.display.refresh()
+        if outcome is not None:
+            self.finished += 1
+            self.display.line(self._finished_line(cell, shown, outcome))
+
+    def _finished_line(self, cell: GridCell, state: str, outcome: CellOutcome) -> str:
+        """``cell 3/12: scientific / sasrec / seed 2020: done in 41.2 s`` (a failure adds its error)."""
+        line = (
+            f"cell {self.finished}/{len(self.states)}: {cell.dataset} / {cell.method} / seed {cell.seed}: "
+            f"{state} in {outcome.seconds:.1f} s"
+        )
+        return f"{line}: {outcome.error.splitlines()[0]}" if outcome.error else line
 
     def _table(self) -> Any:
         from rich.table import Table
