@@ -26,6 +26,7 @@ from recbench.runs import distributed
 from recbench.runs.batching import TrainingWindows
 from recbench.runs.evaluate import Evaluator
 from recbench.runs.record import RunRecord
+from recbench.runs.tracking import Tracker
 
 VALID_METRIC = "ndcg@10"
 
@@ -135,6 +136,8 @@ class Trainer:
     Under ``torchrun`` with several processes (see :mod:`recbench.runs.distributed`) each process takes
     every K-th batch and DistributedDataParallel averages gradients; every process validates the
     same weights (so all take the same early-stopping decisions) and rank 0 writes the run.
+
+    A ``tracker`` (:mod:`recbench.runs.tracking`) gets each finished epoch's loss and valid metrics.
     """
 
     def __init__(
@@ -147,8 +150,10 @@ class Trainer:
         device: str = "cpu",
         show_progress: bool = True,
         pretrain: bool = False,
+        tracker: Tracker | None = None,
     ) -> None:
         self.pretrain = pretrain
+        self.tracker = tracker if tracker is not None else Tracker([])
         self.epochs = config.pretrain_epochs if pretrain else config.epochs
         self.method = method.to(device)
         self.dataset = dataset
@@ -254,6 +259,7 @@ class Trainer:
                         "rng": rng_state(),
                     }
                 )
+                self.tracker.log_epoch(epoch, loss, valid_metrics)  # after the record has the epoch
                 seconds = train_seconds[-1] + eval_seconds[-1]
                 if self.validator:
                     progress.update(
