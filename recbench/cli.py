@@ -70,6 +70,15 @@ def user_errors(command: F) -> F:
 
 
 RunsDir = Annotated[Path, typer.Option("--runs-dir", help="Where run directories are written.")]
+LogTo = Annotated[
+    Optional[list[str]],
+    typer.Option(
+        "--log-to",
+        metavar="BACKEND[:WHERE]",
+        help="Mirror each run to an experiment tracker: tensorboard[:DIR] (default DIR: RUNS_DIR/tensorboard) "
+        "or mlflow[:URI] (default: file store RUNS_DIR/mlflow); repeatable or comma-separated. Off by default.",
+    ),
+]
 
 
 @app.command()
@@ -202,6 +211,7 @@ def train(
             "fix it to fine-tune several seeds from one checkpoint.",
         ),
     ] = None,
+    log_to: LogTo = None,
 ) -> None:
     """Train a method on a dataset, evaluate the best-valid weights on test, write a run record."""
     from recbench.registry import parse_assignments, read_config_file
@@ -221,6 +231,7 @@ def train(
         device=device,
         pretrain_on=sources,
         pretrain_seed=pretrain_seed,
+        log_to=log_to,
     )
     if result.reused:
         console.print(f"finished run already exists, reused: {result.run.path} (pass --restart to train again)")
@@ -491,6 +502,7 @@ def compare(
             help="One pre-training run per method with this seed, shared by every seed (default: one per seed).",
         ),
     ] = None,
+    log_to: LogTo = None,
 ) -> None:
     """Train and evaluate every method on every dataset (reusing finished runs), then report."""
     from recbench.compare import compare as run_compare
@@ -522,6 +534,7 @@ def compare(
         pretrain_on=sources,
         quick=quick,
         pretrain_seed=pretrain_seed,
+        log_to=log_to,
     )
     for table in report.rich_tables():
         console.print(table)

@@ -19,9 +19,12 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from recbench.errors import RecbenchError
+
+if TYPE_CHECKING:
+    from recbench.runs.tracking import TrackingSpec
 
 BASE_SEED = 2020  # RecBole's default seed; seed i of a grid is BASE_SEED + i
 
@@ -94,8 +97,13 @@ def run_cell(
     pretrain_on: Sequence[str] | None = None,
     pretrain_seed: int | None = None,
     threads: int | None = None,
+    log_to: Sequence[TrackingSpec] = (),
 ) -> CellOutcome:
-    """Run one cell to completion (or reuse it); any failure becomes ``CellOutcome.error``."""
+    """Run one cell to completion (or reuse it); any failure becomes ``CellOutcome.error``.
+
+    ``log_to`` (plain data, sent to worker processes as is) opens the cell's trackers here, in the
+    process that trains it: one tracking run per cell.
+    """
     started = time.perf_counter()
     try:
         if threads:
@@ -120,6 +128,7 @@ def run_cell(
             show_progress=False,
             pretrain_on=sources or None,
             pretrain_seed=pretrain_seed,
+            log_to=log_to,
         )
         return CellOutcome(cell, str(result.run.path), reused=result.reused, seconds=time.perf_counter() - started)
     except Exception as err:  # one failing cell must not stop the grid
@@ -173,6 +182,7 @@ def run_grid(
     pretrain_on: Sequence[str] | None = None,
     unavailable: dict[str, str] | None = None,
     pretrain_seed: int | None = None,
+    log_to: str | TrackingSpec | Sequence[str | TrackingSpec] | None = None,
 ) -> list[CellOutcome]:
     """Run every cell; outcomes in the order of ``cells``.
 
@@ -180,10 +190,15 @@ def run_grid(
     with these problems); a cell whose data cannot be made fails with that error. Transfer methods
     are pre-trained on ``pretrain_on`` first, once per (method, seed), or once per method with a
     fixed ``pretrain_seed``, in this process, so parallel cells only ever reuse a finished
-    pre-training run.
+    pre-training run. ``log_to`` mirrors each run trained now to experiment trackers (see
+    :mod:`recbench.runs.tracking`), one tracking run per cell and per pre-training.
     """
+    from recbench.runs import tracking
+
     if executor not in ("local", "ray"):
         raise RecbenchError(f"unknown executor '{executor}'; expected local or ray")
+    trackers = tracking.parse_log_to(log_to)
+    tracking.prepare(trackers, runs_dir)  # the MLflow store, before parallel cells race to create it
     overrides = overrides or []
     notify = listener or (lambda cell, state, outcome: None)
     outcomes: dict[GridCell, CellOutcome] = {}
@@ -197,21 +212,28 @@ def run_grid(
                 notify(cell, "failed", outcomes[cell])
     ready = [cell for cell in cells if cell not in outcomes]
     if pretrain_on and (jobs > 1 or executor != "local"):
-        _pretrain_first(ready, str(runs_dir), overrides, device, pretrain_on, pretrain_seed)
-    arguments = (str(runs_dir), overrides, device, list(pretrain_on or []), pretrain_seed)
+        _pretrain_first(ready, str(runs_dir), overrides, device, pretrain_on, pretrain_seed, trackers)
+    arguments: dict[str, Any] = {
+        "runs_dir": str(runs_dir),
+        "overrides": overrides,
+        "device": device,
+        "pretrain_on": list(pretrain_on or []),
+        "pretrain_seed": pretrain_seed,
+        "log_to": trackers,
+    }
     if executor == "ray":
         finished = _run_ray(ready, arguments, notify)
     elif jobs <= 1:
         finished = []
         for cell in ready:
             notify(cell, "running", None)
-            finished.append(run_cell(cell, *arguments))
+            finished.append(run_cell(cell, **arguments))
             notify(cell, "failed" if finished[-1].error else "done", finished[-1])
     else:
         threads = max(1, (os.cpu_count() or 1) // jobs)  # jobs x threads <= cores
         pool_options = {"initializer": stop_with_parent, "initargs": (os.getpid(),)}
         with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn"), **pool_options) as pool:
-            futures = {pool.submit(run_cell, cell, *arguments, threads): cell for cell in ready}
+            futures = {pool.submit(run_cell, cell, **arguments, threads=threads): cell for cell in ready}
             finished = _collect(futures, notify, jobs)
     outcomes.update(zip(ready, finished))
     return [outcomes[cell] for cell in cells]
@@ -252,6 +274,7 @@ def _pretrain_first(
     device: str,
     sources: Sequence[str],
     pretrain_seed: int | None,
+    log_to: Sequence[TrackingSpec] = (),
 ) -> None:
     from recbench.registry import get_method, resolve_config
     from recbench.runs.experiment import pretrain, resolve_device
@@ -274,6 +297,7 @@ def _pretrain_first(
                 Path(runs_dir),
                 resolve_device(device),
                 False,
+                log_to,
             )
         except Exception:  # the cell runs it again and reports the error as its own
             pass
@@ -299,7 +323,7 @@ def _collect(futures: dict[Future, GridCell], notify: Listener, jobs: int) -> li
     return [outcomes[cell] for cell in futures.values()]
 
 
-def _run_ray(cells: Sequence[GridCell], arguments: tuple, notify: Listener) -> list[CellOutcome]:
+def _run_ray(cells: Sequence[GridCell], arguments: dict[str, Any], notify: Listener) -> list[CellOutcome]:
     try:
         import ray
     except ImportError:
@@ -307,7 +331,7 @@ def _run_ray(cells: Sequence[GridCell], arguments: tuple, notify: Listener) -> l
     if not ray.is_initialized():
         ray.init(address=os.environ.get("RAY_ADDRESS"), ignore_reinit_error=True, log_to_driver=False)
     remote_cell = ray.remote(run_cell)
-    references = {remote_cell.remote(cell, *arguments): cell for cell in cells}
+    references = {remote_cell.remote(cell, **arguments): cell for cell in cells}
     for cell in cells:
         notify(cell, "running", None)
     outcomes: dict[GridCell, CellOutcome] = {}
@@ -432,19 +456,25 @@ def compare(
     pretrain_on: Sequence[str] | None = None,
     quick: bool = False,
     pretrain_seed: int | None = None,
+    log_to: str | TrackingSpec | Sequence[str | TrackingSpec] | None = None,
 ) -> tuple[Any, list[CellOutcome]]:
     """Run the grid and build the report; with ``out``, write ``out.<fmt>`` for every format, and the
     figures of :func:`recbench.results.plots.write_figures` (``out-curves.png``, ...) when matplotlib is installed.
 
     ``overrides`` are config layers applied to every method that has their keys (a key no
     compared method has is an error); ``quick`` puts the :data:`QUICK` preset beneath them.
+    ``log_to`` (``"tensorboard[:DIR]"``, ``"mlflow[:URI]"``, or several) mirrors every run trained
+    now to experiment trackers, one tracking run per cell; finished cells that are reused are not
+    logged again.
     """
     from recbench.data.dataset import check_dataset_name
     from recbench.files import atomic_write_bytes
     from recbench.registry import get_method, method_names
     from recbench.results.leaderboard import DEFAULT_METRICS, FORMATS
     from recbench.results.report import build_report
+    from recbench.runs.tracking import parse_log_to
 
+    trackers = parse_log_to(log_to)  # a bad backend or a missing package fails before anything runs
     if not datasets:
         raise RecbenchError("compare needs at least one dataset (--datasets a,b)")
     if seeds < 1:
@@ -478,6 +508,7 @@ def compare(
             pretrain_on=pretrain_on,
             unavailable=unavailable,
             pretrain_seed=pretrain_seed,
+            log_to=trackers,
         )
     _write_tracebacks(outcomes, Path(runs_dir))
     report = build_report(results_of(outcomes), list(metrics or DEFAULT_METRICS), baseline, test, correction, alpha)
