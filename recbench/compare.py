@@ -197,8 +197,8 @@ def run_grid(
 
     if executor not in ("local", "ray"):
         raise RecbenchError(f"unknown executor '{executor}'; expected local or ray")
-    trackers = tracking.parse_log_to(log_to)
-    tracking.prepare(trackers, runs_dir)  # the MLflow store, before parallel cells race to create it
+    # the MLflow store is made here, before parallel cells race to create it
+    trackers = tracking.prepare(tracking.parse_log_to(log_to), runs_dir)
     overrides = overrides or []
     notify = listener or (lambda cell, state, outcome: None)
     outcomes: dict[GridCell, CellOutcome] = {}

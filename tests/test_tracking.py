@@ -324,3 +324,30 @@ def test_compare_gives_every_cell_its_own_tracking_run_in_parallel_workers(recbe
         logged = [value for _, value in scalars(events, "train/loss")]
         assert logged == pytest.approx([entry["loss"] for entry in run.log], rel=FLOAT32)
     assert np.isfinite([run.data.metrics[mlflow_key("final/test/ndcg@10")] for run in tracked.values()]).all()
+
+
+def test_compare_leaves_out_a_store_it_cannot_reach_with_one_warning_for_the_grid(
+    recbench_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("mlflow")
+    from recbench.compare import compare
+    from recbench.runs import tracking
+
+    def unreachable(client: Any) -> str:
+        raise ConnectionError("Max retries exceeded with url: /api/2.0/mlflow/experiments/get-by-name")
+
+    monkeypatch.setattr(tracking, "_experiment_id", unreachable)
+    with pytest.warns(TrackingWarning) as caught:
+        _, outcomes = compare(
+            ["synthetic-c"],
+            ["sasrec"],
+            seeds=2,
+            runs_dir=tmp_path,
+            overrides=[TINY],
+            device="cpu",
+            live=False,
+            log_to="mlflow:http://127.0.0.1:9",
+        )
+    assert all(outcome.error is None for outcome in outcomes), [o.error for o in outcomes]
+    messages = [str(w.message) for w in caught if issubclass(w.category, TrackingWarning)]
+    assert len(messages) == 1 and "cannot reach the MLflow store" in messages[0]  # not once per cell

@@ -286,21 +286,28 @@ def tracking(specs: Iterable[TrackingSpec], run: TrackedRun) -> Iterator[Tracker
     tracker.close("finished")
 
 
-def prepare(specs: Iterable[TrackingSpec], runs_dir: Path | str) -> None:
-    """Create what parallel runs would otherwise race to create (the MLflow store and experiment), once.
+def prepare(specs: Iterable[TrackingSpec], runs_dir: Path | str) -> tuple[TrackingSpec, ...]:
+    """Before a grid: create once what its parallel runs would race to create (the MLflow store and
+    experiment); the specs to use for its runs.
 
-    ``compare`` calls it before its workers start; a failure here is only a warning (each run
-    opens its own tracker and warns for itself).
+    A store that cannot be reached now is dropped for the whole grid with one warning, instead of
+    every cell waiting for it (MLflow retries an unreachable server for minutes) and warning again.
     """
-    if not distributed.is_main():
-        return
+    usable = []
     for spec in specs:
-        if spec.backend != "mlflow":
-            continue
-        try:
-            _experiment_id(_mlflow_client(spec.location or default_mlflow_uri(runs_dir)))
-        except Exception as err:
-            warnings.warn(f"--log-to {spec}: {type(err).__name__}: {err}", TrackingWarning, stacklevel=2)
+        if spec.backend == "mlflow" and distributed.is_main():
+            try:
+                _experiment_id(_mlflow_client(spec.location or default_mlflow_uri(runs_dir)))
+            except Exception as err:
+                warnings.warn(
+                    f"--log-to {spec}: cannot reach the MLflow store ({type(err).__name__}: {err}); "
+                    "the runs go on without it",
+                    TrackingWarning,
+                    stacklevel=2,
+                )
+                continue
+        usable.append(spec)
+    return tuple(usable)
 
 
 # --- TensorBoard -------------------------------------------------------------------------------
