@@ -40,7 +40,6 @@ from typing import Annotated, Any, Literal
 import torch
 import torch.nn.functional as F
 from pydantic import Field, StrictBool, model_validator
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from recbench.errors import RecbenchError
 from recbench.method import (
@@ -52,6 +51,7 @@ from recbench.method import (
     StrictPositiveInt,
     TransferConfig,
 )
+from recbench.progress import ProgressDisplay
 from recbench.registry import register
 from recbench_plugins.sasrec import SASRec, SASRecConfig
 
@@ -275,14 +275,7 @@ class IDP(SASRec):
         optimizer = torch.optim.AdamW(encoder.parameters(), lr=self.config.matcher_learning_rate)
         steps = -(-len(items) // size)
         encoder.train()  # dropout on: it makes the two SimCSE views differ
-        columns = (
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TextColumn("{task.fields[status]}"),
-        )
-        with Progress(*columns, disable=not show_progress) as progress:
+        with ProgressDisplay("count", enabled=show_progress) as progress:
             task = progress.add_task("tune ID matcher", total=self.config.matcher_epochs * steps, status="")
             for epoch in range(self.config.matcher_epochs):
                 order = torch.randperm(len(items))

@@ -69,6 +69,7 @@ def user_errors(command: F) -> F:
     return wrapper
 
 
+DEFAULT_METRICS_OPTION = "hr@10,ndcg@10,hr@50,ndcg@50"  # the columns of the published tables
 ProtocolsOption = Annotated[
     Optional[str],
     typer.Option(
@@ -78,6 +79,15 @@ ProtocolsOption = Annotated[
     ),
 ]
 RunsDir = Annotated[Path, typer.Option("--runs-dir", help="Where run directories are written.")]
+LogTo = Annotated[
+    Optional[list[str]],
+    typer.Option(
+        "--log-to",
+        metavar="BACKEND[:WHERE]",
+        help="Mirror each run to an experiment tracker: tensorboard[:DIR] (default DIR: RUNS_DIR/tensorboard) "
+        "or mlflow[:URI] (default: file store RUNS_DIR/mlflow); repeatable or comma-separated. Off by default.",
+    ),
+]
 
 
 @app.command()
@@ -237,6 +247,7 @@ def train(
         ),
     ] = None,
     protocols: ProtocolsOption = None,
+    log_to: LogTo = None,
 ) -> None:
     """Train a method on a dataset, evaluate the best-valid weights on test, write a run record."""
     from recbench.registry import parse_assignments, read_config_file
@@ -257,6 +268,7 @@ def train(
         pretrain_on=sources,
         pretrain_seed=pretrain_seed,
         protocols=protocols,
+        log_to=log_to,
     )
     if result.reused:
         console.print(f"finished run already exists, reused: {result.run.path} (pass --restart to train again)")
@@ -426,9 +438,7 @@ def leaderboard(
         Optional[str],
         typer.Option("--format", help="md, tex, csv or json (default: terminal tables, or the --out suffix)."),
     ] = None,
-    metrics: Annotated[
-        str, typer.Option(help="Comma-separated: hr@K, ndcg@K, mrr@K, mrr.")
-    ] = "hr@10,ndcg@10,hr@50,ndcg@50",
+    metrics: Annotated[str, typer.Option(help="Comma-separated: hr@K, ndcg@K, mrr@K, mrr.")] = DEFAULT_METRICS_OPTION,
     datasets: Annotated[
         Optional[str], typer.Option(help="Comma-separated datasets (default: every dataset with runs).")
     ] = None,
@@ -560,9 +570,7 @@ def compare(
     assignments: Annotated[
         Optional[list[str]], typer.Option("--set", help="Config override key=value for every method (repeatable).")
     ] = None,
-    metrics: Annotated[
-        str, typer.Option(help="Comma-separated: hr@K, ndcg@K, mrr@K, mrr.")
-    ] = "hr@10,ndcg@10,hr@50,ndcg@50",
+    metrics: Annotated[str, typer.Option(help="Comma-separated: hr@K, ndcg@K, mrr@K, mrr.")] = DEFAULT_METRICS_OPTION,
     test: Annotated[str, typer.Option(help="Paired per-user test: t, wilcoxon or permutation.")] = "t",
     correction: Annotated[str, typer.Option(help="holm, bonferroni, bh or none.")] = "holm",
     out: Annotated[Optional[str], typer.Option(help="Write the report to OUT.md, OUT.tex, ... (see --format).")] = None,
@@ -607,163 +615,101 @@ def compare(
     stand_ins: Annotated[
         bool, typer.Option("--stand-ins", help="With --recipe: use the recipe's stand-in datasets where it names one.")
     ] = False,
+    log_to: LogTo = None,
 ) -> None:
-    """Train and evaluate every method on every dataset (reusing finished runs), then report."""
-    from recbench.compare import compare as run_compare
+    """Train and evaluate every method on every dataset (reusing finished runs), then report.
+
+    Example: recbench compare --datasets scientific --methods sasrec,unisrec --seeds 3 --out tables/sci
+    """
     from recbench.registry import parse_assignments
 
+    # What every grid takes, whether its datasets and rows come from options or from a recipe.
+    grid = {
+        "runs_dir": runs_dir,
+        "jobs": jobs,
+        "executor": executor,
+        "overrides": [parse_assignments(assignments or [])],
+        "device": device,
+        "baseline": baseline,
+        "test": test,
+        "correction": correction,
+        "out": out,
+        "formats": fmt.split(","),
+        "quick": quick,
+        "log_to": log_to,
+    }
     if recipe is not None:
-        _compare_recipe(
-            recipe,
-            use,
-            stand_ins,
-            datasets,
-            suite,
-            methods,
-            protocols,
-            pretrain_on,
-            seeds,
-            runs_dir,
-            jobs,
-            executor,
-            device,
-            baseline,
-            assignments,
-            test,
-            correction,
-            out,
-            fmt,
-            quick,
+        from recbench.recipes import run_recipe
+
+        clashing = [
+            flag
+            for flag, value in (
+                ("--datasets", datasets),
+                ("--suite", suite),
+                ("--methods", methods),
+                ("--protocol", protocols),
+                ("--pretrain-on", pretrain_on),
+                ("--metrics", metrics if metrics != DEFAULT_METRICS_OPTION else None),
+            )
+            if value
+        ]
+        if clashing:
+            raise RecbenchError(
+                f"--recipe sets the datasets, rows, metrics, protocol and sources itself; drop {', '.join(clashing)}"
+            )
+        report, outcomes = run_recipe(
+            recipe, use=_dataset_pairs(use), stand_ins=stand_ins, seeds=seeds, pretrain_seed=pretrain_seed, **grid
         )
-        return
-    if use or stand_ins:
-        raise RecbenchError("--use and --stand-ins go with --recipe")
+    else:
+        from recbench.compare import compare as run_compare
 
-    names = datasets.split(",") if datasets else []
-    sources = pretrain_on.split(",") if pretrain_on and pretrain_on != "none" else None
-    if suite:
-        from recbench.data.catalog import get_suite
+        if use or stand_ins:
+            raise RecbenchError("--use and --stand-ins go with --recipe")
+        names = datasets.split(",") if datasets else []
+        sources = pretrain_on.split(",") if pretrain_on and pretrain_on != "none" else None
+        if suite:
+            from recbench.data.catalog import get_suite
 
-        names += list(get_suite(suite).targets)
-        if pretrain_on is None:
-            sources = list(get_suite(suite).sources)
-    report, outcomes = run_compare(
-        names,
-        methods.split(",") if methods else None,
-        seeds or 1,
-        runs_dir,
-        jobs,
-        executor,
-        [parse_assignments(assignments or [])],
-        device,
-        baseline,
-        metrics.split(","),
-        test,
-        correction,
-        out=out,
-        formats=fmt.split(","),
-        pretrain_on=sources,
-        quick=quick,
-        pretrain_seed=pretrain_seed,
-        protocols=protocols.split(",") if protocols else None,
-    )
+            names += list(get_suite(suite).targets)
+            if pretrain_on is None:
+                sources = list(get_suite(suite).sources)
+        report, outcomes = run_compare(
+            names,
+            methods.split(",") if methods else None,
+            seeds or 1,
+            metrics=metrics.split(","),
+            pretrain_on=sources,
+            pretrain_seed=pretrain_seed,
+            protocols=protocols.split(",") if protocols else None,
+            **grid,
+        )
     for shown in [report, *report.others.values()]:
         for table in shown.rich_tables():
             console.print(table)
-    _report_failures(outcomes)
-    if out:
-        suffixes = ["", *(f"-{name}" for name in report.others)]
-        console.print(f"wrote {', '.join(f'{out}{s}.{f}' for s in suffixes for f in fmt.split(','))}")
-    _exit_if_failed(outcomes)
-
-
-def _report_failures(outcomes: list[Any]) -> None:
     for outcome in outcomes:
         if outcome.error:
             where = f" (traceback: {outcome.traceback_file})" if outcome.traceback_file else ""
             cell = outcome.cell
             say("failed:", f" {cell.dataset} / {cell.row} / seed {cell.seed}: {outcome.error}{where}", "red", err=True)
-
-
-def _exit_if_failed(outcomes: list[Any]) -> None:
-    """The report shows failed cells; the exit status tells scripts and CI."""
+    if out:
+        suffixes = ["", *(f"-{name}" for name in report.others)]
+        console.print(f"wrote {', '.join(f'{out}{s}.{f}' for s in suffixes for f in fmt.split(','))}")
     failed = [o for o in outcomes if o.error]
-    if failed:
+    if failed:  # the report shows them; the exit status tells scripts and CI
         say("error:", f" {len(failed)} of {len(outcomes)} cells failed", "bold red", err=True)
         raise typer.Exit(1)
 
 
-def _compare_recipe(
-    recipe: str,
-    use: str | None,
-    stand_ins: bool,
-    datasets: str | None,
-    suite: str | None,
-    methods: str | None,
-    protocols: str | None,
-    pretrain_on: str | None,
-    seeds: int | None,
-    runs_dir: Path,
-    jobs: int,
-    executor: str,
-    device: str,
-    baseline: str | None,
-    assignments: list[str] | None,
-    test: str,
-    correction: str,
-    out: str | None,
-    fmt: str,
-    quick: bool,
-) -> None:
-    """``compare --recipe``: the recipe decides datasets, rows, protocol and sources."""
-    from recbench.recipes import run_recipe
-    from recbench.registry import parse_assignments
-
-    clashing = [
-        flag
-        for flag, value in (
-            ("--datasets", datasets),
-            ("--suite", suite),
-            ("--methods", methods),
-            ("--protocol", protocols),
-            ("--pretrain-on", pretrain_on),
-        )
-        if value
-    ]
-    if clashing:
-        raise RecbenchError(
-            f"--recipe sets the datasets, rows, protocol and sources itself; drop {', '.join(clashing)}"
-        )
-    replacements = {}
-    for pair in (use or "").split(","):
+def _dataset_pairs(text: str | None) -> dict[str, str]:
+    """``a=b,c=d`` -> {"a": "b", "c": "d"} (``--use``)."""
+    pairs = {}
+    for pair in (text or "").split(","):
         if pair.strip():
             original, sep, replacement = pair.partition("=")
             if not sep or not original.strip() or not replacement.strip():
                 raise RecbenchError(f"--use takes DATASET=REPLACEMENT pairs, got {pair!r}")
-            replacements[original.strip()] = replacement.strip()
-    report, outcomes = run_recipe(
-        recipe,
-        runs_dir,
-        use=replacements,
-        stand_ins=stand_ins,
-        seeds=seeds,
-        out=out,
-        formats=fmt.split(","),
-        jobs=jobs,
-        executor=executor,
-        overrides=[parse_assignments(assignments or [])],
-        device=device,
-        baseline=baseline,
-        test=test,
-        correction=correction,
-        quick=quick,
-    )
-    for table in report.rich_tables():
-        console.print(table)
-    _report_failures(outcomes)
-    if out:
-        console.print(f"wrote {', '.join(f'{out}.{f}' for f in fmt.split(','))}")
-    _exit_if_failed(outcomes)
+            pairs[original.strip()] = replacement.strip()
+    return pairs
 
 
 @app.command()

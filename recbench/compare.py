@@ -21,9 +21,12 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 from recbench.errors import RecbenchError
+
+if TYPE_CHECKING:
+    from recbench.runs.tracking import TrackingSpec
 
 BASE_SEED = 2020  # RecBole's default seed; seed i of a grid is BASE_SEED + i
 
@@ -120,8 +123,13 @@ def run_cell(
     pretrain_seed: int | None = None,
     protocols: Sequence[str] | None = None,
     threads: int | None = None,
+    log_to: Sequence[TrackingSpec] = (),
 ) -> CellOutcome:
-    """Run one cell to completion (or reuse it); any failure becomes ``CellOutcome.error``."""
+    """Run one cell to completion (or reuse it); any failure becomes ``CellOutcome.error``.
+
+    ``log_to`` (plain data, sent to worker processes as is) opens the cell's trackers here, in the
+    process that trains it: one tracking run per cell.
+    """
     started = time.perf_counter()
     try:
         if threads:
@@ -148,6 +156,7 @@ def run_cell(
             pretrain_on=sources or None,
             pretrain_seed=pretrain_seed,
             protocols=list(protocols) if protocols else None,
+            log_to=log_to,
         )
         return CellOutcome(cell, str(result.run.path), reused=result.reused, seconds=time.perf_counter() - started)
     except Exception as err:  # one failing cell must not stop the grid
@@ -216,6 +225,7 @@ def run_grid(
     unavailable: dict[str, str] | None = None,
     pretrain_seed: int | None = None,
     protocols: Sequence[str] | None = None,
+    log_to: str | TrackingSpec | Sequence[str | TrackingSpec] | None = None,
 ) -> list[CellOutcome]:
     """Run every cell; outcomes in the order of ``cells``.
 
@@ -223,10 +233,15 @@ def run_grid(
     with these problems); a cell whose data cannot be made fails with that error. Transfer methods
     are pre-trained on ``pretrain_on`` first, once per (method, seed), or once per method with a
     fixed ``pretrain_seed``, in this process, so parallel cells only ever reuse a finished
-    pre-training run.
+    pre-training run. ``log_to`` mirrors each run trained now to experiment trackers (see
+    :mod:`recbench.runs.tracking`), one tracking run per cell and per pre-training.
     """
+    from recbench.runs import tracking
+
     if executor not in ("local", "ray"):
         raise RecbenchError(f"unknown executor '{executor}'; expected local or ray")
+    # the MLflow store is made here, before parallel cells race to create it
+    trackers = tracking.prepare(tracking.parse_log_to(log_to), runs_dir)
     overrides = overrides or []
     notify = listener or (lambda cell, state, outcome: None)
     outcomes: dict[GridCell, CellOutcome] = {}
@@ -249,21 +264,29 @@ def run_grid(
     duplicates = [cell for cell in ready if same_run[cell] is not cell]
     ready = [cell for cell in ready if same_run[cell] is cell]
     if pretrain_on and (jobs > 1 or executor != "local"):
-        _pretrain_first(ready, str(runs_dir), overrides, device, pretrain_on, pretrain_seed)
-    arguments = (str(runs_dir), overrides, device, list(pretrain_on or []), pretrain_seed, list(protocols or []))
+        _pretrain_first(ready, str(runs_dir), overrides, device, pretrain_on, pretrain_seed, trackers)
+    arguments: dict[str, Any] = {
+        "runs_dir": str(runs_dir),
+        "overrides": overrides,
+        "device": device,
+        "pretrain_on": list(pretrain_on or []),
+        "pretrain_seed": pretrain_seed,
+        "log_to": trackers,
+        "protocols": list(protocols or []),
+    }
     if executor == "ray":
         finished = _run_ray(ready, arguments, notify)
     elif jobs <= 1:
         finished = []
         for cell in ready:
             notify(cell, "running", None)
-            finished.append(run_cell(cell, *arguments))
+            finished.append(run_cell(cell, **arguments))
             notify(cell, "failed" if finished[-1].error else "done", finished[-1])
     else:
         threads = max(1, (os.cpu_count() or 1) // jobs)  # jobs x threads <= cores
         pool_options = {"initializer": stop_with_parent, "initargs": (os.getpid(),)}
         with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn"), **pool_options) as pool:
-            futures = {pool.submit(run_cell, cell, *arguments, threads): cell for cell in ready}
+            futures = {pool.submit(run_cell, cell, **arguments, threads=threads): cell for cell in ready}
             finished = _collect(futures, notify, jobs)
     outcomes.update(zip(ready, finished))
     for cell in duplicates:
@@ -320,6 +343,7 @@ def _pretrain_first(
     device: str,
     sources: Sequence[str],
     pretrain_seed: int | None,
+    log_to: Sequence[TrackingSpec] = (),
 ) -> None:
     from recbench.registry import get_method, resolve_config
     from recbench.runs.experiment import pretrain, resolve_device
@@ -342,6 +366,7 @@ def _pretrain_first(
                 Path(runs_dir),
                 resolve_device(device),
                 False,
+                log_to,
             )
         except Exception:  # the cell runs it again and reports the error as its own
             pass
@@ -367,7 +392,7 @@ def _collect(futures: dict[Future, GridCell], notify: Listener, jobs: int) -> li
     return [outcomes[cell] for cell in futures.values()]
 
 
-def _run_ray(cells: Sequence[GridCell], arguments: tuple, notify: Listener) -> list[CellOutcome]:
+def _run_ray(cells: Sequence[GridCell], arguments: dict[str, Any], notify: Listener) -> list[CellOutcome]:
     try:
         import ray
     except ImportError:
@@ -375,7 +400,7 @@ def _run_ray(cells: Sequence[GridCell], arguments: tuple, notify: Listener) -> l
     if not ray.is_initialized():
         ray.init(address=os.environ.get("RAY_ADDRESS"), ignore_reinit_error=True, log_to_driver=False)
     remote_cell = ray.remote(run_cell)
-    references = {remote_cell.remote(cell, *arguments): cell for cell in cells}
+    references = {remote_cell.remote(cell, **arguments): cell for cell in cells}
     for cell in cells:
         notify(cell, "running", None)
     outcomes: dict[GridCell, CellOutcome] = {}
@@ -423,32 +448,40 @@ def _write_tracebacks(outcomes: Sequence[CellOutcome], runs_dir: Path) -> None:
 
 
 class LiveGrid:
-    """A rich live table of the grid: state and elapsed time of every cell."""
+    """The grid as it runs: a live table of every cell's state and elapsed time on a terminal, else one
+    plain line per finished cell (:mod:`recbench.progress` decides which)."""
 
-    def __init__(self, cells: Sequence[GridCell], enabled: bool = True) -> None:
-        from rich.live import Live
+    def __init__(self, cells: Sequence[GridCell], enabled: bool = True, stream: TextIO | None = None) -> None:
+        from recbench.progress import LiveDisplay
 
         self.states = {cell: ("queued", None, None) for cell in cells}
         self.started = time.perf_counter()
-        self.live = Live(self._table(), refresh_per_second=2, transient=False) if enabled else None
+        self.finished = 0
+        self.display = LiveDisplay(self._table, enabled=enabled, stream=stream)
 
     def __enter__(self) -> LiveGrid:
-        if self.live:
-            self.live.__enter__()
+        self.display.__enter__()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self.live:
-            self.live.update(self._table())
-            self.live.__exit__(*exc)
-            if not self.live.console.is_terminal:  # rich ends a non-terminal live render without a newline
-                self.live.console.line()
+        self.display.__exit__(*exc)
 
     def __call__(self, cell: GridCell, state: str, outcome: CellOutcome | None) -> None:
         since = time.perf_counter() if state == "running" else self.states[cell][1]
-        self.states[cell] = (state if not (outcome and outcome.reused) else "reused", since, outcome)
-        if self.live:
-            self.live.update(self._table())
+        shown = state if not (outcome and outcome.reused) else "reused"
+        self.states[cell] = (shown, since, outcome)
+        self.display.refresh()
+        if outcome is not None:
+            self.finished += 1
+            self.display.line(self._finished_line(cell, shown, outcome))
+
+    def _finished_line(self, cell: GridCell, state: str, outcome: CellOutcome) -> str:
+        """``cell 3/12: scientific / sasrec / seed 2020: done in 41.2 s`` (a failure adds its error)."""
+        line = (
+            f"cell {self.finished}/{len(self.states)}: {cell.dataset} / {cell.method} / seed {cell.seed}: "
+            f"{state} in {outcome.seconds:.1f} s"
+        )
+        return f"{line}: {outcome.error.splitlines()[0]}" if outcome.error else line
 
     def _table(self) -> Any:
         from rich.table import Table
@@ -495,6 +528,7 @@ def compare(
     quick: bool = False,
     pretrain_seed: int | None = None,
     protocols: Sequence[str] | None = None,
+    log_to: str | TrackingSpec | Sequence[str | TrackingSpec] | None = None,
 ) -> tuple[Any, list[CellOutcome]]:
     """Run the grid and build the report; with ``out``, write ``out.<fmt>`` for every format, and the
     figures of :func:`recbench.results.plots.write_figures` (``out-curves.png``, ...) when matplotlib is installed.
@@ -505,6 +539,9 @@ def compare(
 
     ``overrides`` are config layers applied to every method that has their keys (a key no
     compared method has is an error); ``quick`` puts the :data:`QUICK` preset beneath them.
+    ``log_to`` (``"tensorboard[:DIR]"``, ``"mlflow[:URI]"``, or several) mirrors every run trained
+    now to experiment trackers, one tracking run per cell; finished cells that are reused are not
+    logged again.
     """
     from recbench.data.dataset import check_dataset_name
     from recbench.files import atomic_write_bytes
@@ -512,7 +549,9 @@ def compare(
     from recbench.results.leaderboard import DEFAULT_METRICS, FORMATS
     from recbench.results.report import build_report
     from recbench.runs.protocols import parse_protocols
+    from recbench.runs.tracking import parse_log_to
 
+    trackers = parse_log_to(log_to)  # a bad backend or a missing package fails before anything runs
     if not datasets:
         raise RecbenchError("compare needs at least one dataset (--datasets a,b)")
     if seeds < 1:
@@ -557,6 +596,7 @@ def compare(
             unavailable=unavailable,
             pretrain_seed=pretrain_seed,
             protocols=chosen,
+            log_to=trackers,
         )
     _write_tracebacks(outcomes, Path(runs_dir))
     reports = {

@@ -26,6 +26,7 @@ from recbench.runs.evaluate import Evaluator
 from recbench.runs.metrics import EvalResult
 from recbench.runs.protocols import DEFAULT_PROTOCOL, Protocol, parse_protocols
 from recbench.runs.record import DamagedRunError, RunRecord
+from recbench.runs.tracking import TrackedRun, TrackingSpec, parse_log_to, tracking
 from recbench.runs.trainer import DivergedError, FitResult, Trainer, seed_everything
 
 WORD_DROP_RATIO = 0.15
@@ -120,11 +121,13 @@ def pretrain(
     runs_dir: Path,
     device: str,
     show_progress: bool,
+    log_to: Sequence[TrackingSpec] = (),
 ) -> RunRecord:
     """Pre-train a transfer method on the union of ``sources`` once; reused by every target.
 
     The run lives under ``runs_dir/_pretrain/<sources>/<method>/`` and is keyed by the method,
-    its config, the sources' fingerprints and the seed.
+    its config, the sources' fingerprints and the seed. With ``log_to``, a pre-training that runs
+    now (not a reused one) is mirrored to those trackers (its loss per epoch).
     """
     if not entry.cls.supports_pretraining:
         raise RecbenchError(f"method '{entry.name}' does not pre-train; drop --pretrain-on")
@@ -150,18 +153,29 @@ def pretrain(
             return run
         if (reason := run.failure) is not None:
             raise RunError(f"pre-training run {run.path} failed: {reason}; remove it to try again")
-        run.write_config(
-            {**identity, "dataset": union.name, "fingerprint": union.fingerprint, "device": device}, method=entry.cls
+        record = {**identity, "dataset": union.name, "fingerprint": union.fingerprint, "device": device}
+        run.write_config(record, method=entry.cls)
+        tracked = TrackedRun(
+            run.path, Path(runs_dir), union.name, entry.cls.name, seed, "pretrain", record, run.has_checkpoint
         )
-        seed_everything(seed)
-        method = build_method(entry, config, union, show_progress, pretraining=True)
-        trainer = Trainer(
-            method, union, config, run, seed=seed, device=device, show_progress=show_progress, pretrain=True
-        )
-        _fit_or_record_failure(trainer, run, resume=run.has_checkpoint)
-        method.finish_pretraining(show_progress)
-        run.save_best(method.state_dict())
-        run.mark_finished()  # no evaluation: the pre-trained weights (best.pt) are the product
+        with tracking(log_to, tracked) as tracker:
+            seed_everything(seed)
+            method = build_method(entry, config, union, show_progress, pretraining=True)
+            trainer = Trainer(
+                method,
+                union,
+                config,
+                run,
+                seed=seed,
+                device=device,
+                show_progress=show_progress,
+                pretrain=True,
+                tracker=tracker,
+            )
+            _fit_or_record_failure(trainer, run, resume=run.has_checkpoint)
+            method.finish_pretraining(show_progress)
+            run.save_best(method.state_dict())
+            run.mark_finished()  # no evaluation: the pre-trained weights (best.pt) are the product
     distributed.barrier()  # under torchrun, the other processes read best.pt once rank 0 has written it
     return run
 
@@ -230,6 +244,7 @@ def run_experiment(
     pretrain_on: Sequence[str] | None = None,
     pretrain_seed: int | None = None,
     protocols: str | Sequence[str | Protocol] | None = None,
+    log_to: str | TrackingSpec | Sequence[str | TrackingSpec] | None = None,
 ) -> ExperimentResult:
     """Train ``method_name`` on ``dataset_name`` (or reuse a finished identical run), then test it.
 
@@ -243,8 +258,13 @@ def run_experiment(
     fine-tuning seeds share one pre-trained checkpoint, so their spread is that of fine-tuning alone.
     An unfinished run with a checkpoint is continued with ``resume`` or started over with
     ``restart``; with neither, it is an error (nothing is silently thrown away).
+
+    ``log_to`` mirrors the run (and its pre-training) to experiment trackers: ``"tensorboard[:DIR]"``,
+    ``"mlflow[:URI]"``, a list of them or :class:`~recbench.runs.tracking.TrackingSpec` (see
+    :mod:`recbench.runs.tracking`); a reused run is not logged again.
     """
     check_seed(seed)
+    trackers = parse_log_to(log_to)  # an unknown backend or a missing package fails before anything runs
     if pretrain_seed is not None:
         check_seed(pretrain_seed, "--pretrain-seed")
     chosen = parse_protocols(protocols if isinstance(protocols, str) or protocols is None else list(protocols))
@@ -262,6 +282,7 @@ def run_experiment(
             Path(runs_dir),
             device,
             show_progress,
+            trackers,
         )
         if pretrain_on
         else None
@@ -284,7 +305,20 @@ def run_experiment(
                 return ExperimentResult(run, reused=True)
     with run.lock():  # one writer per run: a second process on the same run stops here, naming the first
         result = _train_and_test(
-            entry, config, dataset, run, identity, seed, device, show_progress, pretrained, resume, restart, chosen
+            entry,
+            config,
+            dataset,
+            run,
+            identity,
+            seed,
+            device,
+            show_progress,
+            pretrained,
+            resume,
+            restart,
+            chosen,
+            trackers=trackers,
+            runs_dir=Path(runs_dir),
         )
         if result.reused:
             for protocol in chosen[1:]:
@@ -306,6 +340,8 @@ def _train_and_test(
     resume: bool,
     restart: bool,
     protocols: list[Protocol],
+    trackers: Sequence[TrackingSpec] = (),
+    runs_dir: Path = Path("runs"),
 ) -> ExperimentResult:
     """The body of :func:`run_experiment`, under the run's lock."""
     try:
@@ -329,46 +365,63 @@ def _train_and_test(
         )
     search = architecture_search(entry, config, dataset, run, seed, device, reuse=resume and not restart)
     config = resolve_config(entry, config.model_dump(), search["config_updates"]) if search else config
-    run.write_config(
-        {
-            **identity,
-            **({"search": search} if search else {}),
-            "device": device,
-            "protocol": {
-                "valid_metric": "ndcg@10",
-                "valid_protocol": protocols[0].name,
-                "early_stopping": "RecBole (tie = improvement)",
-            },
+    record = {
+        **identity,
+        **({"search": search} if search else {}),
+        "device": device,
+        "protocol": {
+            "valid_metric": "ndcg@10",
+            "valid_protocol": protocols[0].name,
+            "early_stopping": "RecBole (tie = improvement)",
         },
-        method=entry.cls,
+    }
+    run.write_config(record, method=entry.cls)
+    continuing = resume and not restart and run.has_checkpoint  # then the earlier tracking run goes on
+    tracked = TrackedRun(
+        run.path,
+        runs_dir,
+        dataset.name,
+        entry.name,
+        seed,
+        "train",
+        {**record, "config": config.model_dump()},
+        continuing,
     )
-    seed_everything(seed)
-    method = build_method(entry, config, dataset, show_progress)
-    if pretrained is not None:
-        method.load_pretrained(pretrained.load_best())
-    trainer = Trainer(
-        method, dataset, config, run, seed=seed, device=device, show_progress=show_progress, protocol=protocols[0]
-    )
-    fit = _fit_or_record_failure(trainer, run, resume=resume and not restart)
-    started = time.perf_counter()
-    valid = trainer.validator.run(method, device)
-    test = Evaluator(dataset, "test", config.max_seq_length, config.eval_batch_size, protocols[0]).run(method, device)
-    more = [
-        tuple(
-            Evaluator(dataset, split, config.max_seq_length, config.eval_batch_size, protocol).run(method, device)
-            for split in ("valid", "test")
+    with tracking(trackers, tracked) as tracker:
+        seed_everything(seed)
+        method = build_method(entry, config, dataset, show_progress)
+        if pretrained is not None:
+            method.load_pretrained(pretrained.load_best())
+        trainer = Trainer(
+            method,
+            dataset,
+            config,
+            run,
+            seed=seed,
+            device=device,
+            show_progress=show_progress,
+            tracker=tracker,
+            protocol=protocols[0],
         )
-        for protocol in protocols[1:]
-    ]
-    record = {**asdict(fit), "trained": fit.trained}
-    if not fit.trained:
-        record["note"] = "not trained: epochs = 0, the initial (or pre-trained) weights were evaluated"
-    run.finish(
-        valid,
-        test,
-        extra={"fit": record, "test_seconds": time.perf_counter() - started, **({"search": search} if search else {})},
-        more=more,
-    )
+        fit = _fit_or_record_failure(trainer, run, resume=resume and not restart)
+        started = time.perf_counter()
+        valid = trainer.validator.run(method, device)
+        test = Evaluator(dataset, "test", config.max_seq_length, config.eval_batch_size, protocols[0]).run(
+            method, device
+        )
+        more = [
+            tuple(
+                Evaluator(dataset, split, config.max_seq_length, config.eval_batch_size, protocol).run(method, device)
+                for split in ("valid", "test")
+            )
+            for protocol in protocols[1:]
+        ]
+        fit_record = {**asdict(fit), "trained": fit.trained}
+        if not fit.trained:
+            fit_record["note"] = "not trained: epochs = 0, the initial (or pre-trained) weights were evaluated"
+        extra = {"fit": fit_record, "test_seconds": time.perf_counter() - started}
+        run.finish(valid, test, extra={**extra, **({"search": search} if search else {})}, more=more)
+        tracker.log_final(fit.epochs_run, valid.metrics, test.metrics)  # what metrics.json now holds
     return ExperimentResult(run, reused=False, fit=fit)
 
 

@@ -17,16 +17,17 @@ from typing import Any
 
 import numpy as np
 import torch
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from recbench.data.dataset import Dataset
 from recbench.errors import RunError
 from recbench.method import Method, MethodConfig
+from recbench.progress import ProgressDisplay
 from recbench.runs import distributed
 from recbench.runs.batching import TrainingWindows
 from recbench.runs.evaluate import Evaluator
 from recbench.runs.protocols import Protocol
 from recbench.runs.record import RunRecord
+from recbench.runs.tracking import Tracker
 
 VALID_METRIC = "ndcg@10"
 
@@ -137,6 +138,8 @@ class Trainer:
     Under ``torchrun`` with several processes (see :mod:`recbench.runs.distributed`) each process takes
     every K-th batch and DistributedDataParallel averages gradients; every process validates the
     same weights (so all take the same early-stopping decisions) and rank 0 writes the run.
+
+    A ``tracker`` (:mod:`recbench.runs.tracking`) gets each finished epoch's loss and valid metrics.
     """
 
     def __init__(
@@ -150,8 +153,10 @@ class Trainer:
         show_progress: bool = True,
         pretrain: bool = False,
         protocol: Protocol | None = None,
+        tracker: Tracker | None = None,
     ) -> None:
         self.pretrain = pretrain
+        self.tracker = tracker if tracker is not None else Tracker([])
         self.epochs = config.pretrain_epochs if pretrain else config.epochs
         self.method = method.to(device)
         self.dataset = dataset
@@ -259,6 +264,8 @@ class Trainer:
                         "rng": rng_state(),
                     }
                 )
+                self.tracker.log_epoch(epoch, loss, valid_metrics)  # after the record has the epoch
+                seconds = train_seconds[-1] + eval_seconds[-1]
                 if self.validator:
                     progress.update(
                         task,
@@ -267,6 +274,12 @@ class Trainer:
                             f"(best {stopping.best:.4f} @ {stopping.best_epoch})"
                         ),
                     )
+                    progress.line(
+                        f"epoch {epoch}: loss {loss:.4f}, valid {VALID_METRIC} {value:.4f} "
+                        f"(best {stopping.best:.4f} at epoch {stopping.best_epoch}), {seconds:.1f} s"
+                    )
+                else:
+                    progress.line(f"pre-train epoch {epoch}: loss {loss:.4f}, {seconds:.1f} s")
         if not log:  # nothing to train (epochs = 0, e.g. a zero-shot variant): the initial weights are the product
             self.run.save_best(best_state)
         self.method.load_state_dict(best_state)
@@ -278,7 +291,7 @@ class Trainer:
             seconds_per_eval=float(np.mean(eval_seconds)) if eval_seconds else 0.0,
         )
 
-    def _train_epoch(self, epoch: int, progress: Progress, task: Any) -> float:
+    def _train_epoch(self, epoch: int, progress: ProgressDisplay, task: Any) -> float:
         if self.optimizer is None:
             raise RuntimeError(f"{type(self.method).__name__}: no parameter requires a gradient at epoch {epoch}")
         self.method.train()
@@ -294,7 +307,7 @@ class Trainer:
             total, count = self._train_batches(batches, epoch, progress, task)
         return total / max(count, 1)
 
-    def _train_batches(self, batches: list[Any], epoch: int, progress: Progress, task: Any) -> tuple[float, int]:
+    def _train_batches(self, batches: list[Any], epoch: int, progress: ProgressDisplay, task: Any) -> tuple[float, int]:
         total, count, started = 0.0, 0, time.perf_counter()
         for number, batch in enumerate(batches):
             batch = batch.to(self.device)
@@ -315,13 +328,6 @@ class Trainer:
             progress.update(task, advance=1, status=f"loss {total / count:.4f}  {rate:,.0f} targets/s")
         return total, count
 
-    def _progress(self) -> Progress:
-        return Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TextColumn("{task.fields[status]}"),
-            disable=not (self.show_progress and distributed.is_main()),
-            transient=False,
-        )
+    def _progress(self) -> ProgressDisplay:
+        """Bars on a terminal, one line per finished epoch elsewhere; only the process that writes the run shows it."""
+        return ProgressDisplay("count", enabled=self.show_progress and distributed.is_main())
