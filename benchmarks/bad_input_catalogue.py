@@ -306,13 +306,13 @@ def cases(python: str, pythonpath: str | None) -> list[Case]:
         Case(
             "imports",
             "40-digit id in a UniSRec file",
-            lambda r: ["download", "uni40", "--from", "uni", "--format", "unisrec"],
+            lambda r: ["download", "uni40", "--from", "uni", "--input-format", "unisrec"],
             unisrec_with_long_id,
         ),
         Case(
             "imports",
             "LC-Rec user key not in user2id",
-            lambda r: ["download", "lc", "--from", "lc", "--format", "lcrec"],
+            lambda r: ["download", "lc", "--from", "lc", "--input-format", "lcrec"],
             lcrec_with_unknown_user,
         ),
         Case("imports", "NUL byte in a CSV", lambda r: ["download", "nul", "--from", "nul.csv"], csv_with_nul),

@@ -10,6 +10,7 @@ import functools
 import json
 import sys
 from collections.abc import Callable
+from dataclasses import asdict
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, Optional, TypeVar
@@ -70,10 +71,80 @@ def user_errors(command: F) -> F:
 
 
 DEFAULT_METRICS_OPTION = "hr@10,ndcg@10,hr@50,ndcg@50"  # the columns of the published tables
+
+
+# Fixed choices are enums: a bad value is a usage error (exit 2) naming the valid ones, before anything runs.
+class Test(str, Enum):
+    t = "t"
+    wilcoxon = "wilcoxon"
+    permutation = "permutation"
+
+
+class Correction(str, Enum):
+    holm = "holm"
+    bonferroni = "bonferroni"
+    bh = "bh"
+    none = "none"
+
+
+class Split(str, Enum):
+    test = "test"
+    valid = "valid"
+
+
+class Executor(str, Enum):
+    local = "local"
+    ray = "ray"
+
+
+class Breakdown(str, Enum):
+    history = "history"
+    popularity = "popularity"
+
+
+TABLE_FORMATS = ("md", "tex", "csv", "json")
+DEFAULT_PERMUTATIONS_OPTION = 10_000  # = recbench.results.stats.DEFAULT_PERMUTATIONS (no heavy import for --help)
+DEFAULT_RESAMPLES_OPTION = 1_000  # = recbench.results.stats.DEFAULT_RESAMPLES
+
+
+def _check_device(value: str) -> str:
+    import re
+
+    if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", value):
+        raise typer.BadParameter(f"'{value}' is not one of auto, cpu, cuda, cuda:N, mps")
+    return value
+
+
+def _check_table_formats(value: str | None) -> str | None:
+    if value is not None:
+        unknown = [f for f in value.split(",") if f not in TABLE_FORMATS]
+        if unknown:
+            raise typer.BadParameter(f"{', '.join(unknown)}: not among {', '.join(TABLE_FORMATS)}")
+    return value
+
+
+def _check_protocols(value: str | None) -> str | None:
+    if value is not None:
+        from recbench.runs.protocols import parse_protocols
+
+        try:
+            parse_protocols(value)
+        except RecbenchError as err:
+            raise typer.BadParameter(str(err)) from None
+    return value
+
+
+Device = Annotated[str, typer.Option(callback=_check_device, help="auto, cpu, cuda, cuda:N or mps.")]
+TestOption = Annotated[Test, typer.Option(help="Paired per-user test.")]
+CorrectionOption = Annotated[
+    Correction, typer.Option(help="Multiple-comparison correction over the comparisons of each dataset's table.")
+]
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print the result as JSON (for scripts).")]
 ProtocolsOption = Annotated[
     Optional[str],
     typer.Option(
         "--protocol",
+        callback=_check_protocols,
         help="Comma-separated evaluation protocols (see `recbench list protocols`; default full): each is "
         "evaluated at the end, early stopping watches the first. E.g. --protocol full,pop100.",
     ),
@@ -102,9 +173,9 @@ def download(
     fmt: Annotated[
         Optional[str],
         typer.Option(
-            "--format",
-            help="Import format (default: detected): unisrec, lcrec, recbole, table, amazon (raw Amazon 2018), "
-            "amazon2014 (ratings_*.csv + meta), movielens (ml-1m.zip or ratings.dat).",
+            "--input-format",
+            help="Format of the --from files (default: detected): unisrec, lcrec, recbole, table, amazon (raw Amazon "
+            "2018), amazon2014 (ratings_*.csv + meta), movielens (ml-1m.zip or ratings.dat).",
         ),
     ] = None,
     user_col: Annotated[Optional[str], typer.Option("--user-col", help="table/recbole: the user column.")] = None,
@@ -140,10 +211,13 @@ def download(
             "or once (one pass: users first, then items).",
         ),
     ] = None,
+    as_json: JsonFlag = False,
 ) -> None:
     """Download and preprocess datasets (Amazon 2018 as UniSRec, Amazon 2014, MovieLens), or import files with --from.
 
     A filter other than a catalogued dataset's own writes a dataset of its own name (e.g. beauty-u5-i5-kcore).
+
+    Example: recbench download scientific --from ../data/Scientific --input-format unisrec
     """
     from recbench.data.download import download_datasets
     from recbench.data.filters import InteractionFilter
@@ -153,7 +227,22 @@ def download(
         user_col, item_col, time_col, item_text, tuple(text_fields.split(",")) if text_fields else None, partial_text
     )
     interaction_filter = InteractionFilter.from_options(min_user_interactions, min_item_interactions, filter_mode)
-    for result in download_datasets(names, source, fmt, options, interaction_filter=interaction_filter):
+    results = download_datasets(names, source, fmt, options, interaction_filter=interaction_filter)
+    if as_json:
+        rows = [
+            {
+                "name": r.dataset.name,
+                "path": str(r.path),
+                "counts": asdict(r.dataset.counts),
+                "fingerprint": r.dataset.fingerprint,
+                "messages": list(r.messages),
+                "count_mismatches": list(r.mismatches),
+            }
+            for r in results
+        ]
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    for result in results:
         counts = result.dataset.counts
         say(
             result.dataset.name,
@@ -194,7 +283,10 @@ def encode(
         ),
     ] = None,
 ) -> None:
-    """Encode item texts into a cached float32 matrix (reused until the text or encoder changes)."""
+    """Encode item texts into a cached float32 matrix (reused until the text or encoder changes).
+
+    Example: recbench encode scientific --encoder bert-base-uncased --pooling cls
+    """
     from recbench.data.dataset import load_dataset
     from recbench.data.encode import EncoderSpec, export_feat, import_feat, item_embeddings, save_embeddings
 
@@ -230,12 +322,14 @@ def train(
         bool, typer.Option("--resume", help="Continue an interrupted run from its last checkpoint.")
     ] = False,
     restart: Annotated[bool, typer.Option("--restart", help="Start the run over even if it exists.")] = False,
-    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto.")] = "auto",
+    device: Device = "auto",
     runs_dir: RunsDir = Path("runs"),
     pretrain_on: Annotated[
         Optional[str],
         typer.Option(
-            "--pretrain-on", help="Comma-separated source datasets: pre-train on their union first (transfer methods)."
+            "--pretrain-on",
+            help="Comma-separated source datasets: pre-train on their union first (transfer methods); "
+            "none: from scratch.",
         ),
     ] = None,
     pretrain_seed: Annotated[
@@ -248,14 +342,18 @@ def train(
     ] = None,
     protocols: ProtocolsOption = None,
     log_to: LogTo = None,
+    as_json: JsonFlag = False,
 ) -> None:
-    """Train a method on a dataset, evaluate the best-valid weights on test, write a run record."""
+    """Train a method on a dataset, evaluate the best-valid weights on test, write a run record.
+
+    Example: recbench train sasrec --dataset scientific --seed 2020 --set hidden_size=300 --protocol full,pop100
+    """
     from recbench.registry import parse_assignments, read_config_file
     from recbench.runs.experiment import run_experiment
 
     layers = [read_config_file(config_file)] if config_file else []
     layers.append(parse_assignments(assignments or []))
-    sources = pretrain_on.split(",") if pretrain_on else None
+    sources = pretrain_on.split(",") if pretrain_on and pretrain_on != "none" else None
     result = run_experiment(
         method,
         dataset,
@@ -270,6 +368,11 @@ def train(
         protocols=protocols,
         log_to=log_to,
     )
+    if as_json:
+        metrics = result.run.metrics
+        record = {"run": str(result.run.path), "reused": result.reused, "protocols": result.run.protocol_names()}
+        typer.echo(json.dumps({**record, "valid": metrics["valid"], "test": metrics["test"]}, indent=2))
+        return
     if result.reused:
         console.print(f"finished run already exists, reused: {result.run.path} (pass --restart to train again)")
     _print_metrics(result.run.metrics["test"], f"test metrics ({result.run.path})")
@@ -279,7 +382,7 @@ def train(
 @user_errors
 def evaluate(
     run_dir: Annotated[Optional[Path], typer.Argument(help="A finished run directory (omit with --import).")] = None,
-    split: Annotated[str, typer.Option(help="valid or test.")] = "test",
+    split: Annotated[Split, typer.Option(help="The split to evaluate.")] = Split.test,
     protocol: Annotated[
         Optional[str],
         typer.Option(
@@ -291,7 +394,7 @@ def evaluate(
         bool,
         typer.Option("--mask-history", help="Shorthand for --protocol full-masked."),
     ] = False,
-    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto.")] = "auto",
+    device: Device = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON.")] = False,
     import_file: Annotated[
         Optional[Path],
@@ -301,13 +404,17 @@ def evaluate(
     name: Annotated[Optional[str], typer.Option(help="With --import: the method label in leaderboards.")] = None,
     runs_dir: RunsDir = Path("runs"),
 ) -> None:
-    """Re-evaluate a finished run, or evaluate another tool's results and store them as a run."""
+    """Re-evaluate a finished run (adding a protocol's results to it), or evaluate another tool's results
+    and store them as a run.
+
+    Example: recbench eval runs/scientific/sasrec/seed2020-<id> --protocol pop100
+    """
     if import_file is not None:
         from recbench.runs.external import import_note, import_results
 
         if not dataset or not name or run_dir is not None:
             raise RecbenchError("--import FILE needs --dataset NAME and --name LABEL, and no RUN_DIR")
-        if split != "test" or mask_history or protocol:
+        if split is not Split.test or mask_history or protocol:
             raise RecbenchError(
                 "--import evaluates the test split under the full protocol; add others afterwards with "
                 "`recbench eval RUN_DIR --protocol NAME`"
@@ -327,14 +434,14 @@ def evaluate(
 
         name = "full-masked" if mask_history else protocol or "full"
         stored = name not in RunRecord(run_dir).protocol_names()
-        result = evaluate_run(run_dir, split=split, protocol=name, device=device)
+        result = evaluate_run(run_dir, split=split.value, protocol=name, device=device)
         metrics, card, where = result.metrics, result.protocol, run_dir
         if stored and not as_json:
             say("stored:", f" results under protocol {card['name']} added to {run_dir}", "green", err=True)
     if as_json:
         console.print_json(json.dumps({"metrics": metrics, "protocol": card, "stored": bool(stored)}))
     else:
-        _print_metrics(metrics, f"{split} metrics, {card.get('card') or card.get('name', 'full')} ({where})")
+        _print_metrics(metrics, f"{split.value} metrics, {card.get('card') or card.get('name', 'full')} ({where})")
 
 
 class ListWhat(str, Enum):
@@ -346,97 +453,187 @@ class ListWhat(str, Enum):
 
 @app.command("list")
 @user_errors
-def list_(what: Annotated[ListWhat, typer.Argument(help="methods, datasets, protocols or recipes.")]) -> None:
+def list_(
+    what: Annotated[ListWhat, typer.Argument(help="methods, datasets, protocols or recipes.")],
+    as_json: JsonFlag = False,
+) -> None:
     """List registered methods (and plugins that failed to import), datasets (which are downloaded) and suites,
-    or evaluation protocols (built in, and those of $RECBENCH_HOME/protocols.toml)."""
-    from rich.table import Table
+    evaluation protocols (built in, and those of $RECBENCH_HOME/protocols.toml) or paper recipes.
 
-    if what is ListWhat.recipes:
-        from recbench.recipes import get_recipe, recipe_names
-
-        for name, source in recipe_names().items():
-            recipe = get_recipe(name if source == "built in" else source)
-            rows = ", ".join(row.label for row in recipe.rows)
-            console.print(f"{name}: {recipe.title} ({source})")
+    Example: recbench list datasets --json
+    """
+    rows = _LISTERS[what]()
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    if what is ListWhat.datasets:
+        _print_datasets(rows)
+        return
+    # Lines, not tables: names stay whole and descriptions wrap at any width (80 columns included).
+    for row in rows:
+        if what is ListWhat.methods:
+            console.print(f"{row['name']}: {row['summary']}")
+            preset = f"; preset {json.dumps(row['preset'])}" if row["preset"] else ""
+            console.print(f"    {row['class']}{preset}")
+        elif what is ListWhat.protocols:
+            console.print(f"{row['name']}: {row['card']}; k = {', '.join(map(str, row['ks']))} ({row['source']})")
+            if row["description"]:
+                console.print(f"    {row['description']}")
+        else:
+            console.print(f"{row['name']}: {row['title']} ({row['source']})")
             console.print(
-                f"    protocol {recipe.protocol}, {recipe.seeds} seeds, datasets {', '.join(recipe.datasets)}"
+                f"    protocol {row['protocol']}, {row['seeds']} seeds, datasets {', '.join(row['datasets'])}"
             )
-            console.print(f"    rows: {rows}")
-    elif what is ListWhat.protocols:
-        from recbench.runs.protocols import BUILTIN, protocols, user_protocols_file
+            console.print(f"    rows: {', '.join(row['rows'])}")
+    if what is ListWhat.methods:
+        from recbench.registry import failed_plugins
 
-        # Lines, not a table: names and cards stay whole at 80 columns.
-        for protocol in protocols().values():
-            source = "built in" if protocol.name in BUILTIN else str(user_protocols_file())
-            card = protocol.card().split(": ", 1)[1]
-            console.print(f"{protocol.name}: {card}; k = {', '.join(map(str, protocol.ks))} ({source})")
-            if protocol.description:
-                console.print(f"    {protocol.description}")
-    elif what is ListWhat.methods:
-        from recbench.registry import failed_plugins, methods
-
-        table = Table("method", "class", "preset", "description")
-        for entry in methods():
-            table.add_row(
-                entry.name,
-                f"{entry.module}.{entry.cls.__name__}",
-                json.dumps(entry.preset) if entry.preset else "",
-                entry.summary,
-            )
-        console.print(table)
         for label, error in failed_plugins().items():
             say(f"plugin {label} failed to import:", f" {error}", "yellow", err=True)
-    else:
-        from recbench.data.catalog import BUILTIN, dataset_names, get_dataset_spec, user_catalog_path
-        from recbench.data.dataset import dataset_path, downloaded_names
 
-        table = Table()
-        table.add_column("dataset", no_wrap=True)  # names are what users type: never broken across lines
-        for header in (
-            "family",
-            "entry",
-            "filter",
-            "downloaded: users / items / interactions",
-            "expected (datasets.toml)",
-        ):
-            table.add_column(header)
-        catalogued = set(dataset_names())
-        from_user_file = False
-        for name in sorted(catalogued | set(downloaded_names())):
-            spec = get_dataset_spec(name) if name in catalogued else None
-            manifest_path = dataset_path(name) / "manifest.json"
-            got = _downloaded_counts(manifest_path)
-            expected = [str(spec.expected)] if spec and spec.expected else []
-            if spec and spec.expected_unfiltered and spec.expected_unfiltered != spec.expected:
-                expected.append(f"before the filter: {spec.expected_unfiltered}")
-            family = "SYNTHETIC demo" if spec and spec.synthetic else spec.family if spec else "imported"
-            if manifest_path.is_file():  # what the copy on disk was filtered with
-                filtered = _downloaded_filter(manifest_path)
-            else:  # what a download will apply
-                filtered = spec.interaction_filter.describe() if spec and spec.interaction_filter else ""
-            origin = "" if spec is None else "built-in" if spec.origin == BUILTIN else "user file"
-            from_user_file |= origin == "user file"
-            table.add_row(name, family, origin, filtered, got, "; ".join(expected))
-        console.print(table)
-        if from_user_file:
-            console.print(f"entries marked 'user file' come from {user_catalog_path()} (read over the built-in ones)")
-        from recbench.data.sources import suite_rows
 
-        suites = Table("suite", "pre-train on (sources)", "evaluate on (targets)", "not downloaded yet", "description")
-        for row in suite_rows():
+def _method_rows() -> list[dict[str, Any]]:
+    from recbench.registry import methods
+
+    return [
+        {"name": e.name, "class": f"{e.module}.{e.cls.__name__}", "preset": e.preset, "summary": e.summary}
+        for e in methods()
+    ]
+
+
+def _protocol_rows() -> list[dict[str, Any]]:
+    from recbench.runs.protocols import BUILTIN, protocols, user_protocols_file
+
+    return [
+        {
+            "name": p.name,
+            "card": p.card().split(": ", 1)[1],
+            "definition": p.definition(),
+            "ks": list(p.ks),
+            "source": "built in" if p.name in BUILTIN else str(user_protocols_file()),
+            "description": p.description,
+        }
+        for p in protocols().values()
+    ]
+
+
+def _recipe_rows() -> list[dict[str, Any]]:
+    from recbench.recipes import get_recipe, recipe_names
+
+    rows = []
+    for name, source in recipe_names().items():
+        recipe = get_recipe(name if source == "built in" else source)
+        rows.append(
+            {
+                "name": name,
+                "title": recipe.title,
+                "source": source,
+                "protocol": recipe.protocol,
+                "seeds": recipe.seeds,
+                "datasets": recipe.datasets,
+                "rows": [row.label for row in recipe.rows],
+            }
+        )
+    return rows
+
+
+def _dataset_rows() -> list[dict[str, Any]]:
+    from recbench.data.catalog import BUILTIN, dataset_names, get_dataset_spec
+    from recbench.data.dataset import dataset_path, downloaded_names
+    from recbench.data.sources import suite_rows
+
+    catalogued = set(dataset_names())
+    rows: list[dict[str, Any]] = []
+    for name in sorted(catalogued | set(downloaded_names())):
+        spec = get_dataset_spec(name) if name in catalogued else None
+        manifest_path = dataset_path(name) / "manifest.json"
+        expected = [str(spec.expected)] if spec and spec.expected else []
+        if spec and spec.expected_unfiltered and spec.expected_unfiltered != spec.expected:
+            expected.append(f"before the filter: {spec.expected_unfiltered}")
+        if manifest_path.is_file():  # what the copy on disk was filtered with
+            filtered = _downloaded_filter(manifest_path)
+        else:  # what a download will apply
+            filtered = spec.interaction_filter.describe() if spec and spec.interaction_filter else ""
+        rows.append(
+            {
+                "name": name,
+                "family": "SYNTHETIC demo" if spec and spec.synthetic else spec.family if spec else "imported",
+                "entry": "" if spec is None else "built-in" if spec.origin == BUILTIN else "user file",
+                "filter": filtered,
+                "downloaded": _downloaded_counts(manifest_path),
+                "expected": "; ".join(expected),
+            }
+        )
+    for suite in suite_rows():
+        rows.append(
+            {
+                "suite": suite.name,
+                "sources": list(suite.sources),
+                "targets": list(suite.targets),
+                "not_downloaded": list(suite.missing),
+                "description": suite.description,
+            }
+        )
+    return rows
+
+
+def _print_datasets(rows: list[dict[str, Any]]) -> None:
+    from rich.table import Table
+
+    from recbench.data.catalog import user_catalog_path
+
+    table = Table()
+    table.add_column("dataset", no_wrap=True)  # names are what users type: never broken across lines
+    for header in ("family", "entry", "filter", "downloaded: users / items / interactions", "expected (datasets.toml)"):
+        table.add_column(header)
+    for row in rows:
+        if "name" in row:
+            table.add_row(row["name"], row["family"], row["entry"], row["filter"], row["downloaded"], row["expected"])
+    console.print(table)
+    if any(row.get("entry") == "user file" for row in rows):
+        console.print(f"entries marked 'user file' come from {user_catalog_path()} (read over the built-in ones)")
+    suites = Table("suite", "pre-train on (sources)", "evaluate on (targets)", "not downloaded yet", "description")
+    for row in rows:
+        if "suite" in row:
             suites.add_row(
-                row.name, ", ".join(row.sources), ", ".join(row.targets), ", ".join(row.missing) or "-", row.description
+                row["suite"],
+                ", ".join(row["sources"]),
+                ", ".join(row["targets"]),
+                ", ".join(row["not_downloaded"]) or "-",
+                row["description"],
             )
-        console.print(suites)
+    console.print(suites)
+
+
+_LISTERS: dict[ListWhat, Callable[[], list[dict[str, Any]]]] = {
+    ListWhat.methods: _method_rows,
+    ListWhat.datasets: _dataset_rows,
+    ListWhat.protocols: _protocol_rows,
+    ListWhat.recipes: _recipe_rows,
+}
 
 
 @app.command()
 @user_errors
 def leaderboard(
-    runs_dir: Annotated[Path, typer.Argument(help="Directory of finished runs (searched recursively).")] = Path("runs"),
+    runs_dir_argument: Annotated[
+        Optional[Path], typer.Argument(metavar="RUNS_DIR", help="Same as --runs-dir (kept for old scripts).")
+    ] = None,
+    runs_dir: Annotated[
+        Optional[Path],
+        typer.Option("--runs-dir", help="Directory of finished runs, searched recursively [default: runs]."),
+    ] = None,
     fmt: Annotated[
         Optional[str],
-        typer.Option("--format", help="md, tex, csv or json (default: terminal tables, or the --out suffix)."),
+        typer.Option(
+            "--format",
+            callback=_check_table_formats,
+            help="Comma-separated md, tex, csv, json: printed (one) or written with --out (default: terminal tables).",
+        ),
+    ] = None,
+    out: Annotated[
+        Optional[Path],
+        typer.Option(help="A .md/.tex/.csv/.json file, or a prefix written once per --format (default md)."),
     ] = None,
     metrics: Annotated[str, typer.Option(help="Comma-separated: hr@K, ndcg@K, mrr@K, mrr.")] = DEFAULT_METRICS_OPTION,
     datasets: Annotated[
@@ -445,16 +642,19 @@ def leaderboard(
     baseline: Annotated[
         Optional[str], typer.Option(help="Test each method against this one (default: all pairs).")
     ] = None,
-    test: Annotated[str, typer.Option(help="Paired per-user test: t, wilcoxon or permutation.")] = "t",
-    correction: Annotated[
-        str, typer.Option(help="Over the comparisons of each dataset's table: holm, bonferroni, bh or none.")
-    ] = "holm",
+    test: TestOption = Test.t,
+    correction: CorrectionOption = Correction.holm,
     alpha: Annotated[float, typer.Option(help="Significance level.")] = 0.05,
-    out: Annotated[Optional[Path], typer.Option(help="Write the table to this file instead of printing it.")] = None,
+    permutations: Annotated[
+        int, typer.Option(min=100, help="Sign flips of the permutation test.")
+    ] = DEFAULT_PERMUTATIONS_OPTION,
+    resamples: Annotated[
+        int, typer.Option(min=100, help="Bootstrap resamples of the confidence intervals.")
+    ] = DEFAULT_RESAMPLES_OPTION,
+    seed: Annotated[int, typer.Option(min=0, help="Seed of the permutation test and the bootstrap.")] = 0,
     by: Annotated[
-        Optional[str],
+        Optional[Breakdown],
         typer.Option(
-            "--by",
             help="One table per group of users: history (interactions before the target: 1-5, 6-10, 11-20, 21+) "
             "or popularity (target's training interactions: cold <= 5, head = top 20% of items, mid). "
             "Needs the downloaded dataset the runs were made on.",
@@ -467,44 +667,64 @@ def leaderboard(
             "protocols). Add a protocol to finished runs with `recbench eval RUN --protocol NAME`.",
         ),
     ] = None,
-    split: Annotated[str, typer.Option(help="test, or valid (the early-stopping split).")] = "test",
+    split: Annotated[Split, typer.Option(help="test, or valid (the early-stopping split).")] = Split.test,
 ) -> None:
-    """Leaderboard of stored runs with per-user significance tests; no model is loaded."""
+    """Leaderboard of stored runs with per-user significance tests; no model is loaded.
+
+    Example: recbench leaderboard --runs-dir runs --baseline sasrec --test wilcoxon --out tables/all --format md,tex
+    """
     from recbench.results.leaderboard import leaderboard as make_leaderboard
+    from recbench.results.leaderboard import output_files
 
-    if by is not None:  # the same report, one table per group of users
-        from recbench.results.breakdown import breakdown_leaderboard
-
-        make_leaderboard = functools.partial(breakdown_leaderboard, by=by)
+    formats = fmt.split(",") if fmt else None
+    if out is None and formats and len(formats) > 1:
+        raise RecbenchError("several --format values need --out PREFIX (one file per format)")
     report = make_leaderboard(
-        runs_dir,
+        _runs_dir(runs_dir_argument, runs_dir),
         metrics=metrics.split(","),
         datasets=datasets.split(",") if datasets else None,
         baseline=baseline,
-        test=test,
-        correction=correction,
+        test=test.value,
+        correction=correction.value,
         alpha=alpha,
-        fmt=fmt,
+        fmt=formats,
         out=out,
-        split=split,
+        n_permutations=permutations,
+        n_resamples=resamples,
+        seed=seed,
+        split=split.value,
         protocol=protocol,
+        by=by.value if by else None,
     )
     for cell in report.cells:
         if cell.damaged:
             say("damaged:", f" {cell.dataset} / {cell.method}: {cell.error}", "bold red", err=True)
     if out is not None:
-        console.print(f"wrote {out}")
-    elif fmt is not None:
-        typer.echo(report.render(fmt), nl=False)
+        console.print(f"wrote {', '.join(str(path) for path, _ in output_files(out, formats))}")
+    elif formats:
+        typer.echo(report.render(formats[0]), nl=False)
     else:
         for table in report.rich_tables():
             console.print(table)
 
 
+def _runs_dir(argument: Path | None, option: Path | None) -> Path:
+    """The runs directory of ``leaderboard`` / ``plot``: --runs-dir, or the older positional form."""
+    if argument is not None and option is not None and argument != option:
+        raise RecbenchError(f"two runs directories given ({argument} and --runs-dir {option}); give one")
+    return option or argument or Path("runs")
+
+
 @app.command()
 @user_errors
 def plot(
-    runs_dir: Annotated[Path, typer.Argument(help="Directory of finished runs (searched recursively).")] = Path("runs"),
+    runs_dir_argument: Annotated[
+        Optional[Path], typer.Argument(metavar="RUNS_DIR", help="Same as --runs-dir (kept for old scripts).")
+    ] = None,
+    runs_dir: Annotated[
+        Optional[Path],
+        typer.Option("--runs-dir", help="Directory of finished runs, searched recursively [default: runs]."),
+    ] = None,
     kind: Annotated[
         str,
         typer.Option("--kind", help="curves, rank-cdf, seeds, forest (needs --baseline), by-history or by-popularity."),
@@ -522,22 +742,25 @@ def plot(
     baseline: Annotated[
         Optional[str], typer.Option(help="Test each method against this one (forest: required).")
     ] = None,
-    test: Annotated[str, typer.Option(help="Paired per-user test: t, wilcoxon or permutation.")] = "t",
-    correction: Annotated[str, typer.Option(help="holm, bonferroni, bh or none.")] = "holm",
+    test: TestOption = Test.t,
+    correction: CorrectionOption = Correction.holm,
     alpha: Annotated[float, typer.Option(help="Significance level.")] = 0.05,
 ) -> None:
-    """Figures of stored runs: curves, rank CDF, seed spread, forest plot, breakdowns (extra recbench[plot])."""
+    """Figures of stored runs: curves, rank CDF, seed spread, forest plot, breakdowns (extra recbench[plot]).
+
+    Example: recbench plot --runs-dir runs --kind forest --baseline sasrec --out figures/forest.pdf
+    """
     from recbench.results.plots import plot as make_plot
 
     path = make_plot(
         kind,
-        runs_dir,
+        _runs_dir(runs_dir_argument, runs_dir),
         out,
         dataset=dataset,
         metrics=metrics.split(","),
         baseline=baseline,
-        test=test,
-        correction=correction,
+        test=test.value,
+        correction=correction.value,
         alpha=alpha,
         fmt=fmt,
     )
@@ -562,8 +785,8 @@ def compare(
     runs_dir: RunsDir = Path("runs"),
     jobs: Annotated[int, typer.Option(help="Cells run in parallel (local processes).")] = 1,
     executor: Annotated[
-        str, typer.Option(help="local or ray (runs cells as Ray tasks; pip install 'recbench[ray]').")
-    ] = "local",
+        Executor, typer.Option(help="local, or ray (cells as Ray tasks; pip install 'recbench[ray]').")
+    ] = Executor.local,
     baseline: Annotated[
         Optional[str], typer.Option(help="Test each method against this one (default: all pairs).")
     ] = None,
@@ -571,13 +794,21 @@ def compare(
         Optional[list[str]], typer.Option("--set", help="Config override key=value for every method (repeatable).")
     ] = None,
     metrics: Annotated[str, typer.Option(help="Comma-separated: hr@K, ndcg@K, mrr@K, mrr.")] = DEFAULT_METRICS_OPTION,
-    test: Annotated[str, typer.Option(help="Paired per-user test: t, wilcoxon or permutation.")] = "t",
-    correction: Annotated[str, typer.Option(help="holm, bonferroni, bh or none.")] = "holm",
-    out: Annotated[Optional[str], typer.Option(help="Write the report to OUT.md, OUT.tex, ... (see --format).")] = None,
+    test: TestOption = Test.t,
+    correction: CorrectionOption = Correction.holm,
+    out: Annotated[
+        Optional[str],
+        typer.Option(help="A .md/.tex/.csv/.json file, or a prefix written once per --format (and figures OUT-*.png)."),
+    ] = None,
     fmt: Annotated[
-        str, typer.Option("--format", help="Comma-separated formats written with --out: md, tex, csv, json.")
-    ] = "md,tex,csv,json",
-    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto.")] = "auto",
+        Optional[str],
+        typer.Option(
+            "--format",
+            callback=_check_table_formats,
+            help="Comma-separated md, tex, csv, json written with --out [default: all four for a prefix].",
+        ),
+    ] = None,
+    device: Device = "auto",
     pretrain_on: Annotated[
         Optional[str],
         typer.Option(
@@ -622,19 +853,23 @@ def compare(
     Example: recbench compare --datasets scientific --methods sasrec,unisrec --seeds 3 --out tables/sci
     """
     from recbench.registry import parse_assignments
+    from recbench.results.leaderboard import output_prefix
 
+    formats = fmt.split(",") if fmt else None
+    if out is not None and formats is None and output_prefix(out) == out:
+        formats = list(TABLE_FORMATS)  # a prefix: every format, as before
     # What every grid takes, whether its datasets and rows come from options or from a recipe.
     grid = {
         "runs_dir": runs_dir,
         "jobs": jobs,
-        "executor": executor,
+        "executor": executor.value,
         "overrides": [parse_assignments(assignments or [])],
         "device": device,
         "baseline": baseline,
-        "test": test,
-        "correction": correction,
+        "test": test.value,
+        "correction": correction.value,
         "out": out,
-        "formats": fmt.split(","),
+        "formats": formats,
         "quick": quick,
         "log_to": log_to,
     }
@@ -692,8 +927,11 @@ def compare(
             cell = outcome.cell
             say("failed:", f" {cell.dataset} / {cell.row} / seed {cell.seed}: {outcome.error}{where}", "red", err=True)
     if out:
-        suffixes = ["", *(f"-{name}" for name in report.others)]
-        console.print(f"wrote {', '.join(f'{out}{s}.{f}' for s in suffixes for f in fmt.split(','))}")
+        from recbench.compare import protocol_output
+        from recbench.results.leaderboard import output_files
+
+        targets = [out, *(protocol_output(out, name) for name in report.others)]
+        console.print(f"wrote {', '.join(str(path) for t in targets for path, _ in output_files(t, formats))}")
     failed = [o for o in outcomes if o.error]
     if failed:  # the report shows them; the exit status tells scripts and CI
         say("error:", f" {len(failed)} of {len(outcomes)} cells failed", "bold red", err=True)

@@ -507,6 +507,14 @@ class LiveGrid:
         return table
 
 
+def protocol_output(out: str | Path, protocol: str) -> str:
+    """``--out`` of the report under a further protocol: ``OUT-<protocol>`` (before a table suffix)."""
+    from recbench.results.leaderboard import output_prefix
+
+    prefix = output_prefix(out)
+    return f"{prefix}-{protocol}{str(out)[len(prefix) :]}"
+
+
 def compare(
     datasets: Sequence[str],
     methods: Sequence[str | MethodRow] | None = None,
@@ -522,7 +530,7 @@ def compare(
     correction: str = "holm",
     alpha: float = 0.05,
     out: str | None = None,
-    formats: Sequence[str] = ("md",),
+    formats: Sequence[str] | None = None,
     live: bool = True,
     pretrain_on: Sequence[str] | None = None,
     quick: bool = False,
@@ -530,8 +538,10 @@ def compare(
     protocols: Sequence[str] | None = None,
     log_to: str | TrackingSpec | Sequence[str | TrackingSpec] | None = None,
 ) -> tuple[Any, list[CellOutcome]]:
-    """Run the grid and build the report; with ``out``, write ``out.<fmt>`` for every format, and the
-    figures of :func:`recbench.results.plots.write_figures` (``out-curves.png``, ...) when matplotlib is installed.
+    """Run the grid and build the report; with ``out``, write it as
+    :func:`recbench.results.leaderboard.output_files` says (a prefix: ``out.<fmt>`` for every format),
+    and the figures of :func:`recbench.results.plots.write_figures` (``out-curves.png``, ...) when
+    matplotlib is installed.
 
     ``protocols`` (names, default ``full``): every cell is evaluated under each, early stopping on
     the first; the report is the first one's, and with ``out`` the others are written to
@@ -544,9 +554,8 @@ def compare(
     logged again.
     """
     from recbench.data.dataset import check_dataset_name
-    from recbench.files import atomic_write_bytes
     from recbench.registry import get_method, method_names, resolve_config
-    from recbench.results.leaderboard import DEFAULT_METRICS, FORMATS
+    from recbench.results.leaderboard import DEFAULT_METRICS, output_files, output_prefix, write_report
     from recbench.results.report import build_report
     from recbench.runs.protocols import parse_protocols
     from recbench.runs.tracking import parse_log_to
@@ -556,9 +565,8 @@ def compare(
         raise RecbenchError("compare needs at least one dataset (--datasets a,b)")
     if seeds < 1:
         raise RecbenchError(f"--seeds must be at least 1, got {seeds}")
-    unknown_formats = [f for f in formats if f not in FORMATS]
-    if unknown_formats:
-        raise RecbenchError(f"unknown format(s) {', '.join(unknown_formats)}; expected {', '.join(FORMATS)}")
+    if out is not None:
+        output_files(out, formats)  # a bad --out / --format pair fails before anything runs
     methods = [m if isinstance(m, MethodRow) else get_method(m).name for m in methods] if methods else method_names()
     labels = [m.label if isinstance(m, MethodRow) else m for m in methods]
     if len(set(labels)) < len(labels):
@@ -609,10 +617,10 @@ def compare(
     report.others = {name: reports[name] for name in chosen[1:]}
     if out is not None:
         for name in chosen:
-            for fmt in formats:
-                suffix = "" if name == chosen[0] else f"-{name}"
-                atomic_write_bytes(Path(f"{out}{suffix}.{fmt}"), reports[name].render(fmt).encode())
+            write_report(reports[name], out if name == chosen[0] else protocol_output(out, name), formats)
         from recbench.results.plots import write_figures
 
-        write_figures(report, results_of(outcomes), out)  # OUT-curves.png, ...; a note only without matplotlib
+        write_figures(
+            report, results_of(outcomes), output_prefix(out)
+        )  # OUT-curves.png, ...; a note only without matplotlib
     return report, outcomes

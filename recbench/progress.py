@@ -6,6 +6,8 @@ bar cannot be shown (rich would print nothing until the end), so the callers' mi
 finished epoch, a finished grid cell) are written as one plain line each, flushed at once, with no
 escape codes.
 
+Progress goes to standard error, so standard output holds only results (tables, ``--json``).
+
 Callers describe what they do; they never build a rich display themselves:
 
 * :class:`ProgressDisplay` for counted work (batches, items, bytes): bars, or the lines its caller
@@ -24,14 +26,14 @@ Kind = Literal["count", "bytes"]
 
 
 def shows_bars(stream: TextIO | None = None) -> bool:
-    """True when ``stream`` (default: standard output) is an interactive terminal that can redraw a bar.
+    """True when ``stream`` (default: standard error) is an interactive terminal that can redraw a bar.
 
     Rich's own test, so its overrides apply too: ``TTY_INTERACTIVE=0|1``, ``TTY_COMPATIBLE``,
     ``FORCE_COLOR``, and ``TERM=dumb`` (a terminal that cannot move its cursor gets lines).
     """
     from rich.console import Console
 
-    return Console(file=stream if stream is not None else sys.stdout).is_interactive
+    return Console(file=stream if stream is not None else sys.stderr).is_interactive
 
 
 def write_line(stream: TextIO, text: str) -> None:
@@ -80,7 +82,7 @@ class ProgressDisplay:
     def __init__(
         self, kind: Kind = "count", enabled: bool = True, stream: TextIO | None = None, transient: bool = False
     ) -> None:
-        self.stream = stream if stream is not None else sys.stdout
+        self.stream = stream if stream is not None else sys.stderr
         self.enabled = enabled
         self.bars = enabled and shows_bars(self.stream)
         self._rich: Any = None
@@ -138,7 +140,7 @@ class LiveDisplay:
         stream: TextIO | None = None,
         refresh_per_second: float = 2,
     ) -> None:
-        self.stream = stream if stream is not None else sys.stdout
+        self.stream = stream if stream is not None else sys.stderr
         self.enabled = enabled
         self.render = render
         self.live = enabled and shows_bars(self.stream)

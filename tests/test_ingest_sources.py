@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from recbench.data.dataset import build_dataset, save_dataset
-from recbench.data.sources import source_union, suite_rows
+from recbench.data.dataset import build_dataset, load_dataset, save_dataset, union_of
+from recbench.data.sources import suite_rows
 
 
 def small(name: str, items: list[str], users: int) -> None:
@@ -16,18 +16,16 @@ def small(name: str, items: list[str], users: int) -> None:
     save_dataset(dataset)
 
 
-def test_union_prefixes_ids_keeps_text_and_records_domains(recbench_home: Path) -> None:
+def test_union_prefixes_ids_keeps_text_and_keeps_domains_apart(recbench_home: Path) -> None:
     small("home", ["A", "B", "C"], 4)
     small("food", ["A", "X"], 3)  # item 'A' exists in both domains: it must stay two items
-    union = source_union(["home", "food"])
-    dataset = union.dataset
-    assert union.domains == ("food", "home")
+    dataset = union_of([load_dataset("home"), load_dataset("food")])
     assert dataset.item_ids == ["food-A", "food-X", "home-A", "home-B", "home-C"]
     assert dataset.item_texts[2] == "text of A" and dataset.user_ids[0] == "food-u0"
-    assert union.item_domain.tolist() == [-1, 0, 0, 1, 1, 1]  # id 0 is padding
-    assert union.user_domain.tolist() == [0, 0, 0, 1, 1, 1, 1]
+    item_domain = np.array([-1, 0, 0, 1, 1, 1])  # id 0 is padding; food items first
+    user_domain = np.array([0, 0, 0, 1, 1, 1, 1])
     for user in range(dataset.num_users):  # every user's items come from the user's own domain
-        assert np.all(union.item_domain[dataset.sequence(user)] == union.user_domain[user])
+        assert np.all(item_domain[dataset.sequence(user)] == user_domain[user])
 
 
 def test_suite_rows_list_sources_targets_and_what_is_missing(recbench_home: Path) -> None:

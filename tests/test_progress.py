@@ -104,7 +104,7 @@ def test_training_prints_one_line_per_finished_epoch_off_a_terminal(
     toy_dataset, tmp_path: Path, capsys: pytest.CaptureFixture[str], plain_environment
 ) -> None:
     result = run_experiment("sasrec", "toy", seed=1, overrides=[TINY], runs_dir=tmp_path, device="cpu")
-    lines = capsys.readouterr().out.splitlines()  # pytest's captured stdout is not a terminal
+    lines = capsys.readouterr().err.splitlines()  # pytest's captured stderr is not a terminal
     epoch_lines = [line for line in lines if line.startswith("epoch ")]
     log = result.run.log
     assert len(epoch_lines) == len(log) == 3
@@ -135,15 +135,16 @@ def test_train_and_compare_write_plain_lines_to_a_pipe(toy_dataset, tmp_path: Pa
     train = run_cli(["train", "sasrec", "--dataset", "toy", *runs, *settings(TINY)])
     assert train.returncode == 0, train.stderr
     assert ESCAPE not in train.stdout + train.stderr
-    epochs = [line for line in train.stdout.splitlines() if line.startswith("epoch ")]
+    epochs = [line for line in train.stderr.splitlines() if line.startswith("epoch ")]
+    assert not any(line.startswith("epoch ") for line in train.stdout.splitlines())  # stdout: results only
     assert [line.split(":")[0] for line in epochs] == ["epoch 0", "epoch 1", "epoch 2"]
 
     compare = run_cli(["compare", "--datasets", "toy", "--methods", "sasrec", "--seeds", "2", *runs, *settings(TINY)])
     assert compare.returncode == 0, compare.stderr
     assert ESCAPE not in compare.stdout + compare.stderr
-    cells = [line for line in compare.stdout.splitlines() if line.startswith("cell ")]
+    cells = [line for line in compare.stderr.splitlines() if line.startswith("cell ")]
     assert len(cells) == 2 and cells[0].startswith("cell 1/2: toy / sasrec / seed 20")
     assert cells[1].startswith("cell 2/2: toy / sasrec / seed 20")
     # seed 2020 with these settings was trained by `train` above: compare reuses it
     assert {line.split(": ")[2].split(" in ")[0] for line in cells} == {"reused", "done"}
-    assert compare.stdout.index("cell 2/2") < compare.stdout.index("NDCG@10")  # the lines come before the table
+    assert "NDCG@10" in compare.stdout and "cell " not in compare.stdout  # the table alone on stdout

@@ -195,7 +195,6 @@ def test_an_untrained_run_says_so_in_its_record_and_table_and_metrics_json_is_st
     [
         (["--seed", "-1"], "--seed must be an integer from 0"),
         (["--seed", "99999999999"], "--seed must be an integer from 0"),
-        (["--device", "tpu"], "unknown device 'tpu'"),
         (["--device", "mps"], "device 'mps' requested"),
         (["--device", "cuda:7"], "device 'cuda:7'"),
     ],
@@ -208,6 +207,15 @@ def test_bad_seeds_and_devices_are_one_line_and_write_nothing(
     assert (
         result.output.startswith("error:") and message in result.output and len(result.output.strip().splitlines()) == 1
     )
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_device_that_is_no_device_name_is_a_usage_error(toy_dataset, tmp_path: Path) -> None:
+    result = runner.invoke(
+        app, ["train", "sasrec", "-d", "toy", "--runs-dir", str(tmp_path / "runs"), "--device", "tpu"]
+    )
+    words = " ".join(result.output.replace("│", " ").split())  # the usage-error box may wrap the line
+    assert result.exit_code == 2 and "'tpu' is not one of auto, cpu, cuda, cuda:N, mps" in words
     assert not (tmp_path / "runs").exists()
 
 

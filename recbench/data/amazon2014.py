@@ -93,7 +93,7 @@ def read_ratings(path: Path) -> tuple[pd.DataFrame, np.ndarray, bool]:
         text = raw[starts[line] : ends[line]].decode("utf-8")
         raise DataError(
             f"{path}:{line + 1}: expected 'user,item,rating,timestamp' (Amazon 2014 ratings; "
-            f"--format table reads other tables), got {text[:80]!r}"
+            f"--input-format table reads other tables), got {text[:80]!r}"
         )
     frame = pd.read_csv(
         path, header=None, names=list(COLUMNS), dtype=str, na_filter=False, quoting=csv.QUOTE_NONE, engine="c"

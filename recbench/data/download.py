@@ -394,7 +394,7 @@ def download(
     of its own name (:func:`resolve_target`).
     """
     if source is None and (fmt is not None or (options is not None and options.given())):
-        raise DataError("--format and the import options only apply with --from PATH")
+        raise DataError("--input-format and the import options only apply with --from PATH")
     if source is not None:
         return import_local(name, source, fmt, root, options, show_progress, interaction_filter)
     spec = get_dataset_spec(name)

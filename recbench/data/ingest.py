@@ -425,7 +425,7 @@ def detect_format(source: Path) -> str:
             return "amazon2014"
         if source.suffix.lower() in TABLE_SUFFIXES:
             return "table"
-        raise DataError(f"cannot tell the format of {source}; pass --format ({', '.join(FORMATS)})")
+        raise DataError(f"cannot tell the format of {source}; pass --input-format ({', '.join(FORMATS)})")
     if any(source.glob("*.test.inter")):
         return "unisrec"
     if any(source.glob("*.inter.json")):
@@ -441,4 +441,4 @@ def detect_format(source: Path) -> str:
     tables = [p for p in source.iterdir() if p.is_file() and p.suffix.lower() in TABLE_SUFFIXES]
     if len(tables) == 1:
         return "table"
-    raise DataError(f"cannot tell the format of {source}; pass --format ({', '.join(FORMATS)})")
+    raise DataError(f"cannot tell the format of {source}; pass --input-format ({', '.join(FORMATS)})")

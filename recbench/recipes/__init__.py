@@ -153,7 +153,7 @@ def run_recipe(
     stand_ins: bool = False,
     seeds: int | None = None,
     out: str | None = None,
-    formats: Sequence[str] = ("md",),
+    formats: Sequence[str] | None = None,
     **grid: Any,
 ) -> tuple[Any, list[Any]]:
     """Run a recipe's grid (reusing finished runs) and return its report with the published numbers.
@@ -164,9 +164,11 @@ def run_recipe(
     arguments go to :func:`recbench.compare.compare` (jobs, executor, device, quick, live, ...).
     """
     from recbench.compare import MethodRow, compare
-    from recbench.files import atomic_write_bytes
+    from recbench.results.leaderboard import output_files, write_report
 
     recipe = get_recipe(name)
+    if out is not None:
+        output_files(out, formats)  # a bad --out / --format pair fails before anything runs
     use = {**(recipe.stand_ins if stand_ins else {}), **(use or {})}
     unknown = set(use) - set(recipe.datasets) - set(recipe.pretrain_on)
     if unknown:
@@ -190,8 +192,7 @@ def run_recipe(
     )
     attach_published(report, recipe, use)
     if out is not None:
-        for fmt in formats:
-            atomic_write_bytes(Path(f"{out}.{fmt}"), report.render(fmt).encode())
+        write_report(report, out, formats)
     return report, outcomes
 
 

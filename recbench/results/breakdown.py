@@ -46,7 +46,6 @@ COLD_MAX = 5
 HEAD_SHARE = 0.2
 """The share of items, the most popular by training interactions, whose targets are *head*."""
 MIN_GROUP_USERS = 2  # a paired test needs two users
-_TABLE_SUFFIXES = {".md": "md", ".markdown": "md", ".tex": "tex", ".csv": "csv", ".json": "json"}
 
 
 @dataclass
@@ -269,8 +268,6 @@ def breakdown_report(
     n_permutations: int = DEFAULT_PERMUTATIONS,
     n_resamples: int = DEFAULT_RESAMPLES,
     seed: int = 0,
-    split: str = "test",
-    protocol: str | None = None,
 ) -> BreakdownReport:
     """One table per group of users of every dataset in ``results`` (``datasets``: name -> its data).
 
@@ -313,47 +310,19 @@ def breakdown_report(
     return BreakdownReport(**values, by=by, groups=kept, omitted=omitted)
 
 
-def breakdown_leaderboard(
-    runs_dir: Path | str,
-    by: str,
-    metrics: Sequence[str] = ("hr@10", "ndcg@10", "hr@50", "ndcg@50"),
-    datasets: Sequence[str] | None = None,
-    baseline: str | None = None,
-    test: str = "t",
-    correction: str = "holm",
-    alpha: float = 0.05,
-    fmt: str | None = None,
-    out: Path | str | None = None,
-    n_permutations: int = DEFAULT_PERMUTATIONS,
-    n_resamples: int = DEFAULT_RESAMPLES,
-    seed: int = 0,
-    split: str = "test",
-    protocol: str | None = None,
-) -> BreakdownReport:
-    """``recbench leaderboard --by history|popularity``: the leaderboard of the stored runs per group of users.
+def breakdown_leaderboard(runs_dir: Path | str, by: str, **options: Any) -> BreakdownReport:
+    """``recbench leaderboard --by history|popularity``: :func:`recbench.results.leaderboard.leaderboard`
+    with ``by`` (the same options), one table per group of users."""
+    from recbench.results.leaderboard import leaderboard
 
-    Arguments as :func:`recbench.results.leaderboard.leaderboard`; each dataset is loaded by name
-    and checked against the runs' fingerprint (:func:`dataset_of_runs`).
-    """
-    from recbench.files import atomic_write_bytes
-    from recbench.results.leaderboard import FORMATS, load_results
+    return leaderboard(runs_dir, by=by, **options)
 
+
+def breakdown_of(results: list[RunResult], by: str, *report_args: Any, **report_options: Any) -> BreakdownReport:
+    """The breakdown report of loaded results: each dataset is loaded by name and checked against
+    the runs' fingerprint (:func:`dataset_of_runs`)."""
     if by not in BREAKDOWNS:
         raise RecbenchError(f"unknown breakdown '{by}'; expected one of: {', '.join(BREAKDOWNS)}")
-    if fmt is not None and fmt not in FORMATS:
-        raise RecbenchError(f"unknown format '{fmt}'; expected one of: {', '.join(FORMATS)}")
-    if out is not None and fmt is None:
-        fmt = _TABLE_SUFFIXES.get(Path(out).suffix.lower())
-        if fmt is None:
-            raise RecbenchError(
-                f"cannot tell the format of {out} from its suffix; pass --format ({', '.join(FORMATS)})"
-            )
-    results = load_results(runs_dir, datasets, split, protocol)
     finished = dict.fromkeys(r.dataset for r in results if r.ranks is not None)
     data = {name: dataset_of_runs(results, name) for name in finished}
-    report = breakdown_report(
-        results, data, by, metrics, baseline, test, correction, alpha, n_permutations, n_resamples, seed
-    )
-    if out is not None:
-        atomic_write_bytes(Path(out), report.render(fmt).encode())
-    return report
+    return breakdown_report(results, data, by, *report_args, **report_options)

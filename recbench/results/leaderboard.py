@@ -160,6 +160,40 @@ def _format_setting(value: object) -> str:
     return "none" if value is None else str(value)
 
 
+def output_files(out: Path | str, formats: Sequence[str] | None = None) -> list[tuple[Path, str]]:
+    """Where ``--out`` writes, the same in every command: a path whose suffix is a table format
+    (``.md``, ``.tex``, ``.csv``, ``.json``) is that one file; any other path is a prefix, written once
+    per format (``OUT.md``, ``OUT.tex``, ...; default md)."""
+    unknown = [f for f in formats or () if f not in FORMATS]
+    if unknown:
+        raise RecbenchError(f"unknown format(s) {', '.join(unknown)}; expected one of: {', '.join(FORMATS)}")
+    out = Path(out)
+    named = _SUFFIXES.get(out.suffix.lower())
+    if named is not None:
+        if formats and set(formats) != {named}:
+            raise RecbenchError(
+                f"--out {out} names a .{out.suffix.lstrip('.')} file but --format asks for {', '.join(formats)}; "
+                "give a prefix without a suffix to write several formats"
+            )
+        return [(out, named)]
+    return [(Path(f"{out}.{fmt}"), fmt) for fmt in (formats or ["md"])]
+
+
+def output_prefix(out: Path | str) -> str:
+    """``out`` without a table-format suffix: what figures and further reports are named after."""
+    path = Path(out)
+    return str(path.with_suffix("")) if path.suffix.lower() in _SUFFIXES else str(out)
+
+
+def write_report(report: Report, out: Path | str, formats: Sequence[str] | None = None) -> list[Path]:
+    """Write ``report`` as :func:`output_files` says; returns the files written."""
+    written = []
+    for path, fmt in output_files(out, formats):
+        atomic_write_bytes(path, report.render(fmt).encode())
+        written.append(path)
+    return written
+
+
 def leaderboard(
     runs_dir: Path | str = "runs",
     metrics: Sequence[str] = DEFAULT_METRICS,
@@ -168,39 +202,35 @@ def leaderboard(
     test: str = "t",
     correction: str = "holm",
     alpha: float = 0.05,
-    fmt: str | None = None,
+    fmt: str | Sequence[str] | None = None,
     out: Path | str | None = None,
     n_permutations: int = DEFAULT_PERMUTATIONS,
     n_resamples: int = DEFAULT_RESAMPLES,
     seed: int = 0,
     split: str = "test",
     protocol: str | None = None,
+    by: str | None = None,
 ) -> Report:
-    """Build the report of the finished runs under ``runs_dir``; with ``out``, also write it there.
+    """Build the report of the finished runs under ``runs_dir``; with ``out``, also write it there
+    (:func:`output_files`: a file named by its suffix, or a prefix written in each format ``fmt``).
 
-    ``protocol`` names the protocol whose results are tabulated (None: each run's first; they must agree).
-
-    The format of ``out`` is ``fmt`` or, without it, guessed from the file suffix.
+    ``protocol`` names the protocol whose results are tabulated (None: each run's first; they must
+    agree). ``by`` (history or popularity) breaks every table down by groups of users
+    (:mod:`recbench.results.breakdown`).
     """
-    if fmt is not None and fmt not in FORMATS:
-        raise RecbenchError(f"unknown format '{fmt}'; expected one of: {', '.join(FORMATS)}")
-    if out is not None and fmt is None:
-        fmt = _SUFFIXES.get(Path(out).suffix.lower())
-        if fmt is None:
-            raise RecbenchError(
-                f"cannot tell the format of {out} from its suffix; pass --format ({', '.join(FORMATS)})"
-            )
-    report = build_report(
-        load_results(runs_dir, datasets, split, protocol),
-        metrics,
-        baseline,
-        test,
-        correction,
-        alpha,
-        n_permutations=n_permutations,
-        n_resamples=n_resamples,
-        seed=seed,
-    )
+    formats = [fmt] if isinstance(fmt, str) else list(fmt) if fmt else None
     if out is not None:
-        atomic_write_bytes(Path(out), report.render(fmt).encode())
+        output_files(out, formats)  # a bad --out / --format pair fails before any run is read
+    elif formats and any(f not in FORMATS for f in formats):
+        raise RecbenchError(f"unknown format '{formats[0]}'; expected one of: {', '.join(FORMATS)}")
+    results = load_results(runs_dir, datasets, split, protocol)
+    options = dict(n_permutations=n_permutations, n_resamples=n_resamples, seed=seed)
+    if by is not None:
+        from recbench.results.breakdown import breakdown_of
+
+        report = breakdown_of(results, by, metrics, baseline, test, correction, alpha, **options)
+    else:
+        report = build_report(results, metrics, baseline, test, correction, alpha, **options)
+    if out is not None:
+        write_report(report, out, formats)
     return report

@@ -25,6 +25,7 @@ import numpy as np
 import scipy.stats
 
 from recbench.errors import RecbenchError
+from recbench.runs.metrics import per_user_values
 
 TESTS = {"t": "paired t-test", "wilcoxon": "Wilcoxon signed-rank test", "permutation": "paired randomisation test"}
 CORRECTIONS = {"holm": "Holm", "bonferroni": "Bonferroni", "bh": "Benjamini-Hochberg", "none": "no correction"}
@@ -51,13 +52,7 @@ def parse_metric(metric: str) -> tuple[str, int | None]:
 
 def per_user_metric(ranks: np.ndarray, metric: str) -> np.ndarray:
     """(U,) 1-based ranks -> (U,) float64 values of ``metric`` per user (their mean is the metric)."""
-    name, k = parse_metric(metric)
-    ranks = np.asarray(ranks, dtype=np.float64)
-    hit = ranks <= k if k is not None else np.ones(ranks.shape, dtype=bool)
-    if name == "hr":
-        return hit.astype(np.float64)
-    value = 1.0 / np.log2(ranks + 1.0) if name == "ndcg" else 1.0 / ranks
-    return np.where(hit, value, 0.0)
+    return per_user_values(ranks, *parse_metric(metric))
 
 
 @dataclass(frozen=True)

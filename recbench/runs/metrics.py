@@ -15,16 +15,26 @@ DEFAULT_KS = (5, 10, 20, 50)
 TIE_POLICY = "pessimistic (rank = 1 + #higher + #tied; NaN counts as higher)"
 
 
+def per_user_values(ranks: np.ndarray, name: str, k: int | None) -> np.ndarray:
+    """(U,) float64 values of metric ``name`` ("hr", "ndcg" or "mrr") at cut-off ``k`` (None: no
+    cut-off) for 1-based ranks: the one place the formulas live (tables and tests average these)."""
+    ranks = np.asarray(ranks, dtype=np.float64)
+    hit = ranks <= k if k is not None else np.ones(ranks.shape, dtype=bool)
+    if name == "hr":
+        return hit.astype(np.float64)
+    if name not in ("ndcg", "mrr"):
+        raise ValueError(f"unknown metric {name!r}")
+    value = 1.0 / np.log2(ranks + 1.0) if name == "ndcg" else 1.0 / ranks
+    return np.where(hit, value, 0.0)
+
+
 def metrics_from_ranks(ranks: np.ndarray, ks: tuple[int, ...] = DEFAULT_KS) -> dict[str, float]:
     """Mean HR@k, NDCG@k, MRR@k for each k, and MRR, from 1-based ranks."""
-    ranks = np.asarray(ranks, dtype=np.float64)
     metrics: dict[str, float] = {}
     for k in ks:
-        hit = ranks <= k
-        metrics[f"hr@{k}"] = float(hit.mean())
-        metrics[f"ndcg@{k}"] = float(np.where(hit, 1.0 / np.log2(ranks + 1.0), 0.0).mean())
-        metrics[f"mrr@{k}"] = float(np.where(hit, 1.0 / ranks, 0.0).mean())
-    metrics["mrr"] = float((1.0 / ranks).mean())
+        for name in ("hr", "ndcg", "mrr"):
+            metrics[f"{name}@{k}"] = float(per_user_values(ranks, name, k).mean())
+    metrics["mrr"] = float(per_user_values(ranks, "mrr", None).mean())
     return metrics
 
 
