@@ -5,8 +5,9 @@ Recommendations", WWW 2023 (arXiv 2303.06337). No official code was found (the a
 repository Li-Muyang/MLP4Rec is a RecBole 1.0.1 copy); this follows a summary of the paper's
 description (the paper's text beyond its introduction could not be read here).
 
-1. Embedding layer: item ID embeddings (the paper also embeds item attributes; recbench's AutoMLP
-   row is ID-only).
+1. Embedding layer: ``automlp`` fuses each item's ID embedding with its text embedding (standing in
+   for the paper's item features) by a fully connected layer, x = W_e [e_id ; t] + b_e;
+   ``automlp-id`` uses the ID embedding alone.
 2. SRS-MLP layer (MLP-Mixer): a sequence mixer over the time axis for each channel,
    x + W2 g(W1 LN(x)), then a channel mixer over features for each time step, x + W4 g(W3 LN(x)),
    g = GELU, hidden widths R_s (``sequence_hidden_size``) and R_c (``channel_hidden_size``).
@@ -67,12 +68,13 @@ from recbench.method import (
     StrictNonNegativeInt,
     StrictPositiveFloat,
     StrictPositiveInt,
+    TextMethodConfig,
 )
 from recbench.registry import register
 
 
 class AutoMLPConfig(MethodConfig):
-    """AutoMLP hyper-parameters (sizes and dropout are our defaults; the search follows DARTS)."""
+    """AutoMLP hyper-parameters of ``automlp-id`` (item IDs only); sizes and dropout are our defaults."""
 
     hidden_size: StrictPositiveInt = 64
     """Width of item embeddings and of every SRS-MLP layer."""
@@ -113,6 +115,10 @@ class AutoMLPConfig(MethodConfig):
             message = f"must contain a length of at most max_seq_length = {horizon}"
             raise ConfigRuleError("short_length_candidates", self.short_length_candidates, message)
         return self
+
+
+class AutoMLPTextConfig(AutoMLPConfig, TextMethodConfig):
+    """AutoMLP hyper-parameters of ``automlp``: those of ``automlp-id`` and the item text encoder."""
 
 
 class SRSMLPLayer(nn.Module):
@@ -173,9 +179,8 @@ def right_aligned(items: torch.Tensor, rows: torch.Tensor, ends: torch.Tensor, w
     return torch.where(source >= 0, items[rows[:, None], source.clamp(min=0)], 0)
 
 
-@register("automlp")
-class AutoMLP(Method):
-    """AutoMLP: MLP-Mixer long- and short-term modules over item IDs, short-term length searched by DARTS."""
+class AutoMLPBase(Method):
+    """AutoMLP's long- and short-term MLP-Mixer modules; ``needs_text`` decides the embedding layer."""
 
     Config = AutoMLPConfig
 
@@ -194,6 +199,13 @@ class AutoMLP(Method):
             )
         self.short_lengths = lengths
         self.item_embedding = nn.Embedding(spec.num_items + 1, config.hidden_size, padding_idx=0)
+        text = spec.item_text_embeddings.float() if self.needs_text and spec.item_text_embeddings is not None else None
+        if self.needs_text and text is None:
+            raise ValueError(f"{type(self).__name__} needs DataSpec.item_text_embeddings (the item feature)")
+        # Frozen and dataset-specific: a buffer outside the state dict (as GRU4RecF's); None for IDs only.
+        self.register_buffer("text", text, persistent=False)
+        # The embedding layer's fully connected layer, [ID embedding ; text] -> x (D); IDs alone need none.
+        self.fuse = None if text is None else nn.Linear(config.hidden_size + text.shape[1], config.hidden_size)
         self.dropout = nn.Dropout(config.dropout_prob)
         self.long_term = InterestModule(config, self.horizon, config.long_layers)
         self.short_term = nn.ModuleList(InterestModule(config, k, config.short_layers) for k in lengths)
@@ -202,10 +214,24 @@ class AutoMLP(Method):
         # alpha: one weight per candidate; a single candidate has softmax(alpha) = 1.
         self.arch_weights = nn.Parameter(torch.zeros(len(lengths)))
 
+    def item_vectors(self, items: torch.Tensor) -> torch.Tensor:
+        """Item ids (any shape) -> their embeddings x (..., D): the ID embedding, fused with the item
+        text by the embedding layer's fully connected layer when the method reads text."""
+        ids = self.item_embedding(items)
+        if self.fuse is None or self.text is None:
+            return ids
+        return self.fuse(torch.cat([ids, self.text[items]], dim=-1))
+
+    def item_table(self) -> torch.Tensor:
+        """(N + 1, D): the embedding x of every item id (row 0 is padding)."""
+        if self.fuse is None:
+            return self.item_embedding.weight
+        return self.item_vectors(torch.arange(self.spec.num_items + 1, device=self.item_embedding.weight.device))
+
     def represent(self, aligned: torch.Tensor) -> torch.Tensor:
         """(R, W) right-aligned item ids -> (R, d) user representation h."""
         real = (aligned > 0).unsqueeze(-1).float()  # (R, W, 1)
-        x = self.dropout(self.item_embedding(aligned)) * real
+        x = self.dropout(self.item_vectors(aligned)) * real
         mixture = torch.softmax(self.arch_weights, dim=0)  # (|K|,)
         short = sum(weight * module(x, real) for weight, module in zip(mixture, self.short_term))  # (R, d)
         return self.output(torch.cat([short, self.long_term(x, real)], dim=-1))
@@ -213,13 +239,13 @@ class AutoMLP(Method):
     def loss(self, batch: Batch) -> torch.Tensor:
         rows, ends = (batch.targets > 0).nonzero(as_tuple=True)  # one prefix row per target position
         aligned = right_aligned(batch.items, rows, ends, min(batch.items.shape[1], self.horizon))
-        logits = self.represent(aligned) @ self.item_embedding.weight.T  # (R, N + 1)
+        logits = self.represent(aligned) @ self.item_table().T  # (R, N + 1)
         return F.cross_entropy(logits, batch.targets[rows, ends])
 
     def query_and_items(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         rows = torch.arange(batch.size, device=batch.items.device)
         aligned = right_aligned(batch.items, rows, batch.lengths - 1, min(batch.items.shape[1], self.horizon))
-        return self.represent(aligned), self.item_embedding.weight
+        return self.represent(aligned), self.once_per_pass("items", self.item_table)
 
     def score(self, batch: Batch) -> torch.Tensor:
         hidden, items = self.query_and_items(batch)
@@ -274,3 +300,19 @@ class AutoMLP(Method):
             "seconds": time.perf_counter() - started,
         }
         return SearchOutcome(config_updates={"short_length": chosen}, details=details)
+
+
+@register("automlp")
+class AutoMLP(AutoMLPBase):
+    """AutoMLP: item ID and text fused per item, MLP-Mixer long/short-term modules, short length by DARTS."""
+
+    Config = AutoMLPTextConfig
+    needs_text = True
+
+
+@register("automlp-id")
+class AutoMLPID(AutoMLPBase):
+    """AutoMLP over item IDs alone (no item features), short-term length searched by DARTS."""
+
+    Config = AutoMLPConfig
+    needs_text = False

@@ -1,4 +1,4 @@
-"""AutoMLP: alignment of histories and the DARTS search of the short-term length."""
+"""AutoMLP: the embedding layer, alignment of histories and the DARTS search of the short-term length."""
 
 from __future__ import annotations
 
@@ -12,9 +12,26 @@ from recbench.registry import get_method, resolve_config
 from recbench.runs.batching import TrainingWindows
 from recbench.runs.experiment import valid_batches
 from recbench.runs.trainer import seed_everything
-from recbench_plugins.automlp import AutoMLP, right_aligned
+from recbench_plugins.automlp import AutoMLP, AutoMLPID, right_aligned
 
 TINY = {"hidden_size": 16, "sequence_hidden_size": 16, "channel_hidden_size": 32, "dropout_prob": 0.0}
+TEXT_SIZE = 6
+
+
+def text_table(num_items: int, size: int = TEXT_SIZE) -> torch.Tensor:
+    """Fixed random item text embeddings, row 0 (padding) zero, as DataSpec carries them."""
+    text = torch.randn(num_items + 1, size, generator=torch.Generator().manual_seed(5))
+    text[0] = 0
+    return text
+
+
+def build(name: str, num_items: int = 9, **overrides) -> AutoMLP | AutoMLPID:
+    """A tiny seeded model of ``automlp`` (with text) or ``automlp-id``, without dropout."""
+    seed_everything(0)
+    entry = get_method(name)
+    config = resolve_config(entry, TINY, {"max_seq_length": 6, "short_length": 2}, overrides)
+    text = text_table(num_items) if entry.cls.needs_text else None
+    return entry.cls(config, DataSpec(num_items=num_items, max_seq_length=6, item_text_embeddings=text))
 
 
 def lagged_dataset(lag: int, users: int = 300, items: int = 12, length: int = 14, seed: int = 0):
@@ -38,7 +55,7 @@ def test_search_picks_the_shortest_length_that_holds_the_signal(lag: int, candid
     # long_layers = 0: the long-term module is the last item's embedding alone, so only the
     # short-term candidates with k >= lag can predict; every shorter k sees pure noise.
     dataset = lagged_dataset(lag)
-    entry = get_method("automlp")
+    entry = get_method("automlp-id")
     config = resolve_config(
         entry,
         TINY,
@@ -53,19 +70,47 @@ def test_search_picks_the_shortest_length_that_holds_the_signal(lag: int, candid
     )
     windows = TrainingWindows(*dataset.train_sequences(), window=config.max_seq_length)
     data = SearchData(
-        build=lambda c: AutoMLP(c, DataSpec(num_items=dataset.num_items, max_seq_length=c.max_seq_length)),
+        build=lambda c: AutoMLPID(c, DataSpec(num_items=dataset.num_items, max_seq_length=c.max_seq_length)),
         train_batches=lambda epoch: windows.batches(config.train_batch_targets, np.random.default_rng(epoch)),
         valid_batches=lambda: valid_batches(dataset, config.max_seq_length, 128, seed=0),
     )
     seed_everything(0)
-    outcome = AutoMLP.search_architecture(config, data, seed=0, device="cpu")
+    outcome = AutoMLPID.search_architecture(config, data, seed=0, device="cpu")
     assert outcome.config_updates == {"short_length": lag}
     assert max(outcome.details["weights"], key=outcome.details["weights"].get) == lag
 
 
-def test_a_fixed_short_length_needs_no_search() -> None:
-    config = resolve_config(get_method("automlp"), {"short_length": 4})
-    assert AutoMLP.search_architecture(config, data=None, seed=0, device="cpu") is None  # type: ignore[arg-type]
+@pytest.mark.parametrize("name", ["automlp", "automlp-id"])
+def test_a_fixed_short_length_needs_no_search(name: str) -> None:
+    entry = get_method(name)
+    config = resolve_config(entry, {"short_length": 4})
+    assert entry.cls.search_architecture(config, data=None, seed=0, device="cpu") is None  # type: ignore[arg-type]
+
+
+def test_only_automlp_reads_text_and_fuses_it_with_the_id_by_a_fully_connected_layer() -> None:
+    assert get_method("automlp").cls.needs_text and not get_method("automlp-id").cls.needs_text
+    model = build("automlp")
+    items = torch.tensor([[3, 0], [9, 1]])
+    ids, text = model.item_embedding.weight, model.text
+    # x_i = W_e [e_i ; t_i] + b_e, one item at a time
+    expected = torch.stack(
+        [
+            torch.stack([model.fuse.weight @ torch.cat([ids[i], text[i]]) + model.fuse.bias for i in row])
+            for row in items
+        ]
+    )
+    torch.testing.assert_close(model.item_vectors(items), expected)
+    torch.testing.assert_close(model.item_table()[items], expected)
+    assert "text" not in model.state_dict()  # frozen and dataset-specific
+    plain = build("automlp-id")
+    assert plain.fuse is None and plain.text is None
+    torch.testing.assert_close(plain.item_vectors(items), plain.item_embedding.weight[items])
+
+
+def test_automlp_refuses_to_build_without_text() -> None:
+    config = resolve_config(get_method("automlp"), TINY)
+    with pytest.raises(ValueError, match="item_text_embeddings"):
+        AutoMLP(config, DataSpec(num_items=9, max_seq_length=50))
 
 
 def test_histories_are_right_aligned_and_cut_to_the_last_items() -> None:
@@ -74,13 +119,10 @@ def test_histories_are_right_aligned_and_cut_to_the_last_items() -> None:
     assert aligned.tolist() == [[1, 2, 3], [5, 6, 7], [0, 4, 5]]
 
 
-def test_training_uses_every_target_position_as_its_own_prefix() -> None:
+@pytest.mark.parametrize("name", ["automlp", "automlp-id"])
+def test_training_uses_every_target_position_as_its_own_prefix(name: str) -> None:
     # The loss on a window equals the mean loss of its prefixes scored one by one.
-    seed_everything(0)
-    model = AutoMLP(
-        resolve_config(get_method("automlp"), TINY, {"max_seq_length": 6, "short_length": 2}),
-        DataSpec(num_items=9, max_seq_length=6),
-    ).eval()
+    model = build(name).eval()
     window = Batch(items=torch.tensor([[3, 5, 7, 2]]), lengths=torch.tensor([4]), targets=torch.tensor([[5, 7, 2, 9]]))
     prefixes = Batch(
         items=torch.tensor([[3, 0, 0, 0], [3, 5, 0, 0], [3, 5, 7, 0], [3, 5, 7, 2]]), lengths=torch.tensor([1, 2, 3, 4])
