@@ -30,8 +30,11 @@ Choices and deviations, stated:
   position. Each target position of a training window becomes its own right-aligned prefix row
   (as RecBole's (prefix, target) samples): every next-item target is used, at a cost per epoch
   at most RecBole's (rows are as wide as their batch's longest window, not 50).
-  Loss: full-softmax CE over all N + 1 embedding rows (no sampled negatives).
-- The validation loss of the search is the CE of each user's valid item after its valid history
+  Loss (``loss = "bce"``): the paper's binary cross-entropy, -[log sigma(r_pos) + sum_j log(1 - sigma(r_j))]
+  per target position with r = h . x, averaged over positions; ``negatives`` (1) negatives per position
+  drawn uniformly from the items not in the user's window (its inputs and targets). ``loss = "ce"``:
+  full-softmax CE over all N + 1 item rows.
+- The validation loss of the search is the training loss of each user's valid item after its valid history
   (the split used for early stopping); the search runs ``search_epochs`` epochs (not reported in
   the paper as far as could be checked). Weights use Adam (the paper's optimiser for W is not
   known here). alpha uses DARTS's Adam(betas (0.5, 0.999), weight decay 1e-3) but lr 1e-2, not
@@ -46,7 +49,7 @@ from __future__ import annotations
 
 import time
 from itertools import cycle
-from typing import Annotated
+from typing import Annotated, Literal
 
 import torch
 import torch.nn.functional as F
@@ -87,6 +90,10 @@ class AutoMLPConfig(MethodConfig):
     """SRS-MLP layers in the long-term module."""
     short_layers: StrictNonNegativeInt = 2
     """SRS-MLP layers in the short-term module."""
+    loss: Literal["bce", "ce"] = "bce"
+    """Training loss: bce (the paper's binary cross-entropy, sampled negatives) or ce (full softmax)."""
+    negatives: StrictPositiveInt = 1
+    """bce: negatives drawn per target position, uniform over the items not in the user's sequence."""
     dropout_prob: DropoutProbability = 0.2
     """Dropout on the embeddings and on each mixer's output."""
     layer_norm_eps: StrictPositiveFloat = 1e-12
@@ -173,6 +180,23 @@ class InterestModule(nn.Module):
         return x[:, -1]
 
 
+def sample_negatives(seen: torch.Tensor, count: int, num_items: int) -> torch.Tensor:
+    """(R, count) item ids drawn uniformly (with replacement) from 1..N minus the items of each row
+    of ``seen`` (R, S; 0 and repeats allowed); 0 for a row that holds every item.
+
+    No rejection loop: the u-th smallest unseen item, u uniform below the row's count of unseen
+    items, is u + 1 moved up by one for each seen item at or below it (seen items in ascending order).
+    """
+    ordered = seen.sort(dim=1).values  # (R, S)
+    distinct = (ordered > 0) & (ordered <= num_items)
+    distinct[:, 1:] &= ordered[:, 1:] != ordered[:, :-1]
+    unseen = num_items - distinct.sum(dim=1, keepdim=True)  # (R, 1)
+    drawn = (torch.rand(seen.shape[0], count, device=seen.device) * unseen).long() + 1  # u + 1, u in [0, unseen)
+    for column in range(ordered.shape[1]):
+        drawn = drawn + (distinct[:, column : column + 1] & (ordered[:, column : column + 1] <= drawn))
+    return drawn.masked_fill(unseen == 0, 0)
+
+
 def right_aligned(items: torch.Tensor, rows: torch.Tensor, ends: torch.Tensor, width: int) -> torch.Tensor:
     """items[rows[r], :ends[r] + 1], its last ``width`` items right-aligned: (R, width), 0 = padding on the left."""
     source = ends[:, None] - (width - 1) + torch.arange(width, device=items.device)[None, :]
@@ -236,16 +260,40 @@ class AutoMLPBase(Method):
         short = sum(weight * module(x, real) for weight, module in zip(mixture, self.short_term))  # (R, d)
         return self.output(torch.cat([short, self.long_term(x, real)], dim=-1))
 
-    def loss(self, batch: Batch) -> torch.Tensor:
-        rows, ends = (batch.targets > 0).nonzero(as_tuple=True)  # one prefix row per target position
+    def prefix_representations(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """h of every target position's prefix (one row each, in ``nonzero`` order) and its target."""
+        rows, ends = (batch.targets > 0).nonzero(as_tuple=True)
         aligned = right_aligned(batch.items, rows, ends, min(batch.items.shape[1], self.horizon))
-        logits = self.represent(aligned) @ self.item_table().T  # (R, N + 1)
-        return F.cross_entropy(logits, batch.targets[rows, ends])
+        return self.represent(aligned), batch.targets[rows, ends]
 
-    def query_and_items(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+    def loss(self, batch: Batch) -> torch.Tensor:
+        if self.config.loss == "ce":
+            hidden, targets = self.prefix_representations(batch)
+            return F.cross_entropy(hidden @ self.item_table().T, targets)  # over all N + 1 rows
+        # j not in S_u: the user's items the batch shows, i.e. its window's inputs and targets.
+        rows = (batch.targets > 0).nonzero(as_tuple=True)[0]
+        seen = torch.cat([batch.items, batch.targets], dim=1)[rows]
+        return self.loss_with_negatives(batch, sample_negatives(seen, self.config.negatives, self.spec.num_items))
+
+    def loss_with_negatives(self, batch: Batch, negatives: torch.Tensor) -> torch.Tensor:
+        """The binary cross-entropy of the paper with the given negatives (R, n), 0 = no negative:
+        -[log sigma(r_pos) + sum_j log(1 - sigma(r_j))] per target position, averaged over positions,
+        with r the dot product of h and the item's embedding."""
+        hidden, targets = self.prefix_representations(batch)  # (R, d), (R,)
+        positive = (hidden * self.item_vectors(targets)).sum(dim=-1)  # (R,)
+        negative = torch.einsum("rd,rnd->rn", hidden, self.item_vectors(negatives))  # (R, n)
+        # log(1 - sigma(r)) = log sigma(-r), computed without overflow
+        negative_terms = (F.logsigmoid(-negative) * (negatives > 0)).sum(dim=-1)
+        return -(F.logsigmoid(positive) + negative_terms).mean()
+
+    def user_representation(self, batch: Batch) -> torch.Tensor:
+        """(B, D): h_T after each sequence of an evaluation batch."""
         rows = torch.arange(batch.size, device=batch.items.device)
         aligned = right_aligned(batch.items, rows, batch.lengths - 1, min(batch.items.shape[1], self.horizon))
-        return self.represent(aligned), self.once_per_pass("items", self.item_table)
+        return self.represent(aligned)
+
+    def query_and_items(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.user_representation(batch), self.once_per_pass("items", self.item_table)
 
     def score(self, batch: Batch) -> torch.Tensor:
         hidden, items = self.query_and_items(batch)

@@ -12,7 +12,7 @@ from recbench.registry import get_method, resolve_config
 from recbench.runs.batching import TrainingWindows
 from recbench.runs.experiment import valid_batches
 from recbench.runs.trainer import seed_everything
-from recbench_plugins.automlp import AutoMLP, AutoMLPID, right_aligned
+from recbench_plugins.automlp import AutoMLP, AutoMLPID, right_aligned, sample_negatives
 
 TINY = {"hidden_size": 16, "sequence_hidden_size": 16, "channel_hidden_size": 32, "dropout_prob": 0.0}
 TEXT_SIZE = 6
@@ -119,17 +119,79 @@ def test_histories_are_right_aligned_and_cut_to_the_last_items() -> None:
     assert aligned.tolist() == [[1, 2, 3], [5, 6, 7], [0, 4, 5]]
 
 
+WINDOWS = Batch(
+    items=torch.tensor([[3, 5, 7, 2], [4, 1, 0, 0]]),
+    lengths=torch.tensor([4, 2]),
+    targets=torch.tensor([[5, 7, 2, 9], [1, 6, 0, 0]]),
+)
+"""Two training windows: 4 and 2 target positions."""
+
+
+def prefixes_of(batch: Batch) -> list[tuple[list[int], int]]:
+    """(history, next item) of every target position of a training batch, window by window."""
+    return [
+        (batch.items[b, : t + 1].tolist(), int(batch.targets[b, t]))
+        for b in range(batch.size)
+        for t in range(batch.items.shape[1])
+        if batch.targets[b, t] > 0
+    ]
+
+
+def hidden_after(model: AutoMLP | AutoMLPID, history: list[int]) -> torch.Tensor:
+    """h_T after one history, computed alone."""
+    return model.user_representation(Batch(items=torch.tensor([history]), lengths=torch.tensor([len(history)])))[0]
+
+
 @pytest.mark.parametrize("name", ["automlp", "automlp-id"])
-def test_training_uses_every_target_position_as_its_own_prefix(name: str) -> None:
-    # The loss on a window equals the mean loss of its prefixes scored one by one.
+def test_the_bce_loss_is_the_papers_formula_over_every_target_position(name: str) -> None:
+    # L = -sum_t [log sigma(r_pos,t) + sum_j log(1 - sigma(r_j,t))], here averaged over the 6 positions;
+    # r = h_t . x_item, each prefix scored alone. A 0 negative is no negative.
     model = build(name).eval()
-    window = Batch(items=torch.tensor([[3, 5, 7, 2]]), lengths=torch.tensor([4]), targets=torch.tensor([[5, 7, 2, 9]]))
-    prefixes = Batch(
-        items=torch.tensor([[3, 0, 0, 0], [3, 5, 0, 0], [3, 5, 7, 0], [3, 5, 7, 2]]), lengths=torch.tensor([1, 2, 3, 4])
-    )
+    negatives = torch.tensor([[8, 1], [6, 6], [4, 0], [1, 3], [9, 2], [0, 0]])
+    terms = []
+    for (history, target), drawn in zip(prefixes_of(WINDOWS), negatives.tolist()):
+        h = hidden_after(model, history)
+        term = torch.log(torch.sigmoid(h @ model.item_vectors(torch.tensor(target))))
+        for j in drawn:
+            if j:
+                term = term + torch.log(1 - torch.sigmoid(h @ model.item_vectors(torch.tensor(j))))
+        terms.append(-term)
     with torch.no_grad():
-        expected = torch.nn.functional.cross_entropy(model.score(prefixes), torch.tensor([5, 7, 2, 9]))
-        torch.testing.assert_close(model.loss(window), expected)
+        torch.testing.assert_close(model.loss_with_negatives(WINDOWS, negatives), torch.stack(terms).mean())
+
+
+def test_negatives_are_uniform_over_the_items_not_in_the_users_sequence() -> None:
+    torch.manual_seed(0)
+    seen = torch.tensor([[1, 2, 3, 0], [1, 2, 3, 4], [1, 2, 3, 5], [0, 0, 0, 0]])
+    drawn = sample_negatives(seen.repeat(500, 1), count=3, num_items=5).view(500, 4, 3)
+    assert (drawn[:, 0] >= 4).all() and (drawn[:, 0] <= 5).all()
+    assert (drawn[:, 1] == 5).all() and (drawn[:, 2] == 4).all()  # the one item left
+    counts = torch.bincount(drawn[:, 3].flatten(), minlength=6)[1:]
+    assert counts.sum() == 1500 and counts.min() > 240  # about 300 each of 1..5
+    assert (sample_negatives(torch.tensor([[1, 2, 3]]), count=2, num_items=3) == 0).all()  # nothing left: none
+    unsorted = sample_negatives(torch.tensor([[5, 1, 5, 3, 0]]).repeat(600, 1), count=1, num_items=6)
+    counts = torch.bincount(unsorted.flatten(), minlength=7)
+    assert counts[[0, 1, 3, 5]].sum() == 0 and counts[[2, 4, 6]].min() > 160  # about 200 each of 2, 4, 6
+
+
+@pytest.mark.parametrize("name", ["automlp", "automlp-id"])
+def test_the_loss_draws_its_negatives_outside_the_windows_inputs_and_targets(name: str) -> None:
+    # Items 1..5; the window shows 1, 2, 3 and the target 4: every negative must be 5.
+    model = build(name, num_items=5).eval()
+    window = Batch(items=torch.tensor([[1, 2, 3]]), lengths=torch.tensor([3]), targets=torch.tensor([[2, 3, 4]]))
+    with torch.no_grad():
+        torch.testing.assert_close(model.loss(window), model.loss_with_negatives(window, torch.full((3, 1), 5)))
+
+
+@pytest.mark.parametrize("name", ["automlp", "automlp-id"])
+def test_the_ce_option_is_the_full_softmax_over_every_target_position(name: str) -> None:
+    model = build(name, loss="ce").eval()
+    with torch.no_grad():
+        expected = [
+            torch.nn.functional.cross_entropy(hidden_after(model, history) @ model.item_table().T, torch.tensor(target))
+            for history, target in prefixes_of(WINDOWS)
+        ]
+        torch.testing.assert_close(model.loss(WINDOWS), torch.stack(expected).mean())
 
 
 def test_valid_batches_hold_one_target_after_each_history() -> None:
