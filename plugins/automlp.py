@@ -13,7 +13,8 @@ description (the paper's text beyond its introduction could not be read here).
    g = GELU, hidden widths R_s (``sequence_hidden_size``) and R_c (``channel_hidden_size``).
 3. Long-term module: stacked SRS-MLP layers over the last T = ``max_seq_length`` items;
    short-term module: its own stacked layers over the last k items. Each module's output is its
-   state at the last position; h = W_o [x_s ; x_l] + b_o is scored against every item embedding.
+   state at the last position; h = W_o [x_s ; x_l] + b_o; at inference every item is scored by the
+   cosine similarity of h and its embedding x (training uses the dot product, see Loss).
 4. Short-term length search (``short_length = None``): one short-term module per candidate k,
    mixed by softmax(alpha); DARTS bi-level optimisation (weights on the training loss, alpha on the
    validation loss at the one-step unrolled weights W - xi grad_W L_train, differentiated exactly
@@ -293,7 +294,10 @@ class AutoMLPBase(Method):
         return self.represent(aligned)
 
     def query_and_items(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.user_representation(batch), self.once_per_pass("items", self.item_table)
+        """h_T and the item table, both scaled to unit length: their dot product is the cosine similarity
+        the paper ranks by (the zero padding row stays zero)."""
+        items = self.once_per_pass("unit items", lambda: F.normalize(self.item_table(), dim=-1))
+        return F.normalize(self.user_representation(batch), dim=-1), items
 
     def score(self, batch: Batch) -> torch.Tensor:
         hidden, items = self.query_and_items(batch)

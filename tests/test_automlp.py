@@ -184,6 +184,33 @@ def test_the_loss_draws_its_negatives_outside_the_windows_inputs_and_targets(nam
 
 
 @pytest.mark.parametrize("name", ["automlp", "automlp-id"])
+def test_scores_are_cosine_similarities_of_h_and_every_item_embedding(name: str) -> None:
+    model = build(name).eval()
+    histories = [[3, 5, 7], [4], [2, 8, 1, 6, 9, 5, 3]]  # the last is longer than max_seq_length = 6
+    batch = Batch(
+        items=torch.tensor([h + [0] * (7 - len(h)) for h in histories]), lengths=torch.tensor(list(map(len, histories)))
+    )
+    with torch.no_grad():
+        expected = torch.tensor(
+            [
+                [
+                    torch.nn.functional.cosine_similarity(
+                        hidden_after(model, history[-6:]), model.item_vectors(torch.tensor(i)), dim=0
+                    )
+                    for i in range(1, 10)
+                ]
+                for history in histories
+            ]
+        )
+        scores = model.score(batch)
+        torch.testing.assert_close(scores[:, 1:], expected)
+        candidates = torch.tensor([[9, 1], [2, 2], [5, 4]])
+        torch.testing.assert_close(model.score_candidates(batch, candidates), scores.gather(1, candidates))
+        query, items = model.query_and_items(batch)
+        torch.testing.assert_close(query @ items.T, scores)
+
+
+@pytest.mark.parametrize("name", ["automlp", "automlp-id"])
 def test_the_ce_option_is_the_full_softmax_over_every_target_position(name: str) -> None:
     model = build(name, loss="ce").eval()
     with torch.no_grad():
