@@ -62,6 +62,7 @@ def test_search_picks_the_shortest_length_that_holds_the_signal(lag: int, candid
         {
             "max_seq_length": 8,
             "long_layers": 0,
+            "short_layers": 2,
             "short_length_candidates": candidates,
             "search_epochs": 12,
             "learning_rate": 0.01,
