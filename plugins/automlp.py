@@ -13,7 +13,7 @@ description (the paper's text beyond its introduction could not be read here).
    g = GELU, hidden widths R_s (``sequence_hidden_size``) and R_c (``channel_hidden_size``).
 3. Long-term module: stacked SRS-MLP layers over the last T = ``max_seq_length`` items;
    short-term module: its own stacked layers over the last k items. Each module's output is its
-   state at the last position; h = W_o [x_s ; x_l] + b_o; at inference every item is scored by the
+   state at the last position; h = W_o LayerNorm([x_s ; x_l]) + b_o; at inference every item is scored by the
    cosine similarity of h and its embedding x (training uses the dot product, see Loss).
 4. Short-term length search (``short_length = None``): one short-term module per candidate k,
    mixed by softmax(alpha); DARTS bi-level optimisation (weights on the training loss, alpha on the
@@ -237,6 +237,7 @@ class AutoMLPBase(Method):
         self.dropout = nn.Dropout(config.dropout_prob)
         self.long_term = InterestModule(config, self.horizon, config.long_layers)
         self.short_term = nn.ModuleList(InterestModule(config, k, config.short_layers) for k in lengths)
+        self.output_norm = nn.LayerNorm(2 * config.hidden_size, eps=config.layer_norm_eps)
         self.output = nn.Linear(2 * config.hidden_size, config.hidden_size)  # W_o, b_o
         self.apply(lambda module: init_recbole_weights(module, config.initializer_range))
         # alpha: one weight per candidate; a single candidate has softmax(alpha) = 1.
@@ -262,7 +263,7 @@ class AutoMLPBase(Method):
         x = self.dropout(self.item_vectors(aligned)) * real
         mixture = torch.softmax(self.arch_weights, dim=0)  # (|K|,)
         short = sum(weight * module(x, real) for weight, module in zip(mixture, self.short_term))  # (R, d)
-        return self.output(torch.cat([short, self.long_term(x, real)], dim=-1))
+        return self.output(self.output_norm(torch.cat([short, self.long_term(x, real)], dim=-1)))
 
     def prefix_representations(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         """h of every target position's prefix (one row each, in ``nonzero`` order) and its target."""

@@ -184,6 +184,20 @@ def test_the_loss_draws_its_negatives_outside_the_windows_inputs_and_targets(nam
         torch.testing.assert_close(model.loss(window), model.loss_with_negatives(window, torch.full((3, 1), 5)))
 
 
+def test_the_output_layer_projects_the_layer_normed_short_and_long_term_states() -> None:
+    # h_T = W_o LayerNorm([x_s ; x_l]) + b_o with x_s, x_l each module's state at the last position.
+    model = build("automlp", short_length=3).eval()
+    history = torch.tensor([[0, 0, 4, 2, 8, 1]])  # right-aligned, T = 6
+    real = (history > 0).unsqueeze(-1).float()
+    with torch.no_grad():
+        x = model.item_vectors(history) * real
+        joint = torch.cat([model.short_term[0](x, real)[0], model.long_term(x, real)[0]])
+        normed = (joint - joint.mean()) / torch.sqrt(joint.var(unbiased=False) + model.config.layer_norm_eps)
+        normed = normed * model.output_norm.weight + model.output_norm.bias
+        expected = model.output.weight @ normed + model.output.bias
+        torch.testing.assert_close(hidden_after(model, [4, 2, 8, 1]), expected)
+
+
 @pytest.mark.parametrize("name", ["automlp", "automlp-id"])
 def test_scores_are_cosine_similarities_of_h_and_every_item_embedding(name: str) -> None:
     model = build(name).eval()
