@@ -35,12 +35,17 @@ Choices and deviations, stated:
   per target position with r = h . x, averaged over positions; ``negatives`` (1) negatives per position
   drawn uniformly from the items not in the user's window (its inputs and targets). ``loss = "ce"``:
   full-softmax CE over all N + 1 item rows.
-- The validation loss of the search is the training loss of each user's valid item after its valid history
-  (the split used for early stopping); the search runs ``search_epochs`` epochs (not reported in
-  the paper as far as could be checked). Weights use Adam (the paper's optimiser for W is not
-  known here). alpha uses DARTS's Adam(betas (0.5, 0.999), weight decay 1e-3) but lr 1e-2, not
-  DARTS's 3e-4: a search here has a few hundred steps, not DARTS's ~20,000, and at 3e-4 the
-  softmax(alpha) stayed within 0.02 of uniform in our tests (argmax = noise).
+- Search (document: alpha on the validation loss, W on the training loss, the one-step approximation
+  with learning rate xi; its Algorithm, alpha's learning rate and the search length are not in it):
+  xi = the weights' learning rate (as DARTS); the validation loss is the training loss of each user's
+  valid item after its valid history (the split used for early stopping). A fixed budget of
+  ``search_steps`` (500) steps of ``search_batch_targets`` (256) targets, not epochs: the search costs
+  the same on every dataset (on large ones the supernet sees a subsample) and alpha gets 500 Adam
+  steps; at the Trainer's 2,048 targets a step Scientific gave 17 steps an epoch and after 2 epochs
+  softmax(alpha) was within 0.03 of uniform (the chosen k changed with the seed). alpha: DARTS's
+  Adam (betas 0.5 / 0.999, weight decay 1e-3) at lr 1e-2: lr x steps = 5, about DARTS's 3e-4 x
+  ~19,500 steps. The weight step reuses grad_W L_train of the unrolled step (taken before alpha's
+  step) instead of a second pass. The run records softmax(alpha) at 10 points with the mean losses.
 - Cost: materialising prefixes makes an epoch O(sum of squared window lengths); a search step
   (unrolled step + double backward, all candidates) costs about three supernet steps.
 - Hidden sizes, dropout 0.2 and N(0, 0.02) init are our defaults, not the paper's (unverified).
@@ -49,6 +54,7 @@ Choices and deviations, stated:
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from itertools import cycle
 from typing import Annotated, Literal
 
@@ -108,14 +114,17 @@ class AutoMLPConfig(MethodConfig):
     """Short-term length k; None searches it (DARTS) over the candidates before training."""
     short_length_candidates: Annotated[list[StrictPositiveInt], Field(min_length=1)] = [1, 2, 4, 8, 16, 32]
     """Candidate short-term lengths K (those above max_seq_length are dropped)."""
-    search_epochs: StrictPositiveInt = 10
-    """Epochs of the bi-level search."""
+    search_steps: StrictPositiveInt = 500
+    """Steps of the bi-level search, each an alpha step on a validation batch and a weight step on a
+    training batch (a fixed budget: the search costs the same on every dataset)."""
+    search_batch_targets: StrictPositiveInt = 256
+    """Training target positions per search step (the Trainer's batches cut to at most this many)."""
     arch_learning_rate: StrictPositiveFloat = 1e-2
     """Adam learning rate of the architecture weights alpha."""
     arch_weight_decay: StrictNonNegativeFloat = 1e-3
     """Weight decay of alpha."""
-    unrolled_step: StrictNonNegativeFloat = 0.01  # 0: DARTS's first-order approximation
-    """xi of the one-step approximation W* ~ W - xi grad_W L_train."""
+    unrolled_step: StrictNonNegativeFloat | None = None  # 0: DARTS's first-order approximation
+    """xi of the one-step approximation W* ~ W - xi grad_W L_train (None: learning_rate, as DARTS)."""
 
     @model_validator(mode="after")
     def _short_term_fits_the_history(self) -> AutoMLPConfig:
@@ -199,6 +208,47 @@ def sample_negatives(seen: torch.Tensor, count: int, num_items: int) -> torch.Te
     for column in range(ordered.shape[1]):
         drawn = drawn + (distinct[:, column : column + 1] & (ordered[:, column : column + 1] <= drawn))
     return drawn.masked_fill(unseen == 0, 0)
+
+
+SEARCH_RECORDS = 10
+"""Points of the softmax(alpha) trajectory a search records after its start, evenly spaced in steps."""
+
+
+def cut_batch(batch: Batch, targets: int) -> list[Batch]:
+    """A training batch's windows in consecutive groups of at most ``targets`` target positions (a
+    longer window stays whole), each as wide as its longest window."""
+    counts = (batch.targets > 0).sum(dim=1).tolist()
+    bounds, start, filled = [], 0, 0
+    for row, count in enumerate(counts):
+        if row > start and filled + count > targets:
+            bounds.append((start, row))
+            start, filled = row, 0
+        filled += count
+    bounds.append((start, len(counts)))
+    pieces = []
+    for begin, end in bounds:
+        width = int(batch.lengths[begin:end].max())
+        pieces.append(
+            Batch(
+                items=batch.items[begin:end, :width],
+                lengths=batch.lengths[begin:end],
+                targets=batch.targets[begin:end, :width],
+            )
+        )
+    return pieces
+
+
+def search_batches(data: SearchData, targets: int) -> Iterator[tuple[float, Batch]]:
+    """The search's training batches, epoch after epoch without end, each with the epochs (passes over
+    the training data) done once it is used."""
+    epoch = 0
+    while True:
+        pieces = [piece for batch in data.train_batches(epoch) for piece in cut_batch(batch, targets)]
+        if not pieces:
+            raise ValueError("the search has no training batches")
+        for index, piece in enumerate(pieces):
+            yield epoch + (index + 1) / len(pieces), piece
+        epoch += 1
 
 
 def right_aligned(items: torch.Tensor, rows: torch.Tensor, ends: torch.Tensor, width: int) -> torch.Tensor:
@@ -312,23 +362,36 @@ class AutoMLPBase(Method):
         return self.loss(batch)
 
     # --- short-term length search (DARTS) ----------------------------------------------------
-    def unrolled_valid_loss(self, train: Batch, valid: Batch, step: float) -> torch.Tensor:
-        """L_valid(W - xi grad_W L_train(W, alpha), alpha), differentiable w.r.t. alpha through the step."""
-        weights = {name: p for name, p in self.named_parameters() if name != "arch_weights"}
-        grads = torch.autograd.grad(self(train), list(weights.values()), create_graph=True, allow_unused=True)
+    def weight_parameters(self) -> dict[str, nn.Parameter]:
+        """W: every parameter but the architecture weights alpha."""
+        return {name: p for name, p in self.named_parameters() if name != "arch_weights"}
+
+    def search_losses(
+        self, train: Batch, valid: Batch, step: float
+    ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor | None]]:
+        """L_val(W - xi grad_W L_train(W, alpha), alpha), differentiable w.r.t. alpha through the step
+        (xi = 0: L_val at W), with L_train(W, alpha) and grad_W L_train (None where unused), W's order."""
+        weights = self.weight_parameters()
+        train_loss = self(train)
+        grads = torch.autograd.grad(train_loss, list(weights.values()), create_graph=step > 0, allow_unused=True)
+        if step == 0:
+            return self(valid), train_loss, list(grads)
         unrolled = {name: p if g is None else p - step * g for (name, p), g in zip(weights.items(), grads)}
-        return functional_call(self, {**unrolled, "arch_weights": self.arch_weights}, (valid,))
+        valid_loss = functional_call(self, {**unrolled, "arch_weights": self.arch_weights}, (valid,))
+        return valid_loss, train_loss, list(grads)
 
     @classmethod
     def search_architecture(
         cls, config: AutoMLPConfig, data: SearchData, seed: int, device: str
     ) -> SearchOutcome | None:
-        """DARTS over the short-term length; returns {"short_length": argmax-alpha k}."""
+        """DARTS over the short-term length; returns {"short_length": argmax-alpha k} and records the
+        softmax(alpha) trajectory with the mean training and validation losses between its points."""
         if config.short_length is not None:
             return None
         started = time.perf_counter()
         supernet = data.build(config).to(device).train()
-        weights = [p for name, p in supernet.named_parameters() if name != "arch_weights"]
+        weights = list(supernet.weight_parameters().values())
+        # The paper's optimiser for W (Adam, lr 1e-3, betas 0.9 / 0.999); DARTS's Adam for alpha.
         weight_optimizer = torch.optim.Adam(weights, lr=config.learning_rate, weight_decay=config.weight_decay)
         arch_optimizer = torch.optim.Adam(
             [supernet.arch_weights],
@@ -336,26 +399,53 @@ class AutoMLPBase(Method):
             betas=(0.5, 0.999),
             weight_decay=config.arch_weight_decay,
         )
+        xi = config.learning_rate if config.unrolled_step is None else config.unrolled_step
+        train_batches = search_batches(data, config.search_batch_targets)
         valid_batches = cycle(data.valid_batches())
-        for epoch in range(config.search_epochs):
-            for train in data.train_batches(epoch):
-                train, valid = train.to(device), next(valid_batches).to(device)
-                arch_optimizer.zero_grad(set_to_none=True)
-                supernet.unrolled_valid_loss(train, valid, config.unrolled_step).backward(
-                    inputs=[supernet.arch_weights]
+        every = max(1, config.search_steps // SEARCH_RECORDS)
+        trajectory = [{"step": 0, "epochs": 0.0, "weights": supernet.mixture()}]
+        losses: list[tuple[float, float]] = []
+        epochs = 0.0
+        for step in range(1, config.search_steps + 1):
+            epochs, train = next(train_batches)
+            valid_loss, train_loss, grads = supernet.search_losses(train.to(device), next(valid_batches).to(device), xi)
+            arch_optimizer.zero_grad(set_to_none=True)
+            valid_loss.backward(inputs=[supernet.arch_weights])
+            arch_optimizer.step()
+            # The weight step reuses grad_W L_train of the unrolled step (taken at alpha before its step)
+            # instead of a second forward and backward pass at the new alpha.
+            for weight, grad in zip(weights, grads):
+                weight.grad = None if grad is None else grad.detach()
+            weight_optimizer.step()
+            losses.append((float(train_loss.detach()), float(valid_loss.detach())))
+            if step % every == 0 or step == config.search_steps:
+                trajectory.append(
+                    {
+                        "step": step,
+                        "epochs": round(epochs, 3),
+                        "weights": supernet.mixture(),
+                        "train_loss": round(sum(t for t, _ in losses) / len(losses), 4),
+                        "valid_loss": round(sum(v for _, v in losses) / len(losses), 4),
+                    }
                 )
-                arch_optimizer.step()
-                weight_optimizer.zero_grad(set_to_none=True)
-                supernet.loss(train).backward(inputs=weights)
-                weight_optimizer.step()
-        mixture = torch.softmax(supernet.arch_weights.detach(), dim=0).cpu()
-        chosen = supernet.short_lengths[int(mixture.argmax())]
+                losses = []
+        final = trajectory[-1]["weights"]
+        ranked = sorted(final, reverse=True)
+        chosen = supernet.short_lengths[final.index(ranked[0])]
         details = {
-            "weights": {k: round(float(w), 4) for k, w in zip(supernet.short_lengths, mixture)},
-            "epochs": config.search_epochs,
+            "weights": dict(zip(supernet.short_lengths, final)),
+            "margin": round(ranked[0] - (ranked[1] if len(ranked) > 1 else 0.0), 4),
+            "lengths": supernet.short_lengths,
+            "trajectory": trajectory,
+            "steps": config.search_steps,
+            "epochs": round(epochs, 3),
             "seconds": time.perf_counter() - started,
         }
         return SearchOutcome(config_updates={"short_length": chosen}, details=details)
+
+    def mixture(self) -> list[float]:
+        """softmax(alpha), one weight per candidate length, rounded for the run record."""
+        return [round(float(w), 4) for w in torch.softmax(self.arch_weights.detach(), dim=0).cpu()]
 
 
 @register("automlp")

@@ -37,7 +37,9 @@ QUICK: dict[str, Any] = {
     "epochs": 10,
     "patience": 3,
     "pretrain_epochs": 2,
-    "search_epochs": 1,
+    "search_steps": 50,
+    "long_layers": 2,  # AutoMLP's 8 + 8 SRS-MLP layers, cut to keep a quick grid quick
+    "short_layers": 2,
     "max_seq_length": 20,
     "hidden_size": 64,
     "inner_size": 128,

@@ -60,7 +60,7 @@ NO_DROPOUT: dict[str, Any] = {"hidden_dropout_prob": 0.0, "attn_dropout_prob": 0
 """Switched off (where the method has the key) for the learnability check: regularisation slows a
 16-wide model on a 30-item toy task without telling anything about the gradient path."""
 
-SHORT_RUN: dict[str, Any] = {"epochs": 2, "patience": 2, "pretrain_epochs": 1, "search_epochs": 1}
+SHORT_RUN: dict[str, Any] = {"epochs": 2, "patience": 2, "pretrain_epochs": 1, "search_steps": 2}
 """Config values of the end-to-end checks, on top of :data:`SMALL` (a variant's preset keeps its own)."""
 
 NUM_ITEMS = 30

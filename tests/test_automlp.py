@@ -7,12 +7,18 @@ import pytest
 import torch
 
 from recbench.data.dataset import build_dataset
-from recbench.method import Batch, DataSpec, SearchData
+from recbench.method import Batch, DataSpec, SearchData, SearchOutcome
 from recbench.registry import get_method, resolve_config
 from recbench.runs.batching import TrainingWindows
 from recbench.runs.experiment import valid_batches
 from recbench.runs.trainer import seed_everything
-from recbench_plugins.automlp import AutoMLP, AutoMLPID, right_aligned, sample_negatives
+from recbench_plugins.automlp import (
+    AutoMLP,
+    AutoMLPID,
+    cut_batch,
+    right_aligned,
+    sample_negatives,
+)
 
 TINY = {"hidden_size": 16, "sequence_hidden_size": 16, "channel_hidden_size": 32, "dropout_prob": 0.0}
 TEXT_SIZE = 6
@@ -50,24 +56,19 @@ def lagged_dataset(lag: int, users: int = 300, items: int = 12, length: int = 14
     return dataset
 
 
-@pytest.mark.parametrize(("lag", "candidates"), [(2, [2, 1]), (4, [1, 2, 4])])
-def test_search_picks_the_shortest_length_that_holds_the_signal(lag: int, candidates: list[int]) -> None:
-    # long_layers = 0: the long-term module is the last item's embedding alone, so only the
-    # short-term candidates with k >= lag can predict; every shorter k sees pure noise.
+def lagged_search(lag: int, candidates: list[int], **overrides) -> SearchOutcome:
+    """AutoMLP-ID's search on :func:`lagged_dataset`, with the search's own defaults unless overridden.
+
+    long_layers = 0: the long-term module is the last item's embedding alone, so only the short-term
+    candidates with k >= lag can predict; every shorter k sees pure noise.
+    """
     dataset = lagged_dataset(lag)
-    entry = get_method("automlp-id")
     config = resolve_config(
-        entry,
+        get_method("automlp-id"),
         TINY,
-        {
-            "max_seq_length": 8,
-            "long_layers": 0,
-            "short_layers": 2,
-            "short_length_candidates": candidates,
-            "search_epochs": 12,
-            "learning_rate": 0.01,
-            "train_batch_targets": 512,
-        },
+        {"max_seq_length": 8, "long_layers": 0, "short_layers": 2, "short_length_candidates": candidates},
+        {"learning_rate": 0.01, "search_steps": 300},  # a toy model learns fast; Adam's default 1e-3 is slow
+        overrides,
     )
     windows = TrainingWindows(*dataset.train_sequences(), window=config.max_seq_length)
     data = SearchData(
@@ -77,8 +78,55 @@ def test_search_picks_the_shortest_length_that_holds_the_signal(lag: int, candid
     )
     seed_everything(0)
     outcome = AutoMLPID.search_architecture(config, data, seed=0, device="cpu")
+    assert outcome is not None
+    return outcome
+
+
+@pytest.mark.parametrize(("lag", "candidates"), [(2, [2, 1]), (4, [1, 2, 4])])
+def test_search_picks_the_shortest_length_that_holds_the_signal_and_is_decisive(
+    lag: int, candidates: list[int]
+) -> None:
+    # The alpha learning rate, its Adam and the search batch size are the defaults.
+    outcome = lagged_search(lag, candidates)
     assert outcome.config_updates == {"short_length": lag}
-    assert max(outcome.details["weights"], key=outcome.details["weights"].get) == lag
+    weights = outcome.details["weights"]
+    assert max(weights, key=weights.get) == lag
+    # alpha stops once the valid loss is near 0 (the toy task is solved): about 0.8 for the best k
+    assert weights[lag] > 0.75 and outcome.details["margin"] > 0.5
+
+
+def test_search_records_the_softmax_alpha_trajectory() -> None:
+    outcome = lagged_search(2, [1, 2, 4], search_steps=25)
+    details = outcome.details
+    trajectory = details["trajectory"]
+    assert details["lengths"] == [1, 2, 4] and details["steps"] == 25
+    # start + every 25 // 10 = 2 steps, the last step included
+    assert [point["step"] for point in trajectory] == [0, *range(2, 25, 2), 25]
+    assert trajectory[0]["weights"] == pytest.approx([1 / 3] * 3, abs=1e-4)
+    for point in trajectory:
+        assert sum(point["weights"]) == pytest.approx(1, abs=1e-3)
+    for point in trajectory[1:]:
+        assert np.isfinite(point["train_loss"]) and np.isfinite(point["valid_loss"])
+    epochs = [point["epochs"] for point in trajectory]
+    assert epochs == sorted(epochs) and epochs[-1] == details["epochs"] > 1  # toy epochs are a few steps
+    assert trajectory[-1]["weights"] == [details["weights"][k] for k in (1, 2, 4)]
+    assert trajectory[1]["weights"] != trajectory[-1]["weights"]  # alpha moved
+
+
+def test_the_search_batches_are_the_trainers_cut_to_the_search_batch_size() -> None:
+    batch = Batch(
+        items=torch.tensor([[1, 2, 3], [4, 5, 0], [6, 0, 0], [7, 8, 9]]),
+        lengths=torch.tensor([3, 2, 1, 3]),
+        targets=torch.tensor([[2, 3, 4], [5, 6, 0], [7, 0, 0], [8, 9, 1]]),
+    )
+    pieces = cut_batch(batch, targets=5)
+    assert [piece.items.tolist() for piece in pieces] == [[[1, 2, 3], [4, 5, 0]], [[6, 0, 0], [7, 8, 9]]]
+    assert [int((piece.targets > 0).sum()) for piece in pieces] == [5, 4]
+    # a window with more targets than the size stays whole; each piece is as wide as its longest window
+    pieces = cut_batch(batch, targets=2)
+    assert [piece.items.tolist() for piece in pieces] == [[[1, 2, 3]], [[4, 5]], [[6]], [[7, 8, 9]]]
+    assert [piece.targets.tolist() for piece in pieces] == [[[2, 3, 4]], [[5, 6]], [[7]], [[8, 9, 1]]]
+    assert [piece.lengths.tolist() for piece in pieces] == [[3], [2], [1], [3]]
 
 
 @pytest.mark.parametrize("name", ["automlp", "automlp-id"])
