@@ -118,7 +118,8 @@ class AutoMLPConfig(MethodConfig):
     """Steps of the bi-level search, each an alpha step on a validation batch and a weight step on a
     training batch (a fixed budget: the search costs the same on every dataset)."""
     search_batch_targets: StrictPositiveInt = 256
-    """Training target positions per search step (the Trainer's batches cut to at most this many)."""
+    """Target positions per search step: training batches are the Trainer's cut to at most this many,
+    validation batches hold this many users' valid items."""
     arch_learning_rate: StrictPositiveFloat = 1e-2
     """Adam learning rate of the architecture weights alpha."""
     arch_weight_decay: StrictNonNegativeFloat = 1e-3
@@ -249,6 +250,23 @@ def search_batches(data: SearchData, targets: int) -> Iterator[tuple[float, Batc
         for index, piece in enumerate(pieces):
             yield epoch + (index + 1) / len(pieces), piece
         epoch += 1
+
+
+def by_length(batches: list[Batch], size: int, seed: int) -> list[Batch]:
+    """The rows of evaluation-style batches regrouped by history length, ``size`` rows a batch (each as
+    wide as its longest history), the batches in a seeded random order."""
+    width = max(batch.items.shape[1] for batch in batches)
+    items = torch.cat([F.pad(batch.items, (0, width - batch.items.shape[1])) for batch in batches])
+    targets = torch.cat([F.pad(batch.targets, (0, width - batch.targets.shape[1])) for batch in batches])
+    lengths = torch.cat([batch.lengths for batch in batches])
+    order = torch.argsort(lengths, stable=True)
+    groups = [order[start : start + size] for start in range(0, len(order), size)]
+    shuffled = torch.randperm(len(groups), generator=torch.Generator().manual_seed(seed)).tolist()
+    regrouped = []
+    for rows in (groups[i] for i in shuffled):
+        longest = int(lengths[rows].max())
+        regrouped.append(Batch(items=items[rows, :longest], lengths=lengths[rows], targets=targets[rows, :longest]))
+    return regrouped
 
 
 def right_aligned(items: torch.Tensor, rows: torch.Tensor, ends: torch.Tensor, width: int) -> torch.Tensor:
@@ -401,7 +419,9 @@ class AutoMLPBase(Method):
         )
         xi = config.learning_rate if config.unrolled_step is None else config.unrolled_step
         train_batches = search_batches(data, config.search_batch_targets)
-        valid_batches = cycle(data.valid_batches())
+        # Validation histories grouped by length, as the Trainer groups training windows: a random
+        # group of 256 users is as wide as its longest history (often 50), which about doubled a step.
+        valid_batches = cycle(by_length(data.valid_batches(), config.search_batch_targets, seed))
         every = max(1, config.search_steps // SEARCH_RECORDS)
         trajectory = [{"step": 0, "epochs": 0.0, "weights": supernet.mixture()}]
         losses: list[tuple[float, float]] = []

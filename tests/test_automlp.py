@@ -15,6 +15,7 @@ from recbench.runs.trainer import seed_everything
 from recbench_plugins.automlp import (
     AutoMLP,
     AutoMLPID,
+    by_length,
     cut_batch,
     right_aligned,
     sample_negatives,
@@ -282,6 +283,28 @@ def test_the_ce_option_is_the_full_softmax_over_every_target_position(name: str)
             for history, target in prefixes_of(WINDOWS)
         ]
         torch.testing.assert_close(model.loss(WINDOWS), torch.stack(expected).mean())
+
+
+def test_the_search_groups_validation_histories_by_length() -> None:
+    dataset = lagged_dataset(2, users=10)
+    given = valid_batches(dataset, 8, 4, seed=0)
+    regrouped = by_length(given, size=3, seed=1)
+    assert [b.size for b in regrouped if b.size != 3] == [1]  # 10 users: 3 + 3 + 3 + 1
+
+    def rows(batches: list[Batch]) -> list[tuple[tuple[int, ...], int]]:
+        """(history, valid item) of every user, sorted."""
+        return sorted(
+            (tuple(b.items[r, : b.lengths[r]].tolist()), int(b.targets[r, b.lengths[r] - 1]))
+            for b in batches
+            for r in range(b.size)
+        )
+
+    assert rows(regrouped) == rows(given)  # the same users, histories and valid items
+    for batch in regrouped:
+        assert batch.items.shape[1] == int(batch.lengths.max())
+        assert ((batch.targets > 0).sum(dim=1) == 1).all()
+    groups = sorted((int(b.lengths.min()), int(b.lengths.max())) for b in regrouped)
+    assert all(high <= next_low for (_, high), (next_low, _) in zip(groups, groups[1:]))  # by length
 
 
 def test_valid_batches_hold_one_target_after_each_history() -> None:
