@@ -62,7 +62,8 @@ def main() -> None:
     args = parser.parse_args()
     lengths = [int(x) for x in args.lengths.split(",")]
     print(f"torch threads: {torch.get_num_threads()}; batch {args.batch} histories; {args.items} items; hidden 64")
-    for name, overrides in (("automlp", {"short_length": 8}), ("sasrec", {})):
+    # automlp-id: the MLP cost alone (automlp's text fusion adds one Linear per item, independent of T)
+    for name, overrides in (("automlp-id", {"short_length": 8}), ("sasrec", {})):
         base = None
         for length in lengths:
             score_s, train_s = measure(name, overrides, length, args.batch, args.items, args.repeats)

@@ -2,53 +2,94 @@
 
 Paper: Li, Zhang, Zhao, Wang, Zhao, Wu, Guo, "AutoMLP: Automated MLP for Sequential
 Recommendations", WWW 2023 (arXiv 2303.06337). No official code was found (the authors' sibling
-repository Li-Muyang/MLP4Rec is a RecBole 1.0.1 copy); this follows a summary of the paper's
-description (the paper's text beyond its introduction could not be read here).
+repository Li-Muyang/MLP4Rec is a RecBole 1.0.1 copy). The specification is the project's method
+document on AutoMLP (seeds/004_82e4bdcd22444495.txt, a Chinese summary of the paper with its
+formulas, protocol, hyper-parameter study and Table 2). Below: each of its formulas as followed,
+then every choice it leaves open and every departure, with the reason.
 
-1. Embedding layer: ``automlp`` fuses each item's ID embedding with its text embedding (standing in
-   for the paper's item features) by a fully connected layer, x = W_e [e_id ; t] + b_e;
-   ``automlp-id`` uses the ID embedding alone.
-2. SRS-MLP layer (MLP-Mixer): a sequence mixer over the time axis for each channel,
-   x + W2 g(W1 LN(x)), then a channel mixer over features for each time step, x + W4 g(W3 LN(x)),
-   g = GELU, hidden widths R_s (``sequence_hidden_size``) and R_c (``channel_hidden_size``).
-3. Long-term module: stacked SRS-MLP layers over the last T = ``max_seq_length`` items;
-   short-term module: its own stacked layers over the last k items. Each module's output is its
-   state at the last position; h = W_o LayerNorm([x_s ; x_l]) + b_o; at inference every item is scored by the
-   cosine similarity of h and its embedding x (training uses the dot product, see Loss).
-4. Short-term length search (``short_length = None``): one short-term module per candidate k,
-   mixed by softmax(alpha); DARTS bi-level optimisation (weights on the training loss, alpha on the
-   validation loss at the one-step unrolled weights W - xi grad_W L_train, differentiated exactly
-   through that step); then the argmax-alpha k is kept and the model retrained from scratch with
-   it (``search_architecture``; the run records k and the final softmax(alpha)).
+Two registered names:
+- ``automlp``: the document's model, whose embedding layer fuses the item ID with the item's other
+  features. The document does not say which features the paper used (its datasets section names
+  only ratings and timestamps for MovieLens); the item text embedding recbench encodes (title and
+  the like, ``text_encoder``, frozen) stands in for them, so the dataset must have item text.
+- ``automlp-id``: item IDs alone (one feature, so the embedding layer has nothing to fuse).
 
-Choices and deviations, stated:
+Formulas followed:
+1. Embedding layer: a lookup table per feature, then a fully connected layer fusing them into x of
+   width D: x_i = W_e [e_i ; t_i] + b_e with e_i the ID embedding and t_i the item's text embedding
+   (``automlp``); x_i = e_i (``automlp-id``). A history of T items is a T x D sequence.
+2. SRS-MLP layer (MLP-Mixer): sequence mixer, for each channel d, x^d + W2 g(W1 LayerNorm(x^d))
+   over the time axis (hidden width R_s, ``sequence_hidden_size``); then channel mixer, for each
+   step t, x^t + W4 g(W3 LayerNorm(x^t)) with W3 in R^{R_c x D}, W4 in R^{D x R_c} (R_c,
+   ``channel_hidden_size``). g is "a non-linear activation" in the document; GELU, as MLP-Mixer.
+3. Long-term module: ``long_layers`` SRS-MLP layers over the last T = ``max_seq_length`` items.
+   Short-term module: the same structure (the complexity analysis says it differs only in length)
+   over the last k items, ``short_layers`` layers. Each module's output is its state at step T.
+4. Output layer: h_T = W_o LayerNorm([x_T^s ; x_T^l]) + b_o, W_o in R^{D x 2D}. The document
+   typesets this formula and restates it in prose without the LayerNorm; the typeset one is kept.
+5. Loss: L = -sum_u sum_t [log sigma(r_{i_t,t}) + sum_{j not in S_u} log(1 - sigma(r_{j,t}))]
+   (``loss = "bce"``, the default). r is not defined in the document; the formula is SASRec's, where
+   r is the dot product of the output at t and the item's embedding, so r_{j,t} = h_t . x_j.
+6. Inference: the cosine similarity of h_T and every item's embedding x_i (``query_and_items``
+   returns both scaled to unit length, so ``score`` and ``score_candidates`` agree).
+7. Search of k (``short_length = None``): one short-term module per candidate in K
+   (``short_length_candidates``), their outputs mixed by softmax(alpha);
+   min_alpha L_val(W*(alpha), alpha) s.t. W*(alpha) = argmin_W L_train(W, alpha), with the one-step
+   approximation W* ~ W - xi grad_W L_train(W, alpha) differentiated exactly through the step
+   (xi: ``unrolled_step``, default the weights' learning rate, as DARTS). alpha steps use validation
+   data, W steps training data, alternately. Then the length with the largest alpha is kept, the
+   others are dropped, and the model is retrained from scratch with it (``search_architecture``
+   returns it; the run records it).
+8. Training protocol: Adam, lr 1e-3, betas 0.9 / 0.999, early stopping after 10 epochs without a
+   better validation score (recbench's defaults are these).
+9. Hyper-parameter study: 8 layers is best. The document does not say of which module; the
+   short-term module has the long-term one's structure, so both default to 8.
+
+Choices where the document is silent:
+- Negatives: how many and how drawn is not stated. One per target position (``negatives``), drawn
+  uniformly from the items not in the user's sequence, as SASRec (the source of the formula)
+  samples them. A method only sees its batch, so "the user's sequence" is
+  the training window the batch holds (its inputs and targets), not the whole history: a window
+  of a history longer than ``max_seq_length`` + 1 may draw an earlier item of the same user.
+- The sum over users and positions is averaged over positions (a constant scale, which keeps the
+  learning rate independent of the batch size, as RecBole and SASRec do).
+- Candidate lengths K = {1, 2, 4, 8, 16, 32} (the document gives none; its efficiency study uses a
+  search space of 5), T = 50, D = 64 (the study only says larger embeddings do better),
+  R_s = 64, R_c = 256, dropout 0.2 on the embeddings and each mixer's output, N(0, 0.02)
+  initialisation: ours, not the paper's.
+- The search's length, alpha's optimiser and learning rate (the document refers to an Algorithm
+  it does not include): a fixed budget of ``search_steps`` = 500 steps of ``search_batch_targets`` = 256 target
+  positions (and 256 validation users), not a number of epochs, so the search costs the same on
+  every dataset and alpha always gets 500 steps. alpha uses DARTS's Adam (betas 0.5 / 0.999, weight
+  decay 1e-3) at lr 1e-2: lr x steps = 5, about DARTS's 3e-4 x ~19,500 steps. Reason: at the
+  Trainer's 2,048 targets a step, Scientific gave 17 steps an epoch; after 2 epochs softmax(alpha)
+  was within 0.03 of uniform and the chosen k changed with the seed. On large datasets the
+  supernet sees a subsample (500 x 256 targets). The run records softmax(alpha) at 10 evenly
+  spaced steps, with the mean losses between them and the final margin (first minus second weight).
+- The validation loss L_val is the training loss of each user's valid item after its valid history
+  (the split early stopping uses), with its negatives drawn the same way.
+- ``loss = "ce"`` (full softmax over all N + 1 items, dot products) is kept as an option.
+- The document's short-term paragraph also mentions a greedy strategy trained over several lengths,
+  and its efficiency study an "AutoMLP-s" with another search; neither is described enough to
+  implement. The DARTS search of its Framework and Training sections is what is implemented.
+
+Departures, for cost (the model is the same; the search's optimisation differs slightly):
 - Alignment: the time mixers have position-specific weights over a fixed length, so each history is
   right-aligned (its last item at the last position T - 1, as the left padding of RecBole's MLP
   models would have it) and padding positions are held at zero after every sub-layer, so padding
   carries no signal and the columns of W1 / rows of W2 that only padding would meet are skipped
   (a batch whose longest history is W costs W, not T, positions).
-- Training: the full time mixer is not causal, so one pass over a window cannot predict every
+- Training rows: the full time mixer is not causal, so one pass over a window cannot predict every
   position. Each target position of a training window becomes its own right-aligned prefix row
-  (as RecBole's (prefix, target) samples): every next-item target is used, at a cost per epoch
-  at most RecBole's (rows are as wide as their batch's longest window, not 50).
-  Loss (``loss = "bce"``): the paper's binary cross-entropy, -[log sigma(r_pos) + sum_j log(1 - sigma(r_j))]
-  per target position with r = h . x, averaged over positions; ``negatives`` (1) negatives per position
-  drawn uniformly from the items not in the user's window (its inputs and targets). ``loss = "ce"``:
-  full-softmax CE over all N + 1 item rows.
-- Search (document: alpha on the validation loss, W on the training loss, the one-step approximation
-  with learning rate xi; its Algorithm, alpha's learning rate and the search length are not in it):
-  xi = the weights' learning rate (as DARTS); the validation loss is the training loss of each user's
-  valid item after its valid history (the split used for early stopping). A fixed budget of
-  ``search_steps`` (500) steps of ``search_batch_targets`` (256) targets, not epochs: the search costs
-  the same on every dataset (on large ones the supernet sees a subsample) and alpha gets 500 Adam
-  steps; at the Trainer's 2,048 targets a step Scientific gave 17 steps an epoch and after 2 epochs
-  softmax(alpha) was within 0.03 of uniform (the chosen k changed with the seed). alpha: DARTS's
-  Adam (betas 0.5 / 0.999, weight decay 1e-3) at lr 1e-2: lr x steps = 5, about DARTS's 3e-4 x
-  ~19,500 steps. The weight step reuses grad_W L_train of the unrolled step (taken before alpha's
-  step) instead of a second pass. The run records softmax(alpha) at 10 points with the mean losses.
-- Cost: materialising prefixes makes an epoch O(sum of squared window lengths); a search step
-  (unrolled step + double backward, all candidates) costs about three supernet steps.
-- Hidden sizes, dropout 0.2 and N(0, 0.02) init are our defaults, not the paper's (unverified).
+  (as RecBole's (prefix, target) samples): every next-item target is used, at a cost per epoch at
+  most RecBole's (rows are as wide as their batch's longest window, not T); an epoch is
+  O(sum of squared window lengths).
+- Search: the weight step reuses grad_W L_train of the unrolled step (taken at alpha before its
+  step; DARTS recomputes it at the new alpha), saving a forward and backward pass; the validation
+  histories are grouped by length (as the Trainer groups training windows), since a random group of
+  256 users is as wide as its longest history (this about halved a step on data shaped like
+  Scientific). ``unrolled_step = 0`` (DARTS's first-order approximation, not the document's) is an
+  option; in the same measurement it also about halved a step.
 """
 
 from __future__ import annotations
@@ -103,7 +144,7 @@ class AutoMLPConfig(MethodConfig):
     loss: Literal["bce", "ce"] = "bce"
     """Training loss: bce (the paper's binary cross-entropy, sampled negatives) or ce (full softmax)."""
     negatives: StrictPositiveInt = 1
-    """bce: negatives drawn per target position, uniform over the items not in the user's sequence."""
+    """bce: negatives per target position, uniform over the items not in the user's training window."""
     dropout_prob: DropoutProbability = 0.2
     """Dropout on the embeddings and on each mixer's output."""
     layer_norm_eps: StrictPositiveFloat = 1e-12
@@ -116,7 +157,7 @@ class AutoMLPConfig(MethodConfig):
     """Candidate short-term lengths K (those above max_seq_length are dropped)."""
     search_steps: StrictPositiveInt = 500
     """Steps of the bi-level search, each an alpha step on a validation batch and a weight step on a
-    training batch (a fixed budget: the search costs the same on every dataset)."""
+    training batch (a fixed budget: its cost does not grow with the dataset)."""
     search_batch_targets: StrictPositiveInt = 256
     """Target positions per search step: training batches are the Trainer's cut to at most this many,
     validation batches hold this many users' valid items."""
