@@ -1,4 +1,6 @@
-"""AutoMLP: the embedding layer, alignment of histories and the DARTS search of the short-term length."""
+"""AutoMLP against the method document: the fused embedding layer, the output layer, the BCE loss and
+the cosine scores against brute-force computations of their formulas, negative sampling, alignment of
+histories, and the DARTS search of the short-term length (its choice, decisiveness and trajectory)."""
 
 from __future__ import annotations
 
