@@ -150,6 +150,13 @@ ProtocolsOption = Annotated[
     ),
 ]
 RunsDir = Annotated[Path, typer.Option("--runs-dir", help="Where run directories are written.")]
+FinishedRunsDir = Annotated[
+    Optional[Path],
+    typer.Option("--runs-dir", help="Directory of finished runs, searched recursively [default: runs]."),
+]
+OldRunsDirArgument = Annotated[
+    Optional[Path], typer.Argument(metavar="RUNS_DIR", help="Same as --runs-dir (kept for old scripts).")
+]
 LogTo = Annotated[
     Optional[list[str]],
     typer.Option(
@@ -616,13 +623,8 @@ _LISTERS: dict[ListWhat, Callable[[], list[dict[str, Any]]]] = {
 @app.command()
 @user_errors
 def leaderboard(
-    runs_dir_argument: Annotated[
-        Optional[Path], typer.Argument(metavar="RUNS_DIR", help="Same as --runs-dir (kept for old scripts).")
-    ] = None,
-    runs_dir: Annotated[
-        Optional[Path],
-        typer.Option("--runs-dir", help="Directory of finished runs, searched recursively [default: runs]."),
-    ] = None,
+    runs_dir_argument: OldRunsDirArgument = None,
+    runs_dir: FinishedRunsDir = None,
     fmt: Annotated[
         Optional[str],
         typer.Option(
@@ -718,13 +720,8 @@ def _runs_dir(argument: Path | None, option: Path | None) -> Path:
 @app.command()
 @user_errors
 def plot(
-    runs_dir_argument: Annotated[
-        Optional[Path], typer.Argument(metavar="RUNS_DIR", help="Same as --runs-dir (kept for old scripts).")
-    ] = None,
-    runs_dir: Annotated[
-        Optional[Path],
-        typer.Option("--runs-dir", help="Directory of finished runs, searched recursively [default: runs]."),
-    ] = None,
+    runs_dir_argument: OldRunsDirArgument = None,
+    runs_dir: FinishedRunsDir = None,
     kind: Annotated[
         str,
         typer.Option("--kind", help="curves, rank-cdf, seeds, forest (needs --baseline), by-history or by-popularity."),
