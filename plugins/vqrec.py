@@ -56,6 +56,7 @@ from pydantic import Field, StrictBool, field_validator
 from scipy.optimize import linear_sum_assignment
 from torch import nn
 
+from recbench.data.codes import unpack_pq_codes
 from recbench.layers import TransformerEncoder, causal_mask, init_recbole_weights
 from recbench.method import (
     Batch,
@@ -145,11 +146,8 @@ def encode_codes(index, vectors: np.ndarray, code_dim: int, code_cap: int) -> np
     """(n, d) vectors -> (n, code_dim) int64 codes in [0, code_cap) of a trained index."""
     bits = code_cap.bit_length() - 1
     packed = index.sa_encode(np.ascontiguousarray(vectors, dtype=np.float32))  # (n, bytes); IVF1 adds no list id
-    # faiss packs each code's bits least-significant first, codes one after another.
-    unpacked = np.unpackbits(packed, axis=1, bitorder="little")[:, : code_dim * bits].reshape(
-        len(vectors), code_dim, bits
-    )
-    return (unpacked.astype(np.int64) << np.arange(bits)).sum(axis=-1)
+    # One unpacking for these codes and for codes imported from an index's list: the same bytes.
+    return unpack_pq_codes(packed, code_dim, bits)
 
 
 def item_codes(
