@@ -287,7 +287,7 @@ def encode(
         typer.Option(
             "--import-codes",
             help="Store the item codes of this faiss IVF-PQ index (VQ-Rec's X.OPQ32,IVF1,PQ32x8.strict.index) as "
-            "--codes-name; needs --unisrec-dir (one dataset, no encoding).",
+            "--codes-name, for `--set item_codes=imported:NAME`; needs --unisrec-dir (one dataset, no encoding).",
         ),
     ] = None,
     unisrec_dir: Annotated[
@@ -385,7 +385,10 @@ def _import_codes(
     )
     if record["items_without_code"]:
         shown = ", ".join(record["without_code"][:5]) + (", ..." if record["items_without_code"] > 5 else "")
-        say(f"  {record['items_without_code']:,} items have no code in the index ({shown})")
+        say(
+            f"  {record['items_without_code']:,} items have no code in the index ({shown}); the method codes them "
+            "itself (vqrec: missing_codes, default nearest)"
+        )
     for key, what in (
         ("coded_but_not_training", "items with a code are not training items of the dataset"),
         ("training_but_without_code", "training items of the dataset have no code"),
@@ -397,6 +400,7 @@ def _import_codes(
                 "bold yellow",
                 err=True,
             )
+    say(f"  use it: recbench train vqrec --dataset {datasets[0]} --set item_codes=imported:{name}")
 
 
 @app.command()

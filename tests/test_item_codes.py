@@ -1,5 +1,5 @@
 """Item codes imported from a faiss IVF-PQ index (VQ-Rec's official codes): the bit layout, the UniSRec
-row order, the import command and its clear errors, the checked cache entry.
+row order, the checked cache entry, the fallback for items without a code, and their use in a run.
 
 The data are made here: UniSRec files of a small dataset whose item2index numbers, file order and
 recbench item ids all differ, and an index trained as VQ-Rec's pq.py trains it
@@ -13,12 +13,14 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import faiss
 import numpy as np
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from recbench.cli import app
@@ -30,16 +32,27 @@ from recbench.data.codes import (
     read_index_codes,
     strict_item_tokens,
 )
-from recbench.data.dataset import Dataset
+from recbench.data.dataset import Dataset, load_dataset
 from recbench.data.download import import_local
 from recbench.data.encode import EncoderSpec, save_embeddings
-from recbench.errors import DataError
+from recbench.errors import ConfigError, DataError, RecbenchError, RunError
+from recbench.method import ItemCodes
 from recbench.names import InvalidNameError
-from recbench_plugins.vqrec import encode_codes
+from recbench.registry import get_method, resolve_config
+from recbench_plugins.vqrec import VQRec, encode_codes, fill_missing_codes, offset_codes
 
 DIM, CODE_DIM, BITS = 16, 4, 4
 STRICT, ITEMS_PER_USER = 300, 5  # OPQ trains its rotation with 256 centroids: at least 256 strict items
 COLD = 4  # items that occur only as valid/test targets: no row in the index
+VQREC = {
+    "hidden_size": 16,
+    "inner_size": 16,
+    "code_dim": CODE_DIM,
+    "code_cap": 2**BITS,
+    "max_seq_length": 10,
+    "epochs": 2,
+    "reassign_steps": 1,
+}
 
 
 # --- the data: UniSRec files, an index of their strict items, the toy dataset ---------------------
@@ -306,3 +319,94 @@ def test_reimporting_a_changed_index_changes_the_digest_only_when_the_codes_chan
     changed = import_faiss_codes(toy, tmp_path / "other.index", source["dir"], "official")
     assert changed.sha256 != first.sha256 and changed.record["source_sha256"] != first.record["source_sha256"]
     assert load_item_codes(toy, "official").sha256 == changed.sha256
+
+
+# --- (e) the fallback for items without a code ------------------------------------------------------
+def small_codes(has_code: list[bool]) -> ItemCodes:
+    codes = torch.arange(len(has_code) * 2).view(-1, 2) % 8
+    mask = torch.tensor(has_code)
+    codes[~mask] = 0
+    return ItemCodes(codes=codes, has_code=mask, num_codes=8, name="t", sha256="x")
+
+
+def test_nearest_copies_the_code_of_the_most_text_similar_coded_item() -> None:
+    imported = small_codes([False, True, True, True, False, False])
+    text = torch.tensor([[0, 0], [1, 0], [0, 1], [-1, 0], [0.1, 2.0], [0, 0]], dtype=torch.float32)
+    text[5] = text[1] + text[3]  # zero vector: equally (un)like everyone, so the lowest coded id
+    filled = fill_missing_codes(imported, text, "nearest", seed=0, block=1)
+    assert torch.equal(filled[4], imported.codes[2]) and torch.equal(filled[5], imported.codes[1])
+    assert torch.equal(filled[:4], imported.codes[:4])
+
+
+def test_random_codes_are_seeded_per_item() -> None:
+    few, many = small_codes([False, True, False, True, True]), small_codes([False, False, False, True, False])
+    first = fill_missing_codes(few, None, "random", seed=3)
+    assert torch.equal(first[2], fill_missing_codes(many, None, "random", seed=3)[2])  # not the other items
+    assert torch.equal(first, fill_missing_codes(few, None, "random", seed=3))
+    assert not torch.equal(first[2], fill_missing_codes(few, None, "random", seed=4)[2])
+    assert ((first >= 0) & (first < 8)).all() and torch.equal(first[0], torch.zeros(2, dtype=torch.long))
+
+
+# --- (f) VQ-Rec with imported codes ----------------------------------------------------------------
+def test_vqrec_runs_on_imported_codes_and_a_reimport_is_another_run(source: dict, toy: Dataset, tmp_path) -> None:
+    from recbench.runs.experiment import evaluate_run, run_experiment
+
+    import_faiss_codes(toy, source["index"], source["dir"], "official")
+    settings = {**VQREC, "item_codes": "imported:official"}
+
+    def run():
+        return run_experiment("vqrec", "toy", overrides=[settings], runs_dir=tmp_path / "runs", show_progress=False)
+
+    first = run()
+    assert not first.reused and first.run.is_finished
+    record = json.loads((first.run.path / "config.json").read_text())
+    digest = load_item_codes(toy, "official").sha256
+    assert record["item_codes"] == {"name": "official", "sha256": digest, "items_without_code": COLD}
+    codes = first.run.load_best()["codes"]
+    tokens = list(source["tokens"][source["rows"]])
+    ids = [toy.item_ids.index(token) + 1 for token in tokens]
+    expected = offset_codes(torch.from_numpy(own_codes(source, tokens)), 2**BITS)
+    assert torch.equal(codes[ids], expected) and not codes[0].any()
+    cold = [toy.item_ids.index(token) + 1 for token in source["tokens"][STRICT : STRICT + COLD]]
+    assert (codes[cold] > 0).all()  # coded by the nearest fallback, a copy of some coded item
+    assert all(any(torch.equal(codes[item], codes[other]) for other in ids) for item in cold)
+    assert run().reused
+    other = train_index(np.random.default_rng(7).normal(size=(STRICT, DIM)).astype(np.float32), PLAIN)
+    faiss.write_index(other, str(tmp_path / "other.index"))
+    import_faiss_codes(toy, tmp_path / "other.index", source["dir"], "official")
+    with pytest.raises(RunError, match="imported again since run"):
+        evaluate_run(first.run.path, protocol="full-masked", device="cpu")
+    second = run()
+    assert not second.reused and second.run.path != first.run.path
+
+
+def test_codes_that_do_not_fit_the_config_fail_before_training(source: dict, toy: Dataset, tmp_path) -> None:
+    from recbench.runs.experiment import build_method, run_experiment
+
+    import_faiss_codes(toy, source["index"], source["dir"], "official")
+
+    def run(**changes: object) -> None:
+        run_experiment(
+            "vqrec",
+            "toy",
+            overrides=[{**VQREC, "item_codes": "imported:official", **changes}],
+            runs_dir=tmp_path / "runs",
+            show_progress=False,
+        )
+
+    with pytest.raises(ConfigError, match=re.escape("code_dim = 8 but item codes 'official' have 4 codes per item")):
+        run(code_dim=8)
+    with pytest.raises(ConfigError, match=re.escape("code_cap = 64 but item codes 'official' take 16 values")):
+        run(code_cap=64)
+    with pytest.raises(DataError, match="has no item codes 'absent'"):
+        run(item_codes="imported:absent")
+    with pytest.raises(ConfigError, match="item_codes"):
+        resolve_config(get_method("vqrec"), {"item_codes": "bert"})
+    assert not (tmp_path / "runs").exists()  # nothing was trained
+    entry = get_method("vqrec")
+    config = resolve_config(entry, {**VQREC, "item_codes": "imported:official", "missing_codes": "random"})
+    with pytest.raises(RecbenchError, match="cannot pre-train"):
+        build_method(entry, config, load_dataset("toy"), pretraining=True)
+    pretraining = VQRec.pretraining_config(config)  # the sources are coded from their text
+    assert pretraining.item_codes == "text" and pretraining.missing_codes == "nearest"
+    assert pretraining.model_dump() == resolve_config(entry, VQREC).model_dump()
