@@ -33,6 +33,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import re
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -127,8 +128,10 @@ def read_index_codes(path: Path) -> IndexCodes:
     try:
         root = faiss.read_index(str(path))
     except RuntimeError as err:
-        first = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
-        raise DataError(f"{path}: not a readable faiss index ({first[:160]})") from None
+        # faiss prefixes its reason with the C++ function and source line: keep the reason only.
+        message = " ".join(str(err).split())
+        reason = re.search(r"\.cpp:\d+: (?:Error: )?(.*)", message)
+        raise DataError(f"{path}: not a readable faiss index ({reason[1] if reason else message})") from None
     # ``root`` owns the wrapped indexes and their lists: it must outlive every object taken from it
     # (dropping it while reading the inner index frees that index under us: a segfault).
     index = faiss.downcast_index(root)
