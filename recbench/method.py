@@ -15,8 +15,10 @@ from dataclasses import dataclass, field, fields
 from typing import Annotated, Any, ClassVar, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
 from torch import nn
+
+from recbench.names import InvalidNameError, check_name
 
 # Value types of config fields. Strict: a boolean is never a number, nor a number a boolean, and an
 # integer field takes no float; a float field still takes an integer (``learning_rate = 1``).
@@ -117,11 +119,67 @@ class TextMethodConfig(MethodConfig):
     """Encoder arithmetic: float32 (reproducible) or bfloat16 (about 2x faster on CPUs with native bf16)."""
 
 
+TEXT_CODES = "text"
+IMPORTED_CODES = "imported:"
+
+
+class ItemCodesConfig(MethodConfig):
+    """Shared key of methods that represent items by discrete codes: where the codes come from."""
+
+    item_codes: str = TEXT_CODES
+    """Item codes: text (built by the method from its text embeddings) or imported:NAME (the codes
+    imported with `recbench encode DATASET --import-codes INDEX --unisrec-dir DIR --codes-name NAME`)."""
+
+    @field_validator("item_codes")
+    @classmethod
+    def _text_or_imported_name(cls, value: str) -> str:
+        if value == TEXT_CODES:
+            return value
+        if not value.startswith(IMPORTED_CODES):
+            raise ValueError(f"must be '{TEXT_CODES}' or '{IMPORTED_CODES}NAME'")
+        try:
+            check_name("item codes", value[len(IMPORTED_CODES) :])
+        except InvalidNameError as err:
+            raise ValueError(str(err)) from None
+        return value
+
+    @property
+    def imported_codes(self) -> str | None:
+        """The name of the imported codes asked for, or None for codes built from text."""
+        return self.item_codes[len(IMPORTED_CODES) :] if self.item_codes.startswith(IMPORTED_CODES) else None
+
+
 class TransferConfig(TextMethodConfig):
     """Shared keys of methods that pre-train on source domains before training on the target."""
 
     pretrain_epochs: StrictNonNegativeInt = 10
     """Epochs of pre-training on the union of the source domains (no validation)."""
+
+
+@dataclass(frozen=True)
+class ItemCodes:
+    """Externally provided discrete item codes: ``M`` codes per item, each in ``[0, num_codes)``."""
+
+    codes: torch.Tensor
+    """(N + 1, M) long; zeros for row 0 (padding) and for items without a code."""
+    has_code: torch.Tensor
+    """(N + 1,) bool: False for row 0 and for items the source gave no code (the method codes those)."""
+    num_codes: int
+    """K: values each code can take (2**bits for a product quantiser)."""
+    name: str
+    """The name the codes were imported under (``item_codes = "imported:NAME"``)."""
+    sha256: str
+    """Digest of the codes and the mask (part of the run's identity)."""
+
+    @property
+    def code_dim(self) -> int:
+        """M: codes per item."""
+        return int(self.codes.shape[1])
+
+    @property
+    def items_without_code(self) -> int:
+        """Real items (padding excluded) the source gave no code."""
+        return int((~self.has_code[1:]).sum())
 
 
 @dataclass
@@ -140,6 +198,9 @@ class DataSpec:
     """(N + 1,) bool: True for items that occur in some user's training part (history or target)."""
     item_texts: list[str] | None = None
     """Raw text of item ids 1..N (position i - 1); only for methods with ``needs_raw_text = True``."""
+    item_codes: ItemCodes | None = None
+    """Externally provided discrete item codes; only when the config (an :class:`ItemCodesConfig`)
+    asks for ``imported:NAME``."""
 
 
 @dataclass
@@ -261,6 +322,11 @@ class Method(nn.Module, ABC):
         """The config the pre-training model is built with (variants that differ only in
         fine-tuning return the same one, so they share one pre-training run)."""
         return config
+
+    @classmethod
+    def check_item_codes(cls, config: MethodConfig, codes: ItemCodes) -> None:
+        """Raise :class:`recbench.errors.ConfigError` if ``codes`` cannot serve ``config`` (e.g. another
+        number of codes per item). Called before any training or pre-training. Default: nothing."""
 
     @classmethod
     def search_architecture(
