@@ -16,18 +16,19 @@ Recommendation", arXiv 2405.03562 (2024). No official code was released; nothing
    same item as the anchor's own positive are masked). The tuned encoder is a submodule of the
    pre-training model only, and the tuned text embedding of every source item a buffer of it.
 3. Tuning stage (``load_pretrained``): target texts are encoded with the tuned encoder; each target
-   item takes the ``num_similar`` (m) source items of highest text cosine, weights
-   softmax(cosine / matcher_temperature) over those m, and its ID embedding is the weighted sum of
-   their pre-trained ID embeddings (:func:`generate_id_embeddings`).
+   item takes the ``num_similar`` (m) source items of highest text cosine; its ID embedding is
+   sum_j alpha_ij e_j^S over those m with the document's alpha_ij = cos_ij / sum_k cos_ik
+   (``id_weighting = "normalised_cosine"``; ``"softmax"`` of cosine / ``id_softmax_temperature``
+   is the other option). A negative cosine among the m keeps its negative weight, as written; a
+   row whose m cosines sum to zero or less gets uniform weights (:func:`generation_weights`).
 4. Variants (one pre-training run): ``idp`` (transformer, positions and generated item embeddings
    loaded, all fine-tuned), ``idp-zeroshot`` (the same, no training on the target: epochs = 0),
    ``idp-newencoder`` (fresh SASRec, only the item embeddings generated). Target loss
    ``downstream_loss``: CE over all items (default, as the SASRec-ID rows) or BPR as pre-training.
 
-Choices the paper leaves open, stated here: the weights (softmax at the matcher's temperature, so
-they are the matcher's own retrieval distribution restricted to the top m), m = 10, k = 5, tau =
-0.05 for both losses (SimCSE's), one matcher epoch over the source items, batch 64, AdamW at
-constant lr 3e-5 (SimCSE's lr, no schedule). Deviation from RecBole's SASRec: the padding row of
+Choices the paper leaves open, stated here: m = 10, k = 5, tau = 0.05 for both losses (SimCSE's),
+one matcher epoch over the source items, batch 64, AdamW at constant lr 3e-5 (SimCSE's lr, no
+schedule). Deviation from RecBole's SASRec: the padding row of
 the item table is zero and never trained (CE would otherwise train it as a class), so a generated
 table's row 0 stays zero.
 """
@@ -55,7 +56,16 @@ from recbench.progress import ProgressDisplay
 from recbench.registry import register
 from recbench_plugins.sasrec import SASRec, SASRecConfig
 
-DOWNSTREAM_KEYS = ("epochs", "patience", "zero_shot", "transfer", "downstream_loss", "num_similar")
+DOWNSTREAM_KEYS = (
+    "epochs",
+    "patience",
+    "zero_shot",
+    "transfer",
+    "downstream_loss",
+    "num_similar",
+    "id_weighting",
+    "id_softmax_temperature",
+)
 """Keys that only matter on the target: reset by ``pretraining_config`` so every variant (and every
 m of the m search) shares one pre-training run."""
 CHUNK_SIZE = 1024
@@ -84,6 +94,12 @@ class IDPConfig(SASRecConfig, TransferConfig):
     """Target training loss: ce (full softmax, as SASRec-ID) or bpr (as pre-training)."""
     num_similar: StrictPositiveInt = 10
     """m: source items whose ID embeddings make up each target item's generated embedding."""
+    id_weighting: Literal["normalised_cosine", "softmax"] = "normalised_cosine"
+    """Weights of the m source ID embeddings: normalised_cosine (the document's alpha_ij, each
+    cosine over the sum of the m cosines) or softmax (of cosine / id_softmax_temperature)."""
+    id_softmax_temperature: StrictPositiveFloat = 0.05
+    """Temperature of id_weighting = softmax (at the default matcher_temperature, 0.05, the weights
+    are the tuned matcher's own retrieval distribution over the m)."""
     matcher_epochs: StrictNonNegativeInt = 1
     """Epochs of matcher fine-tuning over the source items (0: the off-the-shelf encoder)."""
     matcher_batch_size: Annotated[int, Field(strict=True, ge=2)] = 64  # a batch of 1 has no in-batch negative
@@ -91,7 +107,7 @@ class IDPConfig(SASRecConfig, TransferConfig):
     matcher_learning_rate: StrictPositiveFloat = 3e-5
     """AdamW learning rate of the matcher (SimCSE's range 1e-5..5e-5)."""
     matcher_temperature: StrictPositiveFloat = 0.05
-    """tau of both contrastive losses and of the generation weights (SimCSE: 0.05)."""
+    """tau of both contrastive losses of the matcher (SimCSE: 0.05)."""
     matcher_neighbours: StrictPositiveInt = 5
     """k: nearest source items by ID-embedding cosine that are behaviour positives of an item."""
 
@@ -148,19 +164,42 @@ def behaviour_neighbours(id_embeddings: torch.Tensor, k: int, chunk_size: int = 
     return torch.cat(blocks)
 
 
+def generation_weights(similarities: torch.Tensor, weighting: str, softmax_temperature: float = 0.05) -> torch.Tensor:
+    """(c, m) cosines of each target item to its m chosen source items -> (c, m) weights, rows summing to 1.
+
+    ``normalised_cosine`` is the document's alpha_ij = cos_ij / sum_k cos_ik over the m sources,
+    applied as written: a negative cosine among the m gets a negative weight (the row stays an
+    affine combination summing to 1). Where the m cosines sum to zero or less the formula is
+    undefined (zero) or reverses the ranking (a negative sum makes the best match weigh least),
+    so such a row gets the uniform weights 1 / m instead, which is also what the formula gives
+    when the m cosines are equal and positive: the text prefers none of them. ``softmax`` is
+    softmax(cos / softmax_temperature) over the m.
+    """
+    if weighting == "softmax":
+        return torch.softmax(similarities / softmax_temperature, dim=1)
+    if weighting != "normalised_cosine":
+        raise ValueError(f"unknown id_weighting '{weighting}'; expected normalised_cosine or softmax")
+    totals = similarities.sum(dim=1, keepdim=True)  # (c, 1)
+    usable = totals > 0
+    uniform = torch.full_like(similarities, 1.0 / max(similarities.shape[1], 1))
+    return torch.where(usable, similarities / torch.where(usable, totals, torch.ones_like(totals)), uniform)
+
+
 def generate_id_embeddings(
     target_text: torch.Tensor,
     source_text: torch.Tensor,
     source_ids: torch.Tensor,
     m: int,
-    temperature: float = 0.05,
+    weighting: str = "normalised_cosine",
+    softmax_temperature: float = 0.05,
     chunk_size: int = CHUNK_SIZE,
 ) -> torch.Tensor:
     """ID embeddings of target items from the ID embeddings of their m most text-similar source items.
 
     ``target_text`` (N, t), ``source_text`` (S, t), ``source_ids`` (S, d) -> (N, d): row n is
-    sum_j w_j source_ids[j] over the m sources j of highest cosine(target_text[n], source_text[j]),
-    w = softmax(cosine / temperature) over those m.
+    sum_j w_nj source_ids[j] over the m sources j of highest cosine(target_text[n], source_text[j])
+    (all S when S < m), the weights w from :func:`generation_weights` (see there for negative
+    cosines and sums of cosines that are not positive).
     """
     m = min(m, len(source_text))
     keys = F.normalize(source_text, dim=1)
@@ -168,7 +207,7 @@ def generate_id_embeddings(
     for start in range(0, len(target_text), chunk_size):
         similarity = F.normalize(target_text[start : start + chunk_size], dim=1) @ keys.T  # (c, S)
         top, index = similarity.topk(m, dim=1)  # (c, m)
-        weights = torch.softmax(top / temperature, dim=1)
+        weights = generation_weights(top, weighting, softmax_temperature)
         blocks.append(torch.einsum("cm,cmd->cd", weights, source_ids[index]))  # (c, d)
     return torch.cat(blocks) if blocks else source_ids.new_zeros(0, source_ids.shape[1])
 
@@ -334,7 +373,8 @@ class IDP(SASRec):
             source_text[matchable],
             source_ids[matchable],
             self.config.num_similar,
-            self.config.matcher_temperature,
+            self.config.id_weighting,
+            self.config.id_softmax_temperature,
         )
         own = self.state_dict()
         loaded = {"item_embedding.weight"}

