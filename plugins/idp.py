@@ -10,10 +10,10 @@ Recommendation", arXiv 2405.03562 (2024). No official code was released; nothing
 2. CDIM (``finish_pretraining``): the sentence encoder (``text_encoder``, default the offline
    MiniLM) fine-tuned on the source items' texts with the sum of two InfoNCE losses, both with
    in-batch negatives and cosine / ``matcher_temperature``: (a) SimCSE, the same text encoded twice
-   in train mode (two dropout masks); (b) behaviour, the positive of each anchor is one of its
-   ``matcher_neighbours`` nearest source items by cosine of the pre-trained ID embeddings, drawn
-   anew each step; in-batch positives of the other anchors are the negatives (those that are the
-   same item as the anchor's own positive are masked). The tuned encoder is a submodule of the
+   in train mode (two dropout masks); (b) behaviour, every one of the anchor's
+   ``matcher_neighbours`` (k) nearest source items by cosine of the pre-trained ID embeddings is a
+   positive, the other anchors of the batch that are not among those k are the negatives, and the
+   k terms are summed (:func:`behaviour_loss`). The tuned encoder is a submodule of the
    pre-training model only, and the tuned text embedding of every source item a buffer of it.
 3. Tuning stage (``load_pretrained``): target texts are encoded with the tuned encoder; each target
    item takes the ``num_similar`` (m) source items of highest text cosine; its ID embedding is
@@ -120,19 +120,12 @@ class IDPConfig(SASRecConfig, TransferConfig):
 
 
 # --- pure functions: losses, neighbours, embedding generation ------------------------------
-def info_nce(
-    anchors: torch.Tensor, candidates: torch.Tensor, temperature: float, same: torch.Tensor | None = None
-) -> torch.Tensor:
+def info_nce(anchors: torch.Tensor, candidates: torch.Tensor, temperature: float) -> torch.Tensor:
     """Mean InfoNCE: anchor i's positive is candidates[i], the other rows are its negatives.
 
-    ``anchors``, ``candidates``: (B, t); logits are cosines / temperature. ``same`` (B, B) bool marks
-    off-diagonal candidates that are not negatives of row i (they are the positive item again).
+    ``anchors``, ``candidates``: (B, t); logits are cosines / temperature.
     """
     logits = F.normalize(anchors, dim=-1) @ F.normalize(candidates, dim=-1).T / temperature  # (B, B)
-    if same is not None:
-        logits = logits.masked_fill(
-            same & ~torch.eye(len(logits), dtype=torch.bool, device=logits.device), float("-inf")
-        )
     return F.cross_entropy(logits, torch.arange(len(logits), device=logits.device))
 
 
@@ -142,14 +135,35 @@ def simcse_loss(first: torch.Tensor, second: torch.Tensor, temperature: float) -
 
 
 def behaviour_loss(
-    anchors: torch.Tensor, positives: torch.Tensor, positive_items: torch.Tensor, temperature: float
+    anchors: torch.Tensor,
+    neighbours: torch.Tensor,
+    anchor_items: torch.Tensor,
+    neighbour_items: torch.Tensor,
+    temperature: float,
 ) -> torch.Tensor:
-    """(B, t) anchor texts vs (B, t) texts of their behaviour positives (items ``positive_items`` (B,)).
+    """The document's behaviour term, summed over each anchor's k neighbours and averaged over anchors.
 
-    Another anchor's positive that is the same item as anchor i's positive is no negative of i.
+    ``anchors`` (B, t) texts of the batch's items ``anchor_items`` (B,); ``neighbours`` (B, k, t)
+    texts of their k pre-trained-ID neighbours ``neighbour_items`` (B, k). With s = cosine / tau,
+    anchor i contributes sum_j -log(e^{s(i, j)} / (e^{s(i, j)} + sum_n e^{s(i, n)})) over its
+    neighbours j, where n runs over the other anchors of the batch that are not among i's own
+    neighbours (the document's negatives: items outside V_s^{v_i}).
     """
-    same = positive_items[:, None] == positive_items[None, :]  # (B, B)
-    return info_nce(anchors, positives, temperature, same)
+    unit_anchors = F.normalize(anchors, dim=-1)
+    positive = torch.einsum("bt,bkt->bk", unit_anchors, F.normalize(neighbours, dim=-1)) / temperature  # (B, k)
+    negative = unit_anchors @ unit_anchors.T / temperature  # (B, B): anchor i against anchor n
+    is_neighbour = (neighbour_items[:, :, None] == anchor_items[None, None, :]).any(dim=1)  # (B, B)
+    itself = torch.eye(len(anchors), dtype=torch.bool, device=anchors.device)
+    negative = negative.masked_fill(is_neighbour | itself, float("-inf"))
+    batch, k = positive.shape
+    # Column 0 is the positive; a masked negative is -inf, so it adds nothing to the denominator.
+    logits = torch.cat([positive[:, :, None], negative[:, None, :].expand(batch, k, batch)], dim=2)  # (B, k, 1 + B)
+    per_pair = F.cross_entropy(
+        logits.reshape(batch * k, 1 + batch),
+        torch.zeros(batch * k, dtype=torch.long, device=anchors.device),
+        reduction="none",
+    )
+    return per_pair.reshape(batch, k).sum(dim=1).mean()
 
 
 def behaviour_neighbours(id_embeddings: torch.Tensor, k: int, chunk_size: int = CHUNK_SIZE) -> torch.Tensor:
@@ -324,15 +338,18 @@ class IDP(SASRec):
                         progress.advance(task)
                         continue
                     anchors = items[rows]  # (B,) 0-based item rows
-                    positives = neighbours[rows, torch.randint(neighbours.shape[1], (len(rows),))]  # (B,)
+                    anchor_neighbours = neighbours[rows]  # (B, k) 0-based item rows
                     anchor_texts = [texts[i] for i in anchors.tolist()]
                     first, second = (
                         embed_texts(encoder, anchor_texts),
                         embed_texts(encoder, anchor_texts),
                     )  # (B, t) each
-                    behaviour = embed_texts(encoder, [texts[i] for i in positives.tolist()])  # (B, t)
+                    # A neighbour shared by several anchors is encoded once per step.
+                    distinct, position = torch.unique(anchor_neighbours, return_inverse=True)
+                    encoded = embed_texts(encoder, [texts[i] for i in distinct.tolist()])  # (U, t)
+                    behaviour = encoded[position.to(encoded.device)]  # (B, k, t)
                     loss = simcse_loss(first, second, tau) + behaviour_loss(
-                        first, behaviour, positives.to(first.device), tau
+                        first, behaviour, anchors.to(first.device), anchor_neighbours.to(first.device), tau
                     )
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()

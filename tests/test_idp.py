@@ -141,16 +141,11 @@ def test_generation_weights_sum_to_one_and_fall_back_to_uniform_only_without_a_p
     assert torch.isfinite(weights).all()
 
 
-def hand_info_nce(
-    anchors: torch.Tensor, candidates: torch.Tensor, temperature: float, excluded: set[tuple[int, int]]
-) -> float:
+def hand_info_nce(anchors: torch.Tensor, candidates: torch.Tensor, temperature: float) -> float:
+    """SimCSE's InfoNCE one anchor at a time: candidates[i] is anchor i's positive, the rest its negatives."""
     total = 0.0
     for i, anchor in enumerate(anchors):
-        logits = [
-            float(F.cosine_similarity(anchor, c, dim=0)) / temperature
-            for j, c in enumerate(candidates)
-            if (i, j) not in excluded
-        ]
+        logits = [float(F.cosine_similarity(anchor, c, dim=0)) / temperature for c in candidates]
         own = float(F.cosine_similarity(anchor, candidates[i], dim=0)) / temperature
         total += -(own - math.log(sum(math.exp(x) for x in logits)))
     return total / len(anchors)
@@ -159,15 +154,90 @@ def hand_info_nce(
 def test_simcse_loss_matches_a_hand_computation() -> None:
     first = torch.tensor([[1.0, 0.0, 0.0], [0.0, 2.0, 0.0], [1.0, 1.0, 1.0]])
     second = torch.tensor([[0.9, 0.1, 0.0], [0.2, 1.0, 0.3], [0.5, 0.4, 0.6]])
-    assert simcse_loss(first, second, 0.05).item() == pytest.approx(hand_info_nce(first, second, 0.05, set()), rel=1e-5)
+    assert simcse_loss(first, second, 0.05).item() == pytest.approx(hand_info_nce(first, second, 0.05), rel=1e-5)
 
 
-def test_behaviour_loss_matches_a_hand_computation_and_masks_repeated_positives() -> None:
+def behaviour_loss_by_loop(
+    anchors: torch.Tensor,
+    neighbours: torch.Tensor,
+    anchor_items: list[int],
+    neighbour_items: list[list[int]],
+    temperature: float,
+) -> float:
+    """The document's behaviour term one (anchor, neighbour) pair at a time, summed over the k neighbours."""
+
+    def scaled_cosine(a: torch.Tensor, b: torch.Tensor) -> float:
+        return float(F.cosine_similarity(a, b, dim=0)) / temperature
+
+    total = 0.0
+    for i, anchor in enumerate(anchors):
+        negatives = [
+            scaled_cosine(anchor, other)
+            for n, other in enumerate(anchors)
+            if n != i and anchor_items[n] not in neighbour_items[i]
+        ]
+        for j in range(len(neighbour_items[i])):
+            positive = scaled_cosine(anchor, neighbours[i, j])
+            total += -(positive - math.log(math.exp(positive) + sum(math.exp(s) for s in negatives)))
+    return total / len(anchors)
+
+
+def test_behaviour_loss_equals_a_loop_over_every_neighbour_of_every_anchor() -> None:
     anchors = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [1.0, 1.0, 0.0]])
-    positives = torch.tensor([[0.8, 0.3, 0.1], [0.1, 0.7, 0.2], [0.7, 0.2, 0.2], [0.3, 0.3, 0.9]])
-    items = torch.tensor([4, 9, 4, 2])  # anchors 0 and 2 share their positive item 4
-    expected = hand_info_nce(anchors, positives, 0.1, excluded={(0, 2), (2, 0)})
-    assert behaviour_loss(anchors, positives, items, 0.1).item() == pytest.approx(expected, rel=1e-5)
+    neighbours = torch.tensor(
+        [
+            [[0.8, 0.3, 0.1], [0.6, -0.2, 0.4]],
+            [[0.1, 0.7, 0.2], [-0.3, 0.9, 0.1]],
+            [[0.7, 0.2, 0.2], [0.2, 0.1, 0.9]],
+            [[0.3, 0.3, 0.9], [0.5, 0.6, -0.1]],
+        ]
+    )  # (B = 4, k = 2, t = 3)
+    anchor_items = [10, 11, 12, 13]
+    # Anchor 0 has anchor 1 among its neighbours, anchor 2 has anchors 0 and 3: none of those is
+    # a negative of that anchor; anchor 3's neighbours are not in the batch.
+    neighbour_items = [[11, 20], [21, 22], [10, 13], [23, 24]]
+    expected = behaviour_loss_by_loop(anchors, neighbours, anchor_items, neighbour_items, 0.1)
+    loss = behaviour_loss(anchors, neighbours, torch.tensor(anchor_items), torch.tensor(neighbour_items), 0.1)
+    assert loss.item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_behaviour_loss_of_anchors_without_negatives_is_zero_with_finite_gradients() -> None:
+    anchors = torch.tensor([[1.0, 0.2], [0.3, 1.0]], requires_grad=True)
+    neighbours = torch.tensor([[[0.5, 0.5]], [[0.9, 0.1]]], requires_grad=True)
+    # Each anchor is the other's neighbour: no anchor has a negative, so every term is -log 1.
+    loss = behaviour_loss(anchors, neighbours, torch.tensor([1, 2]), torch.tensor([[2], [1]]), 0.05)
+    loss.backward()
+    assert loss.item() == 0.0
+    assert torch.isfinite(anchors.grad).all() and torch.isfinite(neighbours.grad).all()
+
+
+def test_matcher_tuning_contrasts_each_anchor_with_all_its_k_neighbours(
+    tiny_encoder: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import recbench_plugins.idp
+
+    texts = [f"item {i} {WORDS[43 + i % 15]}" for i in range(12)]
+    config = resolve_config(
+        get_method("idp"), TINY, {"text_encoder": tiny_encoder, "matcher_neighbours": 3, "matcher_epochs": 2}
+    )
+    seed_everything(0)
+    pretrained = IDP(IDP.pretraining_config(config), DataSpec(num_items=12, max_seq_length=10, item_texts=texts))
+    expected = behaviour_neighbours(pretrained.item_embedding.weight.detach()[1:], 3)  # (12, 3) 0-based rows
+    calls = []
+    original = recbench_plugins.idp.behaviour_loss
+
+    def recording(anchors, neighbours, anchor_items, neighbour_items, temperature):
+        calls.append((anchor_items.clone(), neighbour_items.clone(), neighbours.shape))
+        return original(anchors, neighbours, anchor_items, neighbour_items, temperature)
+
+    monkeypatch.setattr(recbench_plugins.idp, "behaviour_loss", recording)
+    pretrained.finish_pretraining()
+    assert len(calls) == 2 * 2  # two epochs of batches of 8 and 4
+    for anchor_items, neighbour_items, shape in calls:
+        assert torch.equal(neighbour_items, expected[anchor_items])
+        assert shape[:2] == (len(anchor_items), 3)
+    seen = torch.cat([anchor_items for anchor_items, _, _ in calls[:2]])
+    assert sorted(seen.tolist()) == list(range(12))  # every source item is an anchor once per epoch
 
 
 def test_behaviour_neighbours_are_the_k_most_similar_other_items() -> None:
