@@ -3,10 +3,11 @@
 Paper: Wu, Xie, Zhang, Zhang, Zhuang, Lin, Kang, Xu, "ID-centric Pre-training for
 Recommendation", arXiv 2405.03562 (2024). No official code was released; nothing to check against.
 
-1. ID pre-training: SASRec-ID (``plugins/sasrec.py``) on the union of the source domains, item ids
-   kept apart per domain (no alignment). Loss: BPR, -log sigmoid(s_pos - s_neg) averaged over
-   target positions, s = <transformer output, item ID embedding>, one negative per target
-   position drawn uniformly from the source items other than the positive.
+1. ID pre-training: SASRec-ID (``plugins/sasrec.py``) or BERT4Rec (``plugins/bert4rec.py``,
+   ``sequence_model``) on the union of the source domains, item ids kept apart per domain (no
+   alignment). Loss: BPR, -log sigmoid(s_pos - s_neg) averaged over the predicted positions (every
+   target position of SASRec, the cloze positions of BERT4Rec), s = <transformer output, item ID
+   embedding>, one negative per position drawn uniformly from the source items other than the positive.
 2. CDIM (``finish_pretraining``): the sentence encoder (``text_encoder``, default the offline
    MiniLM) fine-tuned on the source items' texts with the sum of two InfoNCE losses, both with
    in-batch negatives and cosine / ``matcher_temperature``: (a) SimCSE, the same text encoded twice
@@ -21,10 +22,13 @@ Recommendation", arXiv 2405.03562 (2024). No official code was released; nothing
    (``id_weighting = "normalised_cosine"``; ``"softmax"`` of cosine / ``id_softmax_temperature``
    is the other option). A negative cosine among the m keeps its negative weight, as written; a
    row whose m cosines sum to zero or less gets uniform weights (:func:`generation_weights`).
-4. Variants (one pre-training run): ``idp`` (transformer, positions and generated item embeddings
-   loaded, all fine-tuned), ``idp-zeroshot`` (the same, no training on the target: epochs = 0),
-   ``idp-newencoder`` (fresh SASRec, only the item embeddings generated). Target loss
-   ``downstream_loss``: CE over all items (default, as the SASRec-ID rows) or BPR as pre-training.
+4. Variants: ``idp`` (transformer, positions and generated item embeddings loaded, all
+   fine-tuned), ``idp-zeroshot`` (the same, no training on the target: epochs = 0),
+   ``idp-newencoder`` (fresh SASRec, only the item embeddings generated), ``idp-bs`` (IDP^{B&S}:
+   fresh BERT4Rec, only the item embeddings generated), all four from one SASRec pre-training run;
+   ``idp-bert4rec`` (IDP^{BERT4Rec}: BERT4Rec pre-trained and fine-tuned as ``idp``, its mask token
+   transferred with the transformer). Target loss ``downstream_loss``: the model's own CE
+   (default: SASRec's full softmax, BERT4Rec's cloze) or BPR as pre-training.
 
 Choices the paper leaves open, stated here: m = 10, k = 5, tau = 0.05 for both losses (SimCSE's),
 one matcher epoch over the source items, batch 64, AdamW at constant lr 3e-5 (SimCSE's lr, no
@@ -47,6 +51,7 @@ from recbench.method import (
     Batch,
     ConfigRuleError,
     DataSpec,
+    Method,
     StrictNonNegativeInt,
     StrictPositiveFloat,
     StrictPositiveInt,
@@ -54,6 +59,7 @@ from recbench.method import (
 )
 from recbench.progress import ProgressDisplay
 from recbench.registry import register
+from recbench_plugins.bert4rec import BERT4Rec, BERT4RecConfig
 from recbench_plugins.sasrec import SASRec, SASRecConfig
 
 DOWNSTREAM_KEYS = (
@@ -61,6 +67,7 @@ DOWNSTREAM_KEYS = (
     "patience",
     "zero_shot",
     "transfer",
+    "new_encoder",
     "downstream_loss",
     "num_similar",
     "id_weighting",
@@ -68,6 +75,9 @@ DOWNSTREAM_KEYS = (
 )
 """Keys that only matter on the target: reset by ``pretraining_config`` so every variant (and every
 m of the m search) shares one pre-training run."""
+BERT4REC_KEYS = ("mask_ratio", "training_input")
+"""BERT4Rec's cloze keys: also reset for a SASRec pre-training, which they do not touch (so idp-bs
+shares idp's pre-training run whatever its BERT4Rec settings)."""
 CHUNK_SIZE = 1024
 """Query rows per similarity block: memory stays (CHUNK_SIZE, source items) whatever the dataset size."""
 
@@ -82,16 +92,23 @@ def matcher_digest(weights: dict[str, torch.Tensor], settings: str) -> str:
     return digest.hexdigest()
 
 
-class IDPConfig(SASRecConfig, TransferConfig):
-    """IDP hyper-parameters: SASRec-ID's (RecBole defaults, hidden 300) plus the matcher's."""
+class IDPConfig(SASRecConfig, BERT4RecConfig, TransferConfig):
+    """IDP hyper-parameters: the ID sequence model's (RecBole defaults, hidden 300) plus the matcher's."""
 
+    sequence_model: Literal["sasrec", "bert4rec"] = "sasrec"
+    """The ID-based sequence model pre-trained on the sources (and, with transfer = full, fine-tuned
+    on the target): sasrec (IDP) or bert4rec (IDP^{BERT4Rec})."""
     transfer: Literal["full", "item_embeddings"] = "full"
     """What the target takes from pre-training: full (transformer, positions, generated item
-    embeddings) or item_embeddings (a fresh SASRec whose item embeddings only are generated)."""
+    embeddings) or item_embeddings (a fresh new_encoder whose item embeddings only are generated)."""
+    new_encoder: Literal["sasrec", "bert4rec"] = "sasrec"
+    """With transfer = item_embeddings: the fresh sequence model trained on the target around the
+    generated item embeddings: sasrec or bert4rec (IDP^{B&S} when SASRec was pre-trained)."""
     zero_shot: StrictBool = False
     """Score the target with the transferred model as it is (requires epochs = 0)."""
     downstream_loss: Literal["ce", "bpr"] = "ce"
-    """Target training loss: ce (full softmax, as SASRec-ID) or bpr (as pre-training)."""
+    """Target training loss: ce (the model's own: SASRec's full softmax, BERT4Rec's cloze) or bpr
+    (as pre-training)."""
     num_similar: StrictPositiveInt = 10
     """m: source items whose ID embeddings make up each target item's generated embedding."""
     id_weighting: Literal["normalised_cosine", "softmax"] = "normalised_cosine"
@@ -111,11 +128,30 @@ class IDPConfig(SASRecConfig, TransferConfig):
     matcher_neighbours: StrictPositiveInt = 5
     """k: nearest source items by ID-embedding cosine that are behaviour positives of an item."""
 
+    @property
+    def built_model(self) -> Literal["sasrec", "bert4rec"]:
+        """The sequence model a model of this config is: the pre-trained one, or the new encoder."""
+        return self.sequence_model if self.transfer == "full" else self.new_encoder
+
     @model_validator(mode="after")
     def _zero_shot_trains_nothing(self) -> IDPConfig:
         if self.zero_shot and self.epochs != 0:
             message = "zero-shot IDP (zero_shot = true) trains nothing on the target, so epochs must be 0"
             raise ConfigRuleError("epochs", self.epochs, message)
+        return self
+
+    @model_validator(mode="after")
+    def _new_encoder_needs_a_fresh_model(self) -> IDPConfig:
+        if self.transfer == "full" and self.new_encoder != "sasrec":
+            message = "the new encoder is only built with transfer = item_embeddings (full keeps the pre-trained model)"
+            raise ConfigRuleError("new_encoder", self.new_encoder, message)
+        return self
+
+    @model_validator(mode="after")
+    def _some_mask_is_predicted(self) -> IDPConfig:
+        # Overrides BERT4Rec's rule of the same name: a config that builds no BERT4Rec has no cloze.
+        if "bert4rec" in (self.sequence_model, self.built_model):
+            return BERT4RecConfig._some_mask_is_predicted(self)
         return self
 
 
@@ -241,20 +277,38 @@ def embed_texts(encoder: Any, texts: list[str]) -> torch.Tensor:
 
 @register(
     "idp",
-    variants={"idp-zeroshot": {"zero_shot": True, "epochs": 0}, "idp-newencoder": {"transfer": "item_embeddings"}},
+    variants={
+        "idp-zeroshot": {"zero_shot": True, "epochs": 0},
+        "idp-newencoder": {"transfer": "item_embeddings"},
+        "idp-bert4rec": {"sequence_model": "bert4rec"},
+        "idp-bs": {"transfer": "item_embeddings", "new_encoder": "bert4rec"},
+    },
 )
-class IDP(SASRec):
-    """IDP: SASRec-ID pre-trained on sources; target ID embeddings generated by a text-based ID matcher."""
+class IDP(Method):
+    """IDP: an ID sequence model pre-trained on sources; target ID embeddings generated by a text-based ID matcher.
+
+    ``IDP(config, spec)`` builds an :class:`IDPSASRec` or an :class:`IDPBERT4Rec`, whichever
+    ``config.built_model`` names: one registered method covers both, so the pre-training model
+    (``sequence_model``) and the target model (a new encoder in idp-bs) may differ while every
+    variant shares one pre-training run. This class holds what IDP adds to either model.
+    """
 
     Config = IDPConfig
     supports_pretraining = True
     needs_raw_text = True
+    causal = True  # BERT4Rec's scoring also cuts each history at its length (it appends the mask there)
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> IDP:
+        if cls is IDP:
+            config = args[0] if args else kwargs["config"]
+            cls = {"sasrec": IDPSASRec, "bert4rec": IDPBERT4Rec}[config.built_model]
+        return super().__new__(cls)
 
     def __init__(self, config: IDPConfig, spec: DataSpec) -> None:
         super().__init__(config, spec)
         with torch.no_grad():
             self.item_embedding.weight[0].zero_()
-        # CE over N + 1 columns would train the padding row as a class; keep it at zero instead.
+        # CE over the padding column would train the padding row as a class; keep it at zero instead.
         self.item_embedding.weight.register_hook(
             lambda grad: grad.index_fill(0, grad.new_zeros(1, dtype=torch.long), 0.0)
         )
@@ -263,7 +317,8 @@ class IDP(SASRec):
     def pretraining_config(cls, config: IDPConfig) -> IDPConfig:
         """Every variant and every m pre-trains the same model: target-only keys take their defaults."""
         defaults = cls.Config.model_fields
-        return config.model_copy(update={key: defaults[key].default for key in DOWNSTREAM_KEYS})
+        reset = DOWNSTREAM_KEYS + (BERT4REC_KEYS if config.sequence_model == "sasrec" else ())
+        return config.model_copy(update={key: defaults[key].default for key in reset})
 
     def encoder_spec(self) -> Any:
         from recbench.data.encode import EncoderSpec
@@ -275,15 +330,23 @@ class IDP(SASRec):
             precision=self.config.text_precision,
         )
 
+    def item_rows(self, table: torch.Tensor) -> torch.Tensor:
+        """The rows of an item table that are items 1..N of this model's data (no padding, no mask token)."""
+        return table[1 : self.spec.num_items + 1]
+
     # --- losses ---------------------------------------------------------------------------
+    def predicted_positions(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """(T, d) outputs where the model predicts an item in its training task, and the (T,) items there."""
+        raise NotImplementedError
+
     def bpr_loss(self, batch: Batch) -> torch.Tensor:
-        """BPR with one uniform negative per target position: mean of -log sigmoid(s_pos - s_neg)."""
-        hidden = self.encode(batch.items)  # (B, L, d)
-        has_target = batch.targets > 0
-        positives = batch.targets[has_target]  # (T,)
+        """BPR with one uniform negative per predicted position: mean of -log sigmoid(s_pos - s_neg)."""
+        hidden, positives = self.predicted_positions(batch)  # (T, d), (T,)
+        if len(positives) == 0:  # a cloze batch with nothing masked: no signal, graph kept connected
+            return hidden.sum() * 0.0
         negatives = sample_negatives(positives, self.spec.num_items)
         table = self.item_embedding.weight
-        margin = (hidden[has_target] * (table[positives] - table[negatives])).sum(-1)  # (T,)
+        margin = (hidden * (table[positives] - table[negatives])).sum(-1)  # (T,)
         return -F.logsigmoid(margin).mean()
 
     def pretrain_loss(self, batch: Batch) -> torch.Tensor:
@@ -306,7 +369,7 @@ class IDP(SASRec):
             [i for i, text in enumerate(texts) if text.strip()], dtype=torch.long
         )  # 0-based item rows
         if self.config.matcher_epochs > 0 and len(with_text) > 1:
-            ids = self.item_embedding.weight.detach()[1:][with_text]  # (S', d)
+            ids = self.item_rows(self.item_embedding.weight.detach())[with_text]  # (S', d)
             neighbours = with_text[
                 behaviour_neighbours(ids, min(self.config.matcher_neighbours, len(with_text) - 1)).cpu()
             ]  # (S', k)
@@ -380,10 +443,9 @@ class IDP(SASRec):
         target_text = torch.from_numpy(
             encode_texts_cached(self.spec.item_texts, encoder, identity, self.config.text_precision)
         )  # (N, t)
-        source_text, source_ids = (
-            state["source_text"][1:].float().cpu(),
-            state["item_embedding.weight"][1:].float().cpu(),
-        )
+        source_text = state["source_text"][1:].float().cpu()  # (S, t)
+        pretrained_table = state["item_embedding.weight"].float().cpu()
+        source_ids = pretrained_table[1 : len(source_text) + 1]  # (S, d): items only, never a mask token
         matchable = source_text.abs().sum(dim=1) > 0  # source items without text are never matched
         generated = generate_id_embeddings(
             target_text,
@@ -402,7 +464,36 @@ class IDP(SASRec):
             }
             self.load_state_dict(transferable, strict=False)
             loaded |= set(transferable)
+            self.load_token_rows(pretrained_table)
         with torch.no_grad():
-            self.item_embedding.weight[1:] = generated.to(self.item_embedding.weight)
+            self.item_rows(self.item_embedding.weight).copy_(generated)
             self.item_embedding.weight[0].zero_()
         return sorted(set(own) - loaded)
+
+    def load_token_rows(self, pretrained_table: torch.Tensor) -> None:
+        """Copy the rows of the item table that are model tokens, not items, from a pre-trained
+        table of the same model (SASRec has none besides padding)."""
+
+
+class IDPSASRec(IDP, SASRec):
+    """IDP on SASRec: causal self-attention; every position predicts the next item."""
+
+    def predicted_positions(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        hidden = self.encode(batch.items)  # (B, L, d)
+        has_target = batch.targets > 0
+        return hidden[has_target], batch.targets[has_target]
+
+
+class IDPBERT4Rec(IDP, BERT4Rec):
+    """IDP on BERT4Rec: bidirectional self-attention; the masked (cloze) positions predict their items."""
+
+    def predicted_positions(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        sequences = self.training_sequences(batch)  # (R, W)
+        inputs, predicted = self.mask_items(sequences)
+        hidden = self.encode(inputs)  # (R, W, d)
+        return hidden[predicted], sequences[predicted]
+
+    def load_token_rows(self, pretrained_table: torch.Tensor) -> None:
+        """The mask token (the last row) is a model parameter learnt in pre-training, not an item."""
+        with torch.no_grad():
+            self.item_embedding.weight[self.mask_token] = pretrained_table[-1].to(self.item_embedding.weight)

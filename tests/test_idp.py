@@ -17,6 +17,8 @@ from recbench.runs.experiment import run_experiment
 from recbench.runs.trainer import seed_everything
 from recbench_plugins.idp import (
     IDP,
+    IDPBERT4Rec,
+    IDPSASRec,
     behaviour_loss,
     behaviour_neighbours,
     generate_id_embeddings,
@@ -255,18 +257,45 @@ def test_negatives_are_uniform_over_the_other_items() -> None:
     assert torch.bincount(negatives, minlength=6)[[1, 2, 4, 5]].float().div(30000).sub(0.25).abs().max() < 0.01
 
 
-def test_every_variant_and_every_m_share_one_pretraining_config() -> None:
+def test_every_sasrec_variant_and_every_m_share_one_pretraining_config() -> None:
     configs = [
         IDP.pretraining_config(resolve_config(get_method(name), TINY, extra))
-        for name in ("idp", "idp-zeroshot", "idp-newencoder")
+        for name in ("idp", "idp-zeroshot", "idp-newencoder", "idp-bs")
         for extra in (
             {},
             {"num_similar": 3},
             {"downstream_loss": "bpr"},
             {"id_weighting": "softmax", "id_softmax_temperature": 0.1},
+            {"mask_ratio": 0.3},  # a BERT4Rec key: the SASRec pre-training does not read it
         )
     ]
     assert all(c == configs[0] for c in configs)
+    assert configs[0].sequence_model == configs[0].built_model == "sasrec"
+    bert4rec = IDP.pretraining_config(resolve_config(get_method("idp-bert4rec"), TINY))
+    assert bert4rec != configs[0] and bert4rec.built_model == "bert4rec"
+    assert IDP.pretraining_config(resolve_config(get_method("idp-bert4rec"), TINY, {"mask_ratio": 0.3})) != bert4rec
+
+
+@pytest.mark.parametrize(
+    ("name", "pretrained", "target"),
+    [
+        ("idp", IDPSASRec, IDPSASRec),
+        ("idp-zeroshot", IDPSASRec, IDPSASRec),
+        ("idp-newencoder", IDPSASRec, IDPSASRec),
+        ("idp-bert4rec", IDPBERT4Rec, IDPBERT4Rec),
+        ("idp-bs", IDPSASRec, IDPBERT4Rec),
+    ],
+)
+def test_each_variant_pretrains_and_fine_tunes_its_sequence_model(name: str, pretrained: type, target: type) -> None:
+    config = resolve_config(get_method(name), TINY)
+    spec = DataSpec(num_items=5, max_seq_length=10, item_texts=["a"] * 5)
+    assert type(IDP(IDP.pretraining_config(config), spec)) is pretrained
+    assert type(IDP(config, spec)) is target
+
+
+def test_a_new_encoder_without_a_fresh_model_is_rejected() -> None:
+    with pytest.raises(ConfigError, match="new_encoder"):
+        resolve_config(get_method("idp"), {"new_encoder": "bert4rec"})
 
 
 def test_zero_shot_with_training_epochs_is_rejected() -> None:
@@ -380,6 +409,90 @@ def test_target_texts_are_encoded_once_per_matcher(
     changed[key] = state[key] + 0.1
     assert not torch.equal(generated(changed), first)
     assert len(calls) == 2  # another matcher is encoded anew
+
+
+def pretrained_state(encoder: str, name: str, texts: list[str]) -> dict[str, torch.Tensor]:
+    """The state a finished pre-training of variant ``name`` saves, on ``texts`` with the tiny encoder."""
+    config = resolve_config(get_method(name), TINY, {"text_encoder": encoder, "num_similar": 3})
+    seed_everything(0)
+    model = IDP(IDP.pretraining_config(config), DataSpec(num_items=len(texts), max_seq_length=10, item_texts=texts))
+    model.finish_pretraining()
+    return {key: value.detach().clone() for key, value in model.state_dict().items()}
+
+
+def fine_tuning_model(encoder: str, name: str, seed: int = 1) -> IDP:
+    """A fresh target model of variant ``name`` on four target items."""
+    config = resolve_config(get_method(name), TINY, {"text_encoder": encoder, "num_similar": 3})
+    seed_everything(seed)
+    return IDP(config, DataSpec(num_items=4, max_seq_length=10, item_texts=["item 1 red", "item 5", "blue 7", "red 9"]))
+
+
+SOURCE_TEXTS = [f"item {i} {WORDS[43 + i % 15]}" for i in range(12)]
+
+
+def test_bert4rec_target_takes_the_pretrained_bert4rec_and_generates_its_item_rows_from_items_only(
+    recbench_home: Path, tiny_encoder: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import recbench_plugins.idp
+
+    state = pretrained_state(tiny_encoder, "idp-bert4rec", SOURCE_TEXTS)
+    assert state["item_embedding.weight"].shape == (12 + 2, 16)  # padding, 12 items, mask token
+    seen = {}
+    original = recbench_plugins.idp.generate_id_embeddings
+
+    def recording(target_text, source_text, source_ids, *args, **kwargs):
+        seen["source_ids"] = source_ids.clone()
+        seen["generated"] = original(target_text, source_text, source_ids, *args, **kwargs)
+        return seen["generated"]
+
+    monkeypatch.setattr(recbench_plugins.idp, "generate_id_embeddings", recording)
+    target = fine_tuning_model(tiny_encoder, "idp-bert4rec")
+    fresh = target.load_pretrained(state)
+    weights = target.state_dict()
+    torch.testing.assert_close(seen["source_ids"], state["item_embedding.weight"][1:13])  # no mask row
+    torch.testing.assert_close(weights["item_embedding.weight"][1:5], seen["generated"])
+    torch.testing.assert_close(weights["item_embedding.weight"][5], state["item_embedding.weight"][13])  # mask
+    assert not weights["item_embedding.weight"][0].any()
+    shared = [k for k in weights if k.startswith(("encoder.", "position_embedding.", "norm."))]
+    assert shared and all(torch.equal(weights[k], state[k]) for k in shared)
+    assert fresh == []
+
+
+def test_bs_target_is_a_fresh_bert4rec_around_the_embeddings_a_sasrec_pretraining_generates(
+    recbench_home: Path, tiny_encoder: str
+) -> None:
+    state = pretrained_state(tiny_encoder, "idp-bs", SOURCE_TEXTS)
+    assert state["item_embedding.weight"].shape == (12 + 1, 16)  # SASRec: padding and 12 items
+    sasrec = fine_tuning_model(tiny_encoder, "idp-newencoder")
+    sasrec.load_pretrained(state)
+    bert4rec = fine_tuning_model(tiny_encoder, "idp-bs")
+    untouched = {k: v.clone() for k, v in bert4rec.state_dict().items()}
+    fresh = bert4rec.load_pretrained(state)
+    weights = bert4rec.state_dict()
+    # The same matcher and sources generate the same item rows, whichever new encoder they initialise.
+    torch.testing.assert_close(weights["item_embedding.weight"][1:5], sasrec.item_embedding.weight.detach()[1:5])
+    torch.testing.assert_close(weights["item_embedding.weight"][5], untouched["item_embedding.weight"][5])  # mask
+    assert fresh == sorted(k for k in weights if k != "item_embedding.weight")
+    assert all(torch.equal(weights[k], untouched[k]) for k in fresh)
+
+
+def test_bert4rec_bpr_scores_exactly_the_masked_positions() -> None:
+    from tests.test_contract import training_batches
+
+    model = IDP(resolve_config(get_method("idp-bert4rec"), TINY), DataSpec(num_items=30, max_seq_length=10)).eval()
+    batch = training_batches()[0]
+    torch.manual_seed(5)
+    loss = model.pretrain_loss(batch)
+    torch.manual_seed(5)  # the same masks and negatives, drawn by hand
+    sequences = model.training_sequences(batch)  # (R, W)
+    inputs, predicted = model.mask_items(sequences)
+    hidden = model.encode(inputs)[predicted]  # (T, d)
+    positives = sequences[predicted]
+    negatives = sample_negatives(positives, 30)
+    table = model.item_embedding.weight
+    expected = -F.logsigmoid((hidden * table[positives]).sum(-1) - (hidden * table[negatives]).sum(-1)).mean()
+    assert predicted.any() and (inputs[predicted] == model.mask_token).all()
+    torch.testing.assert_close(loss, expected)
 
 
 def test_padding_row_stays_zero_while_training_with_cross_entropy() -> None:
