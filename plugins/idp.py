@@ -1,40 +1,87 @@
 """IDP: ID-centric pre-training with a cross-domain ID matcher (CDIM).
 
-Paper: Wu, Xie, Zhang, Zhang, Zhuang, Lin, Kang, Xu, "ID-centric Pre-training for
+Specification: the IDP document of the method seeds (``seeds/001_4a0cf4602e270171.txt``), a Chinese
+summary of Wu, Xie, Zhang, Zhang, Zhuang, Lin, Kang, Xu, "ID-centric Pre-training for
 Recommendation", arXiv 2405.03562 (2024). No official code was released; nothing to check against.
 
-1. ID pre-training: SASRec-ID (``plugins/sasrec.py``) or BERT4Rec (``plugins/bert4rec.py``,
-   ``sequence_model``) on the union of the source domains, item ids kept apart per domain (no
-   alignment). Loss: BPR, -log sigmoid(s_pos - s_neg) averaged over the predicted positions (every
-   target position of SASRec, the cloze positions of BERT4Rec), s = <transformer output, item ID
-   embedding>, one negative per position drawn uniformly from the source items other than the positive.
-2. CDIM (``finish_pretraining``): the sentence encoder (``text_encoder``, default the offline
-   MiniLM) fine-tuned on the source items' texts with the sum of two InfoNCE losses, both with
-   in-batch negatives and cosine / ``matcher_temperature``: (a) SimCSE, the same text encoded twice
-   in train mode (two dropout masks); (b) behaviour, every one of the anchor's
-   ``matcher_neighbours`` (k) nearest source items by cosine of the pre-trained ID embeddings is a
-   positive, the other anchors of the batch that are not among those k are the negatives, and the
-   k terms are summed (:func:`behaviour_loss`). The tuned encoder is a submodule of the
-   pre-training model only, and the tuned text embedding of every source item a buffer of it.
-3. Tuning stage (``load_pretrained``): target texts are encoded with the tuned encoder; each target
-   item takes the ``num_similar`` (m) source items of highest text cosine; its ID embedding is
-   sum_j alpha_ij e_j^S over those m with the document's alpha_ij = cos_ij / sum_k cos_ik
-   (``id_weighting = "normalised_cosine"``; ``"softmax"`` of cosine / ``id_softmax_temperature``
-   is the other option). A negative cosine among the m keeps its negative weight, as written; a
-   row whose m cosines sum to zero or less gets uniform weights (:func:`generation_weights`).
-4. Variants: ``idp`` (transformer, positions and generated item embeddings loaded, all
-   fine-tuned), ``idp-zeroshot`` (the same, no training on the target: epochs = 0),
-   ``idp-newencoder`` (fresh SASRec, only the item embeddings generated), ``idp-bs`` (IDP^{B&S}:
-   fresh BERT4Rec, only the item embeddings generated), all four from one SASRec pre-training run;
-   ``idp-bert4rec`` (IDP^{BERT4Rec}: BERT4Rec pre-trained and fine-tuned as ``idp``, its mask token
-   transferred with the transformer). Target loss ``downstream_loss``: the model's own CE
-   (default: SASRec's full softmax, BERT4Rec's cloze) or BPR as pre-training.
+Formulas followed (sim = cosine, tau = ``matcher_temperature``, t = a text embedding of the matcher):
 
-Choices the paper leaves open, stated here: m = 10, k = 5, tau = 0.05 for both losses (SimCSE's),
-one matcher epoch over the source items, batch 64, AdamW at constant lr 3e-5 (SimCSE's lr, no
-schedule). Deviation from RecBole's SASRec: the padding row of
-the item table is zero and never trained (CE would otherwise train it as a class), so a generated
-table's row 0 stays zero.
+1. Pre-training: e_u = f_seq(s_u | Theta, E, P), f_seq = SASRec (``plugins/sasrec.py``), or BERT4Rec
+   (``plugins/bert4rec.py``) with ``sequence_model = "bert4rec"``, on the union of the source
+   domains with users and items not aligned (item ids kept apart per domain). L_BPR = mean over the
+   predicted positions of -log sigmoid(s_pos - s_neg), s = <transformer output, item ID
+   embedding>, one negative per position drawn uniformly from the source items other than the
+   positive. SASRec predicts at every target position, BERT4Rec at its cloze (masked) positions.
+2. CDIM, text (``simcse_loss``): t_i and t'_i are two dropout passes of the encoder over item i's
+   text; l_i^text = -log(e^{sim(t_i, t'_i)/tau} / sum_k e^{sim(t_i, t'_k)/tau}), k over the batch.
+3. CDIM, behaviour (``behaviour_loss``): V_s^{v_i} = the k = ``matcher_neighbours`` source items
+   of highest cosine to v_i in the pre-trained ID embeddings (``behaviour_neighbours``);
+   l_i^behavior = sum_{j in V_s^{v_i}} -log(e^{sim(t_i, t_j)/tau} / (e^{sim(t_i, t_j)/tau} +
+   sum_n e^{sim(t_i, t_n)/tau})), n over the batch's other items that are not in V_s^{v_i}.
+   The matcher minimises L = sum_i l_i^behavior + l_i^text (``tune_matcher``).
+4. Generation (``load_pretrained``, ``generate_id_embeddings``): V_{v_i^T} = TOP([sim(t_i^T,
+   t_j^S)]_j, m), m = ``num_similar``; alpha_ij = sim(t_i^T, t_j^S) / sum_{k in V_{v_i^T}}
+   sim(t_i^T, t_k^S); e_i^T = sum_{j in V_{v_i^T}} alpha_ij e_j^S (``id_weighting =
+   "normalised_cosine"``).
+5. Target: e_u^T = f_seq(s_u^T | Theta*, E*^T, P*), everything fine-tuned from the pre-trained
+   model and the generated E^T (``idp``, ``idp-bert4rec``), or with Theta unchanged and no training
+   at all (``idp-zeroshot``); e_u^T = f_seq^new(s_u^T | theta*, E*^T, P*), a new encoder whose item
+   embeddings only start from the generated ones (``transfer = "item_embeddings"``:
+   ``idp-newencoder`` with a SASRec, ``idp-bs`` with a BERT4Rec).
+
+Variants, each a registered name: ``idp``, ``idp-zeroshot``, ``idp-newencoder``, ``idp-bs``
+(IDP^{B&S} of the universality table on the downstream model: SASRec pre-trained, BERT4Rec
+fine-tuned) share one SASRec pre-training run; ``idp-bert4rec`` (IDP^{BERT4Rec} of the universality
+table on the pre-training base model) pre-trains and fine-tunes BERT4Rec. IDP_{ID+t} of the main
+table is not implemented: the document gives its row of numbers only and never says how the text
+representation joins the ID embedding (added, concatenated, through an adaptor, which text vector),
+so any version of it would be made up here.
+
+Departures from the document, each with its reason:
+
+- Pre-training loss: the printed BPR formula has terms it does not define for implicit feedback
+  (the feedback m_ui, the "bias" y_ui, a difference of two items' ID embeddings with no user side);
+  it names BPR, so the standard BPR on the model's output is used.
+- The two "contrastive learning" formulas of the form ||t_i - t_j||^2 - sim(t_i, t_j)/tau + m (one
+  for the text, one summed over the k neighbours) are not used. Their constant m has no gradient
+  and no hinge, so they cannot "keep the similarity above m" as the text says; they have no
+  negative term though the text names negatives; and for the text loss the document itself gives
+  the InfoNCE form. They are read as paraphrases of InfoNCE, and the behaviour term is l^text's
+  InfoNCE with the positive replaced by each of the k neighbours, summed over them as printed.
+- l^text is printed as the probability itself (to be maximised); its negative log is minimised.
+  Its negatives are printed as t_{v_k}; SimCSE's in-batch negatives (the other items' second
+  pass, t'_k) are used, since the document names SimCSE.
+- Behaviour negatives ("the other items not in V_s^{v_i}") come from the batch: its other anchors,
+  as l^text sums over the batch's N - 1 other items; the neighbours' texts are positives only.
+  An anchor with no negative left contributes 0 (-log 1).
+- Sums over all items become means over a batch's anchors (mini-batch training; both terms alike,
+  so their ratio is the document's).
+- V_s^{v_i} uses cosine: the document says "the similarity of the pre-trained embeddings".
+- alpha_ij is written in the prose with the ID embeddings e_i^T and e_j^S, but e_i^T is the
+  embedding being generated; the TOP(.) and score formulas use the text embeddings, as here.
+- alpha_ij edge cases, which the document does not discuss: a negative cosine among the m keeps
+  its negative weight (the formula as written; the weights still sum to 1). A row whose m cosines
+  sum to zero or less gets uniform weights 1/m: there the formula is undefined or reverses the
+  ranking (the best match would weigh least). With a tuned encoder and thousands of source items
+  the top m cosines are positive, so neither case is expected on real data; a small positive sum
+  of mixed signs gives large weights of both signs, as written. ``id_weighting = "softmax"``
+  (softmax of cosine / ``id_softmax_temperature``) is offered as an option.
+- Sentence encoder: the document fine-tunes SimCSE (BERT, [CLS] vector); the default here is the
+  offline all-MiniLM-L6-v2 with mean pooling (``text_encoder`` and ``text_pooling`` choose others,
+  e.g. a SimCSE checkpoint with cls).
+- BERT4Rec as the pre-trained model (``idp-bert4rec``): the document says IDP is not tied to
+  SASRec but gives no BERT4Rec details. Its pre-training keeps the document's BPR, at the cloze
+  positions, the ones a bidirectional model predicts; its mask token (a row of BERT4Rec's item
+  table) is transferred with the transformer; generation reads the source items' rows only.
+- New encoders start with fresh positions (and a fresh mask token in ``idp-bs``): the document's
+  P* is trained, and BERT4Rec has one position more than SASRec.
+- Target loss: the document does not name L_downstream; ``downstream_loss = "ce"`` (the model's
+  own: SASRec's full softmax, BERT4Rec's cloze CE, as their baseline rows) by default, ``"bpr"``
+  as in pre-training.
+- The padding row of the item table is zero and never trained (RecBole's SASRec and BERT4Rec train
+  it as a CE class), so a generated table's row 0 stays zero.
+- Not given, chosen here: m = 10, k = 5, tau = 0.05 for both losses (SimCSE's), one matcher epoch
+  over the source items, batch 64, AdamW at constant lr 3e-5 (SimCSE's lr, no schedule).
 """
 
 from __future__ import annotations
