@@ -184,7 +184,7 @@ class ItemCodes:
 
 @dataclass
 class DataSpec:
-    """What a method may know about the data: item count, history length and, if declared, text."""
+    """What a method may know about the data: item and user counts, history length and, if declared, text."""
 
     num_items: int
     """N: item ids are 1..N, 0 is padding; scores have N + 1 columns."""
@@ -201,6 +201,9 @@ class DataSpec:
     item_codes: ItemCodes | None = None
     """Externally provided discrete item codes; only when the config (an :class:`ItemCodesConfig`)
     asks for ``imported:NAME``."""
+    num_users: int = 0
+    """U: user ids in ``Batch.users`` are 1..U, 0 is the unknown user; a user table has U + 1 rows.
+    0 when the users are not known (then every user is the unknown user)."""
 
 
 @dataclass
@@ -208,12 +211,15 @@ class Batch:
     """A batch of item sequences, oldest first, right-padded with 0.
 
     ``targets[b, t]`` is the next item after position ``t`` (0 where there is none); training
-    batches have it, evaluation batches do not.
+    batches have it, evaluation batches do not. ``users[b]`` is the id of the user whose sequence
+    row ``b`` is (dataset user ``u`` has id ``u + 1``; 0 is the unknown user), or None when the
+    caller does not know the users; only methods with ``needs_users = True`` read it.
     """
 
     items: torch.Tensor  # (B, L) long
     lengths: torch.Tensor  # (B,) long, >= 1
     targets: torch.Tensor | None = None  # (B, L) long
+    users: torch.Tensor | None = None  # (B,) long, 0..U
 
     def to(self, device: torch.device | str) -> Batch:
         moved = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -265,6 +271,8 @@ class Method(nn.Module, ABC):
     """True if pre-training also needs ``DataSpec.item_text_embeddings_word_dropped``."""
     needs_raw_text: ClassVar[bool] = False
     """True if the method needs ``DataSpec.item_texts`` (e.g. to fine-tune a text encoder)."""
+    needs_users: ClassVar[bool] = False
+    """True if the method reads ``Batch.users`` (a user embedding table of ``DataSpec.num_users + 1`` rows)."""
 
     def __init__(self, config: MethodConfig, spec: DataSpec) -> None:
         super().__init__()
@@ -367,6 +375,19 @@ class Method(nn.Module, ABC):
         transferable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
         self.load_state_dict(transferable, strict=False)
         return sorted(set(own) - set(transferable))
+
+    def user_rows(self, batch: Batch) -> torch.Tensor:
+        """(B,) rows of a user table of ``spec.num_users + 1`` rows for the batch's users.
+
+        Row ``u`` for a user id ``u`` in 1..U; row 0, the unknown user, when the batch carries no
+        users or an id outside 1..U (a user the model was not built with), so a lookup never
+        reaches past the table.
+        """
+        if batch.users is None:
+            return torch.zeros(batch.size, dtype=torch.long, device=batch.items.device)
+        users = batch.users.long()
+        known = (users >= 1) & (users <= self.spec.num_users)
+        return torch.where(known, users, torch.zeros_like(users))
 
     def last_hidden(self, hidden: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """(B, L, d) -> (B, d): the output at each sequence's last real position."""

@@ -153,6 +153,7 @@ def build_method(
         train_item_mask=torch.from_numpy(train_items),
         item_texts=[t or "" for t in dataset.item_texts] if cls.needs_raw_text else None,
         item_codes=item_codes,
+        num_users=dataset.num_users,
     )
     return cls(config, spec)
 
@@ -271,7 +272,8 @@ def architecture_search(
 
 
 def valid_batches(dataset: Dataset, max_history: int, batch_size: int, seed: int) -> list[Batch]:
-    """Every user's valid history, in random order, with the valid item as the target of its last position."""
+    """Every user's valid history, in random order, with the valid item as the target of its last position
+    (and the user's id, dataset user ``u`` being ``u + 1``, as in the Evaluator's batches)."""
     histories, lengths, targets = dataset.eval_examples("valid", max_history)
     order = np.random.default_rng(seed).permutation(len(lengths))
     batches = []
@@ -281,7 +283,8 @@ def valid_batches(dataset: Dataset, max_history: int, batch_size: int, seed: int
         last = torch.from_numpy(lengths[rows] - 1)
         next_items = torch.zeros_like(items)
         next_items[torch.arange(len(rows)), last] = torch.from_numpy(targets[rows])
-        batches.append(Batch(items=items, lengths=torch.from_numpy(lengths[rows]), targets=next_items))
+        users = torch.from_numpy(rows.astype(np.int64) + 1)
+        batches.append(Batch(items=items, lengths=torch.from_numpy(lengths[rows]), targets=next_items, users=users))
     return batches
 
 
