@@ -9,9 +9,9 @@ import torch
 
 from recbench.method import Batch, DataSpec
 from recbench.registry import get_method, resolve_config
-from recbench.runs.experiment import run_experiment
 from recbench.runs.trainer import seed_everything
 from recbench_plugins.fpmc import FPMC
+from tests.baseline_checks import assert_learns_the_toy_task
 
 NUM_ITEMS = 20
 NUM_USERS = 6
@@ -139,17 +139,4 @@ def test_initialisation_is_recbole_s_xavier_normal_with_an_empty_unknown_user_ro
 
 
 def test_training_on_a_toy_task_lowers_the_loss_and_beats_chance(toy_dataset, tmp_path: Path) -> None:
-    overrides = {
-        "embedding_size": 16,
-        "max_seq_length": 10,
-        "epochs": 8,
-        "patience": 8,
-        "train_batch_targets": 64,
-        "learning_rate": 0.01,
-    }
-    result = run_experiment(
-        "fpmc", "toy", seed=3, overrides=[overrides], runs_dir=tmp_path, device="cpu", show_progress=False
-    )
-    losses = [entry["loss"] for entry in result.run.log]
-    assert len(losses) == 8 and losses[-1] < 0.6 * losses[0]
-    assert result.run.metrics["test"]["hr@5"] > 3 * 5 / toy_dataset.num_items  # chance: 5 of 30 items
+    assert_learns_the_toy_task("fpmc", {"embedding_size": 16}, toy_dataset, tmp_path)
