@@ -457,7 +457,10 @@ class IDP(Method):
                     # A neighbour shared by several anchors is encoded once per step.
                     distinct, position = torch.unique(anchor_neighbours, return_inverse=True)
                     encoded = embed_texts(encoder, [texts[i] for i in distinct.tolist()])  # (U, t)
-                    behaviour = encoded[position.to(encoded.device)]  # (B, k, t)
+                    # Gathered by a one-hot product: the backward of fancy indexing with repeated rows
+                    # accumulates in a thread-dependent order on CPU, which breaks bit-identical resumes.
+                    pick = F.one_hot(position.to(encoded.device), len(distinct)).to(encoded.dtype)  # (B, k, U)
+                    behaviour = pick @ encoded  # (B, k, t)
                     loss = simcse_loss(first, second, tau) + behaviour_loss(
                         first, behaviour, anchors.to(first.device), anchor_neighbours.to(first.device), tau
                     )
