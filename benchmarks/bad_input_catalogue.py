@@ -4,6 +4,8 @@ Each case builds its state in a fresh temporary home and runs directory, runs on
 subprocess, and is classified as
 
 - ``clear error``: exit status 1, exactly one ``error:`` line, no traceback (the wanted outcome for bad input);
+- ``usage error``: exit status 2, refused while the command line is parsed (a value outside the choices), the
+  valid ones named (equally wanted);
 - ``works``: exit status 0 where the input is legitimate (e.g. ``epochs=0``);
 - ``traceback``: a Python traceback (or a crash without one line);
 - ``silently accepted``: exit status 0 on input that must be refused, or numbers that should not exist;
@@ -342,6 +344,8 @@ def classify(case: Case, result: subprocess.CompletedProcess, root: Path, before
         return "code ran"
     if outside or (root / "hijacked").exists() or (root.parent / "hijacked").exists():
         return "wrote outside"
+    if "Traceback" not in output and result.returncode == 2 and "Usage:" in output:
+        return "usage error"  # refused while parsing the command line, naming the valid choices
     if "Traceback" in output or result.returncode not in (0, 1):
         return "traceback"
     errors = [line for line in output.splitlines() if line.startswith("error:")]

@@ -1,35 +1,87 @@
 """IDP: ID-centric pre-training with a cross-domain ID matcher (CDIM).
 
-Paper: Wu, Xie, Zhang, Zhang, Zhuang, Lin, Kang, Xu, "ID-centric Pre-training for
+Specification: the IDP document of the method seeds (``seeds/001_4a0cf4602e270171.txt``), a Chinese
+summary of Wu, Xie, Zhang, Zhang, Zhuang, Lin, Kang, Xu, "ID-centric Pre-training for
 Recommendation", arXiv 2405.03562 (2024). No official code was released; nothing to check against.
 
-1. ID pre-training: SASRec-ID (``plugins/sasrec.py``) on the union of the source domains, item ids
-   kept apart per domain (no alignment). Loss: BPR, -log sigmoid(s_pos - s_neg) averaged over
-   target positions, s = <transformer output, item ID embedding>, one negative per target
-   position drawn uniformly from the source items other than the positive.
-2. CDIM (``finish_pretraining``): the sentence encoder (``text_encoder``, default the offline
-   MiniLM) fine-tuned on the source items' texts with the sum of two InfoNCE losses, both with
-   in-batch negatives and cosine / ``matcher_temperature``: (a) SimCSE, the same text encoded twice
-   in train mode (two dropout masks); (b) behaviour, the positive of each anchor is one of its
-   ``matcher_neighbours`` nearest source items by cosine of the pre-trained ID embeddings, drawn
-   anew each step; in-batch positives of the other anchors are the negatives (those that are the
-   same item as the anchor's own positive are masked). The tuned encoder is a submodule of the
-   pre-training model only, and the tuned text embedding of every source item a buffer of it.
-3. Tuning stage (``load_pretrained``): target texts are encoded with the tuned encoder; each target
-   item takes the ``num_similar`` (m) source items of highest text cosine, weights
-   softmax(cosine / matcher_temperature) over those m, and its ID embedding is the weighted sum of
-   their pre-trained ID embeddings (:func:`generate_id_embeddings`).
-4. Variants (one pre-training run): ``idp`` (transformer, positions and generated item embeddings
-   loaded, all fine-tuned), ``idp-zeroshot`` (the same, no training on the target: epochs = 0),
-   ``idp-newencoder`` (fresh SASRec, only the item embeddings generated). Target loss
-   ``downstream_loss``: CE over all items (default, as the SASRec-ID rows) or BPR as pre-training.
+Formulas followed (sim = cosine, tau = ``matcher_temperature``, t = a text embedding of the matcher):
 
-Choices the paper leaves open, stated here: the weights (softmax at the matcher's temperature, so
-they are the matcher's own retrieval distribution restricted to the top m), m = 10, k = 5, tau =
-0.05 for both losses (SimCSE's), one matcher epoch over the source items, batch 64, AdamW at
-constant lr 3e-5 (SimCSE's lr, no schedule). Deviation from RecBole's SASRec: the padding row of
-the item table is zero and never trained (CE would otherwise train it as a class), so a generated
-table's row 0 stays zero.
+1. Pre-training: e_u = f_seq(s_u | Theta, E, P), f_seq = SASRec (``plugins/sasrec.py``), or BERT4Rec
+   (``plugins/bert4rec.py``) with ``sequence_model = "bert4rec"``, on the union of the source
+   domains with users and items not aligned (item ids kept apart per domain). L_BPR = mean over the
+   predicted positions of -log sigmoid(s_pos - s_neg), s = <transformer output, item ID
+   embedding>, one negative per position drawn uniformly from the source items other than the
+   positive. SASRec predicts at every target position, BERT4Rec at its cloze (masked) positions.
+2. CDIM, text (``simcse_loss``): t_i and t'_i are two dropout passes of the encoder over item i's
+   text; l_i^text = -log(e^{sim(t_i, t'_i)/tau} / sum_k e^{sim(t_i, t'_k)/tau}), k over the batch.
+3. CDIM, behaviour (``behaviour_loss``): V_s^{v_i} = the k = ``matcher_neighbours`` source items
+   of highest cosine to v_i in the pre-trained ID embeddings (``behaviour_neighbours``);
+   l_i^behavior = sum_{j in V_s^{v_i}} -log(e^{sim(t_i, t_j)/tau} / (e^{sim(t_i, t_j)/tau} +
+   sum_n e^{sim(t_i, t_n)/tau})), n over the batch's other items that are not in V_s^{v_i}.
+   The matcher minimises L = sum_i l_i^behavior + l_i^text (``tune_matcher``).
+4. Generation (``load_pretrained``, ``generate_id_embeddings``): V_{v_i^T} = TOP([sim(t_i^T,
+   t_j^S)]_j, m), m = ``num_similar``; alpha_ij = sim(t_i^T, t_j^S) / sum_{k in V_{v_i^T}}
+   sim(t_i^T, t_k^S); e_i^T = sum_{j in V_{v_i^T}} alpha_ij e_j^S (``id_weighting =
+   "normalised_cosine"``).
+5. Target: e_u^T = f_seq(s_u^T | Theta*, E*^T, P*), everything fine-tuned from the pre-trained
+   model and the generated E^T (``idp``, ``idp-bert4rec``), or with Theta unchanged and no training
+   at all (``idp-zeroshot``); e_u^T = f_seq^new(s_u^T | theta*, E*^T, P*), a new encoder whose item
+   embeddings only start from the generated ones (``transfer = "item_embeddings"``:
+   ``idp-newencoder`` with a SASRec, ``idp-bs`` with a BERT4Rec).
+
+Variants, each a registered name: ``idp``, ``idp-zeroshot``, ``idp-newencoder``, ``idp-bs``
+(IDP^{B&S} of the universality table on the downstream model: SASRec pre-trained, BERT4Rec
+fine-tuned) share one SASRec pre-training run; ``idp-bert4rec`` (IDP^{BERT4Rec} of the universality
+table on the pre-training base model) pre-trains and fine-tunes BERT4Rec. IDP_{ID+t} of the main
+table is not implemented: the document gives its row of numbers only and never says how the text
+representation joins the ID embedding (added, concatenated, through an adaptor, which text vector),
+so any version of it would be made up here.
+
+Departures from the document, each with its reason:
+
+- Pre-training loss: the printed BPR formula has terms it does not define for implicit feedback
+  (the feedback m_ui, the "bias" y_ui, a difference of two items' ID embeddings with no user side);
+  it names BPR, so the standard BPR on the model's output is used.
+- The two "contrastive learning" formulas of the form ||t_i - t_j||^2 - sim(t_i, t_j)/tau + m (one
+  for the text, one summed over the k neighbours) are not used. Their constant m has no gradient
+  and no hinge, so they cannot "keep the similarity above m" as the text says; they have no
+  negative term though the text names negatives; and for the text loss the document itself gives
+  the InfoNCE form. They are read as paraphrases of InfoNCE, and the behaviour term is l^text's
+  InfoNCE with the positive replaced by each of the k neighbours, summed over them as printed.
+- l^text is printed as the probability itself (to be maximised); its negative log is minimised.
+  Its negatives are printed as t_{v_k}; SimCSE's in-batch negatives (the other items' second
+  pass, t'_k) are used, since the document names SimCSE.
+- Behaviour negatives ("the other items not in V_s^{v_i}") come from the batch: its other anchors,
+  as l^text sums over the batch's N - 1 other items; the neighbours' texts are positives only.
+  An anchor with no negative left contributes 0 (-log 1).
+- Sums over all items become means over a batch's anchors (mini-batch training; both terms alike,
+  so their ratio is the document's).
+- V_s^{v_i} uses cosine: the document says "the similarity of the pre-trained embeddings".
+- alpha_ij is written in the prose with the ID embeddings e_i^T and e_j^S, but e_i^T is the
+  embedding being generated; the TOP(.) and score formulas use the text embeddings, as here.
+- alpha_ij edge cases, which the document does not discuss: a negative cosine among the m keeps
+  its negative weight (the formula as written; the weights still sum to 1). A row whose m cosines
+  sum to zero or less gets uniform weights 1/m: there the formula is undefined or reverses the
+  ranking (the best match would weigh least). With a tuned encoder and thousands of source items
+  the top m cosines are positive, so neither case is expected on real data; a small positive sum
+  of mixed signs gives large weights of both signs, as written. ``id_weighting = "softmax"``
+  (softmax of cosine / ``id_softmax_temperature``) is offered as an option.
+- Sentence encoder: the document fine-tunes SimCSE (BERT, [CLS] vector); the default here is the
+  offline all-MiniLM-L6-v2 with mean pooling (``text_encoder`` and ``text_pooling`` choose others,
+  e.g. a SimCSE checkpoint with cls).
+- BERT4Rec as the pre-trained model (``idp-bert4rec``): the document says IDP is not tied to
+  SASRec but gives no BERT4Rec details. Its pre-training keeps the document's BPR, at the cloze
+  positions, the ones a bidirectional model predicts; its mask token (a row of BERT4Rec's item
+  table) is transferred with the transformer; generation reads the source items' rows only.
+- New encoders start with fresh positions (and a fresh mask token in ``idp-bs``): the document's
+  P* is trained, and BERT4Rec has one position more than SASRec.
+- Target loss: the document does not name L_downstream; ``downstream_loss = "ce"`` (the model's
+  own: SASRec's full softmax, BERT4Rec's cloze CE, as their baseline rows) by default, ``"bpr"``
+  as in pre-training.
+- The padding row of the item table is zero and never trained (RecBole's SASRec and BERT4Rec train
+  it as a CE class), so a generated table's row 0 stays zero.
+- Not given, chosen here: m = 10, k = 5, tau = 0.05 for both losses (SimCSE's), one matcher epoch
+  over the source items, batch 64, AdamW at constant lr 3e-5 (SimCSE's lr, no schedule).
 """
 
 from __future__ import annotations
@@ -46,6 +98,7 @@ from recbench.method import (
     Batch,
     ConfigRuleError,
     DataSpec,
+    Method,
     StrictNonNegativeInt,
     StrictPositiveFloat,
     StrictPositiveInt,
@@ -53,11 +106,25 @@ from recbench.method import (
 )
 from recbench.progress import ProgressDisplay
 from recbench.registry import register
+from recbench_plugins.bert4rec import BERT4Rec, BERT4RecConfig
 from recbench_plugins.sasrec import SASRec, SASRecConfig
 
-DOWNSTREAM_KEYS = ("epochs", "patience", "zero_shot", "transfer", "downstream_loss", "num_similar")
+DOWNSTREAM_KEYS = (
+    "epochs",
+    "patience",
+    "zero_shot",
+    "transfer",
+    "new_encoder",
+    "downstream_loss",
+    "num_similar",
+    "id_weighting",
+    "id_softmax_temperature",
+)
 """Keys that only matter on the target: reset by ``pretraining_config`` so every variant (and every
 m of the m search) shares one pre-training run."""
+BERT4REC_KEYS = ("mask_ratio", "training_input")
+"""BERT4Rec's cloze keys: also reset for a SASRec pre-training, which they do not touch (so idp-bs
+shares idp's pre-training run whatever its BERT4Rec settings)."""
 CHUNK_SIZE = 1024
 """Query rows per similarity block: memory stays (CHUNK_SIZE, source items) whatever the dataset size."""
 
@@ -72,18 +139,31 @@ def matcher_digest(weights: dict[str, torch.Tensor], settings: str) -> str:
     return digest.hexdigest()
 
 
-class IDPConfig(SASRecConfig, TransferConfig):
-    """IDP hyper-parameters: SASRec-ID's (RecBole defaults, hidden 300) plus the matcher's."""
+class IDPConfig(SASRecConfig, BERT4RecConfig, TransferConfig):
+    """IDP hyper-parameters: the ID sequence model's (RecBole defaults, hidden 300) plus the matcher's."""
 
+    sequence_model: Literal["sasrec", "bert4rec"] = "sasrec"
+    """The ID-based sequence model pre-trained on the sources (and, with transfer = full, fine-tuned
+    on the target): sasrec (IDP) or bert4rec (IDP^{BERT4Rec})."""
     transfer: Literal["full", "item_embeddings"] = "full"
     """What the target takes from pre-training: full (transformer, positions, generated item
-    embeddings) or item_embeddings (a fresh SASRec whose item embeddings only are generated)."""
+    embeddings) or item_embeddings (a fresh new_encoder whose item embeddings only are generated)."""
+    new_encoder: Literal["sasrec", "bert4rec"] = "sasrec"
+    """With transfer = item_embeddings: the fresh sequence model trained on the target around the
+    generated item embeddings: sasrec or bert4rec (IDP^{B&S} when SASRec was pre-trained)."""
     zero_shot: StrictBool = False
     """Score the target with the transferred model as it is (requires epochs = 0)."""
     downstream_loss: Literal["ce", "bpr"] = "ce"
-    """Target training loss: ce (full softmax, as SASRec-ID) or bpr (as pre-training)."""
+    """Target training loss: ce (the model's own: SASRec's full softmax, BERT4Rec's cloze) or bpr
+    (as pre-training)."""
     num_similar: StrictPositiveInt = 10
     """m: source items whose ID embeddings make up each target item's generated embedding."""
+    id_weighting: Literal["normalised_cosine", "softmax"] = "normalised_cosine"
+    """Weights of the m source ID embeddings: normalised_cosine (the document's alpha_ij, each
+    cosine over the sum of the m cosines) or softmax (of cosine / id_softmax_temperature)."""
+    id_softmax_temperature: StrictPositiveFloat = 0.05
+    """Temperature of id_weighting = softmax (at the default matcher_temperature, 0.05, the weights
+    are the tuned matcher's own retrieval distribution over the m)."""
     matcher_epochs: StrictNonNegativeInt = 1
     """Epochs of matcher fine-tuning over the source items (0: the off-the-shelf encoder)."""
     matcher_batch_size: Annotated[int, Field(strict=True, ge=2)] = 64  # a batch of 1 has no in-batch negative
@@ -91,9 +171,14 @@ class IDPConfig(SASRecConfig, TransferConfig):
     matcher_learning_rate: StrictPositiveFloat = 3e-5
     """AdamW learning rate of the matcher (SimCSE's range 1e-5..5e-5)."""
     matcher_temperature: StrictPositiveFloat = 0.05
-    """tau of both contrastive losses and of the generation weights (SimCSE: 0.05)."""
+    """tau of both contrastive losses of the matcher (SimCSE: 0.05)."""
     matcher_neighbours: StrictPositiveInt = 5
     """k: nearest source items by ID-embedding cosine that are behaviour positives of an item."""
+
+    @property
+    def built_model(self) -> Literal["sasrec", "bert4rec"]:
+        """The sequence model a model of this config is: the pre-trained one, or the new encoder."""
+        return self.sequence_model if self.transfer == "full" else self.new_encoder
 
     @model_validator(mode="after")
     def _zero_shot_trains_nothing(self) -> IDPConfig:
@@ -102,21 +187,28 @@ class IDPConfig(SASRecConfig, TransferConfig):
             raise ConfigRuleError("epochs", self.epochs, message)
         return self
 
+    @model_validator(mode="after")
+    def _new_encoder_needs_a_fresh_model(self) -> IDPConfig:
+        if self.transfer == "full" and self.new_encoder != "sasrec":
+            message = "the new encoder is only built with transfer = item_embeddings (full keeps the pre-trained model)"
+            raise ConfigRuleError("new_encoder", self.new_encoder, message)
+        return self
+
+    @model_validator(mode="after")
+    def _some_mask_is_predicted(self) -> IDPConfig:
+        # Overrides BERT4Rec's rule of the same name: a config that builds no BERT4Rec has no cloze.
+        if "bert4rec" in (self.sequence_model, self.built_model):
+            return BERT4RecConfig._some_mask_is_predicted(self)
+        return self
+
 
 # --- pure functions: losses, neighbours, embedding generation ------------------------------
-def info_nce(
-    anchors: torch.Tensor, candidates: torch.Tensor, temperature: float, same: torch.Tensor | None = None
-) -> torch.Tensor:
+def info_nce(anchors: torch.Tensor, candidates: torch.Tensor, temperature: float) -> torch.Tensor:
     """Mean InfoNCE: anchor i's positive is candidates[i], the other rows are its negatives.
 
-    ``anchors``, ``candidates``: (B, t); logits are cosines / temperature. ``same`` (B, B) bool marks
-    off-diagonal candidates that are not negatives of row i (they are the positive item again).
+    ``anchors``, ``candidates``: (B, t); logits are cosines / temperature.
     """
     logits = F.normalize(anchors, dim=-1) @ F.normalize(candidates, dim=-1).T / temperature  # (B, B)
-    if same is not None:
-        logits = logits.masked_fill(
-            same & ~torch.eye(len(logits), dtype=torch.bool, device=logits.device), float("-inf")
-        )
     return F.cross_entropy(logits, torch.arange(len(logits), device=logits.device))
 
 
@@ -126,14 +218,35 @@ def simcse_loss(first: torch.Tensor, second: torch.Tensor, temperature: float) -
 
 
 def behaviour_loss(
-    anchors: torch.Tensor, positives: torch.Tensor, positive_items: torch.Tensor, temperature: float
+    anchors: torch.Tensor,
+    neighbours: torch.Tensor,
+    anchor_items: torch.Tensor,
+    neighbour_items: torch.Tensor,
+    temperature: float,
 ) -> torch.Tensor:
-    """(B, t) anchor texts vs (B, t) texts of their behaviour positives (items ``positive_items`` (B,)).
+    """The document's behaviour term, summed over each anchor's k neighbours and averaged over anchors.
 
-    Another anchor's positive that is the same item as anchor i's positive is no negative of i.
+    ``anchors`` (B, t) texts of the batch's items ``anchor_items`` (B,); ``neighbours`` (B, k, t)
+    texts of their k pre-trained-ID neighbours ``neighbour_items`` (B, k). With s = cosine / tau,
+    anchor i contributes sum_j -log(e^{s(i, j)} / (e^{s(i, j)} + sum_n e^{s(i, n)})) over its
+    neighbours j, where n runs over the other anchors of the batch that are not among i's own
+    neighbours (the document's negatives: items outside V_s^{v_i}).
     """
-    same = positive_items[:, None] == positive_items[None, :]  # (B, B)
-    return info_nce(anchors, positives, temperature, same)
+    unit_anchors = F.normalize(anchors, dim=-1)
+    positive = torch.einsum("bt,bkt->bk", unit_anchors, F.normalize(neighbours, dim=-1)) / temperature  # (B, k)
+    negative = unit_anchors @ unit_anchors.T / temperature  # (B, B): anchor i against anchor n
+    is_neighbour = (neighbour_items[:, :, None] == anchor_items[None, None, :]).any(dim=1)  # (B, B)
+    itself = torch.eye(len(anchors), dtype=torch.bool, device=anchors.device)
+    negative = negative.masked_fill(is_neighbour | itself, float("-inf"))
+    batch, k = positive.shape
+    # Column 0 is the positive; a masked negative is -inf, so it adds nothing to the denominator.
+    logits = torch.cat([positive[:, :, None], negative[:, None, :].expand(batch, k, batch)], dim=2)  # (B, k, 1 + B)
+    per_pair = F.cross_entropy(
+        logits.reshape(batch * k, 1 + batch),
+        torch.zeros(batch * k, dtype=torch.long, device=anchors.device),
+        reduction="none",
+    )
+    return per_pair.reshape(batch, k).sum(dim=1).mean()
 
 
 def behaviour_neighbours(id_embeddings: torch.Tensor, k: int, chunk_size: int = CHUNK_SIZE) -> torch.Tensor:
@@ -148,19 +261,42 @@ def behaviour_neighbours(id_embeddings: torch.Tensor, k: int, chunk_size: int = 
     return torch.cat(blocks)
 
 
+def generation_weights(similarities: torch.Tensor, weighting: str, softmax_temperature: float = 0.05) -> torch.Tensor:
+    """(c, m) cosines of each target item to its m chosen source items -> (c, m) weights, rows summing to 1.
+
+    ``normalised_cosine`` is the document's alpha_ij = cos_ij / sum_k cos_ik over the m sources,
+    applied as written: a negative cosine among the m gets a negative weight (the row stays an
+    affine combination summing to 1). Where the m cosines sum to zero or less the formula is
+    undefined (zero) or reverses the ranking (a negative sum makes the best match weigh least),
+    so such a row gets the uniform weights 1 / m instead, which is also what the formula gives
+    when the m cosines are equal and positive: the text prefers none of them. ``softmax`` is
+    softmax(cos / softmax_temperature) over the m.
+    """
+    if weighting == "softmax":
+        return torch.softmax(similarities / softmax_temperature, dim=1)
+    if weighting != "normalised_cosine":
+        raise ValueError(f"unknown id_weighting '{weighting}'; expected normalised_cosine or softmax")
+    totals = similarities.sum(dim=1, keepdim=True)  # (c, 1)
+    usable = totals > 0
+    uniform = torch.full_like(similarities, 1.0 / max(similarities.shape[1], 1))
+    return torch.where(usable, similarities / torch.where(usable, totals, torch.ones_like(totals)), uniform)
+
+
 def generate_id_embeddings(
     target_text: torch.Tensor,
     source_text: torch.Tensor,
     source_ids: torch.Tensor,
     m: int,
-    temperature: float = 0.05,
+    weighting: str = "normalised_cosine",
+    softmax_temperature: float = 0.05,
     chunk_size: int = CHUNK_SIZE,
 ) -> torch.Tensor:
     """ID embeddings of target items from the ID embeddings of their m most text-similar source items.
 
     ``target_text`` (N, t), ``source_text`` (S, t), ``source_ids`` (S, d) -> (N, d): row n is
-    sum_j w_j source_ids[j] over the m sources j of highest cosine(target_text[n], source_text[j]),
-    w = softmax(cosine / temperature) over those m.
+    sum_j w_nj source_ids[j] over the m sources j of highest cosine(target_text[n], source_text[j])
+    (all S when S < m), the weights w from :func:`generation_weights` (see there for negative
+    cosines and sums of cosines that are not positive).
     """
     m = min(m, len(source_text))
     keys = F.normalize(source_text, dim=1)
@@ -168,7 +304,7 @@ def generate_id_embeddings(
     for start in range(0, len(target_text), chunk_size):
         similarity = F.normalize(target_text[start : start + chunk_size], dim=1) @ keys.T  # (c, S)
         top, index = similarity.topk(m, dim=1)  # (c, m)
-        weights = torch.softmax(top / temperature, dim=1)
+        weights = generation_weights(top, weighting, softmax_temperature)
         blocks.append(torch.einsum("cm,cmd->cd", weights, source_ids[index]))  # (c, d)
     return torch.cat(blocks) if blocks else source_ids.new_zeros(0, source_ids.shape[1])
 
@@ -188,20 +324,38 @@ def embed_texts(encoder: Any, texts: list[str]) -> torch.Tensor:
 
 @register(
     "idp",
-    variants={"idp-zeroshot": {"zero_shot": True, "epochs": 0}, "idp-newencoder": {"transfer": "item_embeddings"}},
+    variants={
+        "idp-zeroshot": {"zero_shot": True, "epochs": 0},
+        "idp-newencoder": {"transfer": "item_embeddings"},
+        "idp-bert4rec": {"sequence_model": "bert4rec"},
+        "idp-bs": {"transfer": "item_embeddings", "new_encoder": "bert4rec"},
+    },
 )
-class IDP(SASRec):
-    """IDP: SASRec-ID pre-trained on sources; target ID embeddings generated by a text-based ID matcher."""
+class IDP(Method):
+    """IDP: an ID sequence model pre-trained on sources; target ID embeddings generated by a text-based ID matcher.
+
+    ``IDP(config, spec)`` builds an :class:`IDPSASRec` or an :class:`IDPBERT4Rec`, whichever
+    ``config.built_model`` names: one registered method covers both, so the pre-training model
+    (``sequence_model``) and the target model (a new encoder in idp-bs) may differ while every
+    variant shares one pre-training run. This class holds what IDP adds to either model.
+    """
 
     Config = IDPConfig
     supports_pretraining = True
     needs_raw_text = True
+    causal = True  # BERT4Rec's scoring also cuts each history at its length (it appends the mask there)
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> IDP:
+        if cls is IDP:
+            config = args[0] if args else kwargs["config"]
+            cls = {"sasrec": IDPSASRec, "bert4rec": IDPBERT4Rec}[config.built_model]
+        return super().__new__(cls)
 
     def __init__(self, config: IDPConfig, spec: DataSpec) -> None:
         super().__init__(config, spec)
         with torch.no_grad():
             self.item_embedding.weight[0].zero_()
-        # CE over N + 1 columns would train the padding row as a class; keep it at zero instead.
+        # CE over the padding column would train the padding row as a class; keep it at zero instead.
         self.item_embedding.weight.register_hook(
             lambda grad: grad.index_fill(0, grad.new_zeros(1, dtype=torch.long), 0.0)
         )
@@ -210,7 +364,8 @@ class IDP(SASRec):
     def pretraining_config(cls, config: IDPConfig) -> IDPConfig:
         """Every variant and every m pre-trains the same model: target-only keys take their defaults."""
         defaults = cls.Config.model_fields
-        return config.model_copy(update={key: defaults[key].default for key in DOWNSTREAM_KEYS})
+        reset = DOWNSTREAM_KEYS + (BERT4REC_KEYS if config.sequence_model == "sasrec" else ())
+        return config.model_copy(update={key: defaults[key].default for key in reset})
 
     def encoder_spec(self) -> Any:
         from recbench.data.encode import EncoderSpec
@@ -222,15 +377,23 @@ class IDP(SASRec):
             precision=self.config.text_precision,
         )
 
+    def item_rows(self, table: torch.Tensor) -> torch.Tensor:
+        """The rows of an item table that are items 1..N of this model's data (no padding, no mask token)."""
+        return table[1 : self.spec.num_items + 1]
+
     # --- losses ---------------------------------------------------------------------------
+    def predicted_positions(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """(T, d) outputs where the model predicts an item in its training task, and the (T,) items there."""
+        raise NotImplementedError
+
     def bpr_loss(self, batch: Batch) -> torch.Tensor:
-        """BPR with one uniform negative per target position: mean of -log sigmoid(s_pos - s_neg)."""
-        hidden = self.encode(batch.items)  # (B, L, d)
-        has_target = batch.targets > 0
-        positives = batch.targets[has_target]  # (T,)
+        """BPR with one uniform negative per predicted position: mean of -log sigmoid(s_pos - s_neg)."""
+        hidden, positives = self.predicted_positions(batch)  # (T, d), (T,)
+        if len(positives) == 0:  # a cloze batch with nothing masked: no signal, graph kept connected
+            return hidden.sum() * 0.0
         negatives = sample_negatives(positives, self.spec.num_items)
         table = self.item_embedding.weight
-        margin = (hidden[has_target] * (table[positives] - table[negatives])).sum(-1)  # (T,)
+        margin = (hidden * (table[positives] - table[negatives])).sum(-1)  # (T,)
         return -F.logsigmoid(margin).mean()
 
     def pretrain_loss(self, batch: Batch) -> torch.Tensor:
@@ -253,7 +416,7 @@ class IDP(SASRec):
             [i for i, text in enumerate(texts) if text.strip()], dtype=torch.long
         )  # 0-based item rows
         if self.config.matcher_epochs > 0 and len(with_text) > 1:
-            ids = self.item_embedding.weight.detach()[1:][with_text]  # (S', d)
+            ids = self.item_rows(self.item_embedding.weight.detach())[with_text]  # (S', d)
             neighbours = with_text[
                 behaviour_neighbours(ids, min(self.config.matcher_neighbours, len(with_text) - 1)).cpu()
             ]  # (S', k)
@@ -285,15 +448,21 @@ class IDP(SASRec):
                         progress.advance(task)
                         continue
                     anchors = items[rows]  # (B,) 0-based item rows
-                    positives = neighbours[rows, torch.randint(neighbours.shape[1], (len(rows),))]  # (B,)
+                    anchor_neighbours = neighbours[rows]  # (B, k) 0-based item rows
                     anchor_texts = [texts[i] for i in anchors.tolist()]
                     first, second = (
                         embed_texts(encoder, anchor_texts),
                         embed_texts(encoder, anchor_texts),
                     )  # (B, t) each
-                    behaviour = embed_texts(encoder, [texts[i] for i in positives.tolist()])  # (B, t)
+                    # A neighbour shared by several anchors is encoded once per step.
+                    distinct, position = torch.unique(anchor_neighbours, return_inverse=True)
+                    encoded = embed_texts(encoder, [texts[i] for i in distinct.tolist()])  # (U, t)
+                    # Gathered by a one-hot product: the backward of fancy indexing with repeated rows
+                    # accumulates in a thread-dependent order on CPU, which breaks bit-identical resumes.
+                    pick = F.one_hot(position.to(encoded.device), len(distinct)).to(encoded.dtype)  # (B, k, U)
+                    behaviour = pick @ encoded  # (B, k, t)
                     loss = simcse_loss(first, second, tau) + behaviour_loss(
-                        first, behaviour, positives.to(first.device), tau
+                        first, behaviour, anchors.to(first.device), anchor_neighbours.to(first.device), tau
                     )
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
@@ -324,17 +493,17 @@ class IDP(SASRec):
         target_text = torch.from_numpy(
             encode_texts_cached(self.spec.item_texts, encoder, identity, self.config.text_precision)
         )  # (N, t)
-        source_text, source_ids = (
-            state["source_text"][1:].float().cpu(),
-            state["item_embedding.weight"][1:].float().cpu(),
-        )
+        source_text = state["source_text"][1:].float().cpu()  # (S, t)
+        pretrained_table = state["item_embedding.weight"].float().cpu()
+        source_ids = pretrained_table[1 : len(source_text) + 1]  # (S, d): items only, never a mask token
         matchable = source_text.abs().sum(dim=1) > 0  # source items without text are never matched
         generated = generate_id_embeddings(
             target_text,
             source_text[matchable],
             source_ids[matchable],
             self.config.num_similar,
-            self.config.matcher_temperature,
+            self.config.id_weighting,
+            self.config.id_softmax_temperature,
         )
         own = self.state_dict()
         loaded = {"item_embedding.weight"}
@@ -345,7 +514,36 @@ class IDP(SASRec):
             }
             self.load_state_dict(transferable, strict=False)
             loaded |= set(transferable)
+            self.load_token_rows(pretrained_table)
         with torch.no_grad():
-            self.item_embedding.weight[1:] = generated.to(self.item_embedding.weight)
+            self.item_rows(self.item_embedding.weight).copy_(generated)
             self.item_embedding.weight[0].zero_()
         return sorted(set(own) - loaded)
+
+    def load_token_rows(self, pretrained_table: torch.Tensor) -> None:
+        """Copy the rows of the item table that are model tokens, not items, from a pre-trained
+        table of the same model (SASRec has none besides padding)."""
+
+
+class IDPSASRec(IDP, SASRec):
+    """IDP on SASRec: causal self-attention; every position predicts the next item."""
+
+    def predicted_positions(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        hidden = self.encode(batch.items)  # (B, L, d)
+        has_target = batch.targets > 0
+        return hidden[has_target], batch.targets[has_target]
+
+
+class IDPBERT4Rec(IDP, BERT4Rec):
+    """IDP on BERT4Rec: bidirectional self-attention; the masked (cloze) positions predict their items."""
+
+    def predicted_positions(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        sequences = self.training_sequences(batch)  # (R, W)
+        inputs, predicted = self.mask_items(sequences)
+        hidden = self.encode(inputs)  # (R, W, d)
+        return hidden[predicted], sequences[predicted]
+
+    def load_token_rows(self, pretrained_table: torch.Tensor) -> None:
+        """The mask token (the last row) is a model parameter learnt in pre-training, not an item."""
+        with torch.no_grad():
+            self.item_embedding.weight[self.mask_token] = pretrained_table[-1].to(self.item_embedding.weight)

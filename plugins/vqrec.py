@@ -9,6 +9,27 @@ Checked against: RUCAIBox/VQ-Rec @2981845 (``vqrec.py`` with the March-2023 fixe
   product metric) trained on the text embeddings of the items that occur in the training part
   (the official "strict" index), then every item (cold ones too) is encoded. Codes are shifted
   by one and offset per sub-space, so the padding item has the all-zero code.
+- Imported codes (``item_codes = "imported:NAME"``): instead of quantising recbench's own text
+  embeddings, the model takes the codes of an official faiss index, imported once with ``recbench
+  encode DATASET --import-codes INDEX --unisrec-dir DIR --codes-name NAME``
+  (:mod:`recbench.data.codes`: row order, checks, cache). They reach the model as
+  ``DataSpec.item_codes`` (raw codes in [0, K) and a has-code mask), offset exactly as text codes;
+  ``code_dim`` and ``code_cap`` must equal the index's M and 2**bits (a clear error otherwise). The run's
+  identity holds the codes' content digest, so codes imported again with other content make a new
+  run. Items the index has no code for (Scientific: 12 items that occur only in valid/test; the
+  official code encodes their BERT features, shipped apart from the index and not imported here,
+  with the index) are coded by ``missing_codes``:
+  ``nearest`` (default) copies the code of the coded item whose text embedding (under this config's
+  ``text_encoder``) has the highest cosine with the item's own, the closest stand-in for encoding the
+  item's own text with the official quantiser; the two items then have the same representation and
+  so tie exactly on every score (the evaluator ranks ties pessimistically; the official codes already
+  give 242 of Scientific's 4,373 coded items a full code shared with another). ``random`` draws each
+  code uniformly, seeded by ``(pq_seed, item id)``: no ties, but a representation unrelated to the
+  item. The run's ``config.json`` records how many items were coded this way (``item_codes``).
+  Pre-training codes the source items from their text (``pretraining_config``; imported codes belong
+  to one dataset), as the official code gives each domain its own quantiser: the code-embedding
+  table transfers by position. ``text_encoder = "bert-base-uncased"``, ``text_pooling = "cls"`` make
+  those text codes (and the ``nearest`` similarities) come from the official features' encoder.
 - Item representation: mean of the item's ``code_dim`` code embeddings; sequence: + position
   embedding -> LayerNorm -> dropout -> RecBole transformer; the output at the last position.
 - Fine-tuning: CE over cosine / 0.07 against all N + 1 item rows (the padding row too, as the
@@ -47,7 +68,7 @@ Deviations:
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 import numpy as np
 import torch
@@ -56,11 +77,17 @@ from pydantic import Field, StrictBool, field_validator
 from scipy.optimize import linear_sum_assignment
 from torch import nn
 
+from recbench.data.codes import unpack_pq_codes
+from recbench.errors import ConfigError
 from recbench.layers import TransformerEncoder, causal_mask, init_recbole_weights
 from recbench.method import (
+    TEXT_CODES,
     Batch,
     DataSpec,
+    ItemCodes,
+    ItemCodesConfig,
     Method,
+    MethodConfig,
     Probability,
     StrictNonNegativeInt,
     StrictPositiveFloat,
@@ -76,7 +103,7 @@ PLAIN, ASSIGNING, REASSIGNED = 0, 1, 2
 DATASET_STATE = ("codes", "phase")
 
 
-class VQRecConfig(TransferConfig, TransformerConfig):
+class VQRecConfig(TransferConfig, TransformerConfig, ItemCodesConfig):
     """VQ-Rec hyper-parameters; defaults = the official ``props/VQRec.yaml``."""
 
     hidden_size: StrictPositiveInt = 300
@@ -102,7 +129,11 @@ class VQRecConfig(TransferConfig, TransformerConfig):
     fake_idx_ratio: Probability = 0.75
     """Probability of replacing each code of the positive in its semi-synthetic negative."""
     pq_seed: Annotated[int, Field(strict=True, ge=0, le=2**31 - 1)] = 1234  # faiss keeps it in a C int
-    """Seed of faiss's OPQ/PQ/coarse k-means (1234 is faiss's default, as the official index used)."""
+    """Seed of faiss's OPQ/PQ/coarse k-means (1234 is faiss's default, as the official index used);
+    also seeds the ``random`` fallback of imported codes."""
+    missing_codes: Literal["nearest", "random"] = "nearest"
+    """With item_codes = imported:NAME, the code of an item the import has none for (valid/test-only
+    items): nearest (the code of the coded item with the most similar text; exact ties) or random."""
 
     @field_validator("code_cap")
     @classmethod
@@ -145,11 +176,14 @@ def encode_codes(index, vectors: np.ndarray, code_dim: int, code_cap: int) -> np
     """(n, d) vectors -> (n, code_dim) int64 codes in [0, code_cap) of a trained index."""
     bits = code_cap.bit_length() - 1
     packed = index.sa_encode(np.ascontiguousarray(vectors, dtype=np.float32))  # (n, bytes); IVF1 adds no list id
-    # faiss packs each code's bits least-significant first, codes one after another.
-    unpacked = np.unpackbits(packed, axis=1, bitorder="little")[:, : code_dim * bits].reshape(
-        len(vectors), code_dim, bits
-    )
-    return (unpacked.astype(np.int64) << np.arange(bits)).sum(axis=-1)
+    # One unpacking for these codes and for codes imported from an index's list: the same bytes.
+    return unpack_pq_codes(packed, code_dim, bits)
+
+
+def offset_codes(raw: torch.Tensor, code_cap: int) -> torch.Tensor:
+    """(n, M) raw codes in [0, code_cap) -> rows of the code-embedding table: code c of sub-space k
+    becomes ``k * (code_cap + 1) + c + 1`` (row ``k * (code_cap + 1)`` is never used: 0 = padding)."""
+    return raw.long() + 1 + torch.arange(raw.shape[1], device=raw.device) * (code_cap + 1)
 
 
 def item_codes(
@@ -174,8 +208,45 @@ def item_codes(
         )
     vectors = embeddings.detach().float().cpu().numpy()
     index = train_quantizer(vectors[strict.numpy()], code_dim, code_cap, seed)
-    codes = encode_codes(index, vectors[1:], code_dim, code_cap) + 1 + np.arange(code_dim) * (code_cap + 1)
-    return torch.cat([torch.zeros(1, code_dim, dtype=torch.long), torch.from_numpy(codes)])
+    codes = offset_codes(torch.from_numpy(encode_codes(index, vectors[1:], code_dim, code_cap)), code_cap)
+    return torch.cat([torch.zeros(1, code_dim, dtype=torch.long), codes])
+
+
+def fill_missing_codes(
+    imported: ItemCodes, embeddings: torch.Tensor | None, how: str, seed: int, block: int = 1024
+) -> torch.Tensor:
+    """(N + 1, M) raw codes in [0, K): the imported ones, and a code for every item without one.
+
+    - ``nearest``: the code of the coded item whose text embedding has the highest cosine with the
+      item's own (ties: the lowest id). The item then shares its full code, and so its representation
+      and every score, with that item: an exact tie (the evaluator ranks ties pessimistically).
+    - ``random``: M codes drawn uniformly from [0, K) by a generator seeded with ``(seed, item id)``,
+      so an item's code depends on nothing else (not on which other items lack one).
+
+    Row 0 (padding) stays zeros; it is never looked up as a code (it is offset to the padding row).
+    """
+    codes = imported.codes.clone()
+    missing = torch.nonzero(~imported.has_code[1:]).flatten() + 1
+    if len(missing) == 0:
+        return codes
+    if how == "random":
+        for item in missing.tolist():
+            generator = np.random.default_rng([seed, item])
+            codes[item] = torch.from_numpy(generator.integers(imported.num_codes, size=imported.code_dim))
+        return codes
+    if how != "nearest":
+        raise ValueError(f"unknown fallback '{how}' for items without a code: expected nearest or random")
+    if embeddings is None:
+        raise ValueError("the nearest fallback needs the items' text embeddings")
+    coded = torch.nonzero(imported.has_code).flatten()
+    if len(coded) == 0:
+        raise ValueError(f"item codes '{imported.name}' give no item a code: nothing to copy from")
+    unit = F.normalize(embeddings.detach().float().cpu(), dim=1)
+    for start in range(0, len(missing), block):  # (block, coded) similarities at a time, not (missing, coded)
+        rows = missing[start : start + block]
+        nearest = (unit[rows] @ unit[coded].T).argmax(dim=1)  # argmax returns the first of equal maxima
+        codes[rows] = imported.codes[coded[nearest]]
+    return codes
 
 
 def semi_synthetic_codes(codes: torch.Tensor, code_cap: int, ratio: float) -> torch.Tensor:
@@ -225,9 +296,20 @@ class VQRec(Method):
 
     def __init__(self, config: VQRecConfig, spec: DataSpec) -> None:
         super().__init__(config, spec)
-        codes = item_codes(
-            spec.item_text_embeddings, spec.train_item_mask, config.code_dim, config.code_cap, config.pq_seed
-        )
+        if config.imported_codes is not None:
+            if spec.item_codes is None:
+                raise ConfigError(
+                    f"vqrec: item_codes = '{config.item_codes}' but no imported codes were given (DataSpec.item_codes)"
+                )
+            self.check_item_codes(config, spec.item_codes)
+            raw = fill_missing_codes(spec.item_codes, spec.item_text_embeddings, config.missing_codes, config.pq_seed)
+            codes = torch.cat(
+                [torch.zeros(1, config.code_dim, dtype=torch.long), offset_codes(raw[1:], config.code_cap)]
+            )
+        else:
+            codes = item_codes(
+                spec.item_text_embeddings, spec.train_item_mask, config.code_dim, config.code_cap, config.pq_seed
+            )
         self.register_buffer("codes", codes)  # (N + 1, M): persistent, so a saved run re-evaluates identically
         self.register_buffer("phase", torch.tensor(PLAIN))
         slots = config.code_cap + 1
@@ -238,6 +320,32 @@ class VQRec(Method):
         self.encoder = TransformerEncoder.from_config(config, config.hidden_size)
         self.trans_matrix = nn.Parameter(torch.randn(config.code_dim, slots, slots))
         self.apply(lambda module: init_recbole_weights(module, config.initializer_range))
+
+    @classmethod
+    def check_item_codes(cls, config: MethodConfig, codes: ItemCodes) -> None:
+        """Imported codes must have ``code_dim`` codes per item, each of ``code_cap`` values."""
+        assert isinstance(config, VQRecConfig)
+        if config.code_dim != codes.code_dim:
+            raise ConfigError(
+                f"vqrec: code_dim = {config.code_dim} but item codes '{codes.name}' have {codes.code_dim} codes per "
+                f"item (the index's M); set code_dim = {codes.code_dim}"
+            )
+        if config.code_cap != codes.num_codes:
+            raise ConfigError(
+                f"vqrec: code_cap = {config.code_cap} but item codes '{codes.name}' take {codes.num_codes} values "
+                f"(2**bits of the index); set code_cap = {codes.num_codes}"
+            )
+
+    @classmethod
+    def pretraining_config(cls, config: MethodConfig) -> MethodConfig:
+        """Pre-training codes the source items from their text: imported codes belong to one dataset."""
+        assert isinstance(config, VQRecConfig)
+        if config.imported_codes is None:
+            return config
+        # As the official code: each domain its own quantiser; the code table transfers by position. The
+        # fallback is reset too, so this pre-training is the very run a text-codes config shares.
+        fallback = VQRecConfig.model_fields["missing_codes"].default
+        return config.model_copy(update={"item_codes": TEXT_CODES, "missing_codes": fallback})
 
     # --- code embeddings --------------------------------------------------------------------
     def permuted_table(self, noise: bool) -> torch.Tensor:

@@ -150,6 +150,13 @@ ProtocolsOption = Annotated[
     ),
 ]
 RunsDir = Annotated[Path, typer.Option("--runs-dir", help="Where run directories are written.")]
+FinishedRunsDir = Annotated[
+    Optional[Path],
+    typer.Option("--runs-dir", help="Directory of finished runs, searched recursively [default: runs]."),
+]
+OldRunsDirArgument = Annotated[
+    Optional[Path], typer.Argument(metavar="RUNS_DIR", help="Same as --runs-dir (kept for old scripts).")
+]
 LogTo = Annotated[
     Optional[list[str]],
     typer.Option(
@@ -282,30 +289,125 @@ def encode(
             "instead of encoding (one dataset).",
         ),
     ] = None,
+    import_codes: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--import-codes",
+            help="Store the item codes of this faiss IVF-PQ index (VQ-Rec's X.OPQ32,IVF1,PQ32x8.strict.index) as "
+            "--codes-name, for `--set item_codes=imported:NAME`; needs --unisrec-dir (one dataset, no encoding).",
+        ),
+    ] = None,
+    unisrec_dir: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--unisrec-dir",
+            help="--import-codes: the UniSRec files the index was built from; row k = the item with the k-th "
+            "smallest X.item2index number among the items of X.train.inter.",
+        ),
+    ] = None,
+    codes_name: Annotated[
+        str, typer.Option("--codes-name", help="--import-codes: the name the codes are stored under.")
+    ] = "official",
+    as_json: JsonFlag = False,
 ) -> None:
-    """Encode item texts into a cached float32 matrix (reused until the text or encoder changes).
+    """Encode item texts into a cached float32 matrix (reused until the text or encoder changes), or import item codes.
 
     Example: recbench encode scientific --encoder bert-base-uncased --pooling cls
+
+    Example: recbench encode scientific --import-codes Sci.index --unisrec-dir ../Scientific --codes-name official
     """
     from recbench.data.dataset import load_dataset
     from recbench.data.encode import EncoderSpec, export_feat, import_feat, item_embeddings, save_embeddings
 
+    if import_codes is not None or unisrec_dir is not None:
+        _import_codes(datasets, import_codes, unisrec_dir, codes_name, as_json, other=bool(export or import_from))
+        return
     spec = EncoderSpec(encoder, pooling, max_tokens, word_drop, precision=precision)
     if (export or import_from) and len(datasets) != 1:
         raise RecbenchError("--export and --import take one dataset")
+    rows = []
     for name in datasets:
         if import_from is not None:
             dataset = load_dataset(name)
             table = import_feat(import_from, dataset)
             saved = save_embeddings(dataset, spec, table, str(import_from))
-            console.print(f"{name}: imported {table.shape[0] - 1:,} items x {table.shape[1]} dims to {saved}")
+            rows.append({"dataset": name, "items": table.shape[0] - 1, "dims": table.shape[1], "origin": "imported"})
+            rows[-1]["path"] = str(saved)
+            if not as_json:
+                console.print(f"{name}: imported {table.shape[0] - 1:,} items x {table.shape[1]} dims to {saved}")
             continue
-        table, cached = item_embeddings(load_dataset(name), spec, batch_size)
+        table, cached = item_embeddings(load_dataset(name), spec, batch_size, show_progress=not as_json)
         origin = "cache hit" if cached else "encoded and cached"
-        console.print(f"{name}: {table.shape[0] - 1:,} items x {table.shape[1]} dims ({origin})")
+        rows.append({"dataset": name, "items": table.shape[0] - 1, "dims": table.shape[1], "origin": origin})
+        if not as_json:
+            console.print(f"{name}: {table.shape[0] - 1:,} items x {table.shape[1]} dims ({origin})")
         if export is not None:
             export_feat(table, export)
-            console.print(f"wrote {export}")
+            rows[-1]["export"] = str(export)
+            if not as_json:
+                console.print(f"wrote {export}")
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+
+
+def _import_codes(
+    datasets: list[str], index_file: Path | None, unisrec_dir: Path | None, name: str, as_json: bool, other: bool
+) -> None:
+    """``encode --import-codes``: store an index's item codes for one dataset and report what was mapped."""
+    from recbench.data.codes import import_faiss_codes
+    from recbench.data.dataset import load_dataset
+
+    if index_file is None or unisrec_dir is None:
+        raise RecbenchError(
+            "--import-codes INDEX_FILE and --unisrec-dir DIR go together (the index's rows follow DIR's X.train.inter)"
+        )
+    if other:
+        raise RecbenchError("--import-codes stores codes only: drop --import / --export")
+    if len(datasets) != 1:
+        raise RecbenchError("--import-codes takes one dataset")
+    stored = import_faiss_codes(load_dataset(datasets[0]), index_file, unisrec_dir, name)
+    record = stored.record
+    keys = ("items", "items_with_code", "items_without_code", "distinct_code_rows", "items_sharing_a_code")
+    report = {
+        "dataset": datasets[0],
+        "name": name,
+        "path": str(stored.path),
+        "sha256": stored.sha256,
+        "code_dim": record["code_dim"],
+        "bits": record["bits"],
+        **{key: record[key] for key in keys},
+        "without_code": record["without_code"],
+        "coded_but_not_training": record["coded_but_not_training"],
+        "training_but_without_code": record["training_but_without_code"],
+    }
+    if as_json:
+        typer.echo(json.dumps(report, indent=2))
+        return
+    say(
+        datasets[0],
+        f": item codes '{name}' ({record['code_dim']} codes x {record['bits']} bits): {record['items_with_code']:,} "
+        f"of {record['items']:,} items mapped, {record['distinct_code_rows']:,} distinct code rows, "
+        f"{record['items_sharing_a_code']:,} items share their full code with another -> {stored.path}",
+        "green",
+    )
+    if record["items_without_code"]:
+        shown = ", ".join(record["without_code"][:5]) + (", ..." if record["items_without_code"] > 5 else "")
+        say(
+            f"  {record['items_without_code']:,} items have no code in the index ({shown}); the method codes them "
+            "itself (vqrec: missing_codes, default nearest)"
+        )
+    for key, what in (
+        ("coded_but_not_training", "items with a code are not training items of the dataset"),
+        ("training_but_without_code", "training items of the dataset have no code"),
+    ):
+        if record[key]:
+            say(
+                "WARNING:",
+                f" {record[key]:,} {what}: was it imported from these UniSRec files?",
+                "bold yellow",
+                err=True,
+            )
+    say(f"  use it: recbench train vqrec --dataset {datasets[0]} --set item_codes=imported:{name}")
 
 
 @app.command()
@@ -616,13 +718,8 @@ _LISTERS: dict[ListWhat, Callable[[], list[dict[str, Any]]]] = {
 @app.command()
 @user_errors
 def leaderboard(
-    runs_dir_argument: Annotated[
-        Optional[Path], typer.Argument(metavar="RUNS_DIR", help="Same as --runs-dir (kept for old scripts).")
-    ] = None,
-    runs_dir: Annotated[
-        Optional[Path],
-        typer.Option("--runs-dir", help="Directory of finished runs, searched recursively [default: runs]."),
-    ] = None,
+    runs_dir_argument: OldRunsDirArgument = None,
+    runs_dir: FinishedRunsDir = None,
     fmt: Annotated[
         Optional[str],
         typer.Option(
@@ -718,13 +815,8 @@ def _runs_dir(argument: Path | None, option: Path | None) -> Path:
 @app.command()
 @user_errors
 def plot(
-    runs_dir_argument: Annotated[
-        Optional[Path], typer.Argument(metavar="RUNS_DIR", help="Same as --runs-dir (kept for old scripts).")
-    ] = None,
-    runs_dir: Annotated[
-        Optional[Path],
-        typer.Option("--runs-dir", help="Directory of finished runs, searched recursively [default: runs]."),
-    ] = None,
+    runs_dir_argument: OldRunsDirArgument = None,
+    runs_dir: FinishedRunsDir = None,
     kind: Annotated[
         str,
         typer.Option("--kind", help="curves, rank-cdf, seeds, forest (needs --baseline), by-history or by-popularity."),

@@ -15,8 +15,10 @@ from dataclasses import dataclass, field, fields
 from typing import Annotated, Any, ClassVar, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
 from torch import nn
+
+from recbench.names import InvalidNameError, check_name
 
 # Value types of config fields. Strict: a boolean is never a number, nor a number a boolean, and an
 # integer field takes no float; a float field still takes an integer (``learning_rate = 1``).
@@ -117,6 +119,36 @@ class TextMethodConfig(MethodConfig):
     """Encoder arithmetic: float32 (reproducible) or bfloat16 (about 2x faster on CPUs with native bf16)."""
 
 
+TEXT_CODES = "text"
+IMPORTED_CODES = "imported:"
+
+
+class ItemCodesConfig(MethodConfig):
+    """Shared key of methods that represent items by discrete codes: where the codes come from."""
+
+    item_codes: str = TEXT_CODES
+    """Item codes: text (built by the method from its text embeddings) or imported:NAME (the codes
+    imported with `recbench encode DATASET --import-codes INDEX --unisrec-dir DIR --codes-name NAME`)."""
+
+    @field_validator("item_codes")
+    @classmethod
+    def _text_or_imported_name(cls, value: str) -> str:
+        if value == TEXT_CODES:
+            return value
+        if not value.startswith(IMPORTED_CODES):
+            raise ValueError(f"must be '{TEXT_CODES}' or '{IMPORTED_CODES}NAME'")
+        try:
+            check_name("item codes", value[len(IMPORTED_CODES) :])
+        except InvalidNameError as err:
+            raise ValueError(str(err)) from None
+        return value
+
+    @property
+    def imported_codes(self) -> str | None:
+        """The name of the imported codes asked for, or None for codes built from text."""
+        return self.item_codes[len(IMPORTED_CODES) :] if self.item_codes.startswith(IMPORTED_CODES) else None
+
+
 class TransferConfig(TextMethodConfig):
     """Shared keys of methods that pre-train on source domains before training on the target."""
 
@@ -124,9 +156,35 @@ class TransferConfig(TextMethodConfig):
     """Epochs of pre-training on the union of the source domains (no validation)."""
 
 
+@dataclass(frozen=True)
+class ItemCodes:
+    """Externally provided discrete item codes: ``M`` codes per item, each in ``[0, num_codes)``."""
+
+    codes: torch.Tensor
+    """(N + 1, M) long; zeros for row 0 (padding) and for items without a code."""
+    has_code: torch.Tensor
+    """(N + 1,) bool: False for row 0 and for items the source gave no code (the method codes those)."""
+    num_codes: int
+    """K: values each code can take (2**bits for a product quantiser)."""
+    name: str
+    """The name the codes were imported under (``item_codes = "imported:NAME"``)."""
+    sha256: str
+    """Digest of the codes and the mask (part of the run's identity)."""
+
+    @property
+    def code_dim(self) -> int:
+        """M: codes per item."""
+        return int(self.codes.shape[1])
+
+    @property
+    def items_without_code(self) -> int:
+        """Real items (padding excluded) the source gave no code."""
+        return int((~self.has_code[1:]).sum())
+
+
 @dataclass
 class DataSpec:
-    """What a method may know about the data: item count, history length and, if declared, text."""
+    """What a method may know about the data: item and user counts, history length and, if declared, text."""
 
     num_items: int
     """N: item ids are 1..N, 0 is padding; scores have N + 1 columns."""
@@ -140,6 +198,12 @@ class DataSpec:
     """(N + 1,) bool: True for items that occur in some user's training part (history or target)."""
     item_texts: list[str] | None = None
     """Raw text of item ids 1..N (position i - 1); only for methods with ``needs_raw_text = True``."""
+    item_codes: ItemCodes | None = None
+    """Externally provided discrete item codes; only when the config (an :class:`ItemCodesConfig`)
+    asks for ``imported:NAME``."""
+    num_users: int = 0
+    """U: user ids in ``Batch.users`` are 1..U, 0 is the unknown user; a user table has U + 1 rows.
+    0 when the users are not known (then every user is the unknown user)."""
 
 
 @dataclass
@@ -147,12 +211,15 @@ class Batch:
     """A batch of item sequences, oldest first, right-padded with 0.
 
     ``targets[b, t]`` is the next item after position ``t`` (0 where there is none); training
-    batches have it, evaluation batches do not.
+    batches have it, evaluation batches do not. ``users[b]`` is the id of the user whose sequence
+    row ``b`` is (dataset user ``u`` has id ``u + 1``; 0 is the unknown user), or None when the
+    caller does not know the users; only methods with ``needs_users = True`` read it.
     """
 
     items: torch.Tensor  # (B, L) long
     lengths: torch.Tensor  # (B,) long, >= 1
     targets: torch.Tensor | None = None  # (B, L) long
+    users: torch.Tensor | None = None  # (B,) long, 0..U
 
     def to(self, device: torch.device | str) -> Batch:
         moved = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -204,6 +271,8 @@ class Method(nn.Module, ABC):
     """True if pre-training also needs ``DataSpec.item_text_embeddings_word_dropped``."""
     needs_raw_text: ClassVar[bool] = False
     """True if the method needs ``DataSpec.item_texts`` (e.g. to fine-tune a text encoder)."""
+    needs_users: ClassVar[bool] = False
+    """True if the method reads ``Batch.users`` (a user embedding table of ``DataSpec.num_users + 1`` rows)."""
 
     def __init__(self, config: MethodConfig, spec: DataSpec) -> None:
         super().__init__()
@@ -263,6 +332,11 @@ class Method(nn.Module, ABC):
         return config
 
     @classmethod
+    def check_item_codes(cls, config: MethodConfig, codes: ItemCodes) -> None:
+        """Raise :class:`recbench.errors.ConfigError` if ``codes`` cannot serve ``config`` (e.g. another
+        number of codes per item). Called before any training or pre-training. Default: nothing."""
+
+    @classmethod
     def search_architecture(
         cls, config: MethodConfig, data: SearchData, seed: int, device: str
     ) -> SearchOutcome | None:
@@ -301,6 +375,19 @@ class Method(nn.Module, ABC):
         transferable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
         self.load_state_dict(transferable, strict=False)
         return sorted(set(own) - set(transferable))
+
+    def user_rows(self, batch: Batch) -> torch.Tensor:
+        """(B,) rows of a user table of ``spec.num_users + 1`` rows for the batch's users.
+
+        Row ``u`` for a user id ``u`` in 1..U; row 0, the unknown user, when the batch carries no
+        users or an id outside 1..U (a user the model was not built with), so a lookup never
+        reaches past the table.
+        """
+        if batch.users is None:
+            return torch.zeros(batch.size, dtype=torch.long, device=batch.items.device)
+        users = batch.users.long()
+        known = (users >= 1) & (users <= self.spec.num_users)
+        return torch.where(known, users, torch.zeros_like(users))
 
     def last_hidden(self, hidden: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """(B, L, d) -> (B, d): the output at each sequence's last real position."""

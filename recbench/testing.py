@@ -66,6 +66,10 @@ SHORT_RUN: dict[str, Any] = {"epochs": 2, "patience": 2, "pretrain_epochs": 1, "
 NUM_ITEMS = 30
 """Items of the generated data; scores must have ``NUM_ITEMS + 1`` columns."""
 
+NUM_USERS = 60
+"""Users of the generated data (:func:`toy_dataset`'s default): models are built with this many, so
+the user ids of :func:`training_batches` (1..60) and :func:`eval_batch` are all known."""
+
 TEXT_DIM = 12
 """Width of the random item text embeddings the unit checks give methods that need text."""
 
@@ -103,7 +107,7 @@ def methods_to_test() -> list[str]:
 
 def toy_dataset(
     name: str = "toy",
-    users: int = 60,
+    users: int = NUM_USERS,
     items: int = NUM_ITEMS,
     min_len: int = 4,
     max_len: int = 12,
@@ -137,9 +141,9 @@ def training_batches(num_items: int = NUM_ITEMS, window: int = 10, seed: int = 0
 
 
 def eval_batch() -> Batch:
-    """Three right-padded histories of lengths 3, 2 and 5."""
+    """Three right-padded histories of lengths 3, 2 and 5, of users 1, 2 and NUM_USERS."""
     items = torch.tensor([[1, 2, 3, 0, 0], [5, 6, 0, 0, 0], [7, 8, 9, 10, 11]])
-    return Batch(items=items, lengths=torch.tensor([3, 2, 5]))
+    return Batch(items=items, lengths=torch.tensor([3, 2, 5]), users=torch.tensor([1, 2, NUM_USERS]))
 
 
 def small_config(name: str) -> dict[str, Any]:
@@ -148,11 +152,18 @@ def small_config(name: str) -> dict[str, Any]:
     return {key: value for key, value in SMALL.items() if key in fields}
 
 
-def build(name: str, num_items: int = NUM_ITEMS, seed: int = 0, device: str = "cpu", **overrides: Any) -> Method:
+def build(
+    name: str,
+    num_items: int = NUM_ITEMS,
+    seed: int = 0,
+    device: str = "cpu",
+    num_users: int = NUM_USERS,
+    **overrides: Any,
+) -> Method:
     """A small model of a registered method, seeded, with the data its flags ask for.
 
     Methods that need text get fixed random text embeddings (the same for every build), those
-    that need raw text get short generated texts.
+    that need raw text get short generated texts. Every model is told ``num_users`` users.
     """
     from recbench.runs.trainer import seed_everything
 
@@ -170,6 +181,7 @@ def build(name: str, num_items: int = NUM_ITEMS, seed: int = 0, device: str = "c
         item_text_embeddings_word_dropped=text.clone() if text is not None and cls.needs_word_dropped_text else None,
         train_item_mask=torch.ones(num_items + 1, dtype=torch.bool),
         item_texts=[f"item {i} in group {i % 5}" for i in range(num_items)] if cls.needs_raw_text else None,
+        num_users=num_users,
     )
     seed_everything(seed)
     return cls(config, spec).to(device)
@@ -290,7 +302,7 @@ def _check_padding(name: str, device: str) -> str | None:
     wider = torch.cat([batch.items, torch.zeros(batch.size, 3, dtype=batch.items.dtype)], dim=1)
     with torch.no_grad():
         plain = model.score(batch.to(device))
-        padded = model.score(Batch(items=wider, lengths=batch.lengths).to(device))
+        padded = model.score(Batch(items=wider, lengths=batch.lengths, users=batch.users).to(device))
     try:
         torch.testing.assert_close(plain, padded)
     except AssertionError as err:
@@ -300,13 +312,46 @@ def _check_padding(name: str, device: str) -> str | None:
     filled = batch.items.clone()
     filled[filled == 0] = 4  # real items after each sequence's end
     with torch.no_grad():
-        with_future = model.score(Batch(items=filled, lengths=batch.lengths).to(device))
+        with_future = model.score(Batch(items=filled, lengths=batch.lengths, users=batch.users).to(device))
     try:
         torch.testing.assert_close(plain, with_future)
     except AssertionError as err:
         raise AssertionError(
             f"items placed beyond a sequence's length change its scores (the method declares causal = True): {err}"
         ) from None
+    return None
+
+
+def _check_users(name: str, device: str) -> str | None:
+    model = build(name, device=device).eval()
+    batch = eval_batch()
+
+    def scores(users: torch.Tensor | None) -> torch.Tensor:
+        with torch.no_grad():
+            return model.score(Batch(items=batch.items, lengths=batch.lengths, users=users).to(device))
+
+    given = scores(batch.users)
+    anonymous = scores(None)
+    if not get_method(name).cls.needs_users:
+        try:
+            torch.testing.assert_close(given, anonymous)
+        except AssertionError as err:
+            raise AssertionError(
+                f"the users of a batch change the scores of a method that does not read them (needs_users False): {err}"
+            ) from None
+        return None
+    assert torch.isfinite(anonymous[:, 1:]).all(), "scores of unknown users (Batch.users None) are not finite"
+    outside = torch.tensor([0, NUM_USERS + 1, -3])  # the unknown id, one past the table, a negative id
+    try:
+        torch.testing.assert_close(scores(outside), anonymous)
+    except AssertionError as err:
+        raise AssertionError(
+            f"users 0 and ids outside 1..num_users do not score as the unknown user (Batch.users None): {err}"
+        ) from None
+    swapped = scores(batch.users.flip(0))
+    assert not torch.allclose(swapped, given), (
+        "the method declares needs_users = True but other users give the same scores"
+    )
     return None
 
 
@@ -519,6 +564,10 @@ CHECKS: dict[str, tuple[Check, str]] = {
     "loss": (_check_loss, "loss(batch) is a finite scalar that gives parameters gradients"),
     "pretrain_loss": (_check_pretrain_loss, "transfer methods: pretrain_loss(batch) is as loss(batch)"),
     "padding": (_check_padding, "right padding is ignored; a causal method ignores items beyond each length"),
+    "users": (
+        _check_users,
+        "users: ignored unless needs_users; else they matter and unknown ids (None, 0, > num_users) score alike",
+    ),
     "learns": (_check_learns, "the loss falls below 70% of its start on a learnable toy task"),
     "deterministic": (_check_deterministic, "the same seed builds the same weights and gives the same loss"),
     "state_dict": (_check_state_dict, "weights survive torch.save / torch.load(weights_only=True) / load_state_dict"),

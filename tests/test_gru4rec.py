@@ -10,9 +10,9 @@ import torch
 
 from recbench.method import Batch, DataSpec
 from recbench.registry import get_method, resolve_config
-from recbench.runs.experiment import run_experiment
 from recbench.runs.trainer import seed_everything
 from recbench_plugins.gru4rec import GRU4Rec
+from tests.baseline_checks import assert_learns_the_toy_task, manual_gru
 
 NUM_ITEMS = 20
 
@@ -25,26 +25,6 @@ def model(**overrides) -> GRU4Rec:
     return GRU4Rec(config, DataSpec(num_items=NUM_ITEMS, max_seq_length=config.max_seq_length))
 
 
-def manual_gru_states(gru4rec: GRU4Rec, items: list[int]) -> torch.Tensor:
-    """The last GRU state after ``items``, step by step with the GRU equations (no biases, as RecBole)."""
-    inputs = [gru4rec.item_embedding.weight[i] for i in items]
-    for layer in range(gru4rec.config.num_layers):
-        w_ih = getattr(gru4rec.gru, f"weight_ih_l{layer}")  # rows: reset, update, new
-        w_hh = getattr(gru4rec.gru, f"weight_hh_l{layer}")
-        w_ir, w_iz, w_in = w_ih.chunk(3)
-        w_hr, w_hz, w_hn = w_hh.chunk(3)
-        h = torch.zeros(gru4rec.config.hidden_size)
-        outputs = []
-        for x in inputs:
-            r = torch.sigmoid(w_ir @ x + w_hr @ h)
-            z = torch.sigmoid(w_iz @ x + w_hz @ h)
-            n = torch.tanh(w_in @ x + r * (w_hn @ h))
-            h = (1 - z) * n + z * h
-            outputs.append(h)
-        inputs = outputs
-    return inputs[-1]
-
-
 @pytest.mark.parametrize("layers", [1, 2])
 def test_scores_match_a_hand_written_gru_loop_then_dense_then_dot_products(layers: int) -> None:
     gru4rec = model(num_layers=layers).eval()
@@ -54,7 +34,7 @@ def test_scores_match_a_hand_written_gru_loop_then_dense_then_dot_products(layer
     with torch.no_grad():
         scores = gru4rec.score(Batch(items=items, lengths=torch.tensor([len(s) for s in sequences])))
         for row, sequence in enumerate(sequences):
-            output = gru4rec.dense(manual_gru_states(gru4rec, sequence))
+            output = gru4rec.dense(manual_gru(gru4rec.gru, [gru4rec.item_embedding.weight[i] for i in sequence]))
             expected = gru4rec.item_embedding.weight @ output  # every row, padding included
             torch.testing.assert_close(scores[row], expected, rtol=1e-5, atol=1e-5)
     assert scores.shape == (3, NUM_ITEMS + 1)
@@ -112,18 +92,4 @@ def test_dropout_applies_to_the_input_embeddings_in_training_only() -> None:
 
 
 def test_training_on_a_toy_task_lowers_the_loss_and_beats_chance(toy_dataset, tmp_path: Path) -> None:
-    overrides = {
-        "embedding_size": 16,
-        "hidden_size": 16,
-        "max_seq_length": 10,
-        "epochs": 8,
-        "patience": 8,
-        "train_batch_targets": 64,
-        "learning_rate": 0.01,
-    }
-    result = run_experiment(
-        "gru4rec", "toy", seed=3, overrides=[overrides], runs_dir=tmp_path, device="cpu", show_progress=False
-    )
-    losses = [entry["loss"] for entry in result.run.log]
-    assert len(losses) == 8 and losses[-1] < 0.6 * losses[0]
-    assert result.run.metrics["test"]["hr@5"] > 3 * 5 / toy_dataset.num_items  # chance: 5 of 30 items
+    assert_learns_the_toy_task("gru4rec", {"embedding_size": 16, "hidden_size": 16}, toy_dataset, tmp_path)

@@ -7,13 +7,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch import nn
 
 from recbench.method import Batch, DataSpec
 from recbench.registry import get_method, resolve_config
-from recbench.runs.experiment import run_experiment
 from recbench.runs.trainer import seed_everything
 from recbench_plugins.gru4recf import GRU4RecF
+from tests.baseline_checks import assert_learns_the_toy_task, manual_gru
 
 NUM_ITEMS = 20
 TEXT_SIZE = 6
@@ -32,23 +31,6 @@ def model(text: torch.Tensor | None = None, **overrides) -> GRU4RecF:
     )
     text = text_table() if text is None else text
     return GRU4RecF(config, DataSpec(num_items=NUM_ITEMS, max_seq_length=10, item_text_embeddings=text))
-
-
-def manual_gru(gru: nn.GRU, inputs: list[torch.Tensor]) -> torch.Tensor:
-    """The last state of a bias-free GRU after ``inputs``, step by step with the GRU equations."""
-    for layer in range(gru.num_layers):
-        w_ir, w_iz, w_in = getattr(gru, f"weight_ih_l{layer}").chunk(3)  # reset, update, new
-        w_hr, w_hz, w_hn = getattr(gru, f"weight_hh_l{layer}").chunk(3)
-        h = torch.zeros(gru.hidden_size)
-        outputs = []
-        for x in inputs:
-            r = torch.sigmoid(w_ir @ x + w_hr @ h)
-            z = torch.sigmoid(w_iz @ x + w_hz @ h)
-            n = torch.tanh(w_in @ x + r * (w_hn @ h))
-            h = (1 - z) * n + z * h
-            outputs.append(h)
-        inputs = outputs
-    return inputs[-1]
 
 
 @pytest.mark.parametrize("layers", [1, 2])
@@ -117,18 +99,4 @@ def test_initialisation_is_recbole_s_and_the_text_is_a_frozen_buffer() -> None:
 
 
 def test_training_on_a_toy_task_lowers_the_loss_and_beats_chance(toy_dataset, tmp_path: Path) -> None:
-    overrides = {
-        "embedding_size": 16,
-        "hidden_size": 16,
-        "max_seq_length": 10,
-        "epochs": 8,
-        "patience": 8,
-        "train_batch_targets": 64,
-        "learning_rate": 0.01,
-    }
-    result = run_experiment(
-        "gru4recf", "toy", seed=3, overrides=[overrides], runs_dir=tmp_path, device="cpu", show_progress=False
-    )
-    losses = [entry["loss"] for entry in result.run.log]
-    assert len(losses) == 8 and losses[-1] < 0.6 * losses[0]
-    assert result.run.metrics["test"]["hr@5"] > 3 * 5 / toy_dataset.num_items  # chance: 5 of 30 items
+    assert_learns_the_toy_task("gru4recf", {"embedding_size": 16, "hidden_size": 16}, toy_dataset, tmp_path)

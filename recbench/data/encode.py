@@ -123,7 +123,8 @@ def encode_texts(
     import contextlib
 
     import torch
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from recbench.progress import ProgressDisplay
 
     if precision not in PRECISIONS:
         raise RecbenchError(f"unknown precision '{precision}'; expected one of {', '.join(PRECISIONS)}")
@@ -138,15 +139,8 @@ def encode_texts(
     texts = [texts[i] for i in order]
     chunks = []
     started = time.perf_counter()
-    columns = (
-        TextColumn("encode"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("{task.fields[rate]}"),
-    )
-    with Progress(*columns, disable=not show_progress) as progress, autocast:
-        task = progress.add_task("encode", total=len(texts), rate="")
+    with ProgressDisplay("count", enabled=show_progress) as progress, autocast:
+        task = progress.add_task("encode", total=len(texts))
         for start in range(0, len(texts), batch_size):
             batch = texts[start : start + batch_size]
             chunks.append(
@@ -156,9 +150,9 @@ def encode_texts(
                 )
             )
             done = start + len(batch)
-            progress.update(
-                task, completed=done, rate=f"{done / max(time.perf_counter() - started, 1e-9):,.0f} items/s"
-            )
+            rate = f"{done / max(time.perf_counter() - started, 1e-9):,.0f} items/s"
+            progress.update(task, completed=done, status=rate)
+        progress.line(f"encoded {len(texts):,} texts in {time.perf_counter() - started:.1f} s")
     if not chunks:
         return np.zeros((0, 0), dtype=np.float32)
     vectors = np.empty_like(np.concatenate(chunks))

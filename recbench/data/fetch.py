@@ -109,23 +109,20 @@ def verify_file(
 
 @contextmanager
 def byte_progress(description: str, total: int | None, enabled: bool = True) -> Iterator[Any]:
-    """A rich progress bar over bytes (on stderr); yields ``advance(n)``. A no-op when disabled."""
-    if not enabled:
-        yield lambda n: None
-        return
-    from rich.console import Console
-    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+    """Progress over bytes (a bar on a terminal, one line at the end elsewhere); yields ``advance(n)``."""
+    from recbench.progress import ProgressDisplay
 
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
+    started, received = time.perf_counter(), 0
+    with ProgressDisplay("bytes", enabled=enabled, transient=True) as progress:
         task = progress.add_task(description, total=total)
-        yield lambda n: progress.advance(task, n)
+
+        def advance(n: int) -> None:
+            nonlocal received
+            received += n
+            progress.advance(task, n)
+
+        yield advance
+        progress.line(f"{description}: {received:,} bytes in {time.perf_counter() - started:.1f} s")
 
 
 def fetch(

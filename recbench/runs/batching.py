@@ -3,7 +3,8 @@
 A user's training part ``T`` (all but the last two items) yields inputs ``T[:-1]`` and next-item
 targets ``T[1:]``. Sequences longer than the model's window are cut into consecutive windows
 ending at the last target. Windows are sorted by length so a batch pads little, and batches are
-sized by their number of target positions (RecBole's 2048 counts (prefix, target) samples).
+sized by their number of target positions (RecBole's 2048 counts (prefix, target) samples). Each
+window carries its user's id (``Batch.users``: dataset user ``u`` is id ``u + 1``).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ class TrainingWindows:
         begin = np.maximum(0, end - window)
         self.starts = offsets[:-1][user] + begin
         self.lengths = end - begin
+        self.users = user.astype(np.int64) + 1  # Batch.users ids: 0 is kept for the unknown user
         self.window = window
 
     @property
@@ -83,5 +85,8 @@ class TrainingWindows:
         inputs = np.where(real, self.items[index], 0)
         targets = np.where(real, self.items[index + 1], 0)
         return Batch(
-            items=torch.from_numpy(inputs), lengths=torch.from_numpy(lengths), targets=torch.from_numpy(targets)
+            items=torch.from_numpy(inputs),
+            lengths=torch.from_numpy(lengths),
+            targets=torch.from_numpy(targets),
+            users=torch.from_numpy(self.users[rows]),
         )

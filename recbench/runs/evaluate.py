@@ -109,8 +109,9 @@ class Evaluator:
         negatives = negatives_for(dataset, split, protocol) if protocol.sampled else None
         order = np.argsort(lengths, kind="stable")  # similar lengths together: little padding
         self.order = order
-        # items, lengths, targets, then either the (B, 1 + n) candidates or the (B, H) full history to mask
-        self.batches: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]] = []
+        # items, lengths, targets, user ids (dataset user u is u + 1), then either the (B, 1 + n)
+        # candidates or the (B, H) full history to mask
+        self.batches: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]] = []
         for start in range(0, len(order), batch_size):
             rows = order[start : start + batch_size]
             width = int(lengths[rows].max())
@@ -126,6 +127,7 @@ class Evaluator:
                     torch.from_numpy(histories[rows, :width]),
                     torch.from_numpy(lengths[rows]),
                     torch.from_numpy(targets[rows]),
+                    torch.from_numpy(rows.astype(np.int64) + 1),
                     extra,
                 )
             )
@@ -139,9 +141,9 @@ class Evaluator:
         ranks = np.empty(len(self.order), dtype=np.int32 if spec.ties == "pessimistic" else np.float64)
         position = 0
         with method.scoring_pass():
-            for items, lengths, targets, extra in self.batches:
+            for items, lengths, targets, users, extra in self.batches:
                 items, lengths, targets = items.to(device), lengths.to(device), targets.to(device)
-                batch = Batch(items=items, lengths=lengths)
+                batch = Batch(items=items, lengths=lengths, users=users.to(device))
                 if spec.sampled:
                     scores = method.score_candidates(batch, extra.to(device)).float()
                     batch_ranks = ranks_from_candidate_scores(scores, spec.ties)

@@ -18,7 +18,16 @@ import torch
 
 from recbench.data.dataset import Dataset, load_dataset, union_of, verify_fingerprint
 from recbench.errors import DataError, RecbenchError, RunError
-from recbench.method import Batch, DataSpec, Method, MethodConfig, SearchData, TextMethodConfig
+from recbench.method import (
+    Batch,
+    DataSpec,
+    ItemCodes,
+    ItemCodesConfig,
+    Method,
+    MethodConfig,
+    SearchData,
+    TextMethodConfig,
+)
 from recbench.registry import MethodEntry, get_method, resolve_config
 from recbench.runs import distributed
 from recbench.runs.batching import TrainingWindows
@@ -67,15 +76,58 @@ def check_seed(seed: int, flag: str = "--seed") -> int:
     return seed
 
 
+def imported_item_codes(entry: MethodEntry, config: MethodConfig, dataset: Dataset) -> ItemCodes | None:
+    """The imported item codes ``config`` asks for (``item_codes = "imported:NAME"``), read from the
+    checked cache entry and checked against the method (:meth:`Method.check_item_codes`); else None."""
+    name = config.imported_codes if isinstance(config, ItemCodesConfig) else None
+    if name is None:
+        return None
+    from recbench.data.codes import load_item_codes
+
+    stored = load_item_codes(dataset, name)
+    codes = ItemCodes(
+        codes=torch.from_numpy(stored.codes.astype(np.int64)),
+        has_code=torch.from_numpy(stored.has_code),
+        num_codes=stored.num_codes,
+        name=name,
+        sha256=stored.sha256,
+    )
+    entry.cls.check_item_codes(config, codes)
+    return codes
+
+
+def item_codes_record(codes: ItemCodes) -> dict[str, Any]:
+    """What a run records of its imported codes: the identity part (name, content digest) and the count
+    of items the method had to code itself (its fallback is a config value, recorded with the config)."""
+    return {"name": codes.name, "sha256": codes.sha256, "items_without_code": codes.items_without_code}
+
+
 def build_method(
-    entry: MethodEntry, config: MethodConfig, dataset: Dataset, show_progress: bool = False, pretraining: bool = False
+    entry: MethodEntry,
+    config: MethodConfig,
+    dataset: Dataset,
+    show_progress: bool = False,
+    pretraining: bool = False,
+    item_codes: ItemCodes | None = None,
 ) -> Method:
     """Instantiate a registered method for a dataset (seed the RNGs first for a reproducible init).
 
     Methods that need text get the item text embeddings, encoded now if not cached (and, when
-    pre-training a method that asks for it, the word-dropped view of the texts as well).
+    pre-training a method that asks for it, the word-dropped view of the texts as well). A config
+    asking for imported item codes gets them in ``DataSpec.item_codes``: ``item_codes`` if given
+    (the ones the run's identity was computed from), else read from the cache now.
     """
     cls = entry.cls
+    if isinstance(config, ItemCodesConfig) and config.imported_codes is not None:
+        if pretraining:
+            raise RecbenchError(
+                f"{entry.name}: item_codes = '{config.item_codes}' cannot pre-train: imported codes belong to the "
+                "dataset they were imported for, the sources have none; pre-train with item_codes = 'text'"
+            )
+        if item_codes is None:
+            item_codes = imported_item_codes(entry, config, dataset)
+    else:
+        item_codes = None
     text = word_dropped = None
     if cls.needs_text:
         if not isinstance(config, TextMethodConfig):
@@ -100,6 +152,8 @@ def build_method(
         item_text_embeddings_word_dropped=word_dropped,
         train_item_mask=torch.from_numpy(train_items),
         item_texts=[t or "" for t in dataset.item_texts] if cls.needs_raw_text else None,
+        item_codes=item_codes,
+        num_users=dataset.num_users,
     )
     return cls(config, spec)
 
@@ -132,6 +186,11 @@ def pretrain(
     if not entry.cls.supports_pretraining:
         raise RecbenchError(f"method '{entry.name}' does not pre-train; drop --pretrain-on")
     config = entry.cls.pretraining_config(config)
+    if isinstance(config, ItemCodesConfig) and config.imported_codes is not None:
+        raise RecbenchError(
+            f"{entry.name}: pre-training with item_codes = '{config.item_codes}' is not supported (imported codes "
+            "cover one dataset, not the sources); drop --pretrain-on or use item_codes = 'text'"
+        )
     domains = [load_dataset(name) for name in sources]
     for domain in domains:
         verify_fingerprint(domain)  # the pre-training run is keyed by these fingerprints
@@ -213,7 +272,8 @@ def architecture_search(
 
 
 def valid_batches(dataset: Dataset, max_history: int, batch_size: int, seed: int) -> list[Batch]:
-    """Every user's valid history, in random order, with the valid item as the target of its last position."""
+    """Every user's valid history, in random order, with the valid item as the target of its last position
+    (and the user's id, dataset user ``u`` being ``u + 1``, as in the Evaluator's batches)."""
     histories, lengths, targets = dataset.eval_examples("valid", max_history)
     order = np.random.default_rng(seed).permutation(len(lengths))
     batches = []
@@ -223,7 +283,8 @@ def valid_batches(dataset: Dataset, max_history: int, batch_size: int, seed: int
         last = torch.from_numpy(lengths[rows] - 1)
         next_items = torch.zeros_like(items)
         next_items[torch.arange(len(rows)), last] = torch.from_numpy(targets[rows])
-        batches.append(Batch(items=items, lengths=torch.from_numpy(lengths[rows]), targets=next_items))
+        users = torch.from_numpy(rows.astype(np.int64) + 1)
+        batches.append(Batch(items=items, lengths=torch.from_numpy(lengths[rows]), targets=next_items, users=users))
     return batches
 
 
@@ -273,6 +334,8 @@ def run_experiment(
     device = distributed.setup(resolve_device(device))
     dataset = dataset or load_dataset(dataset_name)
     verify_fingerprint(dataset)  # the run records this fingerprint: the data must really have it
+    # Read (and checked against the config) before any pre-training, so a mismatch fails at once.
+    codes = imported_item_codes(entry, config, dataset)
     pretrained = (
         pretrain(
             entry,
@@ -296,6 +359,8 @@ def run_experiment(
     }
     if pretrained is not None:
         identity["pretrained"] = pretrained.path.name
+    if codes is not None:  # the config names the codes; their digest makes a re-import of other codes a new run
+        identity["item_codes"] = {"name": codes.name, "sha256": codes.sha256}
     if chosen[0].name != DEFAULT_PROTOCOL:  # early stopping watched another protocol: another run
         identity["protocol"] = {"name": chosen[0].name, **chosen[0].definition()}
     run = RunRecord.for_experiment(Path(runs_dir), dataset.name, entry.name, seed, identity)
@@ -319,6 +384,7 @@ def run_experiment(
             chosen,
             trackers=trackers,
             runs_dir=Path(runs_dir),
+            item_codes=codes,
         )
         if result.reused:
             for protocol in chosen[1:]:
@@ -342,6 +408,7 @@ def _train_and_test(
     protocols: list[Protocol],
     trackers: Sequence[TrackingSpec] = (),
     runs_dir: Path = Path("runs"),
+    item_codes: ItemCodes | None = None,
 ) -> ExperimentResult:
     """The body of :func:`run_experiment`, under the run's lock."""
     try:
@@ -367,6 +434,7 @@ def _train_and_test(
     config = resolve_config(entry, config.model_dump(), search["config_updates"]) if search else config
     record = {
         **identity,
+        **({"item_codes": item_codes_record(item_codes)} if item_codes is not None else {}),
         **({"search": search} if search else {}),
         "device": device,
         "protocol": {
@@ -389,7 +457,7 @@ def _train_and_test(
     )
     with tracking(trackers, tracked) as tracker:
         seed_everything(seed)
-        method = build_method(entry, config, dataset, show_progress)
+        method = build_method(entry, config, dataset, show_progress, item_codes=item_codes)
         if pretrained is not None:
             method.load_pretrained(pretrained.load_best())
         trainer = Trainer(
@@ -481,7 +549,14 @@ def _evaluate_stored(
         entry = get_method(record["method"])
         config = resolve_config(entry, record["config"], (record.get("search") or {}).get("config_updates", {}))
         device = resolve_device(device)
-        method = build_method(entry, config, dataset)
+        codes = imported_item_codes(entry, config, dataset)
+        recorded = (record.get("item_codes") or {}).get("sha256")
+        if codes is not None and codes.sha256 != recorded:
+            raise RunError(
+                f"item codes '{codes.name}' of '{dataset.name}' were imported again since run {run.path} was made "
+                "(their digest differs); import the ones it was made with, or re-train it"
+            )
+        method = build_method(entry, config, dataset, item_codes=codes)
         method.load_state_dict(run.load_best())
         method.to(device)
         valid, test = (
