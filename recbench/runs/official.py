@@ -319,10 +319,11 @@ def _zip_pickle(path: Path, archive: zipfile.ZipFile) -> tuple[bytes, Callable[[
     def load_storage(key: str, dtype: torch.dtype, numel: int) -> torch.Tensor:
         if not re.fullmatch(r"[A-Za-z0-9_.]+", key) or f"{prefix}data/{key}" not in names:
             raise pickle.UnpicklingError(f"storage {key!r} has no data entry in the file")
-        raw = bytearray(archive.read(f"{prefix}data/{key}"))
         size = torch.empty((), dtype=dtype).element_size()
+        declared = archive.getinfo(f"{prefix}data/{key}").file_size  # checked before anything is inflated
+        raw = bytearray(archive.read(f"{prefix}data/{key}")) if declared == numel * size else b""
         if len(raw) != numel * size:
-            raise pickle.UnpicklingError(f"storage {key} holds {len(raw)} bytes, {numel * size} declared")
+            raise pickle.UnpicklingError(f"storage {key} holds {len(raw) or declared} bytes, {numel * size} declared")
         flat = torch.frombuffer(raw, dtype=dtype) if raw else torch.empty(0, dtype=dtype)
         if order != sys.byteorder and size > 1:
             flat = flat.view(torch.uint8).view(-1, size).flip(1).contiguous().view(dtype).view(-1)
