@@ -444,6 +444,14 @@ def train(
     ] = None,
     protocols: ProtocolsOption = None,
     log_to: LogTo = None,
+    init: Annotated[
+        Optional[str],
+        typer.Option(
+            "--init",
+            help="Start from an official pre-trained checkpoint (unisrec, unisrec-id, vqrec): a file, or "
+            "official:NAME for $RECBENCH_HOME/official/NAME; read without running anything in it.",
+        ),
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Train a method on a dataset, evaluate the best-valid weights on test, write a run record.
@@ -469,6 +477,7 @@ def train(
         pretrain_seed=pretrain_seed,
         protocols=protocols,
         log_to=log_to,
+        init=init,
     )
     if as_json:
         metrics = result.run.metrics

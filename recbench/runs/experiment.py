@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
@@ -33,6 +34,7 @@ from recbench.runs import distributed
 from recbench.runs.batching import TrainingWindows
 from recbench.runs.evaluate import Evaluator
 from recbench.runs.metrics import EvalResult
+from recbench.runs.official import Checkpoint, load_official, read_checkpoint, resolve_init
 from recbench.runs.protocols import DEFAULT_PROTOCOL, Protocol, parse_protocols
 from recbench.runs.record import DamagedRunError, RunRecord
 from recbench.runs.tracking import TrackedRun, TrackingSpec, parse_log_to, tracking
@@ -239,6 +241,28 @@ def pretrain(
     return run
 
 
+def _read_init(
+    entry: MethodEntry, config: MethodConfig, init: str | Path, pretrain_on: Sequence[str] | None
+) -> tuple[Checkpoint, str]:
+    """Read ``--init``'s checkpoint before anything runs: a method without an official mapping, a
+    combination with pre-training or an unreadable file fails at once."""
+    if pretrain_on:
+        raise RecbenchError("--init and --pretrain-on both give the initial weights: use one of them")
+    if entry.cls.official_parameter_map(config) is None:
+        from recbench.registry import methods
+
+        mapped = [
+            e.name
+            for e in methods()
+            if e.cls.official_parameter_map.__func__ is not Method.official_parameter_map.__func__
+        ]
+        raise RecbenchError(
+            f"method '{entry.name}' has no official checkpoint mapping, so --init cannot load one into it "
+            f"(methods with one: {', '.join(mapped) or 'none'})"
+        )
+    return read_checkpoint(resolve_init(init)), str(init)
+
+
 def _fit_or_record_failure(trainer: Trainer, run: RunRecord, resume: bool) -> FitResult:
     """Train; a diverged loss marks the run failed (never finished) before the error reaches the user."""
     try:
@@ -306,6 +330,7 @@ def run_experiment(
     pretrain_seed: int | None = None,
     protocols: str | Sequence[str | Protocol] | None = None,
     log_to: str | TrackingSpec | Sequence[str | TrackingSpec] | None = None,
+    init: str | Path | None = None,
 ) -> ExperimentResult:
     """Train ``method_name`` on ``dataset_name`` (or reuse a finished identical run), then test it.
 
@@ -323,6 +348,11 @@ def run_experiment(
     ``log_to`` mirrors the run (and its pre-training) to experiment trackers: ``"tensorboard[:DIR]"``,
     ``"mlflow[:URI]"``, a list of them or :class:`~recbench.runs.tracking.TrackingSpec` (see
     :mod:`recbench.runs.tracking`); a reused run is not logged again.
+
+    ``init`` (a path, or ``official:NAME`` for ``$RECBENCH_HOME/official/NAME``) starts fine-tuning from
+    an official pre-trained checkpoint (UniSRec, VQ-Rec), read without running anything in it and mapped
+    by the method's :meth:`~recbench.method.Method.official_parameter_map`; its sha256 is part of the
+    run's identity (see :mod:`recbench.runs.official`).
     """
     check_seed(seed)
     trackers = parse_log_to(log_to)  # an unknown backend or a missing package fails before anything runs
@@ -331,6 +361,7 @@ def run_experiment(
     chosen = parse_protocols(protocols if isinstance(protocols, str) or protocols is None else list(protocols))
     entry = get_method(method_name)
     config = resolve_config(entry, *(overrides or []))
+    initial = _read_init(entry, config, init, pretrain_on) if init is not None else None
     device = distributed.setup(resolve_device(device))
     dataset = dataset or load_dataset(dataset_name)
     verify_fingerprint(dataset)  # the run records this fingerprint: the data must really have it
@@ -359,6 +390,8 @@ def run_experiment(
     }
     if pretrained is not None:
         identity["pretrained"] = pretrained.path.name
+    if initial is not None:  # the file's content, not its path: the same weights elsewhere are the same run
+        identity["init"] = {"sha256": initial[0].sha256}
     if codes is not None:  # the config names the codes; their digest makes a re-import of other codes a new run
         identity["item_codes"] = {"name": codes.name, "sha256": codes.sha256}
     if chosen[0].name != DEFAULT_PROTOCOL:  # early stopping watched another protocol: another run
@@ -385,6 +418,7 @@ def run_experiment(
             trackers=trackers,
             runs_dir=Path(runs_dir),
             item_codes=codes,
+            initial=initial,
         )
         if result.reused:
             for protocol in chosen[1:]:
@@ -409,6 +443,7 @@ def _train_and_test(
     trackers: Sequence[TrackingSpec] = (),
     runs_dir: Path = Path("runs"),
     item_codes: ItemCodes | None = None,
+    initial: tuple[Checkpoint, str] | None = None,
 ) -> ExperimentResult:
     """The body of :func:`run_experiment`, under the run's lock."""
     try:
@@ -460,6 +495,12 @@ def _train_and_test(
         method = build_method(entry, config, dataset, show_progress, item_codes=item_codes)
         if pretrained is not None:
             method.load_pretrained(pretrained.load_best())
+        if initial is not None:
+            report = load_official(method, *initial)
+            for line in report.warnings():
+                print(line, file=sys.stderr, flush=True)
+            record["init"] = report.record()
+            run.write_config(record, method=entry.cls)  # now with what the load did
         trainer = Trainer(
             method,
             dataset,
