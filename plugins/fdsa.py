@@ -37,6 +37,9 @@ table is frozen (``requires_grad = False``), so that baseline's "text" feature i
 vector per item, not the BERT embedding (as read in the code; not run). Here the feature is the
 item's real text embedding (a frozen buffer outside the state dict), which is what FDSA with text
 features means; expect it to differ from the published FDSA numbers for that reason too.
+``feature = "official_random"`` reproduces the official baseline instead: a frozen table of the
+text's width drawn N(0, ``initializer_range``) with the model's other weights (a buffer in the
+state dict, so a saved model keeps it), in place of the text, for comparing with the published row.
 
 Deviations: RecBole materialises every training prefix as its own sample; both streams are causal,
 so one pass over a training window predicts every next item (same outputs, one dropout mask shared
@@ -44,6 +47,8 @@ by the prefixes of a window within a step). Only the CE loss is offered (the def
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -59,6 +64,9 @@ class FDSAConfig(TextMethodConfig, TransformerConfig):
 
     hidden_size: StrictPositiveInt = 300
     """Width of item ID, position and adapted text embeddings and of both transformers (RecBole's yaml: 64)."""
+    feature: Literal["text", "official_random"] = "text"
+    """The feature stream's input: the item text embedding, or official_random, the fixed random
+    vector per item that UniSRec's baselines/fdsa.py ends up with (its text table is re-initialised)."""
 
 
 @register("fdsa")
@@ -84,6 +92,11 @@ class FDSA(Method):
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
         self.concat = nn.Linear(2 * d, d)
         self.apply(lambda module: init_recbole_weights(module, config.initializer_range))
+        if config.feature == "official_random":
+            # Drawn after the other weights, as the official apply() re-draws its deep-copied text table.
+            random_rows = torch.randn_like(self.text) * config.initializer_range
+            del self.text
+            self.register_buffer("text", random_rows)
 
     def feature_embedding(self, items: torch.Tensor) -> torch.Tensor:
         """(B, L) item ids -> (B, L, d) adapted text features (one field: the pooling is the identity)."""

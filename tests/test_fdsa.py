@@ -120,3 +120,15 @@ def test_initialisation_is_recbole_s_and_the_text_is_a_frozen_buffer() -> None:
 def test_training_on_a_toy_task_lowers_the_loss_and_beats_chance(toy_dataset, tmp_path: Path) -> None:
     overrides = {"hidden_size": 16, "inner_size": 16, "hidden_dropout_prob": 0.1, "attn_dropout_prob": 0.1}
     assert_learns_the_toy_task("fdsa", overrides, toy_dataset, tmp_path)
+
+
+def test_official_random_feature_replaces_the_text_by_a_fixed_random_table_kept_in_the_state_dict() -> None:
+    text = text_table(2000, 64)
+    fdsa = model(text, hidden_size=300, feature="official_random")
+    assert fdsa.text.shape == text.shape and not torch.equal(fdsa.text, text)
+    assert abs(fdsa.text.std().item() - 0.02) < 0.002  # N(0, initializer_range), as the official re-draw
+    assert "text" in fdsa.state_dict() and all(p is not fdsa.text for p in fdsa.parameters())  # saved, never trained
+    again = model(text, hidden_size=300, feature="official_random")
+    assert torch.equal(again.text, fdsa.text)  # drawn from the seeded generator with the other weights
+    fresh = model(text_table(2000, 64) * 3, hidden_size=300, feature="official_random")
+    torch.testing.assert_close(fresh.text, fdsa.text)  # the real text never reaches the model
