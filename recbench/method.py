@@ -293,6 +293,11 @@ class Method(nn.Module, ABC):
     """True if the score after a sequence ignores anything placed beyond its length (tested)."""
     supports_pretraining: ClassVar[bool] = False
     """True if the method implements ``pretrain_loss`` (its Config must subclass TransferConfig)."""
+    pretrains_on_target: ClassVar[bool] = False
+    """True if the method pre-trains on the training part of its target dataset itself (self-supervised
+    pre-training, S3-Rec), never on other domains: :func:`recbench.runs.experiment.run_experiment` runs
+    that stage before training whenever ``pretrain_epochs > 0``, without ``--pretrain-on`` (requires
+    ``supports_pretraining``)."""
     needs_word_dropped_text: ClassVar[bool] = False
     """True if pre-training also needs ``DataSpec.item_text_embeddings_word_dropped``."""
     needs_raw_text: ClassVar[bool] = False

@@ -178,12 +178,17 @@ def pretrain(
     device: str,
     show_progress: bool,
     log_to: Sequence[TrackingSpec] = (),
+    on_target: Dataset | None = None,
 ) -> RunRecord:
     """Pre-train a transfer method on the union of ``sources`` once; reused by every target.
 
     The run lives under ``runs_dir/_pretrain/<sources>/<method>/`` and is keyed by the method,
     its config, the sources' fingerprints and the seed. With ``log_to``, a pre-training that runs
     now (not a reused one) is mirrored to those trackers (its loss per epoch).
+
+    With ``on_target`` (a method with ``pretrains_on_target``; ``sources`` is then ignored), the
+    pre-training runs on that dataset itself, its training part as for every pre-training, with
+    the target's own item ids (no union, so no id prefixes and the target's text cache).
     """
     if not entry.cls.supports_pretraining:
         raise RecbenchError(f"method '{entry.name}' does not pre-train; drop --pretrain-on")
@@ -193,18 +198,24 @@ def pretrain(
             f"{entry.name}: pre-training with item_codes = '{config.item_codes}' is not supported (imported codes "
             "cover one dataset, not the sources); drop --pretrain-on or use item_codes = 'text'"
         )
-    domains = [load_dataset(name) for name in sources]
-    for domain in domains:
-        verify_fingerprint(domain)  # the pre-training run is keyed by these fingerprints
-    union = union_of(domains)
+    if on_target is not None:
+        union, fingerprints = on_target, {on_target.name: on_target.fingerprint}
+    else:
+        domains = [load_dataset(name) for name in sources]
+        for domain in domains:
+            verify_fingerprint(domain)  # the pre-training run is keyed by these fingerprints
+        union = union_of(domains)
+        fingerprints = union.manifest["union"]["fingerprints"]
     # Keyed by the base method, not the variant: variants that differ only in fine-tuning share it.
     identity = {
         "method": entry.cls.name,
         "config": config.model_dump(),
-        "sources": union.manifest["union"]["fingerprints"],
+        "sources": fingerprints,
         "seed": seed,
         "stage": "pretrain",
     }
+    if on_target is not None:
+        identity["on_target"] = True
     run = RunRecord.for_experiment(runs_dir / "_pretrain", union.name, entry.cls.name, seed, identity)
     if run.is_finished:
         return run
@@ -342,6 +353,8 @@ def run_experiment(
     union (or that pre-training run is reused) and then fine-tuned from it on the target. The
     pre-training uses ``pretrain_seed`` (default: ``seed``); one fixed ``pretrain_seed`` lets several
     fine-tuning seeds share one pre-trained checkpoint, so their spread is that of fine-tuning alone.
+    A method with ``pretrains_on_target`` (S3-Rec) is pre-trained on the target's own training part
+    instead, without ``pretrain_on`` (which may name only the target), unless ``pretrain_epochs = 0``.
     An unfinished run with a checkpoint is continued with ``resume`` or started over with
     ``restart``; with neither, it is an error (nothing is silently thrown away).
 
@@ -367,6 +380,15 @@ def run_experiment(
     verify_fingerprint(dataset)  # the run records this fingerprint: the data must really have it
     # Read (and checked against the config) before any pre-training, so a mismatch fails at once.
     codes = imported_item_codes(entry, config, dataset)
+    on_target = None
+    if entry.cls.pretrains_on_target:
+        if pretrain_on and list(pretrain_on) != [dataset.name]:
+            raise RecbenchError(
+                f"method '{entry.name}' pre-trains on its target '{dataset.name}' itself; drop --pretrain-on "
+                "(set pretrain_epochs = 0 to train it without pre-training)"
+            )
+        on_target = dataset if config.pretrain_epochs > 0 else None
+        pretrain_on = [dataset.name] if on_target is not None else None
     pretrained = (
         pretrain(
             entry,
@@ -377,6 +399,7 @@ def run_experiment(
             device,
             show_progress,
             trackers,
+            on_target=on_target,
         )
         if pretrain_on
         else None
