@@ -49,12 +49,14 @@ import torch.nn.functional as F
 from pydantic import StrictBool
 from torch import nn
 
-from recbench.layers import TransformerEncoder, causal_mask, init_recbole_weights
+from recbench.layers import TransformerEncoder, causal_mask, init_recbole_weights, recbole_transformer_parameters
 from recbench.method import (
     Batch,
     DataSpec,
     DropoutProbability,
     Method,
+    OfficialParameter,
+    OfficialParameterMap,
     Probability,
     StrictNonNegativeFloat,
     StrictPositiveFloat,
@@ -156,6 +158,50 @@ class UniSRec(Method):
         for module in (self.position_embedding, self.encoder):
             module.requires_grad_(False)
         return missing
+
+    @classmethod
+    def official_parameter_map(cls, config: UniSRecConfig) -> OfficialParameterMap:
+        """``UniSRec-FHCKM-300.pth`` (RUCAIBox/UniSRec ``unisrec.py`` on RecBole's SASRec) onto this model.
+
+        Each official expert ``moe_adaptor.experts.k`` (a PWLayer: ``bias`` (t,), ``lin.weight`` (d, t))
+        is row k of the stacked ``adaptor.bias`` (K, t) and, transposed, of ``adaptor.weight`` (K, t, d).
+        The checkpoint (pre-training stage) has no ``item_embedding``: UniSRec sets it to None outside
+        transductive fine-tuning, so ``id_embedding`` (unisrec-id) starts fresh, as the official
+        transductive_ft's. ``plm_embedding`` holds a dataset's frozen text features, never weights.
+        """
+        parameters = [
+            OfficialParameter("moe_adaptor.w_gate", "adaptor.gate"),
+            OfficialParameter("moe_adaptor.w_noise", "adaptor.noise"),
+            *(
+                entry
+                for k in range(config.n_experts)
+                for entry in (
+                    OfficialParameter(f"moe_adaptor.experts.{k}.bias", "adaptor.bias", row=k),
+                    OfficialParameter(f"moe_adaptor.experts.{k}.lin.weight", "adaptor.weight", row=k, transpose=True),
+                )
+            ),
+            OfficialParameter("position_embedding.weight", "position_embedding.weight"),
+            OfficialParameter("LayerNorm.weight", "norm.weight"),
+            OfficialParameter("LayerNorm.bias", "norm.bias"),
+            *recbole_transformer_parameters(config.n_layers),
+        ]
+        text = (
+            "the official adaptor reads 768-d BERT CLS features: set text_encoder=bert-base-uncased, text_pooling=cls"
+        )
+        return OfficialParameterMap(
+            parameters=tuple(parameters),
+            ignored={
+                r"item_embedding\..*": "an item-ID table of the pre-training items (unused by official fine-tuning)",
+                r"plm_embedding\..*": "a dataset's frozen text features (recbench encodes the target's own)",
+            },
+            shape_hints={
+                "adaptor.weight": text,
+                "adaptor.bias": text,
+                "adaptor.gate": text,
+                "adaptor.noise": text,
+                "position_embedding.weight": "the official model reads max_seq_length = 50 items",
+            },
+        )
 
     # --- encoder and fine-tuning -------------------------------------------------------------
     def item_table(self) -> torch.Tensor:

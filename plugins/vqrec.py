@@ -79,7 +79,7 @@ from torch import nn
 
 from recbench.data.codes import unpack_pq_codes
 from recbench.errors import ConfigError
-from recbench.layers import TransformerEncoder, causal_mask, init_recbole_weights
+from recbench.layers import TransformerEncoder, causal_mask, init_recbole_weights, recbole_transformer_parameters
 from recbench.method import (
     TEXT_CODES,
     Batch,
@@ -88,6 +88,8 @@ from recbench.method import (
     ItemCodesConfig,
     Method,
     MethodConfig,
+    OfficialParameter,
+    OfficialParameterMap,
     Probability,
     StrictNonNegativeInt,
     StrictPositiveFloat,
@@ -422,6 +424,34 @@ class VQRec(Method):
     def load_pretrained(self, state: dict[str, torch.Tensor]) -> list[str]:
         """Every weight whose shape fits, but never the codes or schedule state of the source data."""
         return super().load_pretrained({k: v for k, v in state.items() if k not in DATASET_STATE})
+
+    @classmethod
+    def official_parameter_map(cls, config: MethodConfig) -> OfficialParameterMap:
+        """``VQRec-FHCKM-300.pth`` / ``VQRec-FHCKM-300-20230315.pth`` (RUCAIBox/VQ-Rec ``vqrec.py``) onto
+        this model: the code table by position (as the official fine-tuning, whose target codes come
+        from the target's own quantiser), position embedding, LayerNorm, transformer and ``trans_matrix``
+        (the official ``load_state_dict(strict=False)`` loads it too). ``pq_codes`` and
+        ``reassigned_code_embedding`` are plain attributes there, never in the state dict; the target's
+        ``codes`` and ``phase`` buffers stay the target's."""
+        assert isinstance(config, VQRecConfig)
+        parameters = [
+            OfficialParameter("pq_code_embedding.weight", "code_embedding.weight"),
+            OfficialParameter("position_embedding.weight", "position_embedding.weight"),
+            OfficialParameter("LayerNorm.weight", "norm.weight"),
+            OfficialParameter("LayerNorm.bias", "norm.bias"),
+            OfficialParameter("trans_matrix", "trans_matrix"),
+            *recbole_transformer_parameters(config.n_layers),
+        ]
+        codes = "the official model has code_dim = 32 codes of code_cap = 256 values, hidden_size = 300"
+        return OfficialParameterMap(
+            parameters=tuple(parameters),
+            ignored={r"item_embedding\..*": "an item-ID table of the pre-training items (VQ-Rec has none)"},
+            shape_hints={
+                "code_embedding.weight": codes,
+                "trans_matrix": codes,
+                "position_embedding.weight": "the official model reads max_seq_length = 50 items",
+            },
+        )
 
     # --- pre-training on the source domains -------------------------------------------------
     def pretrain_loss(self, batch: Batch) -> torch.Tensor:

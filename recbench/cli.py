@@ -218,6 +218,15 @@ def download(
             "or once (one pass: users first, then items).",
         ),
     ] = None,
+    release: Annotated[
+        Optional[str],
+        typer.Option(
+            "--release",
+            help="Take the datasets from this authors' release with their text features (unisrec: UniSRec's "
+            "downstream-datasets.zip from Google Drive, needs `pip install 'recbench[release]'`); with --from, a copy "
+            "already downloaded (the archive, or a directory holding it or downstream/NAME/).",
+        ),
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Download and preprocess datasets (Amazon 2018 as UniSRec, Amazon 2014, MovieLens), or import files with --from.
@@ -225,6 +234,8 @@ def download(
     A filter other than a catalogued dataset's own writes a dataset of its own name (e.g. beauty-u5-i5-kcore).
 
     Example: recbench download scientific --from ../data/Scientific --input-format unisrec
+
+    Example: recbench download scientific arts --release unisrec
     """
     from recbench.data.download import download_datasets
     from recbench.data.filters import InteractionFilter
@@ -234,7 +245,17 @@ def download(
         user_col, item_col, time_col, item_text, tuple(text_fields.split(",")) if text_fields else None, partial_text
     )
     interaction_filter = InteractionFilter.from_options(min_user_interactions, min_item_interactions, filter_mode)
-    results = download_datasets(names, source, fmt, options, interaction_filter=interaction_filter)
+    if release is not None:
+        from recbench.data.release import download_release
+
+        if fmt is not None or options.given() or interaction_filter is not None:
+            raise RecbenchError(
+                "--release imports the release's files as published: --input-format, the import options and the "
+                "filter options do not apply"
+            )
+        results = download_release(names, release, source, show_progress=not as_json)
+    else:
+        results = download_datasets(names, source, fmt, options, interaction_filter=interaction_filter)
     if as_json:
         rows = [
             {
@@ -444,6 +465,14 @@ def train(
     ] = None,
     protocols: ProtocolsOption = None,
     log_to: LogTo = None,
+    init: Annotated[
+        Optional[str],
+        typer.Option(
+            "--init",
+            help="Start from an official pre-trained checkpoint (unisrec, unisrec-id, vqrec): a file, or "
+            "official:NAME for $RECBENCH_HOME/official/NAME; read without running anything in it.",
+        ),
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Train a method on a dataset, evaluate the best-valid weights on test, write a run record.
@@ -469,6 +498,7 @@ def train(
         pretrain_seed=pretrain_seed,
         protocols=protocols,
         log_to=log_to,
+        init=init,
     )
     if as_json:
         metrics = result.run.metrics

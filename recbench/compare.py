@@ -141,7 +141,7 @@ def run_cell(
         from recbench.registry import get_method
         from recbench.runs.experiment import run_experiment
 
-        transfer = cell.pretrain and get_method(cell.method).cls.supports_pretraining
+        transfer = takes_sources(get_method(cell.method).cls, cell.pretrain)
         sources = list(pretrain_on or []) if transfer else []
         for name in [cell.dataset, *sources]:
             ensure_dataset(name)
@@ -166,6 +166,12 @@ def run_cell(
             return CellOutcome(cell, error=str(err), seconds=time.perf_counter() - started)
         message = "".join(traceback.format_exception_only(type(err), err)).strip()
         return CellOutcome(cell, error=message, seconds=time.perf_counter() - started, traceback=traceback.format_exc())
+
+
+def takes_sources(cls: Any, pretrain: bool = True) -> bool:
+    """True if a cell of this method class pre-trains on the grid's source domains (``--pretrain-on``):
+    a transfer method in a row that pre-trains, except one that pre-trains on its own target (S3-Rec)."""
+    return pretrain and cls.supports_pretraining and not cls.pretrains_on_target
 
 
 def overrides_for(method: str, overrides: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -306,7 +312,7 @@ def _run_key(cell: GridCell, overrides: list[dict[str, Any]], pretrain_on: Seque
         config = resolve_config(entry, *cell.layers(overrides)).model_dump_json()
     except RecbenchError:  # the cell reports it
         return None
-    transfer = cell.pretrain and entry.cls.supports_pretraining and bool(pretrain_on)
+    transfer = takes_sources(entry.cls, cell.pretrain) and bool(pretrain_on)
     return (cell.dataset, entry.name, cell.seed, config, transfer)
 
 
@@ -332,7 +338,7 @@ def _needs(cell: GridCell, pretrain_on: Sequence[str] | None) -> list[str]:
     from recbench.registry import get_method
 
     try:
-        transfer = cell.pretrain and get_method(cell.method).cls.supports_pretraining
+        transfer = takes_sources(get_method(cell.method).cls, cell.pretrain)
     except RecbenchError:  # an unknown method: the cell itself reports that
         transfer = False
     return [cell.dataset, *(pretrain_on or [])] if transfer else [cell.dataset]
@@ -354,7 +360,7 @@ def _pretrain_first(
     for cell in cells:
         entry = get_method(cell.method)
         seed = cell.seed if pretrain_seed is None else pretrain_seed
-        if not (cell.pretrain and entry.cls.supports_pretraining) or (entry.name, seed) in done:
+        if not takes_sources(entry.cls, cell.pretrain) or (entry.name, seed) in done:
             continue
         done.add((entry.name, seed))
         try:

@@ -129,3 +129,29 @@ def init_recbole_weights(module: nn.Module, std: float = 0.02) -> None:
         module.weight.data.fill_(1.0)
     if isinstance(module, nn.Linear) and module.bias is not None:
         module.bias.data.zero_()
+
+
+def recbole_transformer_parameters(layers: int, source: str = "trm_encoder", target: str = "encoder") -> list:
+    """The :class:`recbench.method.OfficialParameter` entries of a RecBole ``TransformerEncoder`` of
+    ``layers`` blocks named ``source`` in an official checkpoint, onto a :class:`TransformerEncoder`
+    named ``target``: ``layer.i.multi_head_attention.{query,key,value,dense,LayerNorm}`` ->
+    ``attention.i.{query,key,value,dense,norm}``, ``layer.i.feed_forward.{dense_1,dense_2,LayerNorm}``
+    -> ``feed_forward.i.{dense_1,dense_2,norm}`` (weights and biases; same shapes, no transpose)."""
+    from recbench.method import OfficialParameter
+
+    blocks = {
+        "multi_head_attention": ("attention", {"query": "query", "key": "key", "value": "value", "dense": "dense"}),
+        "feed_forward": ("feed_forward", {"dense_1": "dense_1", "dense_2": "dense_2"}),
+    }
+    entries = []
+    for layer in range(layers):
+        for official_block, (block, linears) in blocks.items():
+            for official_name, name in {**linears, "LayerNorm": "norm"}.items():
+                for kind in ("weight", "bias"):
+                    entries.append(
+                        OfficialParameter(
+                            f"{source}.layer.{layer}.{official_block}.{official_name}.{kind}",
+                            f"{target}.{block}.{layer}.{name}.{kind}",
+                        )
+                    )
+    return entries

@@ -182,6 +182,32 @@ class ItemCodes:
         return int((~self.has_code[1:]).sum())
 
 
+@dataclass(frozen=True)
+class OfficialParameter:
+    """One tensor of an official pre-trained checkpoint and where it goes in the recbench model."""
+
+    source: str
+    """Its name in the official ``state_dict``."""
+    target: str
+    """The recbench state-dict name it is loaded into."""
+    row: int | None = None
+    """Load it into ``target[row]`` (e.g. one expert of a stacked tensor); None: the whole tensor."""
+    transpose: bool = False
+    """Transpose it first (``nn.Linear`` keeps (out, in); a stacked recbench weight may keep (in, out))."""
+
+
+@dataclass(frozen=True)
+class OfficialParameterMap:
+    """How an official checkpoint's parameters map onto a method (see docs/official-checkpoints.md)."""
+
+    parameters: tuple[OfficialParameter, ...]
+    ignored: dict[str, str] = field(default_factory=dict)
+    """Official names (regular expressions) deliberately not loaded, with the reason (e.g. a table of
+    the pre-training items); still reported as unmapped."""
+    shape_hints: dict[str, str] = field(default_factory=dict)
+    """Extra advice for a shape mismatch, by recbench target name (e.g. which text encoder fits)."""
+
+
 @dataclass
 class DataSpec:
     """What a method may know about the data: item and user counts, history length and, if declared, text."""
@@ -267,6 +293,11 @@ class Method(nn.Module, ABC):
     """True if the score after a sequence ignores anything placed beyond its length (tested)."""
     supports_pretraining: ClassVar[bool] = False
     """True if the method implements ``pretrain_loss`` (its Config must subclass TransferConfig)."""
+    pretrains_on_target: ClassVar[bool] = False
+    """True if the method pre-trains on the training part of its target dataset itself (self-supervised
+    pre-training, S3-Rec), never on other domains: :func:`recbench.runs.experiment.run_experiment` runs
+    that stage before training whenever ``pretrain_epochs > 0``, without ``--pretrain-on`` (requires
+    ``supports_pretraining``)."""
     needs_word_dropped_text: ClassVar[bool] = False
     """True if pre-training also needs ``DataSpec.item_text_embeddings_word_dropped``."""
     needs_raw_text: ClassVar[bool] = False
@@ -364,6 +395,12 @@ class Method(nn.Module, ABC):
     def pretrain_loss(self, batch: Batch) -> torch.Tensor:
         """Pre-training loss on a batch of source-domain sequences (transfer methods only)."""
         raise TypeError(f"{type(self).__name__} does not pre-train (supports_pretraining is False)")
+
+    @classmethod
+    def official_parameter_map(cls, config: MethodConfig) -> OfficialParameterMap | None:
+        """How the authors' released pre-trained checkpoint maps onto this method under ``config``
+        (``recbench train METHOD --init FILE``), or None (the default): no official checkpoint is read."""
+        return None
 
     def load_pretrained(self, state: dict[str, torch.Tensor]) -> list[str]:
         """Load the transferable part of a pre-trained state: every weight whose shape matches.

@@ -210,6 +210,10 @@ def _check_config(name: str, device: str) -> str | None:
         assert issubclass(config_cls, TransferConfig), (
             f"{cls.__name__} pre-trains (supports_pretraining = True): its Config must subclass recbench.TransferConfig"
         )
+    if cls.pretrains_on_target:
+        assert cls.supports_pretraining, (
+            f"{cls.__name__} pre-trains on its target (pretrains_on_target = True): it must set supports_pretraining"
+        )
     undocumented = [key for key, info in config_cls.model_fields.items() if not (info.description or "").strip()]
     assert not undocumented, f"config keys without a docstring: {', '.join(undocumented)}"
     try:
@@ -530,6 +534,8 @@ def _check_pretrain_and_fine_tune(name: str, device: str) -> str | None:
         return "the method does not pre-train (supports_pretraining is False)"
     overrides = _short_run(entry)
     config = resolve_config(entry, overrides)
+    if entry.cls.pretrains_on_target:
+        return _check_pretrain_on_target_and_fine_tune(name, device, overrides, config)
     with _temporary_home() as directory:
         source, target = toy_dataset("toy-source", items=20, seed=1), toy_dataset(seed=2)
         save_dataset(source)
@@ -550,6 +556,30 @@ def _check_pretrain_and_fine_tune(name: str, device: str) -> str | None:
         assert "pretrained" in result.run.config, "the fine-tuned run does not record its pre-training run"
         pretrained = list((directory / "runs" / "_pretrain").rglob("status.json"))
         assert len(pretrained) == 1, f"expected one finished pre-training run, found {len(pretrained)}"
+        _check_run(result.run, target, config)
+    return None
+
+
+def _check_pretrain_on_target_and_fine_tune(
+    name: str, device: str, overrides: dict[str, Any], config: MethodConfig
+) -> str | None:
+    """A method with ``pretrains_on_target``: one pre-training run on the target itself, then training from it."""
+    from recbench.data.dataset import save_dataset
+    from recbench.runs.experiment import run_experiment
+
+    entry = get_method(name)
+    with _temporary_home() as directory:
+        target = toy_dataset(seed=2)
+        save_dataset(target)
+        _cache_text(entry, config, target)
+        result = run_experiment(
+            name, target.name, seed=0, overrides=[overrides], runs_dir=directory / "runs", device=device,
+            show_progress=False,
+        )  # fmt: skip
+        assert result.fit is not None and not result.reused, "the run was not trained"
+        assert "pretrained" in result.run.config, "the run does not record its pre-training run on the target"
+        pretrained = list((directory / "runs" / "_pretrain" / target.name).rglob("status.json"))
+        assert len(pretrained) == 1, f"expected one finished pre-training run on the target, found {len(pretrained)}"
         _check_run(result.run, target, config)
     return None
 
@@ -577,7 +607,8 @@ CHECKS: dict[str, tuple[Check, str]] = {
     ),
     "pretrain_and_fine_tune": (
         _check_pretrain_and_fine_tune,
-        "transfer methods: pre-training on a source domain, then fine-tuning on the target, finishes",
+        "transfer methods: pre-training on a source domain (on the target itself with pretrains_on_target), "
+        "then fine-tuning on the target, finishes",
     ),
 }
 """Check name -> (function, what it checks), in the order :func:`check_method` runs them."""

@@ -5,8 +5,11 @@ Two files make the catalogue:
 - the built-in ``datasets.toml``: at the repository root in a checkout, shipped inside the wheel as
   ``recbench/data/datasets.toml`` (``setup.py`` copies it there at build time);
 - the user's ``$RECBENCH_HOME/datasets.toml`` (optional), read over it: a ``[datasets.NAME]``,
-  ``[families.NAME]`` or ``[suites.NAME]`` table of the user file replaces the built-in table of
-  the same name whole (no key-by-key merge, so an entry never mixes two files' values).
+  ``[families.NAME]``, ``[suites.NAME]`` or ``[releases.NAME]`` table of the user file replaces the
+  built-in table of the same name whole (no key-by-key merge, so an entry never mixes two files' values).
+
+``[releases.NAME]`` tables describe authors' releases of preprocessed datasets with their text
+features (:mod:`recbench.data.release`, ``recbench download NAME --release R``).
 
 Data lives under ``$RECBENCH_HOME`` (default ``~/.cache/recbench``): ``datasets/<name>/`` holds the
 canonical Dataset, ``raw/<name>/`` the downloaded raw files, ``embeddings/`` the text-encoder cache.
@@ -32,8 +35,8 @@ from recbench.data.filters import InteractionFilter
 from recbench.errors import DataError, UnknownNameError
 
 BUILTIN = "built-in"
-SECTIONS = ("families", "datasets", "suites")
-_SINGULAR = {"families": "family", "datasets": "dataset", "suites": "suite"}
+SECTIONS = ("families", "datasets", "suites", "releases")
+_SINGULAR = {"families": "family", "datasets": "dataset", "suites": "suite", "releases": "release"}
 RAW_ROLES = ("ratings", "meta", "archive")  # raw files a family can name: `<role>_file` and `<role>_urls`
 _COUNT_KEYS = ("users", "items", "interactions")
 
@@ -305,3 +308,114 @@ def get_suite(name: str) -> Suite:
 def suite_names() -> list[str]:
     """Every suite name in the catalogue."""
     return sorted(load_catalog().get("suites", {}))
+
+
+@dataclass(frozen=True)
+class ReleaseFeatures:
+    """The text-feature file of a release and the encoder setting it was computed with."""
+
+    suffix: str  # the file is <Folder>.<suffix>
+    dims: int
+    encoder: str
+    pooling: str
+    max_tokens: int
+
+
+@dataclass(frozen=True)
+class ReleaseSpec:
+    """One ``[releases.NAME]`` entry: where an authors' release is published and what it holds."""
+
+    name: str
+    description: str
+    archive_file: str
+    """The archive holding the datasets (a zip; its members end in ``<Folder>/<Folder>.<suffix>``)."""
+    drive_folder: str | None
+    """Google Drive folder id the archive is listed in (fetched with gdown)."""
+    urls: tuple[str, ...]
+    """Plain HTTP(S) copies of the archive, tried after Drive with recbench's own downloader."""
+    manual: tuple[str, ...]
+    """Copies that need a browser (named in the error when nothing else worked)."""
+    sha256: str | None
+    size: int | None
+    files: tuple[str, ...]
+    """Suffixes of the per-dataset files taken from the archive."""
+    datasets: dict[str, str]
+    """recbench dataset name -> the release's folder (and file prefix) name."""
+    features: ReleaseFeatures
+    origin: str = BUILTIN
+
+
+def release_names() -> list[str]:
+    """Every release name in the catalogue."""
+    return sorted(load_catalog().get("releases", {}))
+
+
+def _strings(value: object, where: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise DataError(f"{where}: expected a list of non-empty strings")
+    return tuple(value)
+
+
+def get_release_spec(name: str) -> ReleaseSpec:
+    """The ``[releases.NAME]`` entry of the catalogue (case-insensitive); errors name the file."""
+    catalog = current_catalog()
+    releases = catalog.data.get("releases", {})
+    key = name.lower()
+    if key not in releases:
+        raise UnknownNameError("release", name, releases)
+    entry = releases[key]
+    where = f"{catalog.origins[('releases', key)]}: [releases.{key}]"
+    for required in ("archive_file", "datasets", "features", "files"):
+        if required not in entry:
+            raise DataError(f"{where} needs '{required}'")
+    datasets = entry["datasets"]
+    if not isinstance(datasets, dict) or not datasets or not all(isinstance(v, str) for v in datasets.values()):
+        raise DataError(f'{where} datasets: expected a table of recbench name = "Folder"')
+    features = entry["features"]
+    if not isinstance(features, dict):
+        raise DataError(f"{where} features: expected a table")
+    try:
+        parsed = ReleaseFeatures(
+            suffix=str(features["file"]),
+            dims=int(features["dims"]),
+            encoder=str(features["encoder"]),
+            pooling=str(features["pooling"]),
+            max_tokens=int(features["max_tokens"]),
+        )
+    except (KeyError, TypeError, ValueError) as err:
+        raise DataError(
+            f"{where} features: expected {{ file, dims, encoder, pooling, max_tokens }} ({type(err).__name__}: {err})"
+        ) from None
+    if parsed.dims <= 0 or parsed.max_tokens <= 0 or parsed.pooling not in ("cls", "mean"):
+        raise DataError(f"{where} features: dims and max_tokens must be positive, pooling cls or mean")
+    files = _strings(entry["files"], f"{where} files")
+    if parsed.suffix not in files:
+        raise DataError(f"{where}: files must include the features file '{parsed.suffix}'")
+    from recbench.names import check_name
+
+    for dataset, folder in datasets.items():
+        check_name("dataset", dataset)
+        check_name("release folder", folder)
+    drive = entry.get("drive_folder")
+    if drive is not None and not (isinstance(drive, str) and re.fullmatch(r"[A-Za-z0-9_-]+", drive)):
+        raise DataError(f"{where} drive_folder: expected a Google Drive folder id")
+    sha256 = entry.get("sha256")
+    if sha256 is not None and not (isinstance(sha256, str) and re.fullmatch(r"[0-9a-fA-F]{64}", sha256)):
+        raise DataError(f"{where} sha256: expected 64 hex digits")
+    size = entry.get("size")
+    if size is not None and not (type(size) is int and size > 0):
+        raise DataError(f"{where} size: expected a positive whole number of bytes")
+    return ReleaseSpec(
+        name=key,
+        description=str(entry.get("description", "")),
+        archive_file=check_name("release archive", str(entry["archive_file"])),
+        drive_folder=drive,
+        urls=_strings(entry.get("urls", []), f"{where} urls"),
+        manual=_strings(entry.get("manual", []), f"{where} manual"),
+        sha256=sha256.lower() if sha256 else None,
+        size=size,
+        files=files,
+        datasets={k.lower(): v for k, v in datasets.items()},
+        features=parsed,
+        origin=catalog.origins[("releases", key)],
+    )

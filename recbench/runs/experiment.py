@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
@@ -33,6 +34,7 @@ from recbench.runs import distributed
 from recbench.runs.batching import TrainingWindows
 from recbench.runs.evaluate import Evaluator
 from recbench.runs.metrics import EvalResult
+from recbench.runs.official import Checkpoint, load_official, read_checkpoint, resolve_init
 from recbench.runs.protocols import DEFAULT_PROTOCOL, Protocol, parse_protocols
 from recbench.runs.record import DamagedRunError, RunRecord
 from recbench.runs.tracking import TrackedRun, TrackingSpec, parse_log_to, tracking
@@ -176,12 +178,17 @@ def pretrain(
     device: str,
     show_progress: bool,
     log_to: Sequence[TrackingSpec] = (),
+    on_target: Dataset | None = None,
 ) -> RunRecord:
     """Pre-train a transfer method on the union of ``sources`` once; reused by every target.
 
     The run lives under ``runs_dir/_pretrain/<sources>/<method>/`` and is keyed by the method,
     its config, the sources' fingerprints and the seed. With ``log_to``, a pre-training that runs
     now (not a reused one) is mirrored to those trackers (its loss per epoch).
+
+    With ``on_target`` (a method with ``pretrains_on_target``; ``sources`` is then ignored), the
+    pre-training runs on that dataset itself, its training part as for every pre-training, with
+    the target's own item ids (no union, so no id prefixes and the target's text cache).
     """
     if not entry.cls.supports_pretraining:
         raise RecbenchError(f"method '{entry.name}' does not pre-train; drop --pretrain-on")
@@ -191,18 +198,24 @@ def pretrain(
             f"{entry.name}: pre-training with item_codes = '{config.item_codes}' is not supported (imported codes "
             "cover one dataset, not the sources); drop --pretrain-on or use item_codes = 'text'"
         )
-    domains = [load_dataset(name) for name in sources]
-    for domain in domains:
-        verify_fingerprint(domain)  # the pre-training run is keyed by these fingerprints
-    union = union_of(domains)
+    if on_target is not None:
+        union, fingerprints = on_target, {on_target.name: on_target.fingerprint}
+    else:
+        domains = [load_dataset(name) for name in sources]
+        for domain in domains:
+            verify_fingerprint(domain)  # the pre-training run is keyed by these fingerprints
+        union = union_of(domains)
+        fingerprints = union.manifest["union"]["fingerprints"]
     # Keyed by the base method, not the variant: variants that differ only in fine-tuning share it.
     identity = {
         "method": entry.cls.name,
         "config": config.model_dump(),
-        "sources": union.manifest["union"]["fingerprints"],
+        "sources": fingerprints,
         "seed": seed,
         "stage": "pretrain",
     }
+    if on_target is not None:
+        identity["on_target"] = True
     run = RunRecord.for_experiment(runs_dir / "_pretrain", union.name, entry.cls.name, seed, identity)
     if run.is_finished:
         return run
@@ -237,6 +250,28 @@ def pretrain(
             run.mark_finished()  # no evaluation: the pre-trained weights (best.pt) are the product
     distributed.barrier()  # under torchrun, the other processes read best.pt once rank 0 has written it
     return run
+
+
+def _read_init(
+    entry: MethodEntry, config: MethodConfig, init: str | Path, pretrain_on: Sequence[str] | None
+) -> tuple[Checkpoint, str]:
+    """Read ``--init``'s checkpoint before anything runs: a method without an official mapping, a
+    combination with pre-training or an unreadable file fails at once."""
+    if pretrain_on:
+        raise RecbenchError("--init and --pretrain-on both give the initial weights: use one of them")
+    if entry.cls.official_parameter_map(config) is None:
+        from recbench.registry import methods
+
+        mapped = [
+            e.name
+            for e in methods()
+            if e.cls.official_parameter_map.__func__ is not Method.official_parameter_map.__func__
+        ]
+        raise RecbenchError(
+            f"method '{entry.name}' has no official checkpoint mapping, so --init cannot load one into it "
+            f"(methods with one: {', '.join(mapped) or 'none'})"
+        )
+    return read_checkpoint(resolve_init(init)), str(init)
 
 
 def _fit_or_record_failure(trainer: Trainer, run: RunRecord, resume: bool) -> FitResult:
@@ -306,6 +341,7 @@ def run_experiment(
     pretrain_seed: int | None = None,
     protocols: str | Sequence[str | Protocol] | None = None,
     log_to: str | TrackingSpec | Sequence[str | TrackingSpec] | None = None,
+    init: str | Path | None = None,
 ) -> ExperimentResult:
     """Train ``method_name`` on ``dataset_name`` (or reuse a finished identical run), then test it.
 
@@ -317,12 +353,19 @@ def run_experiment(
     union (or that pre-training run is reused) and then fine-tuned from it on the target. The
     pre-training uses ``pretrain_seed`` (default: ``seed``); one fixed ``pretrain_seed`` lets several
     fine-tuning seeds share one pre-trained checkpoint, so their spread is that of fine-tuning alone.
+    A method with ``pretrains_on_target`` (S3-Rec) is pre-trained on the target's own training part
+    instead, without ``pretrain_on`` (which may name only the target), unless ``pretrain_epochs = 0``.
     An unfinished run with a checkpoint is continued with ``resume`` or started over with
     ``restart``; with neither, it is an error (nothing is silently thrown away).
 
     ``log_to`` mirrors the run (and its pre-training) to experiment trackers: ``"tensorboard[:DIR]"``,
     ``"mlflow[:URI]"``, a list of them or :class:`~recbench.runs.tracking.TrackingSpec` (see
     :mod:`recbench.runs.tracking`); a reused run is not logged again.
+
+    ``init`` (a path, or ``official:NAME`` for ``$RECBENCH_HOME/official/NAME``) starts fine-tuning from
+    an official pre-trained checkpoint (UniSRec, VQ-Rec), read without running anything in it and mapped
+    by the method's :meth:`~recbench.method.Method.official_parameter_map`; its sha256 is part of the
+    run's identity (see :mod:`recbench.runs.official`).
     """
     check_seed(seed)
     trackers = parse_log_to(log_to)  # an unknown backend or a missing package fails before anything runs
@@ -331,11 +374,21 @@ def run_experiment(
     chosen = parse_protocols(protocols if isinstance(protocols, str) or protocols is None else list(protocols))
     entry = get_method(method_name)
     config = resolve_config(entry, *(overrides or []))
+    initial = _read_init(entry, config, init, pretrain_on) if init is not None else None
     device = distributed.setup(resolve_device(device))
     dataset = dataset or load_dataset(dataset_name)
     verify_fingerprint(dataset)  # the run records this fingerprint: the data must really have it
     # Read (and checked against the config) before any pre-training, so a mismatch fails at once.
     codes = imported_item_codes(entry, config, dataset)
+    on_target = None
+    if entry.cls.pretrains_on_target:
+        if pretrain_on and list(pretrain_on) != [dataset.name]:
+            raise RecbenchError(
+                f"method '{entry.name}' pre-trains on its target '{dataset.name}' itself; drop --pretrain-on "
+                "(set pretrain_epochs = 0 to train it without pre-training)"
+            )
+        on_target = dataset if config.pretrain_epochs > 0 else None
+        pretrain_on = [dataset.name] if on_target is not None else None
     pretrained = (
         pretrain(
             entry,
@@ -346,6 +399,7 @@ def run_experiment(
             device,
             show_progress,
             trackers,
+            on_target=on_target,
         )
         if pretrain_on
         else None
@@ -359,6 +413,8 @@ def run_experiment(
     }
     if pretrained is not None:
         identity["pretrained"] = pretrained.path.name
+    if initial is not None:  # the file's content, not its path: the same weights elsewhere are the same run
+        identity["init"] = {"sha256": initial[0].sha256}
     if codes is not None:  # the config names the codes; their digest makes a re-import of other codes a new run
         identity["item_codes"] = {"name": codes.name, "sha256": codes.sha256}
     if chosen[0].name != DEFAULT_PROTOCOL:  # early stopping watched another protocol: another run
@@ -385,6 +441,7 @@ def run_experiment(
             trackers=trackers,
             runs_dir=Path(runs_dir),
             item_codes=codes,
+            initial=initial,
         )
         if result.reused:
             for protocol in chosen[1:]:
@@ -409,6 +466,7 @@ def _train_and_test(
     trackers: Sequence[TrackingSpec] = (),
     runs_dir: Path = Path("runs"),
     item_codes: ItemCodes | None = None,
+    initial: tuple[Checkpoint, str] | None = None,
 ) -> ExperimentResult:
     """The body of :func:`run_experiment`, under the run's lock."""
     try:
@@ -460,6 +518,12 @@ def _train_and_test(
         method = build_method(entry, config, dataset, show_progress, item_codes=item_codes)
         if pretrained is not None:
             method.load_pretrained(pretrained.load_best())
+        if initial is not None:
+            report = load_official(method, *initial)
+            for line in report.warnings():
+                print(line, file=sys.stderr, flush=True)
+            record["init"] = report.record()
+            run.write_config(record, method=entry.cls)  # now with what the load did
         trainer = Trainer(
             method,
             dataset,
