@@ -59,6 +59,12 @@ class MethodRow:
     method: str
     settings: dict[str, Any] = field(default_factory=dict)
     pretrain: bool = True  # False: trained from scratch even when the grid pre-trains (an ablation row)
+    init: str = ""  # official:NAME or a path: fine-tuned from that checkpoint, never from the grid's pre-training
+    dataset_settings: dict[str, dict[str, Any]] = field(default_factory=dict)  # per dataset, over ``settings``
+
+    def settings_for(self, dataset: str) -> dict[str, Any]:
+        """The row's settings on ``dataset``: its own, then that dataset's."""
+        return {**self.settings, **self.dataset_settings.get(dataset, {})}
 
 
 @dataclass(frozen=True)
@@ -71,6 +77,12 @@ class GridCell:
     label: str = ""
     settings: str = ""  # JSON text: the cell stays hashable and picklable
     pretrain: bool = True  # False: never fine-tuned from the grid's pre-training
+    init: str = ""  # a checkpoint (``train --init``) the cell starts from instead of any pre-training
+
+    @property
+    def grid_pretraining(self) -> bool:
+        """False if the cell must not start from the grid's pre-training (an ablation row, or its own init)."""
+        return self.pretrain and not self.init
 
     @property
     def row(self) -> str:
@@ -141,7 +153,7 @@ def run_cell(
         from recbench.registry import get_method
         from recbench.runs.experiment import run_experiment
 
-        transfer = takes_sources(get_method(cell.method).cls, cell.pretrain)
+        transfer = takes_sources(get_method(cell.method).cls, cell.grid_pretraining)
         sources = list(pretrain_on or []) if transfer else []
         for name in [cell.dataset, *sources]:
             ensure_dataset(name)
@@ -157,6 +169,7 @@ def run_cell(
             show_progress=False,
             pretrain_on=sources or None,
             pretrain_seed=pretrain_seed,
+            init=cell.init or None,
             protocols=list(protocols) if protocols else None,
             log_to=log_to,
         )
@@ -209,8 +222,9 @@ def grid(datasets: Sequence[str], methods: Sequence[str | MethodRow], seeds: int
             m.method.lower(),
             BASE_SEED + s,
             m.label,
-            json.dumps(m.settings, sort_keys=True) if m.settings else "",
+            json.dumps(m.settings_for(d), sort_keys=True) if m.settings_for(d) else "",
             m.pretrain,
+            m.init,
         )
         for d in datasets
         for m in methods
@@ -312,8 +326,8 @@ def _run_key(cell: GridCell, overrides: list[dict[str, Any]], pretrain_on: Seque
         config = resolve_config(entry, *cell.layers(overrides)).model_dump_json()
     except RecbenchError:  # the cell reports it
         return None
-    transfer = takes_sources(entry.cls, cell.pretrain) and bool(pretrain_on)
-    return (cell.dataset, entry.name, cell.seed, config, transfer)
+    transfer = takes_sources(entry.cls, cell.grid_pretraining) and bool(pretrain_on)
+    return (cell.dataset, entry.name, cell.seed, config, transfer, cell.init)
 
 
 def stop_with_parent(parent_pid: int, interval: float = 1.0) -> None:
@@ -338,7 +352,7 @@ def _needs(cell: GridCell, pretrain_on: Sequence[str] | None) -> list[str]:
     from recbench.registry import get_method
 
     try:
-        transfer = takes_sources(get_method(cell.method).cls, cell.pretrain)
+        transfer = takes_sources(get_method(cell.method).cls, cell.grid_pretraining)
     except RecbenchError:  # an unknown method: the cell itself reports that
         transfer = False
     return [cell.dataset, *(pretrain_on or [])] if transfer else [cell.dataset]
@@ -360,7 +374,7 @@ def _pretrain_first(
     for cell in cells:
         entry = get_method(cell.method)
         seed = cell.seed if pretrain_seed is None else pretrain_seed
-        if not takes_sources(entry.cls, cell.pretrain) or (entry.name, seed) in done:
+        if not takes_sources(entry.cls, cell.grid_pretraining) or (entry.name, seed) in done:
             continue
         done.add((entry.name, seed))
         try:

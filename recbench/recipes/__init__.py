@@ -37,10 +37,15 @@ class RecipeRow(BaseModel):
     label: str
     method: str
     settings: dict[str, Any] = Field(default_factory=dict)
+    dataset_settings: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    """dataset -> settings for that dataset only, over ``settings`` (e.g. the README's learning rate per dataset)."""
     published: dict[str, dict[str, float]] = Field(default_factory=dict)
     """dataset -> metric -> the value the paper printed (a fraction, not a percentage)."""
     pretrain: bool = True
     """False: this row is trained from scratch even though the recipe pre-trains (a "w/o pre-training" row)."""
+    init: str = ""
+    """A released checkpoint the row is fine-tuned from (``official:NAME`` or a path, as ``train --init``)
+    instead of the recipe's pre-training: the official-artefacts route of a transfer table."""
 
 
 class Recipe(BaseModel):
@@ -73,6 +78,9 @@ class Recipe(BaseModel):
         if len(set(labels)) < len(labels):
             raise ValueError(f"two rows share the label {next(x for x in labels if labels.count(x) > 1)!r}")
         for row in self.rows:
+            stray = set(row.dataset_settings) - set(self.datasets)
+            if stray:
+                raise ValueError(f"row {row.label!r} has dataset_settings for {sorted(stray)}, not among its datasets")
             for dataset, numbers in row.published.items():
                 if dataset not in self.datasets:
                     raise ValueError(f"row {row.label!r} publishes numbers for {dataset!r}, not one of its datasets")
@@ -179,7 +187,17 @@ def run_recipe(
     datasets = [use.get(d, d) for d in recipe.datasets]
     if len(set(datasets)) < len(datasets):
         raise RecbenchError("--use maps two of the recipe's datasets to one dataset")
-    rows = [MethodRow(row.label, row.method, dict(row.settings), row.pretrain) for row in recipe.rows]
+    rows = [
+        MethodRow(
+            row.label,
+            row.method,
+            dict(row.settings),
+            row.pretrain,
+            row.init,
+            {use.get(d, d): dict(settings) for d, settings in row.dataset_settings.items()},
+        )
+        for row in recipe.rows
+    ]
     report, outcomes = compare(
         datasets,
         rows,
