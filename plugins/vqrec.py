@@ -12,13 +12,16 @@ Checked against: RUCAIBox/VQ-Rec @2981845 (``vqrec.py`` with the March-2023 fixe
 - Imported codes (``item_codes = "imported:NAME"``): instead of quantising recbench's own text
   embeddings, the model takes the codes of an official faiss index, imported once with ``recbench
   encode DATASET --import-codes INDEX --unisrec-dir DIR --codes-name NAME``
-  (:mod:`recbench.data.codes`: row order, checks, cache). They reach the model as
+  (:mod:`recbench.data.codes`: row order, checks, cache). With the items' released vectors
+  (``DIR/X.feat1CLS`` or ``--features FILE``) every item is coded by encoding its vector with the
+  index, as the official fine-tuning does; without, the index's stored rows code the strict items
+  only. They reach the model as
   ``DataSpec.item_codes`` (raw codes in [0, K) and a has-code mask), offset exactly as text codes;
   ``code_dim`` and ``code_cap`` must equal the index's M and 2**bits (a clear error otherwise). The run's
   identity holds the codes' content digest, so codes imported again with other content make a new
-  run. Items the index has no code for (Scientific: 12 items that occur only in valid/test; the
-  official code encodes their BERT features, shipped apart from the index and not imported here,
-  with the index) are coded by ``missing_codes``:
+  run. Items without a code (stored rows only; Scientific: 12 items that occur only in valid/test,
+  which the official code codes by encoding their BERT features with the index) are coded by
+  ``missing_codes``:
   ``nearest`` (default) copies the code of the coded item whose text embedding (under this config's
   ``text_encoder``) has the highest cosine with the item's own, the closest stand-in for encoding the
   item's own text with the official quantiser; the two items then have the same representation and
@@ -135,7 +138,8 @@ class VQRecConfig(TransferConfig, TransformerConfig, ItemCodesConfig):
     also seeds the ``random`` fallback of imported codes."""
     missing_codes: Literal["nearest", "random"] = "nearest"
     """With item_codes = imported:NAME, the code of an item the import has none for (valid/test-only
-    items): nearest (the code of the coded item with the most similar text; exact ties) or random."""
+    items, when the codes are an index's stored rows; codes imported with the items' vectors cover every
+    item): nearest (the code of the coded item with the most similar text; exact ties) or random."""
 
     @field_validator("code_cap")
     @classmethod

@@ -323,7 +323,16 @@ def encode(
         typer.Option(
             "--unisrec-dir",
             help="--import-codes: the UniSRec files the index was built from; row k = the item with the k-th "
-            "smallest X.item2index number among the items of X.train.inter.",
+            "smallest X.item2index number among the items of X.train.inter. If it holds X.feat1CLS, every item is "
+            "coded by encoding its vector with the index, as the official fine-tuning does.",
+        ),
+    ] = None,
+    features: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--features",
+            help="--import-codes: code every item by encoding its vector with the index (as the official "
+            "fine-tuning does) from this raw float32 file in X.item2index order (default: DIR/X.feat1CLS if present).",
         ),
     ] = None,
     codes_name: Annotated[
@@ -336,12 +345,15 @@ def encode(
     Example: recbench encode scientific --encoder bert-base-uncased --pooling cls
 
     Example: recbench encode scientific --import-codes Sci.index --unisrec-dir ../Scientific --codes-name official
+
+    Example: recbench encode scientific --import-codes Sci.index --unisrec-dir ../Scientific --features Sci.feat1CLS
     """
     from recbench.data.dataset import load_dataset
     from recbench.data.encode import EncoderSpec, export_feat, import_feat, item_embeddings, save_embeddings
 
-    if import_codes is not None or unisrec_dir is not None:
-        _import_codes(datasets, import_codes, unisrec_dir, codes_name, as_json, other=bool(export or import_from))
+    if import_codes is not None or unisrec_dir is not None or features is not None:
+        other = bool(export or import_from)
+        _import_codes(datasets, import_codes, unisrec_dir, features, codes_name, as_json, other)
         return
     spec = EncoderSpec(encoder, pooling, max_tokens, word_drop, precision=precision)
     if (export or import_from) and len(datasets) != 1:
@@ -372,28 +384,37 @@ def encode(
 
 
 def _import_codes(
-    datasets: list[str], index_file: Path | None, unisrec_dir: Path | None, name: str, as_json: bool, other: bool
+    datasets: list[str],
+    index_file: Path | None,
+    unisrec_dir: Path | None,
+    features: Path | None,
+    name: str,
+    as_json: bool,
+    other: bool,
 ) -> None:
     """``encode --import-codes``: store an index's item codes for one dataset and report what was mapped."""
-    from recbench.data.codes import import_faiss_codes
+    from recbench.data.codes import CODED_BY_VECTORS, import_faiss_codes
     from recbench.data.dataset import load_dataset
 
     if index_file is None or unisrec_dir is None:
         raise RecbenchError(
             "--import-codes INDEX_FILE and --unisrec-dir DIR go together (the index's rows follow DIR's X.train.inter)"
+            + ("; --features is for --import-codes" if features is not None else "")
         )
     if other:
         raise RecbenchError("--import-codes stores codes only: drop --import / --export")
     if len(datasets) != 1:
         raise RecbenchError("--import-codes takes one dataset")
-    stored = import_faiss_codes(load_dataset(datasets[0]), index_file, unisrec_dir, name)
+    stored = import_faiss_codes(load_dataset(datasets[0]), index_file, unisrec_dir, name, features=features)
     record = stored.record
     keys = ("items", "items_with_code", "items_without_code", "distinct_code_rows", "items_sharing_a_code")
+    encoded = record["coded_by"] == CODED_BY_VECTORS
     report = {
         "dataset": datasets[0],
         "name": name,
         "path": str(stored.path),
         "sha256": stored.sha256,
+        "coded_by": record["coded_by"],
         "code_dim": record["code_dim"],
         "bits": record["bits"],
         **{key: record[key] for key in keys},
@@ -401,16 +422,40 @@ def _import_codes(
         "coded_but_not_training": record["coded_but_not_training"],
         "training_but_without_code": record["training_but_without_code"],
     }
+    if encoded:
+        report |= {key: record[key] for key in ("features", "features_sha256", "strict_rows", "strict_rows_equal")}
     if as_json:
         typer.echo(json.dumps(report, indent=2))
         return
+    how = "every item's vector encoded by the index, as the official fine-tuning does" if encoded else "index rows"
     say(
         datasets[0],
-        f": item codes '{name}' ({record['code_dim']} codes x {record['bits']} bits): {record['items_with_code']:,} "
-        f"of {record['items']:,} items mapped, {record['distinct_code_rows']:,} distinct code rows, "
-        f"{record['items_sharing_a_code']:,} items share their full code with another -> {stored.path}",
+        f": item codes '{name}' ({record['code_dim']} codes x {record['bits']} bits, {how}): "
+        f"{record['items_with_code']:,} of {record['items']:,} items {'coded' if encoded else 'mapped'}, "
+        f"{record['distinct_code_rows']:,} distinct code rows, {record['items_sharing_a_code']:,} items share their "
+        f"full code with another -> {stored.path}",
         "green",
     )
+    if encoded:
+        say(
+            f"  vectors: {record['features']} (sha256 {record['features_sha256'][:12]}); check: "
+            f"{record['strict_rows_equal']:,} of the index's {record['strict_rows']:,} stored rows equal their "
+            "item's re-encoded vector"
+        )
+        if record["strict_rows_equal"] != record["strict_rows"]:
+            say(
+                "WARNING:",
+                f" {record['strict_rows'] - record['strict_rows_equal']:,} stored rows differ from their item's "
+                "re-encoded vector: these are not the vectors the index was filled with (the codes stored are "
+                "the re-encoded ones, as the official fine-tuning's)",
+                "bold yellow",
+                err=True,
+            )
+    else:
+        say(
+            "  no item vectors (DIR/X.feat1CLS or --features FILE): these are the index's stored rows; with them "
+            "every item would be coded by encoding its vector with the index, as the official fine-tuning does"
+        )
     if record["items_without_code"]:
         shown = ", ".join(record["without_code"][:5]) + (", ..." if record["items_without_code"] > 5 else "")
         say(
@@ -418,8 +463,8 @@ def _import_codes(
             "itself (vqrec: missing_codes, default nearest)"
         )
     for key, what in (
-        ("coded_but_not_training", "items with a code are not training items of the dataset"),
-        ("training_but_without_code", "training items of the dataset have no code"),
+        ("coded_but_not_training", "items with a row in the index are not training items of the dataset"),
+        ("training_but_without_code", "training items of the dataset have no row in the index"),
     ):
         if record[key]:
             say(

@@ -4,8 +4,10 @@ row order, the checked cache entry, the fallback for items without a code, and t
 The data are made here: UniSRec files of a small dataset whose item2index numbers, file order and
 recbench item ids all differ, and an index trained as VQ-Rec's pq.py trains it
 (``OPQ4,IVF1,PQ4x4``, inner product) on random vectors of the "strict" items, then filled with them
-in increasing UniSRec index. The tests cross-check codes against ``index.sa_encode`` of each item's
-own vector.
+in increasing UniSRec index. A copy of the files with every item's vector as ``Toy.feat1CLS`` (raw
+float32 in item2index order) is imported the way the official fine-tuning codes a target: every
+item's vector encoded by the index. The tests cross-check codes against ``index.sa_encode`` of each
+item's own vector and against ``index.add`` + the list's new rows (the official route).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import hashlib
 import io
 import json
 import re
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,12 +28,16 @@ from typer.testing import CliRunner
 
 from recbench.cli import app
 from recbench.data.codes import (
+    CODED_BY_ROWS,
+    CODED_BY_VECTORS,
     codes_digest,
     codes_path,
+    encode_with_index,
     import_faiss_codes,
     load_item_codes,
     read_index_codes,
     strict_item_tokens,
+    unpack_pq_codes,
 )
 from recbench.data.dataset import Dataset, load_dataset
 from recbench.data.download import import_local
@@ -144,7 +151,23 @@ def source(tmp_path_factory: pytest.TempPathFactory) -> dict:
     rows = strict_in_row_order(data)
     index = train_index(data["vectors"][rows])
     faiss.write_index(index, str(root / "toy.index"))
-    return {"dir": root / "Toy", "index": root / "toy.index", "faiss": index, "rows": rows, **data}
+    shutil.copytree(root / "Toy", root / "ToyFeat")  # the same files with the items' vectors
+    write_features(root / "ToyFeat" / "Toy.feat1CLS", data["vectors"], data["number"])
+    return {
+        "dir": root / "Toy",
+        "feat_dir": root / "ToyFeat",
+        "index": root / "toy.index",
+        "faiss": index,
+        "rows": rows,
+        **data,
+    }
+
+
+def write_features(path: Path, vectors: np.ndarray, number: np.ndarray) -> None:
+    """Write a UniSRec feature file: raw float32, row k = the vector of the item with item2index number k."""
+    rows = np.zeros_like(vectors)
+    rows[number] = vectors
+    rows.tofile(path)
 
 
 @pytest.fixture
@@ -217,6 +240,7 @@ def test_imported_codes_are_each_items_own_code(source: dict, toy: Dataset) -> N
     assert record["distinct_code_rows"] == len(distinct)
     assert record["items_sharing_a_code"] == int(counts[counts > 1].sum())
     assert record["coded_but_not_training"] == record["training_but_without_code"] == 0
+    assert record["coded_by"] == CODED_BY_ROWS and "features" not in record
     assert record["source_sha256"] == hashlib.sha256(source["index"].read_bytes()).hexdigest()
 
 
@@ -230,6 +254,7 @@ def test_cli_imports_codes_and_reports_them(source: dict, toy: Dataset) -> None:
     result = CliRunner().invoke(app, arguments)  # human output, default name
     assert result.exit_code == 0, result.output
     assert f"{STRICT} of {STRICT + COLD} items mapped" in result.output and "4 items have no code" in result.output
+    assert "index rows" in result.output and "no item vectors (DIR/X.feat1CLS or --features FILE)" in result.output
     assert codes_path(toy, "official").is_file()
     alone = CliRunner().invoke(app, ["encode", "toy", "--import-codes", str(source["index"])])
     assert alone.exit_code == 1 and "--unisrec-dir DIR go together" in alone.output
@@ -410,3 +435,127 @@ def test_codes_that_do_not_fit_the_config_fail_before_training(source: dict, toy
     pretraining = VQRec.pretraining_config(config)  # the sources are coded from their text
     assert pretraining.item_codes == "text" and pretraining.missing_codes == "nearest"
     assert pretraining.model_dump() == resolve_config(entry, VQREC).model_dump()
+
+
+# --- (g) every item's vector encoded by the index, as the official fine-tuning -----------------------
+def official_fine_tuning_codes(index_file: Path, features: np.ndarray) -> np.ndarray:
+    """VQ-Rec's ``VQRecDataset.load_index``: read the index, add the target's features, take the new rows
+    of the list (row k = the item with item2index number k), unpacked."""
+    index = faiss.read_index(str(index_file))
+    old = index.ntotal
+    index.add(features)
+    return unpack_pq_codes(list_bytes(index)[old:], CODE_DIM, BITS)
+
+
+def item_of(toy: Dataset, tokens) -> np.ndarray:
+    return np.array([toy.item_ids.index(token) + 1 for token in tokens])
+
+
+def test_sa_encode_writes_the_bytes_add_stores(source: dict) -> None:
+    features = np.fromfile(source["feat_dir"] / "Toy.feat1CLS", dtype=np.float32).reshape(-1, DIM)
+    index = faiss.read_index(str(source["index"]))
+    old = index.ntotal
+    index.add(features)  # every item, cold and unused ones too, after the stored strict rows
+    assert np.array_equal(list_bytes(index)[old:], index.sa_encode(features))
+    assert np.array_equal(
+        encode_with_index(source["index"], features), official_fine_tuning_codes(source["index"], features)
+    )
+
+
+def test_every_item_is_coded_by_encoding_its_vector(source: dict, toy: Dataset) -> None:
+    stored = import_faiss_codes(toy, source["index"], source["feat_dir"], "official")  # finds Toy.feat1CLS
+    tokens = list(toy.item_ids)
+    ids = item_of(toy, tokens)
+    assert np.array_equal(stored.codes[ids], own_codes(source, tokens))  # faiss's sa_encode of each vector
+    features = np.fromfile(source["feat_dir"] / "Toy.feat1CLS", dtype=np.float32).reshape(-1, DIM)
+    official = official_fine_tuning_codes(source["index"], features)
+    number = dict(zip(source["tokens"], source["number"]))
+    assert np.array_equal(stored.codes[ids], official[[number[token] for token in tokens]])  # pq_codes[int(token)]
+    assert stored.has_code[1:].all() and not stored.has_code[0] and not stored.codes[0].any()
+    record = stored.record
+    assert record["coded_by"] == CODED_BY_VECTORS
+    assert (record["items"], record["items_with_code"], record["items_without_code"]) == (STRICT + COLD,) * 2 + (0,)
+    assert record["features"] == str((source["feat_dir"] / "Toy.feat1CLS").resolve())
+    assert record["features_sha256"] == hashlib.sha256((source["feat_dir"] / "Toy.feat1CLS").read_bytes()).hexdigest()
+    assert record["features_rows"] == STRICT + COLD + 1  # the unused item has a row too
+    assert (record["strict_rows"], record["strict_rows_equal"]) == (STRICT, STRICT)  # the vectors the index holds
+    distinct, counts = np.unique(stored.codes[1:], axis=0, return_counts=True)
+    assert record["distinct_code_rows"] == len(distinct)
+    assert record["items_sharing_a_code"] == int(counts[counts > 1].sum())
+    assert load_item_codes(toy, "official").sha256 == stored.sha256
+
+
+def test_the_strict_rows_check_counts_stored_rows_equal_to_re_encoding(
+    source: dict, toy: Dataset, tmp_path: Path
+) -> None:
+    vectors = source["vectors"].copy()
+    changed = np.random.default_rng(3).choice(STRICT, 40, replace=False)  # some strict items' vectors moved
+    vectors[changed] = np.random.default_rng(4).normal(size=(len(changed), DIM)).astype(np.float32)
+    write_features(tmp_path / "moved.feat", vectors, source["number"])
+    stored = import_faiss_codes(toy, source["index"], source["feat_dir"], "moved", features=tmp_path / "moved.feat")
+    assert stored.record["features"] == str((tmp_path / "moved.feat").resolve())  # the explicit file wins
+    rows = read_index_codes(source["index"]).codes
+    tokens = list(source["tokens"][source["rows"]])  # row k's item
+    position = {token: j for j, token in enumerate(source["tokens"])}
+    encoded = encode_codes(source["faiss"], vectors[[position[token] for token in tokens]], CODE_DIM, 2**BITS)
+    brute = sum(np.array_equal(rows[k], encoded[k]) for k in range(STRICT))
+    assert STRICT - len(changed) <= brute < STRICT
+    assert (stored.record["strict_rows"], stored.record["strict_rows_equal"]) == (STRICT, brute)
+    assert np.array_equal(stored.codes[item_of(toy, tokens)], encoded)  # the re-encoded codes, not the rows
+    arguments = ["encode", "toy", "--import-codes", str(source["index"]), "--unisrec-dir", str(source["dir"])]
+    result = CliRunner().invoke(app, [*arguments, "--features", str(tmp_path / "moved.feat")])
+    assert result.exit_code == 0, result.output
+    assert f"check: {brute} of the index's {STRICT} stored rows equal" in result.output
+    assert f"{STRICT - brute} stored rows differ from their item's re-encoded vector" in result.output
+
+
+def test_a_features_file_of_the_wrong_size_is_refused(source: dict, toy: Dataset, tmp_path: Path) -> None:
+    good = (source["feat_dir"] / "Toy.feat1CLS").read_bytes()
+    rows = STRICT + COLD + 1
+
+    def refused(data: bytes | None, match: str) -> None:
+        path = tmp_path / "bad.feat"
+        path.unlink(missing_ok=True)
+        if data is not None:
+            path.write_bytes(data)
+        with pytest.raises(DataError, match=match) as caught:
+            import_faiss_codes(toy, source["index"], source["dir"], "bad", features=path)
+        assert "\n" not in str(caught.value)
+
+    refused(good + b"abc", f"= {rows}.05 rows of {DIM} float32, expected {rows} rows")  # not a multiple of 4 d
+    refused(good[: -4 * DIM], f"= {rows - 1} rows of {DIM} float32, expected {rows} rows")  # a row short
+    refused(good + good[: 4 * DIM], f"= {rows + 1} rows of {DIM} float32, expected {rows} rows")
+    refused(good[: len(good) // 2], f"expected {rows} rows")  # the width of another index (d = 8)
+    refused(None, "no such file")
+    assert not codes_path(toy, "bad").exists()
+    arguments = ["encode", "toy", "--import-codes", str(source["index"]), "--unisrec-dir", str(source["dir"])]
+    (tmp_path / "bad.feat").write_bytes(good + b"abc")
+    result = CliRunner().invoke(app, [*arguments, "--features", str(tmp_path / "bad.feat")])
+    assert result.exit_code == 1 and result.output.startswith("error:") and result.output.count("\n") == 1
+    alone = CliRunner().invoke(app, ["encode", "toy", "--features", str(tmp_path / "bad.feat")])
+    assert alone.exit_code == 1 and "--features is for --import-codes" in alone.output
+
+
+def test_cli_imports_with_features_and_vqrec_takes_those_codes(source: dict, toy: Dataset) -> None:
+    from recbench.runs.experiment import build_method
+
+    features = source["feat_dir"] / "Toy.feat1CLS"
+    arguments = ["encode", "toy", "--import-codes", str(source["index"]), "--unisrec-dir", str(source["dir"])]
+    result = CliRunner().invoke(app, [*arguments, "--features", str(features), "--codes-name", "all", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["coded_by"] == CODED_BY_VECTORS and report["features"] == str(features.resolve())
+    assert (report["items_with_code"], report["items_without_code"]) == (STRICT + COLD, 0)
+    assert (report["strict_rows"], report["strict_rows_equal"]) == (STRICT, STRICT)
+    result = CliRunner().invoke(app, [*arguments, "--features", str(features), "--codes-name", "all"])
+    assert result.exit_code == 0, result.output
+    assert "every item's vector encoded by the index, as the official fine-tuning does" in result.output
+    assert f"{STRICT + COLD} of {STRICT + COLD} items coded" in result.output
+    assert f"check: {STRICT} of the index's {STRICT} stored rows equal" in result.output
+    assert "have no code" not in result.output and "WARNING" not in result.output
+    entry = get_method("vqrec")
+    config = resolve_config(entry, {**VQREC, "item_codes": "imported:all", "missing_codes": "random"})
+    model = build_method(entry, config, toy)
+    tokens = list(toy.item_ids)
+    expected = offset_codes(torch.from_numpy(own_codes(source, tokens)), 2**BITS)
+    assert torch.equal(model.codes[1:], expected) and not model.codes[0].any()  # no fallback: every item its own

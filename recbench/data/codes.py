@@ -3,29 +3,43 @@
 VQ-Rec's authors ship, per dataset, the faiss index their item codes came from (``pq.py``:
 ``OPQ{M},IVF1,PQ{M}x{bits}``, inner product, trained and filled on the BERT CLS vectors of the
 "strict" items, those that occur in ``X.train.inter``). ``recbench encode DATASET --import-codes
-INDEX --unisrec-dir DIR --codes-name NAME`` (:func:`import_faiss_codes`) reads the codes stored in
-the index's single inverted list and maps them to the dataset's items:
+INDEX --unisrec-dir DIR [--features FILE] --codes-name NAME`` (:func:`import_faiss_codes`) codes the
+dataset's items with that index in one of two ways, recorded in the sidecar as ``coded_by``:
 
-- Row k of the list (the vector with id k) is the item whose UniSRec index (its number in
-  ``DIR/X.item2index``) is the k-th smallest of the item indices that occur anywhere, history or
-  target, in ``DIR/X.train.inter`` (``pq.py``: ``filter_id = sorted(item_set)``). The item's token
-  is its key in ``X.item2index``; recbench's item ids carry those tokens (``Dataset.item_ids``), so
-  the mapping goes through tokens and survives items that recbench dropped or renumbered.
-- The stored bytes are unpacked as :func:`unpack_pq_codes` unpacks ``sa_encode`` output: for an
-  index with one list, ``sa_encode`` writes no list number and the list holds exactly those bytes
-  (tests/test_item_codes.py checks both on an index it trains).
-- Items that occur only in valid/test have no row (12 in Scientific). They are stored with
-  ``has_code = False``; the method decides how to code them (VQ-Rec: ``missing_codes``).
+- **Every item's vector encoded by the index** (when the items' released vectors are at hand:
+  ``DIR/X.feat1CLS``, or ``--features FILE``; raw float32 rows of the index's width ``d`` in
+  ``X.item2index`` order). This is what the official fine-tuning does (RUCAIBox/VQ-Rec
+  ``data/dataset.py``, ``VQRecDataset.load_index``): it reads the index, adds (``add``) the target's
+  whole ``feat1CLS`` to it and takes the codes of the rows after the stored ones, so every item, strict or
+  not, gets the code of its own vector (OPQ rotation, residual to the single IVF centroid, PQ), and
+  item ``token`` (its ``X.item2index`` number) gets row ``int(token)``. Here the vectors are encoded
+  with ``sa_encode`` on the root index, which gives the bytes ``add`` writes into the list (for an
+  IVF1 index ``sa_encode`` writes no list number; tests/test_item_codes.py checks both on an index it
+  trains). Feature row k is mapped to the item whose ``X.item2index`` number is k. The stored rows
+  only serve a check: for the strict items, how many re-encoded codes equal their stored row (all of
+  them when the features are the ones the index was filled with).
+- **Index rows** (no vectors): the codes stored in the index's single inverted list. Row k of the
+  list (the vector with id k) is the item whose UniSRec index (its number in ``DIR/X.item2index``) is
+  the k-th smallest of the item indices that occur anywhere, history or target, in
+  ``DIR/X.train.inter`` (``pq.py``: ``filter_id = sorted(item_set)``). Items that occur only in
+  valid/test have no row (12 in Scientific); they are stored with ``has_code = False`` and the method
+  decides how to code them (VQ-Rec: ``missing_codes``).
+
+In both, the item's token is its key in ``X.item2index``; recbench's item ids carry those tokens
+(``Dataset.item_ids``), so the mapping goes through tokens and survives items that recbench dropped
+or renumbered. Packed bytes are unpacked by :func:`unpack_pq_codes`, as VQ-Rec unpacks the codes it
+builds from text.
 
 An entry lives next to the embedding cache, ``$RECBENCH_HOME/embeddings/<dataset>/codes/<NAME>.npz``
 (``codes``: (N + 1, M) int32 raw codes in [0, 2**bits), ``has_code``: (N + 1,) bool; row 0 is the
 padding item: zeros, no code) with a sidecar ``<NAME>.json`` recording the dataset fingerprint, the
-source index's path, size and sha256, the UniSRec files' sha256, the import counts, the sha256 of
-the ``.npz`` file and a digest of its content (:func:`codes_digest`, what a run's identity holds).
-Writes are atomic and made under the entry's lock; a read checks the sidecar against the dataset,
-the file against its sha256 and the arrays against their shapes, dtypes, ranges and digest. An
-entry that fails any check is refused with one line (it cannot be rebuilt without its source):
-import it again.
+source index's path, size and sha256, the UniSRec files' sha256, the rule used (``coded_by``,
+``row_order``), the features file's path and sha256 and the strict-rows check (when vectors were
+encoded), the import counts, the sha256 of the ``.npz`` file and a digest of its content
+(:func:`codes_digest`, what a run's identity holds). Writes are atomic and made under the entry's
+lock; a read checks the sidecar against the dataset, the file against its sha256 and the arrays
+against their shapes, dtypes, ranges and digest. An entry that fails any check is refused with one
+line (it cannot be rebuilt without its source): import it again.
 """
 
 from __future__ import annotations
@@ -112,13 +126,15 @@ class IndexCodes:
     code_dim: int  # M
     bits: int
     description: str  # e.g. "IndexPreTransform(LinearTransform) + IndexIVFPQ(nlist 1, M 32, 8 bits)"
+    dim: int = 0  # d: the width of the vectors the index encodes (768 for BERT)
 
 
-def read_index_codes(path: Path) -> IndexCodes:
-    """Read the stored codes of a faiss ``[transforms ->] IndexIVFPQ`` with one inverted list.
+def _open_ivf_pq(path: Path) -> tuple[Any, Any, list[str]]:
+    """``(root, ivf_pq, layers)`` of a faiss ``[transforms ->] IndexIVFPQ`` with one inverted list whose
+    stored codes have the size M and bits imply; :class:`DataError` in one line otherwise.
 
-    Raises :class:`DataError` in one line if the file is not a faiss index, not IVF-PQ, has more
-    than one list, stores codes of another size than M and bits imply, or ids other than 0..n-1.
+    ``root`` owns the wrapped indexes and their lists: keep it alive while ``ivf_pq`` is used
+    (dropping it while reading the inner index frees that index under us: a segfault).
     """
     import faiss  # lazily: only item-code imports and VQ-Rec need it
 
@@ -132,8 +148,6 @@ def read_index_codes(path: Path) -> IndexCodes:
         message = " ".join(str(err).split())
         reason = re.search(r"\.cpp:\d+: (?:Error: )?(.*)", message)
         raise DataError(f"{path}: not a readable faiss index ({reason[1] if reason else message})") from None
-    # ``root`` owns the wrapped indexes and their lists: it must outlive every object taken from it
-    # (dropping it while reading the inner index frees that index under us: a segfault).
     index = faiss.downcast_index(root)
     layers = []
     while isinstance(index, faiss.IndexPreTransform):  # OPQ (or any rotation) only changes the input
@@ -158,6 +172,22 @@ def read_index_codes(path: Path) -> IndexCodes:
             f"{path}: stored codes are {invlists.code_size} bytes each, but M = {code_dim} codes of {bits} bits "
             f"take {expected_size}: M/bits do not match the stored codes"
         )
+    layers.append(f"IndexIVFPQ(nlist 1, M {code_dim}, {bits} bits)")
+    return root, index, layers
+
+
+def read_index_codes(path: Path) -> IndexCodes:
+    """Read the stored codes of a faiss ``[transforms ->] IndexIVFPQ`` with one inverted list.
+
+    Raises :class:`DataError` in one line if the file is not a faiss index, not IVF-PQ, has more
+    than one list, stores codes of another size than M and bits imply, or ids other than 0..n-1.
+    """
+    import faiss
+
+    path = Path(path)
+    root, index, layers = _open_ivf_pq(path)
+    code_dim, bits = int(index.pq.M), int(index.pq.nbits)
+    invlists = faiss.downcast_InvertedLists(index.invlists)
     count = int(invlists.list_size(0))
     if count != index.ntotal:
         raise DataError(f"{path}: list 0 holds {count:,} codes but the index counts {index.ntotal:,}")
@@ -170,8 +200,28 @@ def read_index_codes(path: Path) -> IndexCodes:
             f"{path}: stored ids are not 0..{count - 1} (e.g. {int(ids[order][0])} .. {int(ids[order][-1])}); "
             "rows cannot be matched to items"
         )
-    layers.append(f"IndexIVFPQ(nlist 1, M {code_dim}, {bits} bits)")
-    return IndexCodes(unpack_pq_codes(packed[order], code_dim, bits), code_dim, bits, " + ".join(layers))
+    codes = unpack_pq_codes(packed[order], code_dim, bits)
+    return IndexCodes(codes, code_dim, bits, " + ".join(layers), int(root.d))
+
+
+def encode_with_index(path: Path, vectors: np.ndarray, block: int = 16384) -> np.ndarray:
+    """(n, d) float32 vectors -> (n, M) int64 codes in [0, 2**bits): ``sa_encode`` of the root index.
+
+    The root applies the index's transforms (OPQ's rotation) and the IVF-PQ encodes the residual to
+    its single centroid: the bytes ``index.add`` would store for these vectors, as the official
+    fine-tuning codes the target's items. Encoded ``block`` rows at a time (the rotation copies them).
+    """
+    root, index, _ = _open_ivf_pq(Path(path))
+    if vectors.ndim != 2 or vectors.shape[1] != root.d:
+        raise DataError(f"{path}: the index encodes vectors of {root.d} dims, got an array of shape {vectors.shape}")
+    code_dim, bits = int(index.pq.M), int(index.pq.nbits)
+    parts = [
+        unpack_pq_codes(
+            root.sa_encode(np.ascontiguousarray(vectors[start : start + block], dtype=np.float32)), code_dim, bits
+        )
+        for start in range(0, len(vectors), block)
+    ]
+    return np.concatenate(parts) if parts else np.zeros((0, code_dim), dtype=np.int64)
 
 
 def _list_content(invlists: Any, count: int) -> tuple[np.ndarray, np.ndarray]:
@@ -192,10 +242,19 @@ def _list_content(invlists: Any, count: int) -> tuple[np.ndarray, np.ndarray]:
     return ids.astype(np.int64), packed.reshape(count, invlists.code_size)
 
 
-# --- the UniSRec row-order rule ------------------------------------------------------------------
-def strict_item_tokens(directory: Path) -> tuple[list[str], dict[str, str]]:
-    """Tokens of the items of ``DIR/X.train.inter`` in increasing UniSRec index (the index rows' order),
-    and the sha256 of the two files read (``X.train.inter``, ``X.item2index``)."""
+# --- the UniSRec files -------------------------------------------------------------------------
+@dataclass(frozen=True)
+class UnisrecFiles:
+    """What the import reads of a UniSRec directory."""
+
+    prefix: str  # X of X.train.inter
+    tokens: list[str]  # every item's token by its X.item2index number (the feature rows' order)
+    strict: list[str]  # tokens of the items of X.train.inter in increasing number (the index rows' order)
+    sha256: dict[str, str]  # file name -> sha256 of X.train.inter and X.item2index
+
+
+def read_unisrec_files(directory: Path) -> UnisrecFiles:
+    """Read ``DIR/X.item2index`` and ``DIR/X.train.inter``: the item tokens in both orders."""
     # Lazily: the importers pull in pandas, which VQ-Rec (importing this module) has no use for.
     from recbench.data.ingest import _single_prefix, read_index, read_unisrec_inter
 
@@ -209,7 +268,20 @@ def strict_item_tokens(directory: Path) -> tuple[list[str], dict[str, str]]:
     rows = read_unisrec_inter(train, num_items=len(tokens))
     used = {item for user_rows in rows.values() for history, target, _ in user_rows for item in (*history, target)}
     files = {p.name: file_sha256(p) for p in (train, item2index)}
-    return [tokens[i] for i in sorted(used)], files
+    return UnisrecFiles(prefix, tokens, [tokens[i] for i in sorted(used)], files)
+
+
+def strict_item_tokens(directory: Path) -> tuple[list[str], dict[str, str]]:
+    """Tokens of the items of ``DIR/X.train.inter`` in increasing UniSRec index (the index rows' order),
+    and the sha256 of the two files read (``X.train.inter``, ``X.item2index``)."""
+    files = read_unisrec_files(directory)
+    return files.strict, files.sha256
+
+
+FEATURES_SUFFIX = "feat1CLS"
+"""The released vectors the official fine-tuning encodes (``plm_suffix`` of VQ-Rec's props/VQRec.yaml)."""
+CODED_BY_VECTORS = "every item's vector encoded by the index"
+CODED_BY_ROWS = "index rows"
 
 
 # --- the cache entry ---------------------------------------------------------------------------
@@ -220,21 +292,29 @@ def codes_path(dataset: Dataset, name: str) -> Path:
 
 
 def import_faiss_codes(
-    dataset: Dataset, index_file: Path, unisrec_dir: Path, name: str = DEFAULT_CODES_NAME
+    dataset: Dataset,
+    index_file: Path,
+    unisrec_dir: Path,
+    name: str = DEFAULT_CODES_NAME,
+    features: Path | None = None,
 ) -> StoredCodes:
-    """Map the codes of a one-list IVF-PQ faiss index to ``dataset``'s items and store them as entry ``name``.
+    """Code ``dataset``'s items with a one-list IVF-PQ faiss index and store the codes as entry ``name``.
 
-    See the module docstring for the row-order rule. Raises :class:`DataError` (one line) when the
-    index is not IVF-PQ, its row count differs from the number of items in ``X.train.inter``, or
-    one of those items is not in ``dataset``. Replaces an earlier entry of the same name.
+    With vectors (``features``, else ``DIR/X.feat1CLS`` if present) every item is coded by encoding
+    its vector with the index, as the official fine-tuning does; without, the index's stored rows are
+    mapped to the strict items (see the module docstring). Raises :class:`DataError` (one line) when
+    the index is not IVF-PQ, its row count differs from the number of items in ``X.train.inter``, one
+    of those items is not in ``dataset``, or the features file is not one float32 row of the index's
+    width per item of ``X.item2index``. Replaces an earlier entry of the same name.
     """
     check_name("item codes", name)
     index_file, unisrec_dir = Path(index_file), Path(unisrec_dir)
     stored = read_index_codes(index_file)
-    tokens, unisrec_files = strict_item_tokens(unisrec_dir)
+    unisrec = read_unisrec_files(unisrec_dir)
+    tokens = unisrec.strict
     if len(tokens) != len(stored.codes):
         raise DataError(
-            f"{index_file}: {len(stored.codes):,} code rows but {', '.join(unisrec_files)} in {unisrec_dir} "
+            f"{index_file}: {len(stored.codes):,} code rows but {', '.join(unisrec.sha256)} in {unisrec_dir} "
             f"name {len(tokens):,} training items; the index was not built from these files"
         )
     id_of = {token: item for item, token in enumerate(dataset.item_ids, start=1)}
@@ -244,16 +324,12 @@ def import_faiss_codes(
             f"{unisrec_dir}: {len(unknown):,} of the index's {len(tokens):,} items are not items of dataset "
             f"'{dataset.name}' (e.g. {unknown[0]!r}); import the dataset from the same UniSRec files"
         )
-    ids = np.array([id_of[token] for token in tokens], dtype=np.int64)
+    if features is None and (unisrec_dir / f"{unisrec.prefix}.{FEATURES_SUFFIX}").is_file():
+        features = unisrec_dir / f"{unisrec.prefix}.{FEATURES_SUFFIX}"
+    ids = np.array([id_of[token] for token in tokens], dtype=np.int64)  # the strict items, in row order
     codes = np.zeros((dataset.num_items + 1, stored.code_dim), dtype=np.int32)
     has_code = np.zeros(dataset.num_items + 1, dtype=bool)
-    codes[ids] = stored.codes
-    has_code[ids] = True
-    training = np.zeros(dataset.num_items + 1, dtype=bool)
-    training[dataset.train_sequences()[1]] = True
-    without = [dataset.item_ids[item - 1] for item in np.flatnonzero(~has_code[1:]) + 1]
-    _, inverse, counts = np.unique(stored.codes, axis=0, return_inverse=True, return_counts=True)
-    record = {
+    record: dict[str, Any] = {
         "format": CODES_FORMAT,
         "dataset": dataset.name,
         "fingerprint": dataset.fingerprint,
@@ -264,24 +340,74 @@ def import_faiss_codes(
         "source_bytes": index_file.stat().st_size,
         "source_sha256": file_sha256(index_file),
         "unisrec_dir": str(unisrec_dir.resolve()),
-        "unisrec_sha256": unisrec_files,
-        "row_order": "row k = the item with the k-th smallest UniSRec index among the items of X.train.inter",
+        "unisrec_sha256": unisrec.sha256,
+    }
+    if features is None:
+        codes[ids] = stored.codes
+        has_code[ids] = True
+        record["coded_by"] = CODED_BY_ROWS
+        record["row_order"] = "row k = the item with the k-th smallest UniSRec index among the items of X.train.inter"
+    else:
+        encoded = _encode_features(Path(features), index_file, stored.dim, unisrec)
+        position = {token: k for k, token in enumerate(unisrec.tokens)}
+        absent = [token for token in dataset.item_ids if token not in position]
+        if absent:
+            raise DataError(
+                f"{unisrec_dir}: {len(absent):,} items of dataset '{dataset.name}' are not in "
+                f"{unisrec.prefix}.item2index (e.g. {absent[0]!r}), so they have no feature row; import the "
+                "dataset from the same UniSRec files"
+            )
+        codes[1:] = encoded[[position[token] for token in dataset.item_ids]]
+        has_code[1:] = True
+        # The stored rows are not used, as in the official fine-tuning; they check the vectors instead.
+        agreeing = int((codes[ids] == stored.codes).all(axis=1).sum())
+        features = Path(features)
+        record["coded_by"] = CODED_BY_VECTORS
+        record["row_order"] = (
+            f"feature row k = the item with UniSRec index k in {unisrec.prefix}.item2index, coded by sa_encode of "
+            "the index (its transforms, the residual to its single list's centroid, PQ): the official "
+            "fine-tuning's index.add of the target's feat1CLS and pq_codes[int(token)]"
+        )
+        record["features"] = str(features.resolve())
+        record["features_bytes"] = features.stat().st_size
+        record["features_sha256"] = file_sha256(features)
+        record["features_rows"] = len(encoded)
+        record["strict_rows"] = len(ids)
+        record["strict_rows_equal"] = agreeing
+    training = np.zeros(dataset.num_items + 1, dtype=bool)
+    training[dataset.train_sequences()[1]] = True
+    strict = np.zeros(dataset.num_items + 1, dtype=bool)
+    strict[ids] = True
+    without = [dataset.item_ids[item - 1] for item in np.flatnonzero(~has_code[1:]) + 1]
+    _, inverse, counts = np.unique(codes[has_code], axis=0, return_inverse=True, return_counts=True)
+    record |= {
         "code_dim": stored.code_dim,
         "bits": stored.bits,
         "num_codes": 2**stored.bits,
         "items": dataset.num_items,
-        "items_with_code": len(ids),
+        "items_with_code": int(has_code.sum()),
         "items_without_code": len(without),
         "without_code": without,
         "distinct_code_rows": len(counts),
         "items_sharing_a_code": int((counts[inverse.reshape(-1)] > 1).sum()),
-        # The rule assumes X.train.inter's items are the dataset's training items: say how far that holds.
-        "coded_but_not_training": int((has_code & ~training).sum()),
-        "training_but_without_code": int((training & ~has_code).sum()),
+        # The index's rows are X.train.inter's items; the row order (and, with vectors, the strict-rows
+        # check) assumes those are the dataset's training items: say how far that holds.
+        "coded_but_not_training": int((strict & ~training).sum()),
+        "training_but_without_code": int((training & ~strict).sum()),
     }
     path = codes_path(dataset, name)
     with exclusive_lock(path.with_suffix(".lock"), f"item codes '{name}' of '{dataset.name}'", wait=True):
         return _store(path, codes, has_code, 2**stored.bits, record)
+
+
+def _encode_features(features: Path, index_file: Path, dim: int, unisrec: UnisrecFiles) -> np.ndarray:
+    """(rows of X.item2index, M) codes of a raw float32 features file, row k = the item numbered k."""
+    from recbench.data.release import read_features  # UniSRec's np.fromfile(...).reshape(-1, d), checked
+
+    if not features.is_file():
+        raise DataError(f"{features}: no such file (expected raw float32 item vectors, e.g. X.{FEATURES_SUFFIX})")
+    vectors = read_features(features, dim, len(unisrec.tokens))
+    return encode_with_index(index_file, vectors)
 
 
 def _store(path: Path, codes: np.ndarray, has_code: np.ndarray, num_codes: int, record: dict[str, Any]) -> StoredCodes:
