@@ -131,6 +131,8 @@ def test_every_shipped_recipe_is_valid_and_runnable_here() -> None:
             get_dataset_spec(dataset)  # in the catalogue
         for row in recipe.rows:
             resolve_config(get_method(row.method), row.settings)  # a registered method that knows its settings
+            for settings in row.dataset_settings.values():
+                resolve_config(get_method(row.method), row.settings, settings)
         assert recipe.source and recipe.title
 
 
@@ -154,3 +156,59 @@ def test_a_row_without_pre_training_reads_no_sources() -> None:
 
     scratch, transfer = grid(["a"], [MethodRow("w/o PT", "vqrec", {}, pretrain=False), "vqrec"], seeds=1)
     assert _needs(scratch, ["food"]) == ["a"] and _needs(transfer, ["food"]) == ["a", "food"]
+
+
+def test_a_row_with_init_reads_no_sources_and_dataset_settings_apply_to_their_dataset_only() -> None:
+    from recbench.compare import MethodRow, _needs, grid
+
+    row = MethodRow(
+        "official",
+        "vqrec",
+        {"learning_rate": 0.003},
+        init="official:X",
+        dataset_settings={"b": {"learning_rate": 0.001}},
+    )
+    on_a, on_b = grid(["a", "b"], [row], seeds=1)
+    assert not on_a.grid_pretraining and _needs(on_a, ["food"]) == ["a"]
+    assert json.loads(on_a.settings) == {"learning_rate": 0.003} and json.loads(on_b.settings) == {
+        "learning_rate": 0.001
+    }
+    assert on_a.init == on_b.init == "official:X"
+
+
+def test_dataset_settings_for_a_dataset_the_recipe_does_not_use_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(
+        RECIPE.replace(
+            "settings = { inner_size = 8, hidden_size = 8 }",
+            "settings = { inner_size = 8, hidden_size = 8 }\ndataset_settings = { arts = { hidden_size = 4 } }",
+        )
+    )
+    with pytest.raises(RecbenchError, match="dataset_settings for \\['arts'\\]"):
+        get_recipe(str(path))
+
+
+def test_a_recipe_row_with_init_is_fine_tuned_from_that_checkpoint(recbench_home, tmp_path: Path) -> None:
+    from recbench.data.dataset import save_dataset
+    from recbench.runs.official import read_checkpoint
+    from tests.conftest import make_cyclic_dataset
+    from tests.test_official_checkpoints import UNISREC, official_unisrec_state, save_official
+
+    save_dataset(make_cyclic_dataset("target", items=20, seed=2))
+    checkpoint = save_official(tmp_path / "official.pth", official_unisrec_state(text=384))
+    settings = ", ".join(f"{key} = {json.dumps(value)}" for key, value in {**UNISREC, "epochs": 0}.items())
+    recipe = tmp_path / "official-route.toml"
+    recipe.write_text(
+        f"""title = "T"\nsource = "S"\nmetrics = ["hr@10"]\nseeds = 1\ndatasets = ["target"]\npretrain_on = ["food"]
+[[rows]]
+label = "UniSRec (official checkpoint)"
+method = "unisrec"
+init = {json.dumps(str(checkpoint))}
+settings = {{ {settings} }}
+"""
+    )
+    report, (outcome,) = run_recipe(str(recipe), tmp_path / "runs", device="cpu", live=False)
+    assert outcome.error is None, outcome.error
+    record = json.loads((Path(outcome.run_dir) / "config.json").read_text())
+    assert record["init"]["sha256"] == read_checkpoint(checkpoint).sha256
+    assert not (tmp_path / "runs" / "_pretrain").exists()  # the recipe's sources were never pre-trained on
