@@ -59,7 +59,8 @@ Deviations:
   ``ceil`` has zero gradient, so ``trans_matrix`` never receives a gradient there. Here the hard
   assignment is the exact permutation of highest Sinkhorn weight (Hungarian algorithm;
   Sinkhorn's row/column normalisations do not change it) with a straight-through row softmax,
-  so it is a permutation and ``trans_matrix`` does learn.
+  so it is a permutation and ``trans_matrix`` does learn. ``assignment = "official_argmax"`` runs
+  the official rule instead (row-wise argmax then ``ceil``), for comparing with the published rows.
 - Scoring during the permutation epochs uses the noise-free permutation, and the table written
   at ``reassign_steps`` is that noise-free permutation (the official code writes a fresh noisy
   sample and evaluates with the last training batch's sample), so the best-valid weights of an
@@ -128,6 +129,10 @@ class VQRecConfig(TransferConfig, TransformerConfig, ItemCodesConfig):
     """Temperature of the Gumbel-Sinkhorn logits (the official ``gumbel_sinkhorn`` default)."""
     reassign_steps: StrictNonNegativeInt = 5
     """Fine-tuning epochs that learn only the code-embedding permutation before it is fixed."""
+    assignment: Literal["permutation", "official_argmax"] = "permutation"
+    """Hard code reassignment: permutation (the best exact permutation, trans_matrix learns) or
+    official_argmax (the official code's row-wise argmax then ceil: not injective, no gradient, so
+    trans_matrix keeps its random initialisation and the permutation epochs train nothing)."""
     freeze_encoder: StrictBool = True
     """After the permutation epochs, keep the position embedding and transformer fixed, as the
     official trainer always does (from scratch too, so a random transformer); False trains them."""
@@ -292,6 +297,18 @@ def hard_permutation(log_soft: torch.Tensor) -> torch.Tensor:
     return hard + (soft - soft.detach())  # exactly the hard matrix forward, the soft gradient backward
 
 
+def official_argmax_assignment(log_soft: torch.Tensor) -> torch.Tensor:
+    """(M, K, K) log weights -> (M, K, K) the official ``code_projection``'s matrix: per row a one at the
+    column of the highest softmax weight (``differentiable_topk(., 1)``, then ``torch.ceil``).
+
+    Two rows may pick one column, so the result need not be a permutation, and ``ceil`` passes a zero
+    gradient: the graph stays connected (the loss can be backpropagated) but ``trans_matrix`` never moves.
+    """
+    soft = torch.softmax(log_soft.exp(), dim=-1)
+    values, columns = soft.max(dim=-1, keepdim=True)
+    return torch.ceil(torch.zeros_like(soft).scatter(-1, columns, values))
+
+
 @register("vqrec")
 class VQRec(Method):
     """VQ-Rec: items as OPQ/PQ codes of their text, code embeddings, causal self-attention."""
@@ -359,7 +376,8 @@ class VQRec(Method):
         config = self.config
         log_soft = gumbel_sinkhorn(self.trans_matrix, config.sinkhorn_iter, config.gumbel_temperature, noise)
         raw = self.code_embedding.weight.view(config.code_dim, config.code_cap + 1, -1)  # (M, K + 1, d)
-        return torch.bmm(hard_permutation(log_soft), raw).reshape(-1, config.hidden_size)
+        assign = official_argmax_assignment if config.assignment == "official_argmax" else hard_permutation
+        return torch.bmm(assign(log_soft), raw).reshape(-1, config.hidden_size)
 
     def code_table(self) -> torch.Tensor:
         """The code table of the current phase: permuted (a Gumbel sample when training) while assigning."""

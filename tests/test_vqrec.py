@@ -20,6 +20,7 @@ from recbench_plugins.vqrec import (
     gumbel_sinkhorn,
     hard_permutation,
     item_codes,
+    official_argmax_assignment,
     semi_synthetic_codes,
     sinkhorn,
     train_quantizer,
@@ -90,6 +91,28 @@ def test_permutation_phase_trains_the_permutation_through_the_straight_through_e
     model.loss(training_batch()).backward()
     assert trainable(model) == {"trans_matrix"}
     assert model.trans_matrix.grad is not None and model.trans_matrix.grad.abs().sum() > 0
+
+
+def test_official_argmax_assignment_is_the_row_argmax_not_injective_and_passes_no_gradient() -> None:
+    trans = torch.randn(32, 257, 257, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    log_soft = sinkhorn(torch.log(torch.exp(trans) + 1e-6) / 0.7, 3)
+    matrix = official_argmax_assignment(log_soft)
+    expected = torch.nn.functional.one_hot(log_soft.argmax(dim=-1), 257).float()  # a brute row-wise argmax
+    assert torch.equal(matrix.detach(), expected)
+    distinct = (matrix.detach().sum(dim=-2) > 0).sum(dim=-1).float() / 257  # columns some row still uses
+    assert (distinct < 1).all()  # the official rule merges code slots: not a permutation
+    matrix.sum().backward()
+    assert torch.equal(trans.grad, torch.zeros_like(trans))  # ceil: a connected graph, a zero gradient
+
+
+def test_official_argmax_permutation_phase_leaves_trans_matrix_where_it_started() -> None:
+    model = build(assignment="official_argmax").train()
+    model.on_epoch_start(0)
+    start = model.trans_matrix.detach().clone()
+    optimizer = torch.optim.Adam([model.trans_matrix], lr=0.1)
+    model.loss(training_batch()).backward()  # backpropagates (the graph is connected) ...
+    optimizer.step()
+    assert torch.equal(model.trans_matrix.detach(), start)  # ... and changes nothing, as the official code
 
 
 # --- (b) item codes ---------------------------------------------------------------------------
