@@ -58,19 +58,23 @@ class SASRecT(Method):
     def __init__(self, config: SASRecTConfig, spec: DataSpec) -> None:
         super().__init__(config, spec)
         if spec.item_text_embeddings is None:
-            raise ValueError("SASRec_T needs DataSpec.item_text_embeddings (its items are their texts)")
-        # Frozen and dataset-specific: a buffer outside the state dict.
+            raise ValueError(f"{type(self).__name__} needs DataSpec.item_text_embeddings (its items are their texts)")
+        # Frozen and dataset-specific: a buffer outside the state dict (so the weights fit other catalogues).
         self.register_buffer("text", spec.item_text_embeddings.float(), persistent=False)
         d = config.hidden_size
-        self.adapter = nn.Linear(self.text.shape[1], d)
+        self.adapter = self.build_adapter(config, self.text.shape[1])
         self.position_embedding = nn.Embedding(spec.max_seq_length, d)
         self.norm = nn.LayerNorm(d, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
         self.encoder = TransformerEncoder.from_config(config, d)
         self.apply(lambda module: init_recbole_weights(module, config.initializer_range))
 
+    def build_adapter(self, config: SASRecTConfig, text_size: int) -> nn.Module:
+        """The module mapping (N + 1, text) embeddings to item vectors: one Linear (ZESRec overrides it)."""
+        return nn.Linear(text_size, config.hidden_size)
+
     def item_table(self) -> torch.Tensor:
-        """(N + 1, d) representation of every item: the adapted text (row 0: the adapter's bias)."""
+        """(N + 1, d) representation of every item: the adapted text (row 0: the adapter of a zero text)."""
         return self.adapter(self.text)
 
     def encode(self, table: torch.Tensor, items: torch.Tensor, last: torch.Tensor | None = None) -> torch.Tensor:

@@ -47,22 +47,19 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from pydantic import StrictBool, model_validator
 from torch import nn
 
 from recbench.errors import RecbenchError
-from recbench.layers import TransformerEncoder, causal_mask, init_recbole_weights
 from recbench.method import (
     Batch,
     ConfigRuleError,
-    DataSpec,
-    Method,
     StrictPositiveInt,
     TransferConfig,
     TransformerConfig,
 )
 from recbench.registry import register
+from recbench_plugins.sasrec_t import SASRecT
 
 DOWNSTREAM_KEYS = ("epochs", "patience", "zero_shot")
 """Keys that only matter on the target: reset by ``pretraining_config`` so both variants share one pre-training run."""
@@ -87,27 +84,21 @@ class ZESRecConfig(TransferConfig, TransformerConfig):
 
 
 @register("zesrec-ft", variants={"zesrec": {"zero_shot": True, "epochs": 0}})
-class ZESRec(Method):
-    """ZESRec: items as their text through a two-layer MLP, SASRec users, pre-trained on sources; zero-shot or tuned."""
+class ZESRec(SASRecT):
+    """ZESRec: items as their text through a two-layer MLP, SASRec users, pre-trained on sources; zero-shot or tuned.
+
+    The model is SASRec_T's (``plugins/sasrec_t.py``) with the MLP as its adapter."""
 
     Config = ZESRecConfig
     needs_text = True
     supports_pretraining = True
 
-    def __init__(self, config: ZESRecConfig, spec: DataSpec) -> None:
-        super().__init__(config, spec)
-        if spec.item_text_embeddings is None:
-            raise ValueError("ZESRec needs DataSpec.item_text_embeddings (its items are their texts)")
-        # Frozen and dataset-specific: a buffer outside the state dict, so the weights transfer across domains.
-        self.register_buffer("text", spec.item_text_embeddings.float(), persistent=False)
-        d = config.hidden_size
+    def build_adapter(self, config: ZESRecConfig, text_size: int) -> nn.Module:
+        """ZESRec's two-layer item MLP (no activation between by default: see the module docstring)."""
         activation = nn.ReLU() if config.mlp_activation == "relu" else nn.Identity()
-        self.item_mlp = nn.Sequential(nn.Linear(self.text.shape[1], d), activation, nn.Linear(d, d))
-        self.position_embedding = nn.Embedding(spec.max_seq_length, d)
-        self.norm = nn.LayerNorm(d, eps=config.layer_norm_eps)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
-        self.encoder = TransformerEncoder.from_config(config, d)
-        self.apply(lambda module: init_recbole_weights(module, config.initializer_range))
+        return nn.Sequential(
+            nn.Linear(text_size, config.hidden_size), activation, nn.Linear(config.hidden_size, config.hidden_size)
+        )
 
     @classmethod
     def pretraining_config(cls, config: ZESRecConfig) -> ZESRecConfig:
@@ -128,30 +119,6 @@ class ZESRec(Method):
         self.load_state_dict(state)
         return []
 
-    def item_table(self) -> torch.Tensor:
-        """(N + 1, d) representation of every item of the current catalogue: the MLP of its text."""
-        return self.item_mlp(self.text)
-
-    def encode(self, table: torch.Tensor, items: torch.Tensor, last: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, L) item ids -> (B, L, d) outputs; with ``last`` (B,) positions -> (B, d) there only."""
-        positions = torch.arange(items.shape[1], device=items.device)
-        hidden = self.dropout(self.norm(table[items] + self.position_embedding(positions)))
-        return self.encoder(hidden, causal_mask(items), query_index=last)
-
-    def loss(self, batch: Batch) -> torch.Tensor:
-        table = self.item_table()
-        hidden = self.encode(table, batch.items)  # (B, L, d)
-        has_target = batch.targets > 0
-        return F.cross_entropy(hidden[has_target] @ table.T, batch.targets[has_target])
-
     def pretrain_loss(self, batch: Batch) -> torch.Tensor:
         """The same CE, over the items of the union of the source domains (this model's catalogue)."""
         return self.loss(batch)
-
-    def query_and_items(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-        table = self.once_per_pass("item_table", self.item_table)
-        return self.encode(table, batch.items, last=batch.lengths - 1), table  # (B, d), (N + 1, d)
-
-    def score(self, batch: Batch) -> torch.Tensor:
-        hidden, items = self.query_and_items(batch)
-        return hidden @ items.T

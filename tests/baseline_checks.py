@@ -1,4 +1,5 @@
-"""Independent computations and checks shared by the baseline tests (GRU4Rec, GRU4RecF, FPMC)."""
+"""Independent computations, checks and data shared by the baseline tests (GRU4Rec, GRU4RecF, FPMC and
+the text baselines)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,16 @@ from torch import nn
 
 from recbench.data.dataset import Dataset
 from recbench.runs.experiment import run_experiment
+
+NUM_ITEMS = 20
+TEXT_SIZE = 6
+
+
+def text_table(num_items: int = NUM_ITEMS, size: int = TEXT_SIZE) -> torch.Tensor:
+    """A fixed random (num_items + 1, size) item-text table, row 0 (padding) zero."""
+    text = torch.randn(num_items + 1, size, generator=torch.Generator().manual_seed(5))
+    text[0] = 0
+    return text
 
 
 def manual_gru(gru: nn.GRU, inputs: list[torch.Tensor]) -> torch.Tensor:

@@ -12,16 +12,7 @@ from recbench.method import Batch, DataSpec
 from recbench.registry import get_method, resolve_config
 from recbench.runs.trainer import seed_everything
 from recbench_plugins.sasrec_t import SASRecT
-from tests.baseline_checks import assert_learns_the_toy_task
-
-NUM_ITEMS = 20
-TEXT_SIZE = 6
-
-
-def text_table(num_items: int = NUM_ITEMS, size: int = TEXT_SIZE) -> torch.Tensor:
-    text = torch.randn(num_items + 1, size, generator=torch.Generator().manual_seed(5))
-    text[0] = 0
-    return text
+from tests.baseline_checks import NUM_ITEMS, assert_learns_the_toy_task, text_table
 
 
 def model(text: torch.Tensor | None = None, **overrides) -> SASRecT:

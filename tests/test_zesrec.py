@@ -18,17 +18,10 @@ from recbench.runs.experiment import build_method, evaluate_run, run_experiment
 from recbench.runs.record import RunRecord
 from recbench.runs.trainer import seed_everything
 from recbench_plugins.zesrec import ZESRec
+from tests.baseline_checks import NUM_ITEMS, TEXT_SIZE, text_table
 from tests.conftest import make_cyclic_dataset
 
-NUM_ITEMS = 20
-TEXT_SIZE = 6
 TINY = {"hidden_size": 12, "inner_size": 16, "max_seq_length": 10}
-
-
-def text_table(num_items: int = NUM_ITEMS, size: int = TEXT_SIZE) -> torch.Tensor:
-    text = torch.randn(num_items + 1, size, generator=torch.Generator().manual_seed(5))
-    text[0] = 0
-    return text
 
 
 def model(text: torch.Tensor | None = None, name: str = "zesrec-ft", **overrides) -> ZESRec:
@@ -48,9 +41,9 @@ def test_the_variants_share_one_pretraining_config_and_zero_shot_trains_nothing(
 
 def test_items_are_their_text_through_a_two_layer_mlp_without_activation_by_default() -> None:
     zesrec = model().eval()
-    first, second = zesrec.item_mlp[0], zesrec.item_mlp[2]
-    assert isinstance(zesrec.item_mlp[1], torch.nn.Identity)
-    assert isinstance(model(mlp_activation="relu").item_mlp[1], torch.nn.ReLU)
+    first, second = zesrec.adapter[0], zesrec.adapter[2]
+    assert isinstance(zesrec.adapter[1], torch.nn.Identity)
+    assert isinstance(model(mlp_activation="relu").adapter[1], torch.nn.ReLU)
     batch = Batch(items=torch.tensor([[3, 7, 1, 0], [5, 6, 2, 9]]), lengths=torch.tensor([3, 4]))
     with torch.no_grad():
         table = (zesrec.text @ first.weight.T + first.bias) @ second.weight.T + second.bias
@@ -67,7 +60,7 @@ def test_items_are_their_text_through_a_two_layer_mlp_without_activation_by_defa
 
 def test_a_pretrained_state_that_does_not_fit_is_an_error() -> None:
     source = model(text_table(30, TEXT_SIZE + 2))
-    with pytest.raises(RecbenchError, match="item_mlp.0.weight"):
+    with pytest.raises(RecbenchError, match="adapter.0.weight"):
         model().load_pretrained(source.state_dict())
     target = model()
     assert target.load_pretrained(model(text_table(30)).state_dict()) == []  # another catalogue: fine
