@@ -68,7 +68,12 @@ from recbench.registry import register
 
 
 class UniSRecConfig(TransferConfig, TransformerConfig):
-    """UniSRec hyper-parameters; defaults = the official ``props/UniSRec.yaml``."""
+    """UniSRec hyper-parameters; defaults = the official ``props/UniSRec.yaml``.
+
+    Pre-training: the shared ``TransferConfig`` defaults are UniSRec's own (``props/pretrain.yaml``:
+    300 epochs, ``train_batch_size: 8192`` for both ``pretrain.py`` and ``ddp_pretrain.py``, RecBole's
+    lr 0.001).
+    """
 
     hidden_size: StrictPositiveInt = 300
     """Width of the adaptor output, position embeddings and transformer."""
@@ -150,7 +155,7 @@ class UniSRec(Method):
     @classmethod
     def pretraining_config(cls, config: UniSRecConfig) -> UniSRecConfig:
         """Pre-training has no ID embedding: both variants share one pre-training run."""
-        return config.model_copy(update={"use_id": False})
+        return super().pretraining_config(config.model_copy(update={"use_id": False}))
 
     def load_pretrained(self, state: dict[str, torch.Tensor]) -> list[str]:
         """Carry the adaptor, LayerNorm, position embedding and transformer; freeze the latter two."""

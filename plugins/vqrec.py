@@ -113,6 +113,12 @@ class VQRecConfig(TransferConfig, TransformerConfig, ItemCodesConfig):
     learning_rate: StrictPositiveFloat = 1e-3
     """Adam learning rate (RecBole's default; the official README fine-tunes most targets, e.g.
     Scientific, at 0.003)."""
+    pretrain_batch_targets: StrictPositiveInt = 8192
+    """Pre-training batch size in target positions: 8192, the official ``props/pretrain.yaml``
+    ``train_batch_size`` (used by ``ddp_pretrain.py``, the multi-GPU command; each GPU's loss then
+    sees its 8192 / world-size share as in-batch negatives). The README's single-GPU command
+    overrides it with ``--train_batch_size=2048``. Learning rate 1e-3 (RecBole's default, no file
+    sets another) and 300 epochs are the shared defaults."""
     code_dim: StrictPositiveInt = 32
     """Sub-vectors per item (PQ's M): each item is ``code_dim`` discrete codes."""
     code_cap: StrictPositiveInt = 256
@@ -342,12 +348,12 @@ class VQRec(Method):
     def pretraining_config(cls, config: MethodConfig) -> MethodConfig:
         """Pre-training codes the source items from their text: imported codes belong to one dataset."""
         assert isinstance(config, VQRecConfig)
-        if config.imported_codes is None:
-            return config
-        # As the official code: each domain its own quantiser; the code table transfers by position. The
-        # fallback is reset too, so this pre-training is the very run a text-codes config shares.
-        fallback = VQRecConfig.model_fields["missing_codes"].default
-        return config.model_copy(update={"item_codes": TEXT_CODES, "missing_codes": fallback})
+        if config.imported_codes is not None:
+            # As the official code: each domain its own quantiser; the code table transfers by position. The
+            # fallback is reset too, so this pre-training is the very run a text-codes config shares.
+            fallback = VQRecConfig.model_fields["missing_codes"].default
+            config = config.model_copy(update={"item_codes": TEXT_CODES, "missing_codes": fallback})
+        return super().pretraining_config(config)
 
     # --- code embeddings --------------------------------------------------------------------
     def permuted_table(self, noise: bool) -> torch.Tensor:
