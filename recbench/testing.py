@@ -588,7 +588,11 @@ def _check_pretrain_and_fine_tune(name: str, device: str) -> str | None:
 
 
 CHECKS: dict[str, tuple[Check, str]] = {
-    "config": (_check_config, "the config class, its defaults and preset validate, documented, unknown keys refused"),
+    "config": (
+        _check_config,
+        "the config class, its defaults and preset validate, documented, unknown keys refused; "
+        "pretraining_config drops the fine-tuning keys",
+    ),
     "build": (_check_build, "the method builds on a small DataSpec with finite trainable weights"),
     "score": (
         _check_score,
