@@ -51,7 +51,13 @@ PretrainTask = Literal["next", "mask", "permute"]  # the names of PRETRAIN_TASKS
 
 
 class IDASRConfig(TransferConfig, TransformerConfig):
-    """IDA-SR hyper-parameters; defaults = the reproduction report's settings."""
+    """IDA-SR hyper-parameters; defaults = the reproduction report's settings.
+
+    Pre-training epochs, learning rate and batch size: no official value. The report (section 4.3)
+    gives lr 0.001 (= the shared default) and a batch of 2048 "for training and evaluation" without
+    naming pre-training, and no pre-training epochs; so all three keep the shared ``TransferConfig``
+    defaults (UniSRec's official 300 / 1e-3 / 8192). LSH-SR inherits them.
+    """
 
     width_key: ClassVar[str] = "item_size"
 
@@ -123,7 +129,7 @@ class IDASR(Method):
     @classmethod
     def pretraining_config(cls, config: IDASRConfig) -> IDASRConfig:
         """The ID embedding of the t+ID variant exists only at fine-tuning: both variants share pre-training."""
-        return config.model_copy(update={"use_id": False})
+        return super().pretraining_config(config.model_copy(update={"use_id": False}))
 
     def build_item_representation(self, config: IDASRConfig, text_size: int) -> nn.Module:
         """The module mapping (N + 1, text) embeddings to (N + 1, item_size); LSH-SR overrides it."""

@@ -103,6 +103,7 @@ from recbench.method import (
     StrictPositiveFloat,
     StrictPositiveInt,
     TransferConfig,
+    with_defaults,
 )
 from recbench.progress import ProgressDisplay
 from recbench.registry import register
@@ -110,8 +111,6 @@ from recbench_plugins.bert4rec import BERT4Rec, BERT4RecConfig
 from recbench_plugins.sasrec import SASRec, SASRecConfig
 
 DOWNSTREAM_KEYS = (
-    "epochs",
-    "patience",
     "zero_shot",
     "transfer",
     "new_encoder",
@@ -120,8 +119,9 @@ DOWNSTREAM_KEYS = (
     "id_weighting",
     "id_softmax_temperature",
 )
-"""Keys that only matter on the target: reset by ``pretraining_config`` so every variant (and every
-m of the m search) shares one pre-training run."""
+"""IDP's own keys that only matter on the target: reset by ``pretraining_config`` (with the shared
+fine-tuning keys of ``recbench.method.FINE_TUNING_KEYS``: epochs, patience, learning rate, ...) so every
+variant (and every m of the m search) shares one pre-training run."""
 BERT4REC_KEYS = ("mask_ratio", "training_input")
 """BERT4Rec's cloze keys: also reset for a SASRec pre-training, which they do not touch (so idp-bs
 shares idp's pre-training run whatever its BERT4Rec settings)."""
@@ -140,7 +140,11 @@ def matcher_digest(weights: dict[str, torch.Tensor], settings: str) -> str:
 
 
 class IDPConfig(SASRecConfig, BERT4RecConfig, TransferConfig):
-    """IDP hyper-parameters: the ID sequence model's (RecBole defaults, hidden 300) plus the matcher's."""
+    """IDP hyper-parameters: the ID sequence model's (RecBole defaults, hidden 300) plus the matcher's.
+
+    Pre-training epochs, learning rate and batch size: the document gives none and no code was
+    released, so they keep the shared ``TransferConfig`` defaults (UniSRec's official 300 / 1e-3 / 8192).
+    """
 
     sequence_model: Literal["sasrec", "bert4rec"] = "sasrec"
     """The ID-based sequence model pre-trained on the sources (and, with transfer = full, fine-tuned
@@ -363,9 +367,8 @@ class IDP(Method):
     @classmethod
     def pretraining_config(cls, config: IDPConfig) -> IDPConfig:
         """Every variant and every m pre-trains the same model: target-only keys take their defaults."""
-        defaults = cls.Config.model_fields
         reset = DOWNSTREAM_KEYS + (BERT4REC_KEYS if config.sequence_model == "sasrec" else ())
-        return config.model_copy(update={key: defaults[key].default for key in reset})
+        return super().pretraining_config(with_defaults(config, reset))
 
     def encoder_spec(self) -> Any:
         from recbench.data.encode import EncoderSpec

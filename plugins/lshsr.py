@@ -156,7 +156,9 @@ class LSHSR(IDASR):
 
     @classmethod
     def pretraining_config(cls, config: LSHSRConfig) -> LSHSRConfig:
-        return config  # LSH-SR fuses source-item ID embeddings during pre-training too
+        """LSH-SR fuses source-item ID embeddings during pre-training too: IDA-SR's ``use_id`` reset is
+        skipped, the shared reset of the fine-tuning keys (``Method.pretraining_config``) is not."""
+        return super(IDASR, cls).pretraining_config(config)
 
     def build_item_representation(self, config: LSHSRConfig, text_size: int) -> nn.Module:
         return LearnableLSH(

@@ -33,7 +33,11 @@ Deviations, all for speed with the same expectation:
   is one (prefix, target) sample of the official loader; the augmented view is made once per
   window and each prefix's augmented output is read at the position its last kept item moved to
   (exact for item drop: the kept items of the prefix, packed left). Prefixes of one window share
-  one drop mask, where the official loader draws one per sample.
+  one drop mask, where the official loader draws one per sample. A batch of windows holds many
+  samples of one sequence, which a batch of the official loader's shuffled samples almost never
+  does; those pairs (the user's other next items, the other prefixes' outputs: false negatives)
+  are dropped from both contrastive denominators (``pretrain_mask_same_sequence``; the anchor's
+  own positive stays), so each anchor's negatives are, as officially, other users' samples.
 - Item drop packs exactly the kept items; the official scatter lets a dropped item overwrite the
   slot of the kept item before it (same count of items kept, a different choice of which).
 - The adaptor runs once per batch over the items the batch needs; an item's input occurrences and
@@ -49,7 +53,16 @@ import torch.nn.functional as F
 from pydantic import StrictBool
 from torch import nn
 
-from recbench.layers import TransformerEncoder, causal_mask, init_recbole_weights, recbole_transformer_parameters
+from recbench.layers import (
+    TransformerEncoder,
+    causal_mask,
+    contrastive_loss,
+    init_recbole_weights,
+    recbole_transformer_parameters,
+    same_row_mask,
+    same_target_mask,
+    target_rows,
+)
 from recbench.method import (
     Batch,
     DataSpec,
@@ -68,7 +81,12 @@ from recbench.registry import register
 
 
 class UniSRecConfig(TransferConfig, TransformerConfig):
-    """UniSRec hyper-parameters; defaults = the official ``props/UniSRec.yaml``."""
+    """UniSRec hyper-parameters; defaults = the official ``props/UniSRec.yaml``.
+
+    Pre-training: the shared ``TransferConfig`` defaults are UniSRec's own (``props/pretrain.yaml``:
+    300 epochs, ``train_batch_size: 8192`` for both ``pretrain.py`` and ``ddp_pretrain.py``, RecBole's
+    lr 0.001).
+    """
 
     hidden_size: StrictPositiveInt = 300
     """Width of the adaptor output, position embeddings and transformer."""
@@ -88,6 +106,10 @@ class UniSRecConfig(TransferConfig, TransformerConfig):
     """Probability that a batch's augmentation is item drop rather than word drop."""
     use_id: StrictBool = False
     """Add a learnable item ID embedding (the transductive text+ID variant)."""
+    pretrain_mask_same_sequence: StrictBool = True
+    """Pre-training: drop the batch's other samples of an anchor's own sequence (its user's other
+    next items, its other prefixes' outputs) from both contrastive denominators, as the official
+    loader's shuffled single samples almost never hold them; False keeps them as negatives."""
 
 
 class MoEAdaptor(nn.Module):
@@ -150,7 +172,7 @@ class UniSRec(Method):
     @classmethod
     def pretraining_config(cls, config: UniSRecConfig) -> UniSRecConfig:
         """Pre-training has no ID embedding: both variants share one pre-training run."""
-        return config.model_copy(update={"use_id": False})
+        return super().pretraining_config(config.model_copy(update={"use_id": False}))
 
     def load_pretrained(self, state: dict[str, torch.Tensor]) -> list[str]:
         """Carry the adaptor, LayerNorm, position embedding and transformer; freeze the latter two."""
@@ -252,8 +274,9 @@ class UniSRec(Method):
             self.augmented_outputs(batch, inputs, self.text_word_dropped[needed], item_index), dim=-1
         )
         same_target = same_target_mask(batch.targets[has_target])
-        seq_item = contrastive_loss(hidden, positives, same_target, self.config.temperature)
-        seq_seq = contrastive_loss(hidden, augmented, same_target, self.config.temperature)
+        same_row = same_row_mask(target_rows(batch.targets)) if self.config.pretrain_mask_same_sequence else None
+        seq_item = contrastive_loss(hidden, positives, self.config.temperature, same_target, same_row)
+        seq_seq = contrastive_loss(hidden, augmented, self.config.temperature, same_target, same_row)
         return seq_item + self.config.seq_seq_weight * seq_seq
 
     def augmented_outputs(
@@ -282,12 +305,6 @@ class UniSRec(Method):
         return self.encode(mixed, batch.items)[has_target]
 
 
-def same_target_mask(targets: torch.Tensor) -> torch.Tensor:
-    """(T,) next items -> (T, T) bool: True where another row has the same next item (not a negative)."""
-    same = targets[:, None] == targets[None, :]
-    return same & ~torch.eye(len(targets), dtype=torch.bool, device=targets.device)
-
-
 def drop_items(items: torch.Tensor, keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Pack the kept items of each row to the left.
 
@@ -304,13 +321,3 @@ def drop_items(items: torch.Tensor, keep: torch.Tensor) -> tuple[torch.Tensor, t
 def last_kept(keep: torch.Tensor) -> torch.Tensor:
     """(B, L) bool -> (B, L) long: the packed slot of the last kept item at or before each position."""
     return (keep.long().cumsum(dim=1) - 1).clamp(min=0)
-
-
-def contrastive_loss(
-    anchors: torch.Tensor, positives: torch.Tensor, excluded: torch.Tensor, temperature: float
-) -> torch.Tensor:
-    """InfoNCE with in-batch negatives: row i's positive is ``positives[i]``, its negatives the other
-    rows; where ``excluded[i, j]`` (rows sharing the same next item) the logit is 0, as the official
-    ``torch.where(same_pos_id, 0, logits)`` before the exp. Inputs are normalised."""
-    logits = (anchors @ positives.T / temperature).masked_fill(excluded, 0.0)  # (T, T)
-    return F.cross_entropy(logits, torch.arange(len(anchors), device=anchors.device))

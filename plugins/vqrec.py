@@ -67,7 +67,11 @@ Deviations:
   early epoch re-evaluate identically and the write continues what was validated.
 - The schedule phase is a state-dict buffer, so best-weights restore and resume see which table
   the weights belong to. Faiss seeds default to faiss's own (1234), configurable.
-- Training uses every prefix of a sequence in one causal pass, as the SASRec plugin.
+- Training uses every prefix of a sequence in one causal pass, as the SASRec plugin. In
+  pre-training a batch of windows so holds many samples of one sequence, which a batch of the
+  official loader's shuffled samples almost never does: the user's other next items are dropped
+  from each anchor's InfoNCE denominator (``pretrain_mask_same_sequence``; the own positive and
+  the semi-synthetic negative stay), so its in-batch negatives are, as officially, other users'.
 """
 
 from __future__ import annotations
@@ -83,7 +87,16 @@ from torch import nn
 
 from recbench.data.codes import unpack_pq_codes
 from recbench.errors import ConfigError
-from recbench.layers import TransformerEncoder, causal_mask, init_recbole_weights, recbole_transformer_parameters
+from recbench.layers import (
+    TransformerEncoder,
+    causal_mask,
+    contrastive_logits,
+    init_recbole_weights,
+    recbole_transformer_parameters,
+    same_row_mask,
+    same_target_mask,
+    target_rows,
+)
 from recbench.method import (
     TEXT_CODES,
     Batch,
@@ -117,6 +130,12 @@ class VQRecConfig(TransferConfig, TransformerConfig, ItemCodesConfig):
     learning_rate: StrictPositiveFloat = 1e-3
     """Adam learning rate (RecBole's default; the official README fine-tunes most targets, e.g.
     Scientific, at 0.003)."""
+    pretrain_batch_targets: StrictPositiveInt = 8192
+    """Pre-training batch size in target positions: 8192, the official ``props/pretrain.yaml``
+    ``train_batch_size`` (used by ``ddp_pretrain.py``, the multi-GPU command; each GPU's loss then
+    sees its 8192 / world-size share as in-batch negatives). The README's single-GPU command
+    overrides it with ``--train_batch_size=2048``. Learning rate 1e-3 (RecBole's default, no file
+    sets another) and 300 epochs are the shared defaults."""
     code_dim: StrictPositiveInt = 32
     """Sub-vectors per item (PQ's M): each item is ``code_dim`` discrete codes."""
     code_cap: StrictPositiveInt = 256
@@ -138,6 +157,10 @@ class VQRecConfig(TransferConfig, TransformerConfig, ItemCodesConfig):
     official trainer always does (from scratch too, so a random transformer); False trains them."""
     fake_idx_ratio: Probability = 0.75
     """Probability of replacing each code of the positive in its semi-synthetic negative."""
+    pretrain_mask_same_sequence: StrictBool = True
+    """Pre-training: drop the batch's other samples of an anchor's own sequence (its user's other
+    next items) from the InfoNCE denominator, as the official loader's shuffled single samples
+    almost never hold them; False keeps them as in-batch negatives."""
     pq_seed: Annotated[int, Field(strict=True, ge=0, le=2**31 - 1)] = 1234  # faiss keeps it in a C int
     """Seed of faiss's OPQ/PQ/coarse k-means (1234 is faiss's default, as the official index used);
     also seeds the ``random`` fallback of imported codes."""
@@ -363,12 +386,12 @@ class VQRec(Method):
     def pretraining_config(cls, config: MethodConfig) -> MethodConfig:
         """Pre-training codes the source items from their text: imported codes belong to one dataset."""
         assert isinstance(config, VQRecConfig)
-        if config.imported_codes is None:
-            return config
-        # As the official code: each domain its own quantiser; the code table transfers by position. The
-        # fallback is reset too, so this pre-training is the very run a text-codes config shares.
-        fallback = VQRecConfig.model_fields["missing_codes"].default
-        return config.model_copy(update={"item_codes": TEXT_CODES, "missing_codes": fallback})
+        if config.imported_codes is not None:
+            # As the official code: each domain its own quantiser; the code table transfers by position. The
+            # fallback is reset too, so this pre-training is the very run a text-codes config shares.
+            fallback = VQRecConfig.model_fields["missing_codes"].default
+            config = config.model_copy(update={"item_codes": TEXT_CODES, "missing_codes": fallback})
+        return super().pretraining_config(config)
 
     # --- code embeddings --------------------------------------------------------------------
     def permuted_table(self, noise: bool) -> torch.Tensor:
@@ -485,11 +508,9 @@ class VQRec(Method):
         targets = batch.targets[has_target]  # (T,)
         target_codes = self.codes[targets]  # (T, M)
         positives = F.normalize(self.embed(target_codes, table), dim=-1)  # (T, d)
-        logits = sequences @ positives.T / self.config.temperature  # (T, T); diagonal = own positive
-        same_target = (targets[:, None] == targets[None]) & ~torch.eye(
-            len(targets), dtype=torch.bool, device=targets.device
-        )
-        logits = logits.masked_fill(same_target, 0.0)  # official: logit 0, i.e. exp(0) = 1 in the denominator
+        same_row = same_row_mask(target_rows(batch.targets)) if self.config.pretrain_mask_same_sequence else None
+        # (T, T), diagonal = own positive; same target: logit 0 (official), same sequence: left out
+        logits = contrastive_logits(sequences, positives, self.config.temperature, same_target_mask(targets), same_row)
         fakes = semi_synthetic_codes(target_codes, self.config.code_cap, self.config.fake_idx_ratio)
         fake_logits = (sequences * F.normalize(self.embed(fakes, table), dim=-1)).sum(
             -1

@@ -57,16 +57,23 @@ from recbench.method import (
     StrictPositiveInt,
     TransferConfig,
     TransformerConfig,
+    with_defaults,
 )
 from recbench.registry import register
 from recbench_plugins.sasrec_t import SASRecT
 
-DOWNSTREAM_KEYS = ("epochs", "patience", "zero_shot")
-"""Keys that only matter on the target: reset by ``pretraining_config`` so both variants share one pre-training run."""
+DOWNSTREAM_KEYS = ("zero_shot",)
+"""ZESRec's own key that only matters on the target: reset by ``pretraining_config`` (with the shared
+fine-tuning keys, ``epochs`` among them) so both variants share one pre-training run."""
 
 
 class ZESRecConfig(TransferConfig, TransformerConfig):
-    """ZESRec hyper-parameters: SASRec's (RecBole, hidden 300) plus the item MLP and the zero-shot switch."""
+    """ZESRec hyper-parameters: SASRec's (RecBole, hidden 300) plus the item MLP and the zero-shot switch.
+
+    Pre-training epochs, learning rate and batch size: the UniSRec authors' reproduction is not
+    published and they state no values, so they keep the shared ``TransferConfig`` defaults
+    (UniSRec's official 300 / 1e-3 / 8192; their issue #3: the same pre-training data as UniSRec).
+    """
 
     hidden_size: StrictPositiveInt = 300
     """Width of the item MLP (both layers), position embeddings and transformer."""
@@ -103,8 +110,7 @@ class ZESRec(SASRecT):
     @classmethod
     def pretraining_config(cls, config: ZESRecConfig) -> ZESRecConfig:
         """Both variants pre-train the same model: the target-only keys take their defaults."""
-        defaults = cls.Config.model_fields
-        return config.model_copy(update={key: defaults[key].default for key in DOWNSTREAM_KEYS})
+        return super().pretraining_config(with_defaults(config, DOWNSTREAM_KEYS))
 
     def load_pretrained(self, state: dict[str, torch.Tensor]) -> list[str]:
         """Load every weight of the pre-trained model (nothing is item-specific); a mismatch is an error."""

@@ -559,6 +559,7 @@ def compare(
     pretrain_seed: int | None = None,
     protocols: Sequence[str] | None = None,
     log_to: str | TrackingSpec | Sequence[str | TrackingSpec] | None = None,
+    defaults: list[dict[str, Any]] | None = None,
 ) -> tuple[Any, list[CellOutcome]]:
     """Run the grid and build the report; with ``out``, write it as
     :func:`recbench.results.leaderboard.output_files` says (a prefix: ``out.<fmt>`` for every format),
@@ -570,7 +571,8 @@ def compare(
     ``out-<protocol>.<fmt>`` (their reports are in ``report.others``).
 
     ``overrides`` are config layers applied to every method that has their keys (a key no
-    compared method has is an error); ``quick`` puts the :data:`QUICK` preset beneath them.
+    compared method has is an error); ``quick`` puts the :data:`QUICK` preset beneath them, and
+    ``defaults`` (layers of the same kind: a recipe's shared ``settings``) lie beneath both.
     ``log_to`` (``"tensorboard[:DIR]"``, ``"mlflow[:URI]"``, or several) mirrors every run trained
     now to experiment trackers, one tracking run per cell; finished cells that are reused are not
     logged again.
@@ -601,9 +603,11 @@ def compare(
     if baseline is not None and baseline not in labels and get_method(baseline).name not in labels:
         raise RecbenchError(f"baseline '{baseline}' is not among the compared methods ({', '.join(labels)})")
     baseline = baseline if baseline is None or baseline in labels else get_method(baseline).name
-    check_overrides([m.method if isinstance(m, MethodRow) else m for m in methods], overrides or [])
+    check_overrides(
+        [m.method if isinstance(m, MethodRow) else m for m in methods], [*(defaults or []), *(overrides or [])]
+    )
     chosen = [p.name for p in parse_protocols(list(protocols) if protocols else None)]
-    overrides = [QUICK, *(overrides or [])] if quick else overrides
+    overrides = [*(defaults or []), *([QUICK] if quick else []), *(overrides or [])]
     cells = grid(datasets, methods, seeds)
     if executor not in ("local", "ray"):
         raise RecbenchError(f"unknown executor '{executor}'; expected local or ray")

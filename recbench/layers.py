@@ -155,3 +155,57 @@ def recbole_transformer_parameters(layers: int, source: str = "trm_encoder", tar
                         )
                     )
     return entries
+
+
+# --- in-batch contrastive losses (UniSRec's and VQ-Rec's pre-training) ----------------------
+def target_rows(targets: torch.Tensor) -> torch.Tensor:
+    """(B, L) next items (0: none) -> (T,) the batch row of each target position, in the order
+    ``targets[targets > 0]`` lists them (row-major): which sequence each (prefix, target) sample is from."""
+    rows = torch.arange(targets.shape[0], device=targets.device)[:, None].expand_as(targets)
+    return rows[targets > 0]
+
+
+def same_target_mask(targets: torch.Tensor) -> torch.Tensor:
+    """(T,) next items -> (T, T) bool: True where another sample has the same next item (not a negative)."""
+    same = targets[:, None] == targets[None, :]
+    return same & ~torch.eye(len(targets), dtype=torch.bool, device=targets.device)
+
+
+def same_row_mask(rows: torch.Tensor) -> torch.Tensor:
+    """(T,) batch rows -> (T, T) bool: True where another sample comes from the same sequence."""
+    return same_target_mask(rows)  # the same test: equal values off the diagonal
+
+
+def contrastive_logits(
+    anchors: torch.Tensor,
+    candidates: torch.Tensor,
+    temperature: float,
+    same_target: torch.Tensor,
+    same_row: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """(T, d) anchors x (T, d) candidates -> (T, T) InfoNCE logits; row i's positive is column i.
+
+    Inputs are normalised, so a logit is a cosine / temperature. Where ``same_target`` (another
+    sample with the same next item) the logit is 0, as the official UniSRec/VQ-Rec
+    ``torch.where(same_pos_id, 0, logits)``: it still adds exp(0) = 1 to the denominator. Where
+    ``same_row`` (another sample of the same sequence) the logit is -inf: the candidate leaves the
+    denominator. Such pairs do not occur in the official loaders, which shuffle single (prefix,
+    target) samples, but a batch of whole windows has many: the user's own other items and the
+    outputs of the sequence's other prefixes, which would be false negatives. ``same_row`` wins
+    where both hold.
+    """
+    logits = (anchors @ candidates.T / temperature).masked_fill(same_target, 0.0)
+    return logits if same_row is None else logits.masked_fill(same_row, float("-inf"))
+
+
+def contrastive_loss(
+    anchors: torch.Tensor,
+    positives: torch.Tensor,
+    temperature: float,
+    same_target: torch.Tensor,
+    same_row: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Mean InfoNCE over the anchors with in-batch negatives: -log(exp(s_ii) / sum_j exp(s_ij)), the
+    logits of :func:`contrastive_logits` (same-target negatives at 0, same-sequence ones removed)."""
+    logits = contrastive_logits(anchors, positives, temperature, same_target, same_row)
+    return F.cross_entropy(logits, torch.arange(len(anchors), device=anchors.device))

@@ -9,7 +9,7 @@ splits data, computes metrics or writes results: the Trainer and the Evaluator d
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from typing import Annotated, Any, ClassVar, Literal
@@ -149,11 +149,36 @@ class ItemCodesConfig(MethodConfig):
         return self.item_codes[len(IMPORTED_CODES) :] if self.item_codes.startswith(IMPORTED_CODES) else None
 
 
-class TransferConfig(TextMethodConfig):
-    """Shared keys of methods that pre-train on source domains before training on the target."""
+FINE_TUNING_KEYS = ("learning_rate", "train_batch_targets", "epochs", "patience", "eval_batch_size")
+"""MethodConfig keys that only the training on the target reads. :meth:`Method.pretraining_config`
+resets them to their defaults, so they never enter a pre-training run's identity: fine-tunings that
+differ only in them share one pre-training run. Pre-training has its own ``pretrain_*`` keys."""
 
-    pretrain_epochs: StrictNonNegativeInt = 10
-    """Epochs of pre-training on the union of the source domains (no validation)."""
+
+def with_defaults(config: MethodConfig, keys: Sequence[str]) -> MethodConfig:
+    """A copy of ``config`` with ``keys`` (those its class has) set back to the class's defaults."""
+    defaults = type(config).model_fields
+    return config.model_copy(update={key: defaults[key].default for key in keys if key in defaults})
+
+
+class TransferConfig(TextMethodConfig):
+    """Shared keys of methods that pre-train on source domains before training on the target.
+
+    The pre-training defaults are UniSRec's and VQ-Rec's official ones (RUCAIBox/UniSRec and
+    RUCAIBox/VQ-Rec ``props/pretrain.yaml``: ``pretrain_epochs: 300``, ``train_batch_size: 8192``,
+    no learning rate, so RecBole's ``learning_rate: 0.001``). A method whose paper gives other values
+    overrides them in its Config; the others keep these and say so.
+    """
+
+    pretrain_epochs: StrictNonNegativeInt = 300
+    """Epochs of pre-training on the union of the source domains (no validation). 300: the official
+    UniSRec/VQ-Rec budget (their released checkpoints are ``*-FHCKM-300.pth``); a full run on the
+    five Amazon sources is long, so recipes set their own budget (see their notes)."""
+    pretrain_learning_rate: StrictPositiveFloat = 1e-3
+    """Adam learning rate of pre-training (``learning_rate`` is the target's only)."""
+    pretrain_batch_targets: StrictPositiveInt = 8192
+    """Pre-training batch size in target positions (``train_batch_targets`` is the target's only); the
+    in-batch negatives of a contrastive pre-training loss are the batch's other targets."""
 
 
 @dataclass(frozen=True)
@@ -358,9 +383,14 @@ class Method(nn.Module, ABC):
 
     @classmethod
     def pretraining_config(cls, config: MethodConfig) -> MethodConfig:
-        """The config the pre-training model is built with (variants that differ only in
-        fine-tuning return the same one, so they share one pre-training run)."""
-        return config
+        """The config the pre-training model is built with and its run is keyed by: variants that
+        differ only in fine-tuning return the same one, so they share one pre-training run.
+
+        This base resets the :data:`FINE_TUNING_KEYS` (the target's learning rate, batch size, epochs,
+        patience, evaluation batch) to their defaults. An override resets its own target-only keys
+        and returns ``super().pretraining_config(...)`` of the result, so that step is never lost.
+        """
+        return with_defaults(config, FINE_TUNING_KEYS)
 
     @classmethod
     def check_item_codes(cls, config: MethodConfig, codes: ItemCodes) -> None:

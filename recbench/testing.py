@@ -34,7 +34,15 @@ import torch
 
 from recbench.data.dataset import Dataset, build_dataset
 from recbench.errors import ConfigError
-from recbench.method import Batch, DataSpec, Method, MethodConfig, TextMethodConfig, TransferConfig
+from recbench.method import (
+    FINE_TUNING_KEYS,
+    Batch,
+    DataSpec,
+    Method,
+    MethodConfig,
+    TextMethodConfig,
+    TransferConfig,
+)
 from recbench.registry import MethodEntry, get_method, methods, resolve_config
 
 BUILTIN_PACKAGE = "recbench_plugins"
@@ -237,7 +245,32 @@ def _check_config(name: str, device: str) -> str | None:
         pass
     else:
         raise AssertionError("an unknown config key is accepted; configs must reject them (extra='forbid')")
+    if cls.supports_pretraining:
+        _check_pretraining_identity(cls, config)
     return None
+
+
+def _check_pretraining_identity(cls: type[Method], config: MethodConfig) -> None:
+    """Fine-tuning keys never reach the pre-training config: two fine-tunings that differ only in
+    them share one pre-training run (an override of ``pretraining_config`` must call the base's)."""
+    changed = config.model_copy(
+        update={
+            "learning_rate": config.learning_rate * 3,
+            "train_batch_targets": config.train_batch_targets + 1,
+            "epochs": config.epochs + 1,
+            "patience": config.patience + 1,
+            "eval_batch_size": config.eval_batch_size + 1,
+        }
+    )
+    kept = [
+        key
+        for key in FINE_TUNING_KEYS
+        if getattr(cls.pretraining_config(changed), key) != getattr(cls.pretraining_config(config), key)
+    ]
+    assert not kept, (
+        f"pretraining_config keeps the fine-tuning keys {', '.join(kept)}, so they split pre-training runs; "
+        "an override must return super().pretraining_config(...)"
+    )
 
 
 def _check_build(name: str, device: str) -> str | None:
@@ -585,7 +618,11 @@ def _check_pretrain_on_target_and_fine_tune(
 
 
 CHECKS: dict[str, tuple[Check, str]] = {
-    "config": (_check_config, "the config class, its defaults and preset validate, documented, unknown keys refused"),
+    "config": (
+        _check_config,
+        "the config class, its defaults and preset validate, documented, unknown keys refused; "
+        "pretraining_config drops the fine-tuning keys",
+    ),
     "build": (_check_build, "the method builds on a small DataSpec with finite trainable weights"),
     "score": (
         _check_score,

@@ -32,7 +32,7 @@ WORKER = textwrap.dedent(
     dataset = load_dataset("toy")
     entry = get_method("idasr")
     small = {"item_size": 8, "semantic_hidden_size": 8, "inner_size": 8, "max_seq_length": 8}
-    config = resolve_config(entry, small, {"pretrain_epochs": 2, "train_batch_targets": 40})
+    config = resolve_config(entry, small, {"pretrain_epochs": 2, "pretrain_batch_targets": 40})
     seed_everything(0)
     text = torch.randn(dataset.num_items + 1, 12, generator=torch.Generator().manual_seed(0))
     method = entry.cls(config, DataSpec(dataset.num_items, config.max_seq_length, item_text_embeddings=text))

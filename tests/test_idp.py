@@ -58,6 +58,7 @@ TINY = {
     "matcher_batch_size": 8,
     "text_max_tokens": 16,
     "train_batch_targets": 256,
+    "pretrain_batch_targets": 256,
     "eval_batch_size": 64,
 }
 

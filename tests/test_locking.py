@@ -82,7 +82,7 @@ def test_pretraining_run_in_use_makes_the_second_process_wait_then_reuse_it(
     entry = get_method("unisrec")
     config = resolve_config(
         entry,
-        {"hidden_size": 16, "inner_size": 16, "pretrain_epochs": 1, "max_seq_length": 10, "train_batch_targets": 64},
+        {"hidden_size": 16, "inner_size": 16, "pretrain_epochs": 1, "max_seq_length": 10, "pretrain_batch_targets": 64},
     )
     waits: list[bool] = []
     original = RunRecord.lock

@@ -11,6 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from recbench.cli import app
+from recbench.compare import check_overrides, overrides_for
 from recbench.errors import RecbenchError
 from recbench.recipes import get_recipe, recipe_names, run_recipe
 
@@ -130,10 +131,40 @@ def test_every_shipped_recipe_is_valid_and_runnable_here() -> None:
         for dataset in [*recipe.datasets, *recipe.pretrain_on]:
             get_dataset_spec(dataset)  # in the catalogue
         for row in recipe.rows:
-            resolve_config(get_method(row.method), row.settings)  # a registered method that knows its settings
+            shared = overrides_for(row.method, [recipe.settings])[0]
+            resolve_config(get_method(row.method), shared, row.settings)  # a registered method that knows its settings
             for settings in row.dataset_settings.values():
-                resolve_config(get_method(row.method), row.settings, settings)
+                resolve_config(get_method(row.method), shared, row.settings, settings)
+        check_overrides([row.method for row in recipe.rows], [recipe.settings])  # every shared key reaches a row
         assert recipe.source and recipe.title
+        pretrains = recipe.pretrain_on and any(
+            row.pretrain and get_method(row.method).cls.supports_pretraining for row in recipe.rows
+        )
+        if pretrains:  # the official 300 epochs is the default: a recipe states its budget, and says so
+            budget = recipe.settings.get("pretrain_epochs")
+            assert isinstance(budget, int), f"{name} pre-trains but sets no pretrain_epochs"
+            assert f"pretrain_epochs = {budget}" in recipe.notes or f"pretrain_epochs {budget}" in recipe.notes, name
+            assert "default is 10" not in recipe.notes and "default (10)" not in recipe.notes, name
+
+
+def test_recipe_settings_lie_beneath_set_and_the_rows_own(recbench_home, tmp_path: Path) -> None:
+    from recbench.runs.record import RunRecord
+
+    text = RECIPE.replace(
+        'notes = "SYNTHETIC data."', 'notes = "SYNTHETIC data."\nsettings = { hidden_size = 12, epochs = 1 }'
+    )
+    text = text.replace("settings = { hidden_size = 8, inner_size = 8 }\n", "settings = { inner_size = 8 }\n", 1)
+    path = tmp_path / "shared.toml"
+    path.write_text(text)
+    assert get_recipe(str(path)).settings == {"hidden_size": 12, "epochs": 1}
+    report, outcomes = run_recipe(str(path), tmp_path / "runs", overrides=[SMALL], device="cpu", live=False)
+    configs = {o.cell.row: RunRecord(Path(o.run_dir)).config["config"] for o in outcomes}
+    assert configs["SASRec (paper)"]["hidden_size"] == 12  # the recipe's shared setting
+    assert configs["SASRec (same run)"]["hidden_size"] == 8  # a row's own setting wins
+    assert {c["epochs"] for c in configs.values()} == {SMALL["epochs"]}  # --set wins over the recipe's
+    path.write_text(text.replace("epochs = 1 }", "epochs = 1, no_such_key = 1 }"))
+    with pytest.raises(RecbenchError, match="no_such_key"):
+        run_recipe(str(path), tmp_path / "runs", device="cpu", live=False)
 
 
 def test_cli_recipe(recbench_home, recipe_file: Path, tmp_path: Path) -> None:

@@ -254,7 +254,7 @@ def test_interrupted_pretraining_continues_to_bit_identical_weights(
     monkeypatch.setattr("recbench.data.encode.item_embeddings", small_text_embeddings)
     save_dataset(make_cyclic_dataset("src", items=20, seed=1))
     entry = get_method(name)
-    config = resolve_config(entry, small_config(name), {"pretrain_epochs": 3, "train_batch_targets": 64})
+    config = resolve_config(entry, small_config(name), {"pretrain_epochs": 3, "pretrain_batch_targets": 64})
 
     def pretrained(runs_dir: Path) -> RunRecord:
         return pretrain(entry, config, ["src"], seed=1, runs_dir=runs_dir, device="cpu", show_progress=False)
@@ -269,3 +269,85 @@ def test_interrupted_pretraining_continues_to_bit_identical_weights(
     expected, actual = straight.load_best(), resumed.load_best()
     assert expected.keys() == actual.keys()
     assert [key for key in expected if not torch.equal(expected[key], actual[key])] == []
+
+
+def test_pretraining_uses_its_own_learning_rate_and_batch_size(toy_dataset, tmp_path: Path) -> None:
+    """The Trainer's pre-training reads pretrain_learning_rate / pretrain_batch_targets, fine-tuning the others."""
+    import torch
+
+    from recbench.method import DataSpec
+    from recbench.runs.batching import TrainingWindows
+
+    entry = get_method("idasr")
+    small = {"item_size": 8, "semantic_hidden_size": 8, "inner_size": 8, "max_seq_length": 8}
+    keys = {"learning_rate": 0.01, "train_batch_targets": 16, "pretrain_learning_rate": 0.004}
+    config = resolve_config(entry, small, {**keys, "pretrain_batch_targets": 64, "pretrain_epochs": 1, "epochs": 1})
+    text = torch.randn(toy_dataset.num_items + 1, 12, generator=torch.Generator().manual_seed(0))
+    spec = DataSpec(toy_dataset.num_items, config.max_seq_length, item_text_embeddings=text)
+    sizes: dict[bool, list[int]] = {}
+    original = TrainingWindows.batches
+
+    def recorded(self, targets_per_batch, rng, bucket_by_length=True):
+        batches = original(self, targets_per_batch, rng, bucket_by_length)
+        sizes[pretraining] = [targets_per_batch, *(int((b.targets > 0).sum()) for b in batches)]
+        return batches
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(TrainingWindows, "batches", recorded)
+        for pretraining, lr in ((True, 0.004), (False, 0.01)):
+            record = RunRecord(tmp_path / f"pretrain-{pretraining}")
+            trainer = Trainer(
+                entry.cls(config, spec), toy_dataset, config, record, seed=0, show_progress=False, pretrain=pretraining
+            )
+            assert [group["lr"] for group in trainer.optimizer.param_groups] == [lr]
+            trainer.fit()
+    (pretrain_size, *pretrain_batches), (tune_size, *tune_batches) = sizes[True], sizes[False]
+    assert (pretrain_size, tune_size) == (64, 16)
+    assert max(pretrain_batches) <= 64 and max(pretrain_batches) > 16 and max(tune_batches) <= 16
+    assert len(pretrain_batches) < len(tune_batches)
+
+
+def test_fine_tuning_keys_do_not_split_the_pretraining_run(
+    recbench_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two fine-tunings differing only in learning rate (or batch, epochs, patience) reuse one pre-training run;
+    a pre-training key makes another."""
+    from recbench.data.dataset import save_dataset
+    from tests.conftest import make_cyclic_dataset
+
+    def small_text_embeddings(dataset, spec, **kwargs) -> tuple[np.ndarray, bool]:
+        table = np.random.default_rng(0).standard_normal((dataset.num_items + 1, 12), dtype=np.float32)
+        table[0] = 0
+        return table, True
+
+    monkeypatch.setattr("recbench.data.encode.item_embeddings", small_text_embeddings)
+    for name, seed in (("src", 1), ("target", 2)):
+        save_dataset(make_cyclic_dataset(name, items=20, seed=seed))
+    small = {"item_size": 8, "semantic_hidden_size": 8, "inner_size": 8, "max_seq_length": 8, "epochs": 1}
+    small |= {"pretrain_epochs": 1, "pretrain_batch_targets": 64}
+
+    def train(**settings):
+        return run_experiment(
+            "idasr",
+            "target",
+            seed=1,
+            overrides=[small, settings],
+            runs_dir=tmp_path,
+            device="cpu",
+            show_progress=False,
+            pretrain_on=["src"],
+        ).run
+
+    def pretraining_runs() -> list[Path]:
+        return sorted(p.parent for p in (tmp_path / "_pretrain").rglob("best.pt"))
+
+    first = train()
+    (shared,) = pretraining_runs()
+    written = (shared / "best.pt").stat().st_mtime_ns
+    tuned = train(learning_rate=0.003, train_batch_targets=32, epochs=2, patience=1, eval_batch_size=8)
+    assert tuned.path != first.path and tuned.config["pretrained"] == first.config["pretrained"] == shared.name
+    assert pretraining_runs() == [shared] and (shared / "best.pt").stat().st_mtime_ns == written
+    recorded = RunRecord(shared).config["config"]
+    assert recorded["pretrain_learning_rate"] == 1e-3 and recorded["learning_rate"] == 1e-3  # the default, not 0.003
+    other = train(pretrain_learning_rate=0.003)
+    assert other.config["pretrained"] != shared.name and len(pretraining_runs()) == 2

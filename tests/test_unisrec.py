@@ -8,9 +8,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from recbench.layers import contrastive_loss, same_row_mask, same_target_mask, target_rows
 from recbench.method import Batch, DataSpec
 from recbench.registry import get_method, resolve_config
-from recbench_plugins.unisrec import MoEAdaptor, contrastive_loss, drop_items, last_kept, same_target_mask
+from recbench_plugins.unisrec import MoEAdaptor, UniSRec, drop_items, last_kept
 
 SMALL = {"hidden_size": 16, "inner_size": 16, "max_seq_length": 8}
 
@@ -71,7 +72,90 @@ def test_contrastive_loss_matches_a_hand_computation() -> None:
         # a same-target row contributes exp(0) = 1, as in the official code
         denominator = sum(1.0 if excluded[i, j] else math.exp(float(anchors[i] @ positives[j]) / tau) for j in range(4))
         total += -math.log(math.exp(float(anchors[i] @ positives[i]) / tau) / denominator)
-    assert contrastive_loss(anchors, positives, excluded, tau).item() == pytest.approx(total / 4, rel=1e-5)
+    assert contrastive_loss(anchors, positives, tau, excluded).item() == pytest.approx(total / 4, rel=1e-5)
+
+
+def brute_force_infonce(
+    anchors: torch.Tensor, candidates: torch.Tensor, targets: list[int], rows: list[int] | None, tau: float
+) -> float:
+    """Mean over anchors of -log(exp(s_ii) / sum over allowed j of exp(s_ij)), j = i always allowed; a
+    same-sequence j is not allowed (rows given); a same-target j of another sequence counts exp(0) = 1."""
+    total = 0.0
+    for i in range(len(targets)):
+        denominator = 0.0
+        for j in range(len(targets)):
+            if j != i and rows is not None and rows[j] == rows[i]:
+                continue
+            same = j != i and targets[j] == targets[i]
+            denominator += 1.0 if same else math.exp(float(anchors[i].double() @ candidates[j].double()) / tau)
+        total += -math.log(math.exp(float(anchors[i].double() @ candidates[i].double()) / tau) / denominator)
+    return total / len(targets)
+
+
+def test_target_rows_name_the_sequence_of_each_target_position() -> None:
+    targets = torch.tensor([[2, 3, 0], [0, 0, 0], [5, 5, 6]])
+    assert target_rows(targets).tolist() == [0, 0, 2, 2, 2]
+    assert same_row_mask(target_rows(targets)).tolist() == [
+        [False, True, False, False, False],
+        [True, False, False, False, False],
+        [False, False, False, True, True],
+        [False, False, True, False, True],
+        [False, False, True, True, False],
+    ]
+
+
+def test_contrastive_loss_leaves_the_same_sequence_out_of_each_denominator() -> None:
+    torch.manual_seed(1)
+    # three sequences, several targets each; target 4 repeats across sequences, 7 within sequence 2
+    targets = torch.tensor([[3, 4, 5, 0], [4, 6, 0, 0], [7, 8, 7, 4]])
+    flat, rows = targets[targets > 0], target_rows(targets)
+    anchors = F.normalize(torch.randn(len(flat), 6), dim=-1)
+    candidates = F.normalize(torch.randn(len(flat), 6), dim=-1)
+    tau = 0.07
+    same_target, same_row = same_target_mask(flat), same_row_mask(rows)
+    masked = contrastive_loss(anchors, candidates, tau, same_target, same_row).item()
+    assert masked == pytest.approx(
+        brute_force_infonce(anchors, candidates, flat.tolist(), rows.tolist(), tau), rel=1e-5
+    )
+    unmasked = contrastive_loss(anchors, candidates, tau, same_target).item()
+    assert unmasked == pytest.approx(brute_force_infonce(anchors, candidates, flat.tolist(), None, tau), rel=1e-5)
+    assert masked != pytest.approx(unmasked)
+    anchors.requires_grad_(True)
+    contrastive_loss(anchors, candidates, tau, same_target, same_row).backward()
+    assert torch.isfinite(anchors.grad).all()  # the removed (-inf) logits give no NaN
+
+
+@pytest.mark.parametrize("mask_same_sequence", [True, False])
+def test_pretrain_loss_equals_brute_force_seq_item_and_seq_seq_infonce(
+    monkeypatch: pytest.MonkeyPatch, mask_same_sequence: bool
+) -> None:
+    model = build(pretrain_mask_same_sequence=mask_same_sequence, seq_seq_weight=0.5).eval()  # no dropout or noise
+    batch = Batch(
+        items=torch.tensor([[1, 2, 3, 4], [7, 3, 0, 0], [9, 8, 4, 0]]),
+        lengths=torch.tensor([4, 2, 3]),
+        targets=torch.tensor([[2, 3, 4, 5], [3, 5, 0, 0], [8, 4, 4, 0]]),  # 3, 4, 5 repeat across rows, 4 within
+    )
+    augmented: list[torch.Tensor] = []
+    original = UniSRec.augmented_outputs
+
+    def recording(self, *args, **kwargs):
+        augmented.append(original(self, *args, **kwargs))
+        return augmented[-1]
+
+    monkeypatch.setattr(UniSRec, "augmented_outputs", recording)
+    loss = model.pretrain_loss(batch).item()
+    with torch.no_grad():
+        table = model.adaptor(model.text)
+        hidden = F.normalize(model.encode(table[batch.items], batch.items)[batch.targets > 0], dim=-1)
+        positives = F.normalize(table[batch.targets[batch.targets > 0]], dim=-1)
+        views = F.normalize(augmented[0].detach(), dim=-1)
+    targets = batch.targets[batch.targets > 0].tolist()
+    rows = target_rows(batch.targets).tolist() if mask_same_sequence else None
+    tau = model.config.temperature
+    expected = brute_force_infonce(hidden, positives, targets, rows, tau) + 0.5 * brute_force_infonce(
+        hidden, views, targets, rows, tau
+    )
+    assert loss == pytest.approx(expected, rel=1e-4)
 
 
 def test_item_drop_packs_the_kept_items_left_and_tracks_where_each_prefix_ends() -> None:

@@ -186,8 +186,11 @@ def test_semi_synthetic_codes_replace_codes_within_their_sub_space() -> None:
     assert torch.equal(semi_synthetic_codes(codes, 8, 0.0), codes)
 
 
-def test_pretrain_loss_equals_a_brute_force_infonce(monkeypatch: pytest.MonkeyPatch) -> None:
-    model = build().eval()  # no dropout: the encoder output is deterministic
+@pytest.mark.parametrize("mask_same_sequence", [True, False])
+def test_pretrain_loss_equals_a_brute_force_infonce(monkeypatch: pytest.MonkeyPatch, mask_same_sequence: bool) -> None:
+    """Own positive, other rows' positives (a same-target one at logit 0), the semi-synthetic negative;
+    the same sequence's other samples are left out unless the switch is off."""
+    model = build(pretrain_mask_same_sequence=mask_same_sequence).eval()  # no dropout: deterministic outputs
     recorded: list[torch.Tensor] = []
     original = vqrec.semi_synthetic_codes
 
@@ -215,9 +218,10 @@ def test_pretrain_loss_equals_a_brute_force_infonce(monkeypatch: pytest.MonkeyPa
     losses = []
     for i, sequence in enumerate(sequences):
         positive = math.exp(float(sequence @ positives[i]) / tau)
+        allowed = [j for j in range(len(rows)) if j == i or not (mask_same_sequence and rows[j][0] == rows[i][0])]
         negatives = sum(
             1.0 if (j != i and targets[j] == targets[i]) else math.exp(float(sequence @ positives[j]) / tau)
-            for j in range(len(rows))
+            for j in allowed
         )
         fake = math.exp(float(sequence @ fakes[i]) / tau)
         losses.append(-math.log(positive / (negatives + fake)))

@@ -62,6 +62,10 @@ class Recipe(BaseModel):
     datasets: list[str]
     pretrain_on: list[str] = Field(default_factory=list)
     notes: str = ""
+    settings: dict[str, Any] = Field(default_factory=dict)
+    """Config settings shared by the rows: each row whose method has a key gets it (a key no row's
+    method has is an error), beneath ``--quick`` and ``--set``; a row's own ``settings`` still win.
+    E.g. the pre-training budget (``pretrain_epochs``), which a user may then raise with ``--set``."""
     stand_ins: dict[str, str] = Field(default_factory=dict)
     """dataset -> a dataset that can stand in for it where the original cannot be had (say why in notes)."""
     rows: list[RecipeRow]
@@ -206,6 +210,7 @@ def run_recipe(
         metrics=recipe.metrics,
         pretrain_on=[use.get(d, d) for d in recipe.pretrain_on] or None,
         protocols=[recipe.protocol],
+        defaults=[recipe.settings] if recipe.settings else None,
         **grid,
     )
     attach_published(report, recipe, use)

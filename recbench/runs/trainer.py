@@ -131,7 +131,9 @@ class Trainer:
     """Trains one method on one dataset into one run directory.
 
     With ``pretrain=True`` the objective is the method's ``pretrain_loss`` on (the union of)
-    source domains, for ``config.pretrain_epochs`` epochs without validation; the weights after
+    source domains, for ``config.pretrain_epochs`` epochs without validation, at
+    ``config.pretrain_learning_rate`` in batches of ``config.pretrain_batch_targets`` target positions
+    (the target's ``learning_rate`` and ``train_batch_targets`` are not read); the weights after
     the last epoch are the run's ``best.pt``. Otherwise early stopping watches the valid NDCG@10
     under ``protocol`` (default: full ranking).
 
@@ -158,6 +160,8 @@ class Trainer:
         self.pretrain = pretrain
         self.tracker = tracker if tracker is not None else Tracker([])
         self.epochs = config.pretrain_epochs if pretrain else config.epochs
+        self.learning_rate = config.pretrain_learning_rate if pretrain else config.learning_rate
+        self.batch_targets = config.pretrain_batch_targets if pretrain else config.train_batch_targets
         self.method = method.to(device)
         self.dataset = dataset
         self.config = config
@@ -188,7 +192,7 @@ class Trainer:
             return
         self._trainable = trainable
         self.optimizer = (
-            torch.optim.Adam(trainable, lr=self.config.learning_rate, weight_decay=self.config.weight_decay)
+            torch.optim.Adam(trainable, lr=self.learning_rate, weight_decay=self.config.weight_decay)
             if trainable
             else None
         )
@@ -296,7 +300,7 @@ class Trainer:
             raise RuntimeError(f"{type(self.method).__name__}: no parameter requires a gradient at epoch {epoch}")
         self.method.train()
         batches = self.windows.batches(
-            self.config.train_batch_targets, np.random.default_rng([self.seed, epoch]), self.config.bucket_by_length
+            self.batch_targets, np.random.default_rng([self.seed, epoch]), self.config.bucket_by_length
         )
         batches = batches[self.rank :: self.world_size]  # every process makes the same list, then takes its share
         progress.update(
@@ -315,7 +319,7 @@ class Trainer:
             if not torch.isfinite(loss):
                 raise DivergedError(
                     f"training diverged: the loss is {loss.item()} at epoch {epoch}, batch {number}; "
-                    "lower learning_rate or set clip_grad_norm, then --restart"
+                    f"lower {'pretrain_' if self.pretrain else ''}learning_rate or set clip_grad_norm, then --restart"
                 )
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
