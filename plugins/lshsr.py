@@ -12,6 +12,12 @@ fine-tuning as IDA-SR (``plugins/idasr.py``); only the item representation chang
 3. Residual gate: m~ = g * DNN + (1 - g) * e_i with g = sigmoid(learnable vector); the item
    representation is m~ + e_i. ``use_gate = false`` (ablation) uses m~ = DNN.
 
+The [MASK] input of masked-item prediction (``mask_token``, see ``plugins/idasr.py``): with
+``text_row`` (the default) the [MASK] is one more item, the zero row N + 1 of the frozen text table,
+so it goes through steps 1-3 like any item, and so it also has a row (N + 1) in the ID table; that
+row is learned, as every ID row is. A zero text row hashes to code 0 in every table, so what sets
+the [MASK] apart is its ID row. The report gives no parameter count for LSH-SR.
+
 The hyperplanes are learnable. The sign is not differentiable, so we use a straight-through
 estimator: the forward pass uses the hard code's embedding, and the backward pass reaches the
 hyperplanes through the expected embedding under independent soft bits sigmoid(w^T m / T)
@@ -136,6 +142,7 @@ class LSHSR(IDASR):
     """LSH-SR: learnable LSH codes of item text, fused with ID embeddings through a gated DNN."""
 
     Config = LSHSRConfig
+    mask_row_has_id = True
 
     def __init__(self, config: LSHSRConfig, spec: DataSpec) -> None:
         if not config.use_id:
@@ -168,11 +175,19 @@ class LSHSR(IDASR):
             config.initializer_range,
         )
 
-    def item_table(self) -> torch.Tensor:
-        ids = self.id_embedding.weight  # (N + 1, d)
-        hashed = self.item_representation(self.text)  # (N + 1, m, d)
-        mapped = self.dnn((hashed * ids[:, None, :]).flatten(1))  # (N + 1, d)
+    def text_rows(self) -> torch.Tensor:
+        """(R, d) representation of every text row, each fused with its ID row (R = N + 1, + 1 for [MASK])."""
+        ids = self.id_embedding.weight  # (R, d)
+        hashed = self.item_representation(self.text)  # (R, m, d)
+        return self.fuse(self.dnn((hashed * ids[:, None, :]).flatten(1)), ids)
+
+    def fuse(self, mapped: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """Residual gate: g * m~ + (1 - g) * e + e; without the gate m~ + e."""
         if self.gate_logit is not None:
             gate = torch.sigmoid(self.gate_logit)
             mapped = gate * mapped + (1 - gate) * ids
         return mapped + ids
+
+    def item_table(self, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """(N + 1, d): the item rows of ``text_rows()`` (which already hold the ID embeddings)."""
+        return (self.text_rows() if rows is None else rows)[: self.spec.num_items + 1]
