@@ -9,8 +9,15 @@ fine-tuning as IDA-SR (``plugins/idasr.py``); only the item representation chang
 2. m hash-embedding tables E_k in R^(2^h x d); item i's m looked-up vectors E_k[c_k(i)] are
    multiplied element-wise with its ID embedding e_i, concatenated (m d), and passed through a
    DNN (``dnn_layers`` = 4, ReLU between layers).
-3. Residual gate: m~ = g * DNN + (1 - g) * e_i with g = sigmoid(learnable vector); the item
-   representation is m~ + e_i. ``use_gate = false`` (ablation) uses m~ = DNN.
+3. Residual gate (Eq. 13-14): gate(m~, e_i) = g * m~ + (1 - g) * e_i with m~ = the DNN output and
+   g = sigmoid(learnable vector); the item representation is gate(m~, e_i) + e_i.
+
+The report's ablation "remove resnet gating" (Table 5) is described in its text as removing "the
+gating network of the residual connection" (移除残差连接的门控网络). What it removes is the gating
+network, i.e. Eq. 13; the residual connection it belongs to (the + e_i of Eq. 14) stays. So
+``use_gate = false`` gives m~ + e_i: the DNN output plus the ID embedding, no gate. The other
+reading, where the residual goes too, is ``residual = false`` as well (the DNN output alone); the
+report runs no such variant. ``residual = false`` with the gate on gives g * m~ + (1 - g) * e_i.
 
 The [MASK] input of masked-item prediction (``mask_token``, see ``plugins/idasr.py``): with
 ``text_row`` (the default) the [MASK] is one more item, the zero row N + 1 of the frozen text table,
@@ -50,7 +57,10 @@ class LSHSRConfig(IDASRConfig):
     dnn_layers: StrictPositiveInt = 4
     """Layers of the DNN over the concatenated fused vectors."""
     use_gate: StrictBool = True
-    """Residual gate between the DNN output and the ID embedding (false = ablation without gate)."""
+    """Gate of Eq. 13 between the DNN output and the ID embedding; false = the report's "remove resnet
+    gating" ablation: the item representation is DNN output + ID embedding."""
+    residual: StrictBool = True
+    """The + e_i of Eq. 14 (the residual connection); false drops it (not a variant of the report)."""
     lsh_temperature: StrictPositiveFloat = 1.0
     """Temperature of the soft bits used by the straight-through gradient to the hyperplanes."""
 
@@ -182,11 +192,11 @@ class LSHSR(IDASR):
         return self.fuse(self.dnn((hashed * ids[:, None, :]).flatten(1)), ids)
 
     def fuse(self, mapped: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-        """Residual gate: g * m~ + (1 - g) * e + e; without the gate m~ + e."""
+        """Eq. 13-14: g * m~ + (1 - g) * e + e; without the gate m~ + e; without the residual no + e."""
         if self.gate_logit is not None:
             gate = torch.sigmoid(self.gate_logit)
             mapped = gate * mapped + (1 - gate) * ids
-        return mapped + ids
+        return mapped + ids if self.config.residual else mapped
 
     def item_table(self, rows: torch.Tensor | None = None) -> torch.Tensor:
         """(N + 1, d): the item rows of ``text_rows()`` (which already hold the ID embeddings)."""

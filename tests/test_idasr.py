@@ -165,7 +165,7 @@ def test_lshsr_without_gate_is_a_different_model() -> None:
     assert gated.gate_logit is not None and plain.gate_logit is None
 
 
-# --- the reproduction report's parameter layout (Table 3) ---------------------------------------
+# --- the reproduction report's parameter layout (Table 3) and LSH-SR's gate (Eq. 13-14) -----------
 
 
 def count(module: torch.nn.Module) -> int:
@@ -255,3 +255,30 @@ def lsh_parts(model):
     """Eq. 11-12 by the model's own modules: the DNN output m~ and the ID rows e, for every text row."""
     ids = model.id_embedding.weight
     return model.dnn((model.item_representation(model.text) * ids[:, None, :]).flatten(1)), ids
+
+
+@pytest.mark.parametrize(
+    ("settings", "form"),
+    [
+        ({}, "gate(m, e) + e"),  # Eq. 13-14
+        ({"use_gate": False}, "m + e"),  # the report's "remove resnet gating"
+        ({"residual": False}, "gate(m, e)"),
+        ({"use_gate": False, "residual": False}, "m"),
+    ],
+)
+def test_lshsr_item_representation_is_eq_13_14_or_its_ablated_form(settings: dict, form: str) -> None:
+    model = build("lshsr", **settings).eval()
+    if model.gate_logit is not None:
+        with torch.no_grad():
+            model.gate_logit.normal_()  # g away from 0.5, different per dimension
+    mapped, ids = lsh_parts(model)
+    g = torch.sigmoid(model.gate_logit) if model.gate_logit is not None else None
+    expected = {
+        "gate(m, e) + e": lambda: g * mapped + (1 - g) * ids + ids,
+        "m + e": lambda: mapped + ids,
+        "gate(m, e)": lambda: g * mapped + (1 - g) * ids,
+        "m": lambda: mapped,
+    }[form]()
+    torch.testing.assert_close(model.text_rows(), expected)
+    torch.testing.assert_close(model.item_table(), expected[:41])
+    assert (model.gate_logit is None) == (settings.get("use_gate") is False)
