@@ -132,22 +132,36 @@ def build(config_dict):
     return model, trainer, train_data, valid_data
 
 
-def timed(trainer, times):
-    train_epoch, valid_epoch = trainer._train_epoch, trainer._valid_epoch
+def timed(trainer, times, cap):
+    """Wall clock around each epoch; with cap > 0, only the first cap batches run, scaled to all."""
 
-    def train(*args, **kwargs):
-        started = time.perf_counter()
-        out = train_epoch(*args, **kwargs)
-        times["train"].append(time.perf_counter() - started)
-        return out
+    def wrap(call, key):
+        def run(data, *args, **kwargs):
+            cls, total, seen = type(data), len(data), [0]
+            original = cls.__iter__
 
-    def valid(*args, **kwargs):
-        started = time.perf_counter()
-        out = valid_epoch(*args, **kwargs)
-        times["valid"].append(time.perf_counter() - started)
-        return out
+            def capped(self):
+                for batch in original(self):
+                    if cap and seen[0] >= cap:
+                        return
+                    seen[0] += 1
+                    yield batch
 
-    trainer._train_epoch, trainer._valid_epoch = train, valid
+            cls.__iter__ = capped
+            started = time.perf_counter()
+            try:
+                out = call(data, *args, **kwargs)
+            finally:
+                cls.__iter__ = original
+            elapsed = time.perf_counter() - started
+            times[key].append(elapsed * total / seen[0] if cap and seen[0] else elapsed)
+            times[key + "_batches"] = [seen[0], total]
+            return out
+
+        return run
+
+    trainer._train_epoch = wrap(trainer._train_epoch, "train")
+    trainer._valid_epoch = wrap(trainer._valid_epoch, "valid")
 
 
 result = {}
@@ -157,7 +171,7 @@ if spec.get("pretrain") is not None:  # S3Rec: the pre-training stage first, its
     stage = {**config, "train_stage": "pretrain", "pretrain_epochs": epochs, "save_step": max(epochs, 1)}
     model, trainer, train_data, _ = build(stage)
     times = {"train": [], "valid": []}
-    timed(trainer, times)
+    timed(trainer, times, spec["batches"])
     path = os.path.join(config["checkpoint_dir"], f"{spec['model']}-{spec['dataset']}-{epochs}.pth")
     if epochs > 0:
         trainer.fit(train_data, show_progress=False)
@@ -168,7 +182,7 @@ if spec.get("pretrain") is not None:  # S3Rec: the pre-training stage first, its
     config = {**config, "train_stage": "finetune", "pre_model_path": path}
 model, trainer, train_data, valid_data = build(config)
 times = {"train": [], "valid": []}
-timed(trainer, times)
+timed(trainer, times, spec["batches"])
 trainer.fit(train_data, valid_data, saved=False, show_progress=False)
 result["fit"] = times
 result["train_samples"] = len(train_data._dataset)

@@ -9,8 +9,21 @@ fine-tuning as IDA-SR (``plugins/idasr.py``); only the item representation chang
 2. m hash-embedding tables E_k in R^(2^h x d); item i's m looked-up vectors E_k[c_k(i)] are
    multiplied element-wise with its ID embedding e_i, concatenated (m d), and passed through a
    DNN (``dnn_layers`` = 4, ReLU between layers).
-3. Residual gate: m~ = g * DNN + (1 - g) * e_i with g = sigmoid(learnable vector); the item
-   representation is m~ + e_i. ``use_gate = false`` (ablation) uses m~ = DNN.
+3. Residual gate (Eq. 13-14): gate(m~, e_i) = g * m~ + (1 - g) * e_i with m~ = the DNN output and
+   g = sigmoid(learnable vector); the item representation is gate(m~, e_i) + e_i.
+
+The report's ablation "remove resnet gating" (Table 5) is described in its text as removing "the
+gating network of the residual connection" (移除残差连接的门控网络). What it removes is the gating
+network, i.e. Eq. 13; the residual connection it belongs to (the + e_i of Eq. 14) stays. So
+``use_gate = false`` gives m~ + e_i: the DNN output plus the ID embedding, no gate. The other
+reading, where the residual goes too, is ``residual = false`` as well (the DNN output alone); the
+report runs no such variant. ``residual = false`` with the gate on gives g * m~ + (1 - g) * e_i.
+
+The [MASK] input of masked-item prediction (``mask_token``, see ``plugins/idasr.py``): with
+``text_row`` (the default) the [MASK] is one more item, the zero row N + 1 of the frozen text table,
+so it goes through steps 1-3 like any item, and so it also has a row (N + 1) in the ID table; that
+row is learned, as every ID row is. A zero text row hashes to code 0 in every table, so what sets
+the [MASK] apart is its ID row. The report gives no parameter count for LSH-SR.
 
 The hyperplanes are learnable. The sign is not differentiable, so we use a straight-through
 estimator: the forward pass uses the hard code's embedding, and the backward pass reaches the
@@ -44,7 +57,10 @@ class LSHSRConfig(IDASRConfig):
     dnn_layers: StrictPositiveInt = 4
     """Layers of the DNN over the concatenated fused vectors."""
     use_gate: StrictBool = True
-    """Residual gate between the DNN output and the ID embedding (false = ablation without gate)."""
+    """Gate of Eq. 13 between the DNN output and the ID embedding; false = the report's "remove resnet
+    gating" ablation: the item representation is DNN output + ID embedding."""
+    residual: StrictBool = True
+    """The + e_i of Eq. 14 (the residual connection); false drops it (not a variant of the report)."""
     lsh_temperature: StrictPositiveFloat = 1.0
     """Temperature of the soft bits used by the straight-through gradient to the hyperplanes."""
 
@@ -136,6 +152,7 @@ class LSHSR(IDASR):
     """LSH-SR: learnable LSH codes of item text, fused with ID embeddings through a gated DNN."""
 
     Config = LSHSRConfig
+    mask_row_has_id = True
 
     def __init__(self, config: LSHSRConfig, spec: DataSpec) -> None:
         if not config.use_id:
@@ -170,11 +187,19 @@ class LSHSR(IDASR):
             config.initializer_range,
         )
 
-    def item_table(self) -> torch.Tensor:
-        ids = self.id_embedding.weight  # (N + 1, d)
-        hashed = self.item_representation(self.text)  # (N + 1, m, d)
-        mapped = self.dnn((hashed * ids[:, None, :]).flatten(1))  # (N + 1, d)
+    def text_rows(self) -> torch.Tensor:
+        """(R, d) representation of every text row, each fused with its ID row (R = N + 1, + 1 for [MASK])."""
+        ids = self.id_embedding.weight  # (R, d)
+        hashed = self.item_representation(self.text)  # (R, m, d)
+        return self.fuse(self.dnn((hashed * ids[:, None, :]).flatten(1)), ids)
+
+    def fuse(self, mapped: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """Eq. 13-14: g * m~ + (1 - g) * e + e; without the gate m~ + e; without the residual no + e."""
         if self.gate_logit is not None:
             gate = torch.sigmoid(self.gate_logit)
             mapped = gate * mapped + (1 - gate) * ids
-        return mapped + ids
+        return mapped + ids if self.config.residual else mapped
+
+    def item_table(self, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """(N + 1, d): the item rows of ``text_rows()`` (which already hold the ID embeddings)."""
+        return (self.text_rows() if rows is None else rows)[: self.spec.num_items + 1]

@@ -72,7 +72,8 @@ def test_masked_item_loss_predicts_the_original_items_at_masked_positions(monkey
         "recbench_plugins.idasr.choose_positions",
         lambda s, r: torch.tensor([[False, True, False, True, False], [True, False, False, False, False]]),
     )
-    model.masked_item_loss(sequences, model.item_table())
+    rows = model.text_rows()
+    model.masked_item_loss(sequences, model.item_table(rows), model.mask_input(rows))
     assert seen["targets"] == [6, 8, 9]
 
 
@@ -162,3 +163,122 @@ def test_straight_through_gradient_is_that_of_the_expected_table_vector_under_so
 def test_lshsr_without_gate_is_a_different_model() -> None:
     gated, plain = build("lshsr"), build("lshsr", use_gate=False)
     assert gated.gate_logit is not None and plain.gate_logit is None
+
+
+# --- the reproduction report's parameter layout (Table 3) and LSH-SR's gate (Eq. 13-14) -----------
+
+
+def count(module: torch.nn.Module) -> int:
+    return sum(parameter.numel() for parameter in module.parameters())
+
+
+def test_idasr_at_the_reports_sizes_has_the_parameters_of_its_table_3() -> None:
+    """Instruments in the report: 9,964 items; BERT-base text (768); the report's section 4.3 sizes."""
+    settings = {"item_size": 256, "semantic_hidden_size": 512, "inner_size": 512, "n_layers": 2, "n_heads": 2}
+    config = resolve_config(get_method("idasr"), settings)
+    assert config.max_seq_length == 50 and config.mask_token == "text_row" and config.extra_position
+    text = torch.randn(9_965, 768)
+    text[0] = 0
+    model = get_method("idasr").cls(config, DataSpec(num_items=9_964, max_seq_length=50, item_text_embeddings=text))
+    semantic, transformer = count(model.item_representation), count(model.encoder)
+    positions = count(model.position_embedding)
+    assert model.text.numel() == 7_653_888 == 768 * (9_964 + 2)  # frozen item text: padding + items + [MASK]
+    assert semantic == 525_056
+    assert transformer == 1_054_208
+    assert positions == 13_056 == 51 * 256
+    assert count(model) - semantic - transformer - positions == 512 == count(model.norm)  # "other"
+    assert all(parameter.requires_grad for parameter in model.parameters())  # the text is a frozen buffer
+    assert model.text.numel() / (model.text.numel() + count(model)) == pytest.approx(0.8277, abs=5e-5)
+
+
+def test_the_earlier_layout_has_a_learned_mask_vector_and_max_seq_length_positions() -> None:
+    model = build("idasr", mask_token="learned", extra_position=False)
+    assert model.text.shape[0] == 41 and model.position_embedding.num_embeddings == 12
+    assert model.mask_vector is not None and model.mask_vector.requires_grad
+
+
+def masked_inputs(model, monkeypatch: pytest.MonkeyPatch, sequences: torch.Tensor, masked: torch.Tensor):
+    """The inputs the encoder gets in masked-item prediction, with ``masked`` as the chosen positions."""
+    seen = {}
+    encode = model.encode
+
+    def spy(inputs, items, allowed, last=None):
+        seen["inputs"], seen["items"] = inputs, items
+        return encode(inputs, items, allowed, last)
+
+    monkeypatch.setattr(model, "encode", spy)
+    monkeypatch.setattr("recbench_plugins.idasr.choose_positions", lambda s, r: masked[:, : s.shape[1]])
+    rows = model.text_rows()
+    model.masked_item_loss(sequences, model.item_table(rows), model.mask_input(rows))
+    return seen["inputs"], seen["items"]
+
+
+@pytest.mark.parametrize("name", ["idasr", "lshsr"])
+def test_masked_positions_read_the_transformed_mask_row_and_no_mask_vector_exists(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = build(name).eval()
+    assert model.text.shape[0] == 42 and not model.text[41].any()  # row N + 1 = the [MASK]: a zero row
+    assert not [key for key, _ in model.named_parameters() if "mask" in key]
+    assert model.mask_vector is None
+    sequences = torch.tensor(
+        [[5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17], [9, 10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]]
+    )
+    masked = torch.zeros(sequences.shape, dtype=torch.bool)
+    masked[0, [1, 12]] = masked[1, 0] = True  # position 12 is the 13th: the window's last target
+    inputs, items = masked_inputs(model, monkeypatch, sequences, masked)
+    assert items.shape[1] == 13  # the whole (max_seq_length + 1)-item window, on 13 position rows
+    if name == "idasr":  # the zero row through the semantic transformation, by hand
+        first = model.item_representation.first
+        expected = torch.sigmoid(model.item_representation.second(torch.sigmoid(first.bias)))
+    else:  # LSH-SR: the [MASK] is item N + 1, with its own ID row; a zero text row hashes to code 0
+        assert model.item_representation.codes(model.text[41:]).tolist() == [[0, 0, 0]]
+        mapped, ids = lsh_parts(model)
+        g = torch.sigmoid(model.gate_logit)
+        expected = g * mapped[41] + (1 - g) * ids[41] + ids[41]
+    torch.testing.assert_close(inputs[masked], expected.expand(3, -1))
+    torch.testing.assert_close(inputs[~masked], model.item_table()[sequences[~masked]])
+    assert not torch.isclose(expected, model.item_table()[1:]).all(dim=1).any()  # no real item is the [MASK]
+
+
+def test_masked_positions_read_the_learned_vector_in_the_earlier_layout(monkeypatch: pytest.MonkeyPatch) -> None:
+    model = build("idasr", mask_token="learned", extra_position=False).eval()
+    sequences = torch.tensor([[5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17]])
+    masked = torch.zeros(sequences.shape, dtype=torch.bool)
+    masked[0, [1, 11]] = True
+    inputs, items = masked_inputs(model, monkeypatch, sequences, masked)
+    assert items.shape[1] == 12  # the last target is cut off: no 13th position
+    torch.testing.assert_close(inputs[masked[:, :12]], model.mask_vector.expand(2, -1))
+
+
+def lsh_parts(model):
+    """Eq. 11-12 by the model's own modules: the DNN output m~ and the ID rows e, for every text row."""
+    ids = model.id_embedding.weight
+    return model.dnn((model.item_representation(model.text) * ids[:, None, :]).flatten(1)), ids
+
+
+@pytest.mark.parametrize(
+    ("settings", "form"),
+    [
+        ({}, "gate(m, e) + e"),  # Eq. 13-14
+        ({"use_gate": False}, "m + e"),  # the report's "remove resnet gating"
+        ({"residual": False}, "gate(m, e)"),
+        ({"use_gate": False, "residual": False}, "m"),
+    ],
+)
+def test_lshsr_item_representation_is_eq_13_14_or_its_ablated_form(settings: dict, form: str) -> None:
+    model = build("lshsr", **settings).eval()
+    if model.gate_logit is not None:
+        with torch.no_grad():
+            model.gate_logit.normal_()  # g away from 0.5, different per dimension
+    mapped, ids = lsh_parts(model)
+    g = torch.sigmoid(model.gate_logit) if model.gate_logit is not None else None
+    expected = {
+        "gate(m, e) + e": lambda: g * mapped + (1 - g) * ids + ids,
+        "m + e": lambda: mapped + ids,
+        "gate(m, e)": lambda: g * mapped + (1 - g) * ids,
+        "m": lambda: mapped,
+    }[form]()
+    torch.testing.assert_close(model.text_rows(), expected)
+    torch.testing.assert_close(model.item_table(), expected[:41])
+    assert (model.gate_logit is None) == (settings.get("use_gate") is False)
