@@ -29,19 +29,28 @@ embeds each of its components with a vector of its own (a batch x 50 x 384 x 300
 ``token_seq`` field instead: the item's own id (``item_attr``). That is cheaper than recbench's
 text features (a 384-wide frozen text vector through a Linear), so RecBole's GRU4RecF / FDSA times
 are if anything an underestimate; for S3Rec it is the attribute space recbench's S3-Rec uses (one
-attribute per item). RecBole's S3Rec fine-tuning starts from a pre-training checkpoint; with
-``--s3rec-pretrain-epochs 0`` on RecBole's side (``--recbole-s3rec-pretrain-epochs``) the untrained
-pre-training model's weights are saved and loaded instead (fine-tuning speed does not depend on
-them).
+attribute per item). RecBole's S3Rec fine-tuning starts from its pre-training checkpoint; with
+``--recbole-s3rec-pretrain-epochs 0`` the untrained pre-training model's weights are saved and
+loaded instead (fine-tuning speed does not depend on them). RecBole's S3Rec pre-training builds
+the multi-hot attribute targets of a batch as Python lists (2048 x 50 x 4,385 entries), so a
+pre-training batch is slow and takes several GB.
 
-    python benchmarks/baselines_speed.py [--methods gru4rec,fpmc,...] [--epochs 2]
-        [--recbole-python /work/venv-recbole/bin/python] [--from DIR] [--home DIR] [--work DIR]
-        [--threads 2] [--s3rec-pretrain-epochs 1] [--recbole-s3rec-pretrain-epochs 1] [--skip-recbole]
+RecBole is slow enough (minutes per epoch on 2 cores) that ``--recbole-batches N`` times only the
+first N batches of each RecBole training and evaluation pass and scales the time to the pass's
+batch count (RecBole pads every history to 50 positions and shuffles, so its batches cost about
+the same; the first batch's warm-up is scaled too, so this errs towards RecBole being slower);
+the table says when it was used. ``--recbole-epochs`` (default ``--epochs``) sets RecBole's epochs.
+
+    python benchmarks/baselines_speed.py [--methods gru4rec,fpmc,...] [--epochs 2] [--recbole-epochs 1]
+        [--recbole-batches 2] [--recbole-python /work/venv-recbole/bin/python] [--from DIR] [--home DIR]
+        [--work DIR] [--threads 2] [--s3rec-pretrain-epochs 1] [--recbole-s3rec-pretrain-epochs 1]
+        [--skip-recbole]
 
 ``--home`` is the RECBENCH_HOME that holds dataset ``scientific`` (imported from ``--from`` if it
-is missing) and, for the text methods, its cached text embeddings. Set TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD
-is done for RecBole (its checkpoints are pickles). Run it niced on a shared machine and say so:
-other load inflates both sides, not necessarily equally.
+is missing) and, for the text methods, its cached text embeddings (the default encoder's). RecBole
+runs with TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 (its checkpoints are pickles) and both sides with
+``--threads`` torch threads. Run it niced on a shared machine and say so: other load inflates both
+sides, not necessarily equally.
 """
 
 from __future__ import annotations
@@ -133,7 +142,7 @@ def build(config_dict):
 
 
 def timed(trainer, times, cap):
-    """Wall clock around each epoch; with cap > 0, only the first cap batches run, scaled to all."""
+    # Wall clock around each epoch; with cap > 0, only the first cap batches run, scaled to all.
 
     def wrap(call, key):
         def run(data, *args, **kwargs):
@@ -244,13 +253,27 @@ def recbole_config(method: str, config: Any, pair: Pair, epochs: int, data_root:
 
 
 def run_recbole(
-    python: Path, method: str, model: str, config: dict[str, Any], work: Path, threads: int, pretrain: int | None
+    python: Path,
+    method: str,
+    model: str,
+    config: dict[str, Any],
+    work: Path,
+    threads: int,
+    batches: int,
+    pretrain: int | None,
 ) -> dict[str, Any]:
     """Run the driver in the RecBole venv (cwd ``work``: RecBole writes log/ and log_tensorboard/ there)."""
     driver = work / "recbole_driver.py"
     driver.write_text(RECBOLE_DRIVER)
     spec_path, out_path = work / f"recbole-{method}.spec.json", work / f"recbole-{method}.result.json"
-    spec = {"model": model, "dataset": RECBOLE_DATASET, "config": config, "threads": threads, "pretrain": pretrain}
+    spec = {
+        "model": model,
+        "dataset": RECBOLE_DATASET,
+        "config": config,
+        "threads": threads,
+        "batches": batches,
+        "pretrain": pretrain,
+    }
     spec_path.write_text(json.dumps(spec, indent=1))
     out_path.unlink(missing_ok=True)
     env = {**os.environ, "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1", "OMP_NUM_THREADS": str(threads)}
@@ -312,6 +335,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--s3rec-pretrain-epochs", type=int, default=1, help="recbench S3-Rec pre-training epochs")
     parser.add_argument("--recbole-s3rec-pretrain-epochs", type=int, default=1, help="0: untrained checkpoint")
+    parser.add_argument("--recbole-epochs", type=int, default=None, help="RecBole epochs (default: --epochs)")
+    parser.add_argument(
+        "--recbole-batches", type=int, default=0, help="time only the first N batches of each RecBole pass, scaled"
+    )
     parser.add_argument("--skip-recbole", action="store_true")
     args = parser.parse_args()
 
@@ -352,24 +379,41 @@ def main() -> None:
         theirs: dict[str, Any] = {}
         if not args.skip_recbole:
             print(f"[{method}] RecBole {pair.recbole_model} ...", file=sys.stderr, flush=True)
-            settings = recbole_config(method, config, pair, args.epochs, data_root, recbole_work)
+            recbole_epochs = args.epochs if args.recbole_epochs is None else args.recbole_epochs
+            settings = recbole_config(method, config, pair, recbole_epochs, data_root, recbole_work)
             pretrain = args.recbole_s3rec_pretrain_epochs if method == "s3rec" else None
             try:
                 theirs = run_recbole(
-                    args.recbole_python, method, pair.recbole_model, settings, recbole_work, args.threads, pretrain
+                    args.recbole_python,
+                    method,
+                    pair.recbole_model,
+                    settings,
+                    recbole_work,
+                    args.threads,
+                    args.recbole_batches,
+                    pretrain,
                 )
             except RuntimeError as err:
                 notes.append(f"RecBole failed: {err}")
         fit = theirs.get("fit", {"train": [], "valid": []})
+        if args.recbole_batches and fit["train"]:
+            (seen, total), (seen_eval, total_eval) = fit["train_batches"], fit["valid_batches"]
+            notes.append(f"RecBole timed on {seen}/{total} train, {seen_eval}/{total_eval} eval batches, scaled")
         rows.append((method, ours["epoch"], mean(fit["train"]), ours["eval"], mean(fit["valid"]), notes))
         if method == "s3rec":
             pre = theirs.get("pretrain", {"train": []})
             pre_notes = [f"pre-training epochs (recbench {args.s3rec_pretrain_epochs}, RecBole "]
             pre_notes[0] += f"{args.recbole_s3rec_pretrain_epochs}), no validation"
+            if args.recbole_batches and pre["train"]:
+                pre_notes.append("RecBole timed on {}/{} batches, scaled".format(*pre["train_batches"]))
             rows.append(("s3rec pre-train", ours.get("pretrain_epoch"), mean(pre["train"]), None, None, pre_notes))
         print(json.dumps({"method": method, "recbench": ours, "recbole": theirs}), file=sys.stderr, flush=True)
 
-    print(f"\nScientific, {args.epochs} epochs, {args.threads} threads, cpu; s = seconds (mean over epochs)\n")
+    recbole_epochs = args.epochs if args.recbole_epochs is None else args.recbole_epochs
+    print(
+        f"\nScientific, cpu, {args.threads} threads; epochs: recbench {args.epochs}, RecBole {recbole_epochs}; "
+        "seconds, mean over epochs; ratio = RecBole / recbench\n"
+    )
     print("| method | recbench s/epoch | RecBole s/epoch | ratio | recbench s/eval | RecBole s/eval | ratio | notes |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for method, ep, rb_ep, ev, rb_ev, notes in rows:
