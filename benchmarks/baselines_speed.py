@@ -33,7 +33,10 @@ attribute per item). RecBole's S3Rec fine-tuning starts from its pre-training ch
 ``--recbole-s3rec-pretrain-epochs 0`` the untrained pre-training model's weights are saved and
 loaded instead (fine-tuning speed does not depend on them). RecBole's S3Rec pre-training builds
 the multi-hot attribute targets of a batch as Python lists (2048 x 50 x 4,385 entries), so a
-pre-training batch is slow and takes several GB.
+pre-training batch is slow and takes several GB. Both pre-trainings are off by default: recbench's
+S3-Rec pre-training at batch 2048 grew to 23 GB RSS and was OOM-killed on this 24 GB machine (one
+measured run, other work running), so ``--s3rec-pretrain-epochs 0`` fine-tunes from scratch (the
+same per-epoch work as fine-tuning from a checkpoint).
 
 RecBole is slow enough (minutes per epoch on 2 cores) that ``--recbole-batches N`` times only the
 first N batches of each RecBole training and evaluation pass and scales the time to the pass's
@@ -43,7 +46,7 @@ the table says when it was used. ``--recbole-epochs`` (default ``--epochs``) set
 
     python benchmarks/baselines_speed.py [--methods gru4rec,fpmc,...] [--epochs 2] [--recbole-epochs 1]
         [--recbole-batches 2] [--recbole-python /work/venv-recbole/bin/python] [--from DIR] [--home DIR]
-        [--work DIR] [--threads 2] [--s3rec-pretrain-epochs 1] [--recbole-s3rec-pretrain-epochs 1]
+        [--work DIR] [--threads 2] [--s3rec-pretrain-epochs 0] [--recbole-s3rec-pretrain-epochs 0]
         [--skip-recbole]
 
 ``--home`` is the RECBENCH_HOME that holds dataset ``scientific`` (imported from ``--from`` if it
@@ -333,8 +336,8 @@ def main() -> None:
     parser.add_argument("--home", type=Path, default=None, help="RECBENCH_HOME (default: the environment's)")
     parser.add_argument("--work", type=Path, default=Path("/work/bench-runs/speed"), help="outside the project")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--s3rec-pretrain-epochs", type=int, default=1, help="recbench S3-Rec pre-training epochs")
-    parser.add_argument("--recbole-s3rec-pretrain-epochs", type=int, default=1, help="0: untrained checkpoint")
+    parser.add_argument("--s3rec-pretrain-epochs", type=int, default=0, help="recbench S3-Rec pre-training epochs")
+    parser.add_argument("--recbole-s3rec-pretrain-epochs", type=int, default=0, help="0: untrained checkpoint")
     parser.add_argument("--recbole-epochs", type=int, default=None, help="RecBole epochs (default: --epochs)")
     parser.add_argument(
         "--recbole-batches", type=int, default=0, help="time only the first N batches of each RecBole pass, scaled"
