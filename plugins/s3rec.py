@@ -87,6 +87,10 @@ class S3RecConfig(TransferConfig, TransformerConfig):
     """Width of item, position and attribute embeddings and of the transformer."""
     pretrain_epochs: StrictNonNegativeInt = 300
     """Epochs of self-supervised pre-training on the target's training part (0: none, SASRec from scratch)."""
+    pretrain_batch_targets: StrictPositiveInt = 1024
+    """(prefix, next item) samples per pre-training step: UniSRec's props ``train_batch_size: 1024``. Every
+    sample is a whole prefix scored against all items (AAP, MAP), so memory grows with it: 2048 on
+    Scientific needed over 23 GB."""
     mask_ratio: Probability = 0.2
     """Probability that an item of a pre-training prefix is replaced by the mask token (MIP / MAP)."""
     aap_weight: StrictNonNegativeFloat = 1.0
@@ -221,8 +225,8 @@ class S3Rec(Method):
 
         def attribute_loss(norm: nn.Linear, where: torch.Tensor) -> torch.Tensor:
             logits = norm(hidden[where]) @ attributes.T  # (K, N + 1)
-            targets = F.one_hot(sequences[where], attributes.shape[0]).float()
-            return F.binary_cross_entropy_with_logits(logits, targets, reduction="sum")
+            # Summed BCE against one-hot targets, sum(softplus(x) - x * y), without the (K, N + 1) one-hot tensor.
+            return F.softplus(logits).sum() - logits.gather(1, sequences[where][:, None]).sum()
 
         def pairwise(anchor: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor) -> torch.Tensor:
             distance = torch.sigmoid((anchor * positive).sum(-1)) - torch.sigmoid((anchor * negative).sum(-1))
