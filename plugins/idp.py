@@ -87,6 +87,7 @@ Departures from the document, each with its reason:
 from __future__ import annotations
 
 import hashlib
+from abc import abstractmethod
 from typing import Annotated, Any, Literal
 
 import torch
@@ -385,9 +386,10 @@ class IDP(Method):
         return table[1 : self.spec.num_items + 1]
 
     # --- losses ---------------------------------------------------------------------------
+    @abstractmethod
     def predicted_positions(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-        """(T, d) outputs where the model predicts an item in its training task, and the (T,) items there."""
-        raise NotImplementedError
+        """(T, d) outputs where the model predicts an item in its training task, and the (T,) items there
+        (:class:`IDPSASRec`: every target position; :class:`IDPBERT4Rec`: the masked positions)."""
 
     def bpr_loss(self, batch: Batch) -> torch.Tensor:
         """BPR with one uniform negative per predicted position: mean of -log sigmoid(s_pos - s_neg)."""

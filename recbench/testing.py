@@ -202,6 +202,14 @@ def build(
 Check = Callable[[str, str], str | None]
 
 
+def _assert_close(actual: torch.Tensor, expected: torch.Tensor, message: str, **tolerances: float) -> None:
+    """``torch.testing.assert_close``, failing with ``message: <torch's reason>`` (the check's own words first)."""
+    try:
+        torch.testing.assert_close(actual, expected, **tolerances)
+    except AssertionError as err:
+        raise AssertionError(f"{message}: {err}") from None
+
+
 def _check_config(name: str, device: str) -> str | None:
     entry = get_method(name)
     cls = entry.cls
@@ -298,10 +306,13 @@ def _check_score(name: str, device: str) -> str | None:
     candidates = torch.randint(1, NUM_ITEMS + 1, (batch.size, 7), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         sampled = model.score_candidates(batch.to(device), candidates.to(device))
-    try:
-        torch.testing.assert_close(sampled, scores.gather(1, candidates.to(device)), rtol=1e-4, atol=1e-5)
-    except AssertionError as err:
-        raise AssertionError(f"score_candidates differs from score(batch).gather(1, candidates): {err}") from None
+    _assert_close(
+        sampled,
+        scores.gather(1, candidates.to(device)),
+        "score_candidates differs from score(batch).gather(1, candidates)",
+        rtol=1e-4,
+        atol=1e-5,
+    )
     return None
 
 
@@ -340,22 +351,18 @@ def _check_padding(name: str, device: str) -> str | None:
     with torch.no_grad():
         plain = model.score(batch.to(device))
         padded = model.score(Batch(items=wider, lengths=batch.lengths, users=batch.users).to(device))
-    try:
-        torch.testing.assert_close(plain, padded)
-    except AssertionError as err:
-        raise AssertionError(f"more right padding (0) after the same histories changes the scores: {err}") from None
+    _assert_close(plain, padded, "more right padding (0) after the same histories changes the scores")
     if not get_method(name).cls.causal:
         return None  # bidirectional: whatever lies beyond a length is padding by contract
     filled = batch.items.clone()
     filled[filled == 0] = 4  # real items after each sequence's end
     with torch.no_grad():
         with_future = model.score(Batch(items=filled, lengths=batch.lengths, users=batch.users).to(device))
-    try:
-        torch.testing.assert_close(plain, with_future)
-    except AssertionError as err:
-        raise AssertionError(
-            f"items placed beyond a sequence's length change its scores (the method declares causal = True): {err}"
-        ) from None
+    _assert_close(
+        plain,
+        with_future,
+        "items placed beyond a sequence's length change its scores (the method declares causal = True)",
+    )
     return None
 
 
@@ -370,21 +377,19 @@ def _check_users(name: str, device: str) -> str | None:
     given = scores(batch.users)
     anonymous = scores(None)
     if not get_method(name).cls.needs_users:
-        try:
-            torch.testing.assert_close(given, anonymous)
-        except AssertionError as err:
-            raise AssertionError(
-                f"the users of a batch change the scores of a method that does not read them (needs_users False): {err}"
-            ) from None
+        _assert_close(
+            given,
+            anonymous,
+            "the users of a batch change the scores of a method that does not read them (needs_users False)",
+        )
         return None
     assert torch.isfinite(anonymous[:, 1:]).all(), "scores of unknown users (Batch.users None) are not finite"
     outside = torch.tensor([0, NUM_USERS + 1, -3])  # the unknown id, one past the table, a negative id
-    try:
-        torch.testing.assert_close(scores(outside), anonymous)
-    except AssertionError as err:
-        raise AssertionError(
-            f"users 0 and ids outside 1..num_users do not score as the unknown user (Batch.users None): {err}"
-        ) from None
+    _assert_close(
+        scores(outside),
+        anonymous,
+        "users 0 and ids outside 1..num_users do not score as the unknown user (Batch.users None)",
+    )
     swapped = scores(batch.users.flip(0))
     assert not torch.allclose(swapped, given), (
         "the method declares needs_users = True but other users give the same scores"
@@ -448,10 +453,11 @@ def _check_state_dict(name: str, device: str) -> str | None:
     other = build(name, seed=2, device=device).eval()
     other.load_state_dict(state)
     with torch.no_grad():
-        try:
-            torch.testing.assert_close(model.score(eval_batch().to(device)), other.score(eval_batch().to(device)))
-        except AssertionError as err:
-            raise AssertionError(f"a model loaded from another's state dict scores differently: {err}") from None
+        _assert_close(
+            model.score(eval_batch().to(device)),
+            other.score(eval_batch().to(device)),
+            "a model loaded from another's state dict scores differently",
+        )
     return None
 
 
