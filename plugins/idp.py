@@ -95,6 +95,7 @@ import torch.nn.functional as F
 from pydantic import Field, StrictBool, model_validator
 
 from recbench.errors import RecbenchError
+from recbench.layers import contrastive_loss
 from recbench.method import (
     Batch,
     ConfigRuleError,
@@ -208,18 +209,10 @@ class IDPConfig(SASRecConfig, BERT4RecConfig, TransferConfig):
 
 
 # --- pure functions: losses, neighbours, embedding generation ------------------------------
-def info_nce(anchors: torch.Tensor, candidates: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Mean InfoNCE: anchor i's positive is candidates[i], the other rows are its negatives.
-
-    ``anchors``, ``candidates``: (B, t); logits are cosines / temperature.
-    """
-    logits = F.normalize(anchors, dim=-1) @ F.normalize(candidates, dim=-1).T / temperature  # (B, B)
-    return F.cross_entropy(logits, torch.arange(len(logits), device=logits.device))
-
-
 def simcse_loss(first: torch.Tensor, second: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Unsupervised SimCSE: (B, t) two dropout views of the same texts; view 2 of text i is its positive."""
-    return info_nce(first, second, temperature)
+    """Unsupervised SimCSE: (B, t) two dropout views of the same texts; view 2 of text i is its positive,
+    the other rows its negatives, logits cosine / temperature."""
+    return contrastive_loss(F.normalize(first, dim=-1), F.normalize(second, dim=-1), temperature)
 
 
 def behaviour_loss(

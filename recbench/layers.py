@@ -180,7 +180,7 @@ def contrastive_logits(
     anchors: torch.Tensor,
     candidates: torch.Tensor,
     temperature: float,
-    same_target: torch.Tensor,
+    same_target: torch.Tensor | None = None,
     same_row: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """(T, d) anchors x (T, d) candidates -> (T, T) InfoNCE logits; row i's positive is column i.
@@ -194,7 +194,8 @@ def contrastive_logits(
     outputs of the sequence's other prefixes, which would be false negatives. ``same_row`` wins
     where both hold.
     """
-    logits = (anchors @ candidates.T / temperature).masked_fill(same_target, 0.0)
+    logits = anchors @ candidates.T / temperature
+    logits = logits if same_target is None else logits.masked_fill(same_target, 0.0)
     return logits if same_row is None else logits.masked_fill(same_row, float("-inf"))
 
 
@@ -202,10 +203,11 @@ def contrastive_loss(
     anchors: torch.Tensor,
     positives: torch.Tensor,
     temperature: float,
-    same_target: torch.Tensor,
+    same_target: torch.Tensor | None = None,
     same_row: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Mean InfoNCE over the anchors with in-batch negatives: -log(exp(s_ii) / sum_j exp(s_ij)), the
-    logits of :func:`contrastive_logits` (same-target negatives at 0, same-sequence ones removed)."""
+    logits of :func:`contrastive_logits` (same-target negatives at 0, same-sequence ones removed; without
+    masks every other row is a negative, as SimCSE)."""
     logits = contrastive_logits(anchors, positives, temperature, same_target, same_row)
     return F.cross_entropy(logits, torch.arange(len(anchors), device=anchors.device))
