@@ -38,6 +38,14 @@ in an earlier window than the last sees only the items of its own window (fewer 
 first positions) where RecBole would show it the previous L items; users with at most L + 1
 training items are not affected.
 
+Speed (the same numbers, fewer operations): RecBole convolves every (history, target) sample on
+its own, about 10.7M multiply-adds per sample at its sizes. Here the histories of one training
+window are prefixes of each other, right-padded with the same padding row, so every filter-row x
+item product is computed once per window position and every window sum is read from cumulative
+sums along the filters' diagonals (:meth:`Caser.horizontal_of_prefixes`); scored histories of up to
+16 items use the same computation, longer ones the convolutions. Tests hold both against the
+convolutions, values and gradients (the padding row still gets no gradient as an input).
+
 Unknown users: ``Batch.users`` None, 0 or outside 1..U read row 0 of the user table, which is zero
 and receives no gradient (a padding row whose Frobenius-norm penalty gradient is 0 at 0), so an
 unknown user's representation is fc2 applied to ``[z, 0]``: the sequence part alone.
@@ -128,10 +136,68 @@ class Caser(Method):
         pooled = [F.relu(conv(embedded).squeeze(3)).amax(dim=2) for conv in self.conv_h]
         return torch.cat(pooled, dim=1)
 
-    def represent(self, histories: torch.Tensor, users: torch.Tensor) -> torch.Tensor:
-        """(R, L) right-padded histories and (R,) user rows -> (R, d): RecBole's ``forward``."""
+    def horizontal_of_prefixes(self, windows: torch.Tensor, rows: torch.Tensor, ends: torch.Tensor) -> torch.Tensor:
+        """The horizontal branch of every history ``windows[rows[r], :ends[r]]`` right-padded to L.
+
+        (B, W) right-padded item windows with W <= L, (R,) window rows and (R,) prefix lengths
+        1..W -> (R, nh * L), equal to :meth:`horizontal` of those histories. Why it is cheaper:
+        a training window of W targets is W histories that are prefixes of one another, right-padded
+        with the same padding row e_0. So every product W_h[j] . x[s] is computed once per window
+        position s (one matrix product), summed along each filter's diagonal once (a cumulative sum
+        over j), and each prefix's window sums are read from those sums; the rows of a window that
+        reach into the padding add a precomputed sum of W_h[j] . e_0. About 1.3M multiply-adds per
+        window position at RecBole's sizes (L 50, nh 8, d 64) instead of 10.7M per history.
+        """
+        length, heights = self.window, len(self.conv_h)
+        count, width = windows.shape
+        if width > length:
+            raise ValueError(f"windows of {width} items are longer than Caser's L = {length}")
+        # W_h[j] for every height h and filter row j < L, zero where j >= h: (L, nh, L, d)
+        filters = torch.stack(
+            [F.pad(conv.weight[:, 0], (0, 0, 0, length - conv.weight.shape[2])) for conv in self.conv_h]
+        )
+        bias = torch.stack([conv.bias for conv in self.conv_h]).flatten()  # (L * nh,), height-major
+        channels = bias.shape[0]
+        # padding_tail[h, f, a] = sum_{a <= j < h} W_h[j] . e_0: the part of a window below the history's end
+        # e_0 is detached: as an input the padding row gets no gradient (``padding_idx``), as in RecBole
+        on_padding = filters @ self.item_embedding.weight[0].detach()  # (L, nh, L)
+        padding_tail = F.pad(on_padding.flip(-1).cumsum(-1).flip(-1), (0, 1)).reshape(channels, length + 1)
+        # products[b, hf, j, s] = W_h[j] . x[b, s]; only j < W can meet an item of the window
+        embedded = self.item_embedding(windows)  # (B, W, d)
+        kernel = filters[:, :, :width].reshape(channels * width, -1)  # (L * nh * W, d)
+        products = (kernel @ embedded.transpose(1, 2)).reshape(count, channels, width, width)
+        # diagonal[b, hf, j, t] = products[b, hf, j, t + j] (0 past the window), by padding and
+        # re-striding (rows of 2W + 1), summed over j' <= j
+        skewed = F.pad(F.pad(products, (0, width)).flatten(2), (0, width))
+        diagonal = skewed.view(count, channels, width, 2 * width + 1)[..., :width].cumsum(2)
+        # a prefix of length k: the window starting at t < k holds its k - t last items, then padding
+        starts = torch.arange(width, device=windows.device)
+        inside = (ends[:, None] - starts).clamp(min=1)  # (R, W): k - t, items of the history in the window
+        flat = diagonal.reshape(count, channels, width * width)  # (B, hf, (k - t - 1) * W + t)
+        channel = torch.arange(channels, device=windows.device)[:, None]
+        sums = flat[rows[:, None, None], channel, ((inside - 1) * width + starts)[:, None, :]]
+        values = sums + padding_tail[:, inside.clamp(max=length)].permute(1, 0, 2) + bias[:, None]
+        # a window must start at t <= L - h (it fits in the L rows) and before the history's end
+        height_of = torch.arange(1, heights + 1, device=windows.device).repeat_interleave(channels // heights)
+        valid = (starts < ends[:, None])[:, None, :] & (starts[None, :] <= length - height_of[:, None])[None]
+        best = values.masked_fill(~valid, float("-inf")).amax(dim=2)
+        # the windows lying wholly in the padding all hold b_h + sum_j W_h[j] . e_0 (if one fits)
+        all_padding = bias + padding_tail[:, 0]
+        fits = ends[:, None] <= length - height_of[None, :]
+        best = torch.where(fits, torch.maximum(best, all_padding), best)
+        return F.relu(best)
+
+    def represent(
+        self, histories: torch.Tensor, users: torch.Tensor, horizontal: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """(R, L) right-padded histories and (R,) user rows -> (R, d): RecBole's ``forward``.
+
+        ``horizontal``, when given, is the horizontal branch already computed for these histories
+        (by :meth:`horizontal_of_prefixes`)."""
         embedded = self.item_embedding(histories).unsqueeze(1)
-        convolved = self.dropout(torch.cat([self.vertical(embedded), self.horizontal(embedded)], dim=1))
+        if horizontal is None:
+            horizontal = self.horizontal(embedded)
+        convolved = self.dropout(torch.cat([self.vertical(embedded), horizontal], dim=1))
         z = F.relu(self.fc1(convolved))
         return F.relu(self.fc2(torch.cat([z, self.user_embedding(users)], dim=1)))
 
@@ -144,13 +210,42 @@ class Caser(Method):
     def loss(self, batch: Batch) -> torch.Tensor:
         rows, positions = (batch.targets > 0).nonzero(as_tuple=True)
         histories = self.recent(batch.items[rows], positions + 1)  # one L-wide row per target
-        output = self.represent(histories, self.user_rows(batch)[rows])
+        horizontal = None
+        if batch.items.shape[1] <= self.window:  # each history is a prefix of its window
+            horizontal = self.horizontal_of_prefixes(batch.items, rows, positions + 1)
+        output = self.represent(histories, self.user_rows(batch)[rows], horizontal)
         loss = F.cross_entropy(output @ self.item_embedding.weight.T, batch.targets[rows, positions])
         return loss + self.regularisation() if self.config.reg_weight > 0 else loss
 
+    def horizontal_of_histories(self, histories: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """(R, L) right-padded histories holding (R,) items each -> (R, nh * L), as :meth:`horizontal`.
+
+        A history of k items is the last prefix of a window of width k, so the short ones go through
+        :meth:`horizontal_of_prefixes` in groups of similar length; it costs about 25.6k x W^2
+        multiply-adds per history of a group of width W (RecBole's sizes), less than the direct
+        convolutions' 10.7M up to W = 16. Longer histories take the direct convolutions.
+        """
+        dtype = self.item_embedding.weight.dtype
+        output = histories.new_empty(histories.shape[0], self.config.nh * self.window, dtype=dtype)
+        shorter = torch.zeros_like(lengths, dtype=torch.bool)
+        for width in (w for w in (2, 4, 8, 16) if w < self.window):
+            group = (lengths <= width) & ~shorter
+            shorter |= group
+            if group.any():
+                rows = group.nonzero().squeeze(1)
+                windows = histories[rows, :width]
+                output[rows] = self.horizontal_of_prefixes(
+                    windows, torch.arange(len(rows), device=rows.device), lengths[rows]
+                )
+        if (~shorter).any():
+            rows = (~shorter).nonzero().squeeze(1)
+            output[rows] = self.horizontal(self.item_embedding(histories[rows]).unsqueeze(1))
+        return output
+
     def query_and_items(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         histories = self.recent(batch.items, batch.lengths)
-        return self.represent(histories, self.user_rows(batch)), self.item_embedding.weight
+        horizontal = self.horizontal_of_histories(histories, batch.lengths.clamp(max=self.window))
+        return self.represent(histories, self.user_rows(batch), horizontal), self.item_embedding.weight
 
     def score(self, batch: Batch) -> torch.Tensor:
         output, items = self.query_and_items(batch)

@@ -223,3 +223,51 @@ def test_training_on_a_toy_task_lowers_the_loss_and_beats_chance(toy_dataset, tm
     losses = [entry["loss"] for entry in result.run.log]
     assert len(losses) == 20 and losses[-1] < 0.6 * losses[0]
     assert result.run.metrics["test"]["hr@5"] > 2 * 5 / toy_dataset.num_items  # chance: 5 of 30 items
+
+
+def random_windows(generator: torch.Generator, count: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(count, width) right-padded item windows with random lengths 1..width (one of full width)."""
+    lengths = torch.randint(1, width + 1, (count,), generator=generator)
+    lengths[0] = width
+    items = torch.randint(1, NUM_ITEMS + 1, (count, width), generator=generator)
+    return items * (torch.arange(width) < lengths[:, None]), lengths
+
+
+def test_the_horizontal_branch_of_prefixes_equals_the_convolutions_on_each_padded_history() -> None:
+    """The shared-window computation (training) against the direct convolutions, values and gradients."""
+    generator = torch.Generator().manual_seed(5)
+    for length, width in [(4, 4), (7, 5), (12, 12), (12, 3)]:
+        seed_everything(length + width)
+        config = resolve_config(get_method("caser"), {"embedding_size": 5, "max_seq_length": length, "nh": 3})
+        caser = Caser(config, DataSpec(num_items=NUM_ITEMS, max_seq_length=length, num_users=NUM_USERS))
+        windows, lengths = random_windows(generator, 6, width)
+        rows, positions = (windows > 0).nonzero(as_tuple=True)  # every prefix of every window
+        histories = caser.recent(windows[rows], positions + 1)
+        assert (histories[:, width:] == 0).all()  # right-padded with item 0, as RecBole's input
+        direct = caser.horizontal(caser.item_embedding(histories).unsqueeze(1))
+        shared = caser.horizontal_of_prefixes(windows, rows, positions + 1)
+        torch.testing.assert_close(shared, direct, rtol=1e-5, atol=1e-6)
+        weights = [caser.item_embedding.weight, caser.conv_h[0].weight, caser.conv_h[-1].weight, caser.conv_h[1].bias]
+        upstream = torch.randn(direct.shape, generator=generator)
+        expected = torch.autograd.grad((direct * upstream).sum(), weights)
+        got = torch.autograd.grad((shared * upstream).sum(), weights)
+        for name, a, b in zip(["items", "height 1", f"height {length}", "bias"], got, expected, strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=name)
+        assert torch.count_nonzero(got[0][0]) == 0  # the padding row gets no gradient as an input
+
+
+def test_short_and_long_scored_histories_take_their_paths_and_equal_the_convolutions() -> None:
+    seed_everything(3)
+    length = 20  # lengths 1..20 cover every group (2, 4, 8, 16) and the direct path (17..20)
+    config = resolve_config(get_method("caser"), {"embedding_size": 5, "max_seq_length": length, "nh": 2})
+    caser = Caser(config, DataSpec(num_items=NUM_ITEMS, max_seq_length=length, num_users=NUM_USERS)).eval()
+    generator = torch.Generator().manual_seed(9)
+    windows, _ = random_windows(generator, 40, length)
+    lengths = torch.arange(1, 41).remainder(length) + 1
+    windows = windows.masked_fill(torch.arange(length) >= lengths[:, None], 0)
+    with torch.no_grad():
+        direct = caser.horizontal(caser.item_embedding(windows).unsqueeze(1))
+        torch.testing.assert_close(caser.horizontal_of_histories(windows, lengths), direct, rtol=1e-5, atol=1e-6)
+        batch = Batch(items=windows, lengths=lengths, users=torch.arange(40) % NUM_USERS + 1)
+        expected = caser.represent(windows, batch.users) @ caser.item_embedding.weight.T
+        torch.testing.assert_close(caser.score(batch), expected, rtol=1e-5, atol=1e-6)
