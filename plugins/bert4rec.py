@@ -34,8 +34,10 @@ T[:2], ..., T[:n]: RecBole's rows shifted by one (the last training item used, t
 dropped), as many rows as target positions. ``training_input="prefixes"`` reproduces RecBole's
 rows T[:1], ..., T[:-1] exactly.
 
-Other deviations: RecBole pads its list of masked indices with 0, so a masked *first* position is
-masked in the input but dropped from the loss; here it is predicted like any other. A batch with
+RecBole pads its list of masked indices with 0 and weighs the loss by ``masked_index > 0``, so a
+masked *first* position is masked in the input but dropped from the loss: so here with
+``training_input="prefixes"``; the other two modes predict it like any other position (deviation:
+in "window" and "samples" rows, position 0 is a training item like the others). A batch with
 no masked item at all gives a zero loss (RecBole divides by zero). Only the CE loss is offered.
 """
 
@@ -126,6 +128,10 @@ class BERT4Rec(Method):
     def loss(self, batch: Batch) -> torch.Tensor:
         sequences = self.training_sequences(batch)  # (R, W)
         inputs, predicted = self.mask_items(sequences)
+        if self.config.training_input == "prefixes":
+            # RecBole's masked-index list is padded with 0, and its loss weight is masked_index > 0,
+            # so a masked first item stays masked in the input but is never predicted.
+            predicted[:, 0] = False
         hidden = self.encode(inputs)  # (R, W, d)
         if not predicted.any():  # possible on a tiny batch: no signal, but keep the graph connected
             return hidden.sum() * 0.0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from recbench.method import Batch, DataSpec
 from recbench.registry import get_method, resolve_config
@@ -108,3 +109,29 @@ def test_the_mask_token_embedding_drives_the_scores() -> None:
         bert4rec.item_embedding.weight[NUM_ITEMS + 1] += 1.0  # the mask row, not a candidate
         after = bert4rec.score(batch)
     assert not torch.allclose(before, after)
+
+
+def test_recbole_s_prefix_rows_never_predict_a_masked_first_item_the_other_modes_do() -> None:
+    batch = Batch(
+        items=torch.tensor([[3, 5, 7], [4, 6, 0]]),
+        lengths=torch.tensor([3, 2]),
+        targets=torch.tensor([[5, 7, 9], [6, 8, 0]]),
+    )
+    for mode in ("prefixes", "samples", "window"):
+        bert4rec = model(training_input=mode, mask_ratio=1.0).eval()  # every item masked, no dropout
+        sequences = bert4rec.training_sequences(batch)
+        with torch.no_grad():
+            loss = bert4rec.loss(batch)
+            hidden = bert4rec.encode(sequences.masked_fill(sequences > 0, NUM_ITEMS + 1))  # all masked in the input
+            everything = sequences > 0
+            all_but_first = everything.clone()
+            all_but_first[:, 0] = False
+
+            logits = bert4rec.item_logits(hidden)
+            with_first = F.cross_entropy(logits[everything], sequences[everything])
+            without_first = F.cross_entropy(logits[all_but_first], sequences[all_but_first])
+        if mode == "prefixes":  # RecBole: masked in the input, left out of the loss
+            torch.testing.assert_close(loss, without_first)
+            assert not torch.allclose(loss, with_first)
+        else:
+            torch.testing.assert_close(loss, with_first)
