@@ -359,3 +359,37 @@ def test_a_run_keeps_its_search_state_in_its_directory_and_a_restart_forgets_it(
     assert kept.is_file()  # continued, not thrown away
     architecture_search(entry, config, dataset, run, seed=0, device="cpu", reuse=False, restart=True)  # type: ignore[arg-type]
     assert not kept.exists()
+
+
+def test_a_run_killed_during_its_search_continues_the_search_and_deletes_its_state_when_finished(
+    toy_dataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import recbench.runs.experiment as experiment
+
+    overrides = {**TINY, "max_seq_length": 8, "short_length_candidates": [1, 2, 4], "search_steps": 10, "epochs": 1}
+
+    def train() -> experiment.ExperimentResult:
+        return experiment.run_experiment(
+            "automlp-id", "toy", seed=3, overrides=[overrides], runs_dir=tmp_path, device="cpu", show_progress=False
+        )
+
+    hooks = experiment.search_state_hooks
+
+    def dying_hooks(path: Path):
+        save, load = hooks(path)
+
+        def save_then_die(state: dict) -> None:
+            save(state)
+            if state["step"] == 4:
+                raise KeyboardInterrupt
+
+        return save_then_die, load
+
+    monkeypatch.setattr(experiment, "search_state_hooks", dying_hooks)
+    with pytest.raises(KeyboardInterrupt):
+        train()
+    (kept,) = tmp_path.glob(f"toy/automlp-id/*/{SEARCH_STATE_FILE}")
+    monkeypatch.setattr(experiment, "search_state_hooks", hooks)
+    result = train()  # no checkpoint yet, so no --resume needed: the search goes on from step 4
+    assert result.run.path == kept.parent and not kept.exists()
+    assert result.run.config["search"]["details"]["resumed_at_step"] == 4

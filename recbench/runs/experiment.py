@@ -594,6 +594,7 @@ def _train_and_test(
             fit_record["note"] = "not trained: epochs = 0, the initial (or pre-trained) weights were evaluated"
         extra = {"fit": fit_record, "test_seconds": time.perf_counter() - started}
         run.finish(valid, test, extra={**extra, **({"search": search} if search else {})}, more=more)
+        (run.path / SEARCH_STATE_FILE).unlink(missing_ok=True)  # the outcome is in config.json now
         tracker.log_final(fit.epochs_run, valid.metrics, test.metrics)  # what metrics.json now holds
     return ExperimentResult(run, reused=False, fit=fit)
 
