@@ -444,7 +444,11 @@ class AutoMLPBase(Method):
         cls, config: AutoMLPConfig, data: SearchData, seed: int, device: str
     ) -> SearchOutcome | None:
         """DARTS over the short-term length; returns {"short_length": argmax-alpha k} and records the
-        softmax(alpha) trajectory with the mean training and validation losses between its points."""
+        softmax(alpha) trajectory with the mean training and validation losses between its points.
+
+        At every point of the trajectory the search state (supernet, both optimisers, trajectory)
+        goes to ``data.save_state``; a search given a saved state continues from it, to the outcome
+        of an uninterrupted search."""
         if config.short_length is not None:
             return None
         started = time.perf_counter()
@@ -466,8 +470,18 @@ class AutoMLPBase(Method):
         every = max(1, config.search_steps // SEARCH_RECORDS)
         trajectory = [{"step": 0, "epochs": 0.0, "weights": supernet.mixture()}]
         losses: list[tuple[float, float]] = []
-        epochs = 0.0
-        for step in range(1, config.search_steps + 1):
+        epochs, done = 0.0, 0
+        state = data.load_state() if data.load_state is not None else None
+        if state is not None:  # an interrupted search continues from the last step it kept
+            supernet.load_state_dict(state["model"])
+            weight_optimizer.load_state_dict(state["weight_optimizer"])
+            arch_optimizer.load_state_dict(state["arch_optimizer"])
+            trajectory, done, epochs = state["trajectory"], state["step"], state["epochs"]
+            started -= state["seconds"]
+            for _ in range(done):  # the batches an uninterrupted search would use from here on
+                next(train_batches)
+                next(valid_batches)
+        for step in range(done + 1, config.search_steps + 1):
             epochs, train = next(train_batches)
             valid_loss, train_loss, grads = supernet.search_losses(train.to(device), next(valid_batches).to(device), xi)
             arch_optimizer.zero_grad(set_to_none=True)
@@ -490,6 +504,18 @@ class AutoMLPBase(Method):
                     }
                 )
                 losses = []
+                if data.save_state is not None:
+                    data.save_state(
+                        {
+                            "model": supernet.state_dict(),
+                            "weight_optimizer": weight_optimizer.state_dict(),
+                            "arch_optimizer": arch_optimizer.state_dict(),
+                            "trajectory": trajectory,
+                            "step": step,
+                            "epochs": epochs,
+                            "seconds": time.perf_counter() - started,
+                        }
+                    )
         final = trajectory[-1]["weights"]
         ranked = sorted(final, reverse=True)
         chosen = supernet.short_lengths[final.index(ranked[0])]
@@ -501,6 +527,7 @@ class AutoMLPBase(Method):
             "steps": config.search_steps,
             "epochs": round(epochs, 3),
             "seconds": time.perf_counter() - started,
+            **({"resumed_at_step": done} if done else {}),
         }
         return SearchOutcome(config_updates={"short_length": chosen}, details=details)
 

@@ -294,6 +294,12 @@ class SearchData:
     """The shuffled training batches of an epoch, exactly as the Trainer makes them."""
     valid_batches: Callable[[], list[Batch]]
     """Every user's valid history with the valid item as its only target (``targets[b, length - 1]``)."""
+    save_state: Callable[[dict[str, Any]], None] | None = None
+    """Keep the search's state (tensors and plain values) so an interrupted run continues it; the
+    caller adds the random generators' states. None: nowhere to keep it (e.g. a direct call)."""
+    load_state: Callable[[], dict[str, Any] | None] | None = None
+    """The state last given to ``save_state`` (the random generators restored to that point), or
+    None if the search has not saved one."""
 
 
 @dataclass

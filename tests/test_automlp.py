@@ -4,6 +4,9 @@ histories, and the DARTS search of the short-term length (its choice, decisivene
 
 from __future__ import annotations
 
+from pathlib import Path
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
@@ -12,7 +15,7 @@ from recbench.data.dataset import build_dataset
 from recbench.method import Batch, DataSpec, SearchData, SearchOutcome
 from recbench.registry import get_method, resolve_config
 from recbench.runs.batching import TrainingWindows
-from recbench.runs.experiment import valid_batches
+from recbench.runs.experiment import SEARCH_STATE_FILE, architecture_search, search_state_hooks, valid_batches
 from recbench.runs.trainer import seed_everything
 from recbench_plugins.automlp import (
     AutoMLP,
@@ -59,7 +62,7 @@ def lagged_dataset(lag: int, users: int = 300, items: int = 12, length: int = 14
     return dataset
 
 
-def lagged_search(lag: int, candidates: list[int], **overrides) -> SearchOutcome:
+def lagged_search(lag: int, candidates: list[int], hooks: tuple | None = None, **overrides) -> SearchOutcome:
     """AutoMLP-ID's search on :func:`lagged_dataset`, with the search's own defaults unless overridden.
 
     long_layers = 0: the long-term module is the last item's embedding alone, so only the short-term
@@ -78,6 +81,8 @@ def lagged_search(lag: int, candidates: list[int], **overrides) -> SearchOutcome
         build=lambda c: AutoMLPID(c, DataSpec(num_items=dataset.num_items, max_seq_length=c.max_seq_length)),
         train_batches=lambda epoch: windows.batches(config.train_batch_targets, np.random.default_rng(epoch)),
         valid_batches=lambda: valid_batches(dataset, config.max_seq_length, 128, seed=0),
+        save_state=hooks[0] if hooks else None,
+        load_state=hooks[1] if hooks else None,
     )
     seed_everything(0)
     outcome = AutoMLPID.search_architecture(config, data, seed=0, device="cpu")
@@ -316,3 +321,75 @@ def test_valid_batches_hold_one_target_after_each_history() -> None:
     for batch in batches:
         assert ((batch.targets > 0).sum(dim=1) == 1).all()
         assert (batch.targets[torch.arange(batch.size), batch.lengths - 1] > 0).all()
+
+
+def test_an_interrupted_search_continues_from_its_kept_state_to_the_same_outcome(tmp_path: Path) -> None:
+    settings = {"search_steps": 20, "dropout_prob": 0.2}  # dropout and the loss's negatives draw from the RNG
+    uninterrupted = lagged_search(2, [1, 2, 4], **settings)
+    save, load = search_state_hooks(tmp_path / SEARCH_STATE_FILE)
+    kept: list[int] = []
+
+    def save_then_die(state: dict) -> None:
+        save(state)
+        kept.append(state["step"])
+        if len(kept) == 3:
+            raise KeyboardInterrupt  # the run is killed right after the search kept its third state
+
+    with pytest.raises(KeyboardInterrupt):
+        lagged_search(2, [1, 2, 4], hooks=(save_then_die, load), **settings)
+    assert kept == [2, 4, 6]  # a state at every point of the trajectory
+    resumed = lagged_search(2, [1, 2, 4], hooks=(save, load), **settings)
+    assert resumed.details["resumed_at_step"] == 6 and "resumed_at_step" not in uninterrupted.details
+    assert resumed.details["trajectory"] == uninterrupted.details["trajectory"]  # every weight and loss, exactly
+    assert resumed.details["weights"] == uninterrupted.details["weights"]
+    assert resumed.config_updates == uninterrupted.config_updates
+    # the last state holds the finished search: asked again, it answers without another step
+    again = lagged_search(2, [1, 2, 4], hooks=(save, load), **settings)
+    assert again.details["resumed_at_step"] == 20 and again.details["trajectory"] == uninterrupted.details["trajectory"]
+
+
+def test_a_run_keeps_its_search_state_in_its_directory_and_a_restart_forgets_it(tmp_path: Path) -> None:
+    entry = get_method("automlp-id")
+    config = resolve_config(entry, TINY, {"max_seq_length": 8, "short_length": 2})  # fixed k: no search
+    kept = tmp_path / SEARCH_STATE_FILE
+    kept.write_bytes(b"an earlier attempt's state")
+    run = SimpleNamespace(path=tmp_path, has_checkpoint=False)
+    dataset = lagged_dataset(2)
+    architecture_search(entry, config, dataset, run, seed=0, device="cpu", reuse=False)  # type: ignore[arg-type]
+    assert kept.is_file()  # continued, not thrown away
+    architecture_search(entry, config, dataset, run, seed=0, device="cpu", reuse=False, restart=True)  # type: ignore[arg-type]
+    assert not kept.exists()
+
+
+def test_a_run_killed_during_its_search_continues_the_search_and_deletes_its_state_when_finished(
+    toy_dataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import recbench.runs.experiment as experiment
+
+    overrides = {**TINY, "max_seq_length": 8, "short_length_candidates": [1, 2, 4], "search_steps": 10, "epochs": 1}
+
+    def train() -> experiment.ExperimentResult:
+        return experiment.run_experiment(
+            "automlp-id", "toy", seed=3, overrides=[overrides], runs_dir=tmp_path, device="cpu", show_progress=False
+        )
+
+    hooks = experiment.search_state_hooks
+
+    def dying_hooks(path: Path):
+        save, load = hooks(path)
+
+        def save_then_die(state: dict) -> None:
+            save(state)
+            if state["step"] == 4:
+                raise KeyboardInterrupt
+
+        return save_then_die, load
+
+    monkeypatch.setattr(experiment, "search_state_hooks", dying_hooks)
+    with pytest.raises(KeyboardInterrupt):
+        train()
+    (kept,) = tmp_path.glob(f"toy/automlp-id/*/{SEARCH_STATE_FILE}")
+    monkeypatch.setattr(experiment, "search_state_hooks", hooks)
+    result = train()  # no checkpoint yet, so no --resume needed: the search goes on from step 4
+    assert result.run.path == kept.parent and not kept.exists()
+    assert result.run.config["search"]["details"]["resumed_at_step"] == 4

@@ -9,7 +9,7 @@ import contextlib
 import re
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -36,9 +36,9 @@ from recbench.runs.evaluate import Evaluator
 from recbench.runs.metrics import EvalResult
 from recbench.runs.official import Checkpoint, load_official, read_checkpoint, resolve_init
 from recbench.runs.protocols import DEFAULT_PROTOCOL, Protocol, parse_protocols
-from recbench.runs.record import DamagedRunError, RunRecord
+from recbench.runs.record import DamagedRunError, RunRecord, atomic_torch_save, safe_torch_load
 from recbench.runs.tracking import TrackedRun, TrackingSpec, parse_log_to, tracking
-from recbench.runs.trainer import DivergedError, FitResult, Trainer, seed_everything
+from recbench.runs.trainer import DivergedError, FitResult, Trainer, rng_state, seed_everything, set_rng_state
 
 WORD_DROP_RATIO = 0.15
 """Share of words dropped for the augmented text view (UniSRec's feat2CLS of the pre-training domains)."""
@@ -284,15 +284,33 @@ def _fit_or_record_failure(trainer: Trainer, run: RunRecord, resume: bool) -> Fi
 
 
 # --- architecture search hook: Method.search_architecture before the final model ----
+SEARCH_STATE_FILE = "search.pt"
+"""Where an architecture search keeps its state in the run directory (see docs/run-record.md)."""
+
+
 def architecture_search(
-    entry: MethodEntry, config: MethodConfig, dataset: Dataset, run: RunRecord, seed: int, device: str, reuse: bool
+    entry: MethodEntry,
+    config: MethodConfig,
+    dataset: Dataset,
+    run: RunRecord | None,
+    seed: int,
+    device: str,
+    reuse: bool,
+    restart: bool = False,
 ) -> dict[str, Any] | None:
     """The method's architecture search on train/valid (None for most methods), as recorded in the run.
 
-    A resumed run reuses the search recorded in its config.json instead of searching again.
+    A resumed run reuses the search recorded in its config.json instead of searching again. A
+    search keeps its state in the run directory (``search.pt``, with the random generators'
+    states), so a run interrupted during the search continues it where it stopped, to the same
+    outcome; ``restart`` (``--restart``) searches from the start. Without a run (``run`` None, a
+    benchmark of the search alone) nothing is kept.
     """
-    if reuse and run.has_checkpoint:
+    if run is not None and reuse and run.has_checkpoint:
         return run.config.get("search")
+    if run is not None and restart:
+        (run.path / SEARCH_STATE_FILE).unlink(missing_ok=True)
+    save_state, load_state = search_state_hooks(run.path / SEARCH_STATE_FILE) if run is not None else (None, None)
     windows = TrainingWindows(*dataset.train_sequences(), window=config.max_seq_length)
     data = SearchData(
         build=lambda search_config: build_method(entry, search_config, dataset),
@@ -300,10 +318,31 @@ def architecture_search(
             config.train_batch_targets, np.random.default_rng([seed, epoch]), config.bucket_by_length
         ),
         valid_batches=lambda: valid_batches(dataset, config.max_seq_length, config.eval_batch_size, seed),
+        save_state=save_state,
+        load_state=load_state,
     )
     seed_everything(seed)
     outcome = entry.cls.search_architecture(config, data, seed, device)
     return asdict(outcome) if outcome is not None else None
+
+
+def search_state_hooks(
+    path: Path,
+) -> tuple[Callable[[dict[str, Any]], None], Callable[[], dict[str, Any] | None]]:
+    """``SearchData.save_state`` / ``load_state`` over ``path``: the search's state with every random
+    generator's, written atomically, read back with the safe loader (tensors and plain values only)."""
+
+    def save_state(state: dict[str, Any]) -> None:
+        atomic_torch_save({"search": state, "rng": rng_state()}, path)
+
+    def load_state() -> dict[str, Any] | None:
+        if not path.is_file():
+            return None
+        saved = safe_torch_load(path)
+        set_rng_state(saved["rng"])
+        return saved["search"]
+
+    return save_state, load_state
 
 
 def valid_batches(dataset: Dataset, max_history: int, batch_size: int, seed: int) -> list[Batch]:
@@ -488,7 +527,9 @@ def _train_and_test(
             f"run {run.path} is unfinished (checkpoint after epoch {run.log[-1]['epoch'] if run.log else '?'}); "
             "pass --resume to continue it or --restart to start over"
         )
-    search = architecture_search(entry, config, dataset, run, seed, device, reuse=resume and not restart)
+    search = architecture_search(
+        entry, config, dataset, run, seed, device, reuse=resume and not restart, restart=restart
+    )
     config = resolve_config(entry, config.model_dump(), search["config_updates"]) if search else config
     record = {
         **identity,
@@ -553,6 +594,7 @@ def _train_and_test(
             fit_record["note"] = "not trained: epochs = 0, the initial (or pre-trained) weights were evaluated"
         extra = {"fit": fit_record, "test_seconds": time.perf_counter() - started}
         run.finish(valid, test, extra={**extra, **({"search": search} if search else {})}, more=more)
+        (run.path / SEARCH_STATE_FILE).unlink(missing_ok=True)  # the outcome is in config.json now
         tracker.log_final(fit.epochs_run, valid.metrics, test.metrics)  # what metrics.json now holds
     return ExperimentResult(run, reused=False, fit=fit)
 

@@ -6,6 +6,7 @@ Files, each written atomically (temporary file, then rename):
 - ``log.jsonl``     one line per epoch: loss, valid metrics, seconds;
 - ``checkpoint.pt`` everything needed to resume (model, optimiser, RNG, early-stopping state);
 - ``best.pt``       the best-valid model weights (``torch.load(weights_only=True)`` works);
+- ``search.pt``     an unfinished run's architecture search state, to continue an interrupted search (AutoMLP);
 - ``metrics.json``  valid and test metrics and the evaluation protocol;
 - ``ranks.npz``     per-user ranks of the held-out item, valid and test (int32; float64 under expected ties);
 - ``evals/P.json``, ``evals/P.npz``  metrics and ranks under each further protocol P (``recbench eval --protocol``);
