@@ -44,11 +44,12 @@ FIVE_POP = Protocol(name="pop5", negatives=5, sampler="popularity", mask_history
 FIVE_UNIFORM = Protocol(name="uniform5", negatives=5, sampler="uniform", mask_history=False)
 
 
-def brute_rank(scores: np.ndarray, target: int, candidates: list[int], ties: str) -> float:
-    """1 + #other candidates scoring higher (NaN counts as higher) + #tied (pessimistic) or half of them."""
+def brute_rank(scores: np.ndarray, target: int, candidates: list[int], ties: str) -> float | list[int]:
+    """1 + #other candidates scoring higher (NaN counts as higher) + #tied (pessimistic) or half of them;
+    under random ties the [best, worst] pair (1 + #higher, 1 + #higher + #tied)."""
     t = scores[target]
     if np.isnan(t):
-        return float(len(candidates))
+        return [len(candidates)] * 2 if ties == "random" else float(len(candidates))
     higher = tied = 0
     for item in candidates:
         if item == target:
@@ -58,6 +59,8 @@ def brute_rank(scores: np.ndarray, target: int, candidates: list[int], ties: str
             higher += 1
         elif s == t:
             tied += 1
+    if ties == "random":
+        return [1 + higher, 1 + higher + tied]
     return 1 + higher + (tied if ties == "pessimistic" else tied / 2)
 
 
@@ -89,7 +92,7 @@ def keyed_dataset(name: str = "keyed", users: int = 40, items: int = 60, seed: i
     return dataset
 
 
-@pytest.mark.parametrize("ties", ["pessimistic", "expected"])
+@pytest.mark.parametrize("ties", ["pessimistic", "expected", "random"])
 @pytest.mark.parametrize("levels", [None, 2])  # continuous scores, then heavily tied ones
 @pytest.mark.parametrize(
     "kind",
@@ -131,7 +134,7 @@ def test_rank_functions_agree_with_each_other_on_gathered_candidates() -> None:
     rng = np.random.default_rng(5)
     scores = torch.from_numpy(np.floor(rng.normal(size=(50, 31)) * 2)).float()
     targets = torch.from_numpy(rng.integers(1, 31, size=50))
-    for ties in ("pessimistic", "expected"):
+    for ties in ("pessimistic", "expected", "random"):
         full = ranks_from_scores(scores.clone(), targets, ties=ties)
         candidates = torch.cat([targets[:, None], torch.tensor([i for i in range(1, 31)]).repeat(50, 1)], dim=1)
         keep = candidates[:, 1:] != targets[:, None]

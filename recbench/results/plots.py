@@ -272,6 +272,9 @@ def rank_cdf_points(
     for method, seeds in runs.items():
         per_seed = []
         for r in seeds:
+            if np.ndim(r.ranks) == 2:  # random ties: each user's chance of rank <= k (HR@k as the leaderboard has it)
+                per_seed.append(np.array([per_user_metric(r.ranks, f"hr@{k}").mean() for k in ks]))
+                continue
             ordered = np.sort(np.asarray(r.ranks))
             per_seed.append(np.searchsorted(ordered, ks, side="right") / len(ordered))
         out[method] = CdfPoints(method, ks, np.mean(per_seed, axis=0), len(seeds))

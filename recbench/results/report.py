@@ -59,7 +59,7 @@ class RunResult:
     dataset: str
     method: str
     seed: int
-    ranks: np.ndarray | None = None  # (U,) 1-based ranks of the held-out item, user u at u
+    ranks: np.ndarray | None = None  # (U,) 1-based ranks of the held-out item, user u at u ((U, 2) under random ties)
     protocol: dict[str, Any] = field(default_factory=dict)
     error: str | None = None  # set for a failed run (ranks is then None)
     source: str = ""  # where it came from (a run directory), for messages

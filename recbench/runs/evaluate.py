@@ -4,8 +4,10 @@
   excluded), or the target and n negatives sampled per user. History items stay candidates unless
   the protocol masks them (the target itself always stays).
 - Rank of the held-out item = 1 + #{candidates scoring higher} + #{other candidates scoring equal}
-  under pessimistic ties (constant scores earn nothing), + half of them under expected ties. A
-  NaN score counts as higher; a NaN target gets the worst rank.
+  under pessimistic ties (constant scores earn nothing), + half of them under expected ties; under
+  random ties the [best, worst] pair (1 + #higher, 1 + #higher + #tied), each metric then being
+  its mean over the ranks between (every order of the tied items equally likely). A NaN score
+  counts as higher; a NaN target gets the worst rank.
 - Metrics (:mod:`recbench.runs.metrics`) are computed from the ranks.
 """
 
@@ -33,7 +35,8 @@ def ranks_from_scores(
     ``history`` (B, L), padded with 0, removes those items from the candidates (except the
     target). Pessimistic ties: rank = #candidates - #{candidates scoring strictly lower}, so every
     tie and every NaN counts against the target and a NaN target gets the worst rank. Expected
-    ties count half of the tied candidates (the ranks are then floats).
+    ties count half of the tied candidates (the ranks are then floats); random ties give (B, 2)
+    [best, worst] ranks.
     """
     candidates = torch.ones_like(scores, dtype=torch.bool)
     candidates[:, 0] = False
@@ -46,7 +49,8 @@ def ranks_from_scores(
 
 
 def ranks_from_candidate_scores(scores: torch.Tensor, ties: str = "pessimistic") -> torch.Tensor:
-    """(B, 1 + n) scores with the target in column 0 -> (B,) 1-based ranks among the 1 + n candidates."""
+    """(B, 1 + n) scores with the target in column 0 -> (B,) 1-based ranks among the 1 + n candidates
+    ((B, 2) [best, worst] under random ties)."""
     candidates = torch.ones_like(scores, dtype=torch.bool)
     return _ranks(scores, scores[:, :1], candidates, ties)
 
@@ -57,11 +61,21 @@ def _ranks(scores: torch.Tensor, target_scores: torch.Tensor, candidates: torch.
     pessimistic = total - lower
     if ties == "pessimistic":
         return pessimistic
-    if ties != "expected":
+    if ties not in ("expected", "random"):
         raise ValueError(f"unknown tie policy {ties!r}")
     # The target ties with itself (unless NaN): the other tied candidates are one fewer.
     tied_others = ((scores == target_scores) & candidates).sum(dim=1) - (~torch.isnan(target_scores[:, 0])).long()
+    if ties == "random":
+        return torch.stack([pessimistic - tied_others, pessimistic], dim=1)
     return pessimistic.double() - tied_others.double() / 2
+
+
+def rank_array(num_users: int, ties: str) -> np.ndarray:
+    """An empty array for the ranks of ``num_users`` users under a tie policy: (U,) int32 for
+    pessimistic ties, (U,) float64 for expected ones, (U, 2) int32 [best, worst] for random ones."""
+    if ties == "random":
+        return np.empty((num_users, 2), dtype=np.int32)
+    return np.empty(num_users, dtype=np.int32 if ties == "pessimistic" else np.float64)
 
 
 def protocol_record(
@@ -138,7 +152,7 @@ class Evaluator:
         was_training = method.training
         method.eval()
         spec = self.protocol_spec
-        ranks = np.empty(len(self.order), dtype=np.int32 if spec.ties == "pessimistic" else np.float64)
+        ranks = rank_array(len(self.order), spec.ties)
         position = 0
         with method.scoring_pass():
             for items, lengths, targets, users, extra in self.batches:

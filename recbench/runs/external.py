@@ -34,7 +34,13 @@ from recbench.data.dataset import Dataset, load_dataset
 from recbench.data.formats import read_lines
 from recbench.errors import DataError, RunError
 from recbench.names import check_name
-from recbench.runs.evaluate import full_histories, protocol_record, ranks_from_candidate_scores, ranks_from_scores
+from recbench.runs.evaluate import (
+    full_histories,
+    protocol_record,
+    rank_array,
+    ranks_from_candidate_scores,
+    ranks_from_scores,
+)
 from recbench.runs.metrics import EvalResult, metrics_from_ranks
 from recbench.runs.protocols import BUILTIN, DEFAULT_PROTOCOL, Protocol, negatives_for
 from recbench.runs.record import RunRecord
@@ -114,7 +120,7 @@ def ranks_from_score_matrix(
             f"{dataset.num_items + 1}) or ({dataset.num_users}, {dataset.num_items})"
         )
     pad = scores.shape[1] == dataset.num_items
-    ranks = np.empty(dataset.num_users, dtype=np.int32 if protocol.ties == "pessimistic" else np.float64)
+    ranks = rank_array(dataset.num_users, protocol.ties)
     negatives = negatives_for(dataset, "test", protocol) if protocol.sampled else None
     scored = False
     for start in range(0, dataset.num_users, batch_size):  # never the whole matrix in float32 at once

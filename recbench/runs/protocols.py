@@ -39,7 +39,11 @@ from recbench.errors import DataError, RecbenchError, UnknownNameError
 from recbench.names import check_name
 from recbench.runs.metrics import DEFAULT_KS, TIE_POLICY
 
-EXPECTED_TIE_POLICY = "expected (rank = 1 + #higher + #tied / 2; NaN counts as higher)"
+EXPECTED_TIE_POLICY = "expected (rank = 1 + #higher + #tied / 2, metrics at that rank; NaN counts as higher)"
+RANDOM_TIE_POLICY = (
+    "random (ranks 1 + #higher .. 1 + #higher + #tied equally likely, each metric averaged over them; "
+    "NaN counts as higher)"
+)
 DEFAULT_PROTOCOL = "full"
 
 
@@ -59,9 +63,12 @@ class Protocol(BaseModel):
     mask_history: bool = False
     """Remove the items the user interacted with before the target from the candidates (the
     target itself always stays)."""
-    ties: Literal["pessimistic", "expected"] = "pessimistic"
-    """pessimistic: every tie counts against the target; expected: half of them do (the mean rank
-    over the orders a tool that breaks ties arbitrarily could produce)."""
+    ties: Literal["pessimistic", "expected", "random"] = "pessimistic"
+    """pessimistic: every tie counts against the target; expected: half of them do (the metrics at
+    the mean rank over the orders of the tied items); random: every order of the tied items is
+    equally likely and each metric is its mean over them, what a tool that breaks ties
+    arbitrarily (e.g. RecBole's ``torch.topk``) gives on average. NDCG and MRR are convex in the
+    rank, so "random" is not "expected"."""
     ks: tuple[Annotated[int, Field(strict=True, gt=0)], ...] = DEFAULT_KS
     description: str = ""
 
@@ -97,7 +104,7 @@ class Protocol(BaseModel):
         return f"{self.name}: {candidates}, {history}, {self.ties} ties"
 
     def tie_policy(self) -> str:
-        return TIE_POLICY if self.ties == "pessimistic" else EXPECTED_TIE_POLICY
+        return {"pessimistic": TIE_POLICY, "expected": EXPECTED_TIE_POLICY, "random": RANDOM_TIE_POLICY}[self.ties]
 
 
 BUILTIN: dict[str, Protocol] = {
@@ -105,8 +112,9 @@ BUILTIN: dict[str, Protocol] = {
     for p in (
         Protocol(
             name="full",
-            description="Every item is a candidate, history kept, pessimistic ties: the UniSRec / VQ-Rec tables "
-            "(RecBole's full-sort evaluation). The default.",
+            description="Every item is a candidate, history kept, pessimistic ties: the candidates of the UniSRec / "
+            "VQ-Rec tables (RecBole's full-sort evaluation), whose torch.topk orders exactly tied items arbitrarily; "
+            "pessimistic ties are a lower bound of its numbers (see full-random). The default.",
         ),
         Protocol(
             name="full-masked",
@@ -116,7 +124,13 @@ BUILTIN: dict[str, Protocol] = {
         Protocol(
             name="full-expected",
             ties="expected",
-            description="As full, with ties split evenly: for comparison with tools that break ties arbitrarily.",
+            description="As full, the metrics at the mean rank over the orders of tied items.",
+        ),
+        Protocol(
+            name="full-random",
+            ties="random",
+            description="As full, each metric averaged over the orders of tied items: what a tool that breaks "
+            "ties arbitrarily (RecBole) gives on average; differs from full only where scores tie exactly.",
         ),
         Protocol(
             name="pop100",

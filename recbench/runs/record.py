@@ -8,7 +8,8 @@ Files, each written atomically (temporary file, then rename):
 - ``best.pt``       the best-valid model weights (``torch.load(weights_only=True)`` works);
 - ``search.pt``     an unfinished run's architecture search state, to continue an interrupted search (AutoMLP);
 - ``metrics.json``  valid and test metrics and the evaluation protocol;
-- ``ranks.npz``     per-user ranks of the held-out item, valid and test (int32; float64 under expected ties);
+- ``ranks.npz``     per-user ranks of the held-out item, valid and test (int32; float64 under expected ties;
+                    (U, 2) int32 [best, worst] under random ties);
 - ``evals/P.json``, ``evals/P.npz``  metrics and ranks under each further protocol P (``recbench eval --protocol``);
 - ``status.json``   written last: ``{"state": "finished", "files": {name: sha256}}`` or
   ``{"state": "failed", "reason": ...}``. Without it a run is unfinished.
@@ -452,7 +453,7 @@ class RunRecord:
     def ranks(self, split: str = "test", protocol: str | None = None) -> np.ndarray:
         """Per-user ranks of a finished run (user u at position u) under ``protocol`` (None: its
         first), checked against that protocol: one rank per user, each between 1 and the number of
-        candidates (integers, or multiples of 1/2 under expected ties)."""
+        candidates (integers, multiples of 1/2 under expected ties, [best, worst] pairs under random ties)."""
         self.require_finished()
         name = self._result_files(protocol)[0]
         try:
@@ -464,8 +465,8 @@ class RunRecord:
             raise DamagedRunError(f"run {self.path} is damaged: {name} cannot be read ({str(err)[:120]})") from None
         record = self.evaluation(protocol)
         recorded = (record.get("valid_protocol") if split == "valid" else None) or record.get("protocol") or {}
-        expected_ties = str(recorded.get("ties", "")).startswith("expected")
-        problem = rank_problem(ranks, recorded.get("num_users"), recorded.get("num_candidates"), expected_ties)
+        ties = str(recorded.get("ties", "")).split(" ", 1)[0]
+        problem = rank_problem(ranks, recorded.get("num_users"), recorded.get("num_candidates"), ties)
         if problem:
             raise DamagedRunError(f"run {self.path} is damaged: {split} ranks {problem}")
         return ranks
@@ -488,14 +489,20 @@ def _stored(ranks: np.ndarray) -> np.ndarray:
 
 
 def rank_problem(
-    ranks: np.ndarray, num_users: int | None, num_candidates: int | None, expected_ties: bool = False
+    ranks: np.ndarray, num_users: int | None, num_candidates: int | None, ties: str = "pessimistic"
 ) -> str | None:
-    """What is wrong with a rank vector (None if nothing): dtype, shape, or a value outside 1..candidates.
+    """What is wrong with stored ranks (None if nothing): dtype, shape, or a value outside 1..candidates.
 
-    Under expected ties a rank may be any multiple of 1/2."""
-    if expected_ties and ranks.ndim == 1 and np.issubdtype(ranks.dtype, np.floating):
+    Under expected ties a rank may be any multiple of 1/2; under random ties each user has a
+    [best, worst] pair of integers with best <= worst."""
+    if ties == "expected" and ranks.ndim == 1 and np.issubdtype(ranks.dtype, np.floating):
         if not np.isfinite(ranks).all() or not np.array_equal(ranks * 2, np.round(ranks * 2)):
             return "are not multiples of 1/2"
+    elif ties == "random":
+        if ranks.ndim != 2 or ranks.shape[1] != 2 or not np.issubdtype(ranks.dtype, np.integer):
+            return f"are not [best, worst] integer pairs (dtype {ranks.dtype}, shape {ranks.shape})"
+        if (ranks[:, 0] > ranks[:, 1]).any():
+            return "include a best rank after its worst"
     elif ranks.ndim != 1 or not np.issubdtype(ranks.dtype, np.integer):
         return f"are not a vector of integers (dtype {ranks.dtype}, shape {ranks.shape})"
     if num_users is not None and len(ranks) != num_users:
