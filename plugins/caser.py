@@ -170,13 +170,17 @@ class Caser(Method):
         # re-striding (rows of 2W + 1), summed over j' <= j
         skewed = F.pad(F.pad(products, (0, width)).flatten(2), (0, width))
         diagonal = skewed.view(count, channels, width, 2 * width + 1)[..., :width].cumsum(2)
+        # + the padding part: a window holding the history's last j + 1 items has its rows j + 1.. on the
+        # padding row, worth padding_tail[h, f, j + 1] whatever the window (added here, not gathered
+        # per history, whose backward would sum many values per entry in a thread-dependent order)
+        diagonal = diagonal + padding_tail[:, 1 : width + 1, None]
         # a prefix of length k: the window starting at t < k holds its k - t last items, then padding
         starts = torch.arange(width, device=windows.device)
         inside = (ends[:, None] - starts).clamp(min=1)  # (R, W): k - t, items of the history in the window
         flat = diagonal.reshape(count, channels, width * width)  # (B, hf, (k - t - 1) * W + t)
         channel = torch.arange(channels, device=windows.device)[:, None]
         sums = flat[rows[:, None, None], channel, ((inside - 1) * width + starts)[:, None, :]]
-        values = sums + padding_tail[:, inside.clamp(max=length)].permute(1, 0, 2) + bias[:, None]
+        values = sums + bias[:, None]
         # a window must start at t <= L - h (it fits in the L rows) and before the history's end
         height_of = torch.arange(1, heights + 1, device=windows.device).repeat_interleave(channels // heights)
         valid = (starts < ends[:, None])[:, None, :] & (starts[None, :] <= length - height_of[:, None])[None]

@@ -271,3 +271,24 @@ def test_short_and_long_scored_histories_take_their_paths_and_equal_the_convolut
         batch = Batch(items=windows, lengths=lengths, users=torch.arange(40) % NUM_USERS + 1)
         expected = caser.represent(windows, batch.users) @ caser.item_embedding.weight.T
         torch.testing.assert_close(caser.score(batch), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_the_loss_gradient_is_bitwise_repeatable_on_several_threads() -> None:
+    """The shared-window computation adds nothing up in a thread-dependent order (resumed runs must
+    continue bit-identically): four backward passes on two threads give the same bits."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        generator = torch.Generator().manual_seed(1)
+        windows, lengths = random_windows(generator, 40, 12)
+        targets = torch.randint(1, NUM_ITEMS + 1, windows.shape, generator=generator) * (windows > 0)
+        batch = Batch(items=windows, lengths=lengths, targets=targets, users=torch.arange(40) % NUM_USERS + 1)
+        gradients = []
+        for _ in range(4):
+            caser = model(max_seq_length=12, embedding_size=16, nh=4, dropout_prob=0.0)
+            caser.loss(batch).backward()
+            gradients.append(torch.cat([p.grad.flatten() for p in caser.parameters() if p.grad is not None]))
+        for other in gradients[1:]:
+            assert torch.equal(other, gradients[0])
+    finally:
+        torch.set_num_threads(threads)
