@@ -56,7 +56,8 @@ def main() -> None:
         candidates = details["lengths"]
         trajectory = details["trajectory"]
         print(f"seed {seed}: k = {search['config_updates']['short_length']} in {details['seconds']:.0f} s")
-        for point in trajectory[:: max(1, len(trajectory) // 4)] + trajectory[-1:]:
+        shown = trajectory[:: max(1, len(trajectory) // 4)]
+        for point in shown + ([trajectory[-1]] if shown[-1] is not trajectory[-1] else []):
             print(f"  step {point['step']:>4} ({point['epochs']:.2f} epochs): {describe(point['weights'], candidates)}")
 
 
