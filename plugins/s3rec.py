@@ -7,12 +7,17 @@ Checked against: RecBole ``recbole/model/sequential_recommender/s3rec.py`` and
 version of it, RUCAIBox/UniSRec @05aa5cb ``baselines/s3rec.py``, ``props/S3Rec.yaml`` and
 ``run_baseline.py`` (the S3-Rec rows of the UniSRec / VQ-Rec tables).
 
-Attributes come from text as UniSRec's authors did it: an item's only "attribute" is the item
+Attributes come from text as UniSRec's authors meant it: an item's only "attribute" is the item
 itself, embedded by its text. The attribute table is ``ReLU(Linear(text))`` over every item's text
 embedding (their ``MLPLayers(adapter_layers = [768, 300])``, rows 0..N, the padding row's zero text
 included), and the attribute target of a position is the one-hot of its own item over those N + 1
 rows. So AAP asks the output at an unmasked position which item's text it holds, MAP the same at a
 masked position. No clustering or discretisation is involved.
+What their code runs is not that (read, not run): its text table is a registered ``nn.Embedding``
+that the pre-training stage's ``self.apply(self._init_weights)`` re-draws N(0, 0.02), so the
+attributes are a fixed random vector per item, and the AAP / MAP targets are misaligned (see
+Deviations). ``attributes = "official_random"`` and ``attribute_targets = "official_right_padded"``
+reproduce both, for comparing with the published S3-Rec rows; the defaults are the method as meant.
 
 Faithful (to both, except the weights and width, which are UniSRec's props):
 - Encoder: SASRec's (item embedding of N + 2 rows, the last one the mask token, + learned position
@@ -46,8 +51,9 @@ Deviations:
 - Attribute targets are aligned with the left-padded pre-training input. UniSRec's baseline builds
   them from the right-padded input while the encoded sequences are left-padded, so there a
   position's AAP / MAP target is the item at that column of the right-padded prefix, which is
-  another item (or padding) whenever the prefix is shorter than ``max_seq_length``; RecBole's own
-  version pads the features at the left, as here.
+  another item (or padding) whenever the prefix is shorter than ``max_seq_length``
+  (``attribute_targets = "official_right_padded"`` does the same); RecBole's own version pads the
+  features at the left, as here.
 - Negatives for MIP are drawn from 1..N; both codes draw from 1..N + 1, the mask token included.
 - The negative segment may run across two prefixes of the concatenation, as in both codes, but
   the concatenation holds each prefix once (both codes: the same).
@@ -56,6 +62,8 @@ Deviations:
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -101,6 +109,14 @@ class S3RecConfig(TransferConfig, TransformerConfig):
     """Weight of the masked attribute prediction loss."""
     sp_weight: StrictNonNegativeFloat = 0.5
     """Weight of the segment prediction loss."""
+    attributes: Literal["text", "official_random"] = "text"
+    """The attribute table's input: the item text embedding, or official_random, the frozen random
+    vector per item (N(0, initializer_range), the text's width) that UniSRec's baselines/s3rec.py
+    ends up with: its text table is a registered module, which its ``apply(_init_weights)`` re-draws."""
+    attribute_targets: Literal["aligned", "official_right_padded"] = "aligned"
+    """A position's AAP / MAP target: its own item (aligned), or official_right_padded, as UniSRec's
+    baselines/s3rec.py builds it: the item at the same column of the right-padded prefix, while the
+    encoded prefix is left-padded (another item, or padding, in any prefix shorter than max_seq_length)."""
 
     @model_validator(mode="after")
     def _some_task(self) -> S3RecConfig:
@@ -137,6 +153,12 @@ class S3Rec(Method):
         self.map_norm = nn.Linear(d, d)
         self.sp_norm = nn.Linear(d, d)
         self.apply(lambda module: init_recbole_weights(module, config.initializer_range))
+        if config.attributes == "official_random":
+            # Drawn after the other weights, as the official apply() re-draws the text table; a buffer
+            # in the state dict, so the fine-tuning model and a saved model keep the same table.
+            random_rows = torch.randn_like(self.text) * config.initializer_range
+            del self.text
+            self.register_buffer("text", random_rows)
 
     def encode(
         self, items: torch.Tensor, bidirectional: bool = False, last: torch.Tensor | None = None
@@ -164,7 +186,8 @@ class S3Rec(Method):
 
     # --- pre-training on the target ------------------------------------------------------------
     def attribute_table(self) -> torch.Tensor:
-        """(N + 1, d): every item's attribute embedding, ReLU(Linear(text)) (UniSRec's adapter)."""
+        """(N + 1, d): every item's attribute embedding, ReLU(Linear(text)) (UniSRec's adapter; the
+        text is the random table under ``attributes = "official_random"``)."""
         return F.relu(self.adapter(self.text))
 
     def prefixes(self, batch: Batch) -> torch.Tensor:
@@ -175,6 +198,14 @@ class S3Rec(Method):
         source = torch.arange(width, device=rows.device)[None, :] - (width - lengths)[:, None]  # (P, W)
         items = batch.items[rows[:, None], source.clamp(min=0)]
         return torch.where(source >= 0, items, torch.zeros_like(items))
+
+    def right_padded_prefixes(self, batch: Batch) -> torch.Tensor:
+        """(P, W) the samples of :meth:`prefixes` padded at the right instead (RecBole's ``item_seq``)."""
+        rows, ends = (batch.targets > 0).nonzero(as_tuple=True)
+        width = self.spec.max_seq_length
+        columns = torch.arange(width, device=rows.device)[None, :]
+        items = batch.items[rows[:, None], columns.clamp(max=batch.items.shape[1] - 1)]
+        return torch.where(columns <= ends[:, None], items, torch.zeros_like(items))
 
     def negative_items(self, sequences: torch.Tensor) -> torch.Tensor:
         """(P, W) uniform items of 1..N, each redrawn until it is not in its row (as ``_neg_sample``)."""
@@ -222,11 +253,12 @@ class S3Rec(Method):
         negatives = self.negative_items(sequences)
         hidden = self.encode(inputs, bidirectional=True)  # (P, W, d)
         attributes = self.attribute_table()  # (N + 1, d)
+        targets = sequences if self.config.attribute_targets == "aligned" else self.right_padded_prefixes(batch)
 
         def attribute_loss(norm: nn.Linear, where: torch.Tensor) -> torch.Tensor:
             logits = norm(hidden[where]) @ attributes.T  # (K, N + 1)
             # Summed BCE against one-hot targets, sum(softplus(x) - x * y), without the (K, N + 1) one-hot tensor.
-            return F.softplus(logits).sum() - logits.gather(1, sequences[where][:, None]).sum()
+            return F.softplus(logits).sum() - logits.gather(1, targets[where][:, None]).sum()
 
         def pairwise(anchor: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor) -> torch.Tensor:
             distance = torch.sigmoid((anchor * positive).sum(-1)) - torch.sigmoid((anchor * negative).sum(-1))

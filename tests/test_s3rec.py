@@ -200,3 +200,35 @@ def test_pre_training_runs_on_the_target_itself_and_fine_tuning_starts_from_its_
 def test_a_grid_gives_its_sources_to_transfer_methods_but_not_to_s3rec() -> None:
     assert takes_sources(get_method("unisrec").cls) and not takes_sources(get_method("unisrec").cls, pretrain=False)
     assert not takes_sources(get_method("s3rec").cls) and not takes_sources(get_method("sasrec").cls)
+
+
+def test_official_right_padded_targets_are_the_item_at_the_same_column_of_the_right_padded_prefix() -> None:
+    s3rec = model(**NO_DROPOUT, mask_ratio=0.0, attribute_targets="official_right_padded").eval()
+    batch = window()
+    right = s3rec.right_padded_prefixes(batch)
+    assert right.tolist()[:2] == [[3] + [0] * 9, [3, 4] + [0] * 8]  # RecBole's item_seq of the first two samples
+    losses = s3rec.pretrain_losses(batch, ("aap",))  # nothing masked: AAP at every real position
+    sequences = s3rec.prefixes(batch)
+    with torch.no_grad():
+        hidden = s3rec.aap_norm(s3rec.encode(sequences, bidirectional=True))
+        attributes = s3rec.attribute_table()
+        expected = torch.tensor(0.0)
+        for p, t in zip(*((sequences > 0).nonzero(as_tuple=True))):
+            one_hot = F.one_hot(right[p, t], NUM_ITEMS + 1).float()  # the column's item in the right-padded prefix
+            expected = expected + F.binary_cross_entropy_with_logits(
+                attributes @ hidden[p, t], one_hot, reduction="sum"
+            )
+        aligned = model(**NO_DROPOUT, mask_ratio=0.0).eval().pretrain_losses(batch, ("aap",))["aap"]
+    torch.testing.assert_close(losses["aap"].detach(), expected)
+    assert not torch.allclose(losses["aap"].detach(), aligned.detach())  # the default targets differ
+
+
+def test_official_random_attributes_are_a_frozen_random_table_kept_in_the_state_dict() -> None:
+    s3rec = model(attributes="official_random")
+    text = text_table()
+    assert s3rec.text.shape == text.shape and not torch.allclose(s3rec.text, text)
+    assert abs(s3rec.text.std().item() - 0.02) < 0.004  # N(0, initializer_range), the padding row too
+    assert "text" in s3rec.state_dict() and "text" not in model().state_dict()
+    assert not any(p is s3rec.text for p in s3rec.parameters())  # frozen
+    torch.testing.assert_close(model(attributes="official_random").text, s3rec.text)  # seeded
+    torch.testing.assert_close(s3rec.attribute_table(), F.relu(s3rec.adapter(s3rec.text)))
