@@ -35,9 +35,9 @@ dropped), as many rows as target positions. ``training_input="prefixes"`` reprod
 rows T[:1], ..., T[:-1] exactly.
 
 RecBole pads its list of masked indices with 0 and weighs the loss by ``masked_index > 0``, so a
-masked *first* position is masked in the input but dropped from the loss: so here with
-``training_input="prefixes"``; the other two modes predict it like any other position (deviation:
-in "window" and "samples" rows, position 0 is a training item like the others). A batch with
+masked *first* position stays masked in the input but is left out of the loss;
+``training_input="prefixes"`` does the same. Deviation: the "window" and "samples" modes predict a
+masked first position like any other. A batch with
 no masked item at all gives a zero loss (RecBole divides by zero). Only the CE loss is offered.
 """
 
