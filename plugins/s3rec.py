@@ -95,6 +95,9 @@ class S3RecConfig(TransferConfig, TransformerConfig):
     """Width of item, position and attribute embeddings and of the transformer."""
     pretrain_epochs: StrictNonNegativeInt = 300
     """Epochs of self-supervised pre-training on the target's training part (0: none, SASRec from scratch)."""
+    train_batch_targets: StrictPositiveInt = 1024
+    """Fine-tuning batch size in target positions: UniSRec's props set ``train_batch_size: 1024`` for
+    both stages (run_baseline.py reads props/S3Rec.yaml for each), not RecBole's 2048."""
     pretrain_batch_targets: StrictPositiveInt = 1024
     """(prefix, next item) samples per pre-training step: UniSRec's props ``train_batch_size: 1024``. Every
     sample is a whole prefix scored against all items (AAP, MAP), so memory grows with it: 2048 on

@@ -232,3 +232,9 @@ def test_official_random_attributes_are_a_frozen_random_table_kept_in_the_state_
     assert not any(p is s3rec.text for p in s3rec.parameters())  # frozen
     torch.testing.assert_close(model(attributes="official_random").text, s3rec.text)  # seeded
     torch.testing.assert_close(s3rec.attribute_table(), F.relu(s3rec.adapter(s3rec.text)))
+
+
+def test_both_stages_take_unisrec_s_props_batch_of_1024() -> None:
+    config = resolve_config(get_method("s3rec"))
+    assert (config.train_batch_targets, config.pretrain_batch_targets) == (1024, 1024)
+    assert resolve_config(get_method("sasrec")).train_batch_targets == 2048  # RecBole's default elsewhere
