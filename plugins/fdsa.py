@@ -37,9 +37,10 @@ table is frozen (``requires_grad = False``), so that baseline's "text" feature i
 vector per item, not the BERT embedding (as read in the code; not run). Here the feature is the
 item's real text embedding (a frozen buffer outside the state dict), which is what FDSA with text
 features means; expect it to differ from the published FDSA numbers for that reason too.
-``feature = "official_random"`` reproduces the official baseline instead: a frozen table of the
-text's width drawn N(0, ``initializer_range``) with the model's other weights (a buffer in the
-state dict, so a saved model keeps it), in place of the text, for comparing with the published row.
+``feature = "official_random"`` reproduces the official baseline instead: a frozen table 768 wide
+(their BERT features' width) drawn N(0, ``initializer_range``) with the model's other weights (a
+buffer in the state dict, so a saved model keeps it), in place of the text, for comparing with the
+published row.
 
 Deviations: RecBole materialises every training prefix as its own sample; both streams are causal,
 so one pass over a training window predicts every next item (same outputs, one dropout mask shared
@@ -54,7 +55,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from recbench.layers import TransformerEncoder, causal_mask, init_recbole_weights
+from recbench.layers import UNISREC_FEATURE_WIDTH, TransformerEncoder, causal_mask, init_recbole_weights
 from recbench.method import Batch, DataSpec, Method, StrictPositiveInt, TextMethodConfig, TransformerConfig
 from recbench.registry import register
 
@@ -85,16 +86,20 @@ class FDSA(Method):
         d = config.hidden_size
         self.item_embedding = nn.Embedding(spec.num_items + 1, d, padding_idx=0)
         self.position_embedding = nn.Embedding(spec.max_seq_length, d)
-        self.adapter = nn.Linear(self.text.shape[1], d)
+        official = config.feature == "official_random"
+        self.adapter = nn.Linear(UNISREC_FEATURE_WIDTH if official else self.text.shape[1], d)
         self.item_encoder = TransformerEncoder.from_config(config, d)
         self.feature_encoder = TransformerEncoder.from_config(config, d)
         self.norm = nn.LayerNorm(d, eps=config.layer_norm_eps)  # shared by both inputs and the output
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
         self.concat = nn.Linear(2 * d, d)
         self.apply(lambda module: init_recbole_weights(module, config.initializer_range))
-        if config.feature == "official_random":
-            # Drawn after the other weights, as the official apply() re-draws its deep-copied text table.
-            random_rows = torch.randn_like(self.text) * config.initializer_range
+        if official:
+            # Drawn after the other weights, as the official apply() re-draws its deep-copied text table
+            # (768 wide, their BERT features' width, whatever text encoder this dataset used).
+            random_rows = self.text.new_empty(len(self.text), UNISREC_FEATURE_WIDTH).normal_(
+                0, config.initializer_range
+            )
             del self.text
             self.register_buffer("text", random_rows)
 

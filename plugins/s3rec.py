@@ -70,7 +70,13 @@ import torch.nn.functional as F
 from pydantic import model_validator
 from torch import nn
 
-from recbench.layers import TransformerEncoder, bidirectional_mask, causal_mask, init_recbole_weights
+from recbench.layers import (
+    UNISREC_FEATURE_WIDTH,
+    TransformerEncoder,
+    bidirectional_mask,
+    causal_mask,
+    init_recbole_weights,
+)
 from recbench.method import (
     Batch,
     ConfigRuleError,
@@ -114,7 +120,7 @@ class S3RecConfig(TransferConfig, TransformerConfig):
     """Weight of the segment prediction loss."""
     attributes: Literal["text", "official_random"] = "text"
     """The attribute table's input: the item text embedding, or official_random, the frozen random
-    vector per item (N(0, initializer_range), the text's width) that UniSRec's baselines/s3rec.py
+    vector per item (N(0, initializer_range), 768 wide) that UniSRec's baselines/s3rec.py
     ends up with: its text table is a registered module, which its ``apply(_init_weights)`` re-draws."""
     attribute_targets: Literal["aligned", "official_right_padded"] = "aligned"
     """A position's AAP / MAP target: its own item (aligned), or official_right_padded, as UniSRec's
@@ -150,16 +156,20 @@ class S3Rec(Method):
         self.norm = nn.LayerNorm(d, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
         self.encoder = TransformerEncoder.from_config(config, d)
-        self.adapter = nn.Linear(self.text.shape[1], d)
+        official = config.attributes == "official_random"
+        self.adapter = nn.Linear(UNISREC_FEATURE_WIDTH if official else self.text.shape[1], d)
         self.aap_norm = nn.Linear(d, d)
         self.mip_norm = nn.Linear(d, d)
         self.map_norm = nn.Linear(d, d)
         self.sp_norm = nn.Linear(d, d)
         self.apply(lambda module: init_recbole_weights(module, config.initializer_range))
-        if config.attributes == "official_random":
-            # Drawn after the other weights, as the official apply() re-draws the text table; a buffer
-            # in the state dict, so the fine-tuning model and a saved model keep the same table.
-            random_rows = torch.randn_like(self.text) * config.initializer_range
+        if official:
+            # Drawn after the other weights, as the official apply() re-draws the text table (768 wide,
+            # their BERT features' width); a buffer in the state dict, so the fine-tuning model and a
+            # saved model keep the same table.
+            random_rows = self.text.new_empty(len(self.text), UNISREC_FEATURE_WIDTH).normal_(
+                0, config.initializer_range
+            )
             del self.text
             self.register_buffer("text", random_rows)
 

@@ -120,6 +120,12 @@ def bidirectional_mask(items: torch.Tensor) -> torch.Tensor:
     return (items > 0)[:, None, None, :]
 
 
+UNISREC_FEATURE_WIDTH = 768
+"""Width of the text features UniSRec's baseline scripts read (bert-base-uncased [CLS], their
+``plm_size``), so the width of the random tables their FDSA and S3-Rec end up with (the plugins'
+``official_random`` options)."""
+
+
 def init_recbole_weights(module: nn.Module, std: float = 0.02) -> None:
     """RecBole's ``_init_weights``: Linear/Embedding N(0, std), biases 0, LayerNorm (1, 0)."""
     if isinstance(module, (nn.Linear, nn.Embedding)):
