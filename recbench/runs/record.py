@@ -36,6 +36,7 @@ from recbench.files import atomic_write_bytes, atomic_write_json, exclusive_lock
 from recbench.names import check_name
 from recbench.runs.distributed import main_process_only
 from recbench.runs.metrics import EvalResult, metrics_from_ranks
+from recbench.runs.protocols import definition_of
 
 if TYPE_CHECKING:
     import torch
@@ -465,7 +466,7 @@ class RunRecord:
             raise DamagedRunError(f"run {self.path} is damaged: {name} cannot be read ({str(err)[:120]})") from None
         record = self.evaluation(protocol)
         recorded = (record.get("valid_protocol") if split == "valid" else None) or record.get("protocol") or {}
-        ties = str(recorded.get("ties", "")).split(" ", 1)[0]
+        ties = definition_of(recorded)["ties"]
         problem = rank_problem(ranks, recorded.get("num_users"), recorded.get("num_candidates"), ties)
         if problem:
             raise DamagedRunError(f"run {self.path} is damaged: {split} ranks {problem}")
