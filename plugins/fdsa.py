@@ -55,7 +55,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from recbench.layers import UNISREC_FEATURE_WIDTH, TransformerEncoder, causal_mask, init_recbole_weights
+from recbench.layers import (
+    UNISREC_FEATURE_WIDTH,
+    TransformerEncoder,
+    causal_mask,
+    init_recbole_weights,
+    use_official_random_features,
+)
 from recbench.method import Batch, DataSpec, Method, StrictPositiveInt, TextMethodConfig, TransformerConfig
 from recbench.registry import register
 
@@ -95,13 +101,7 @@ class FDSA(Method):
         self.concat = nn.Linear(2 * d, d)
         self.apply(lambda module: init_recbole_weights(module, config.initializer_range))
         if official:
-            # Drawn after the other weights, as the official apply() re-draws its deep-copied text table
-            # (768 wide, their BERT features' width, whatever text encoder this dataset used).
-            random_rows = self.text.new_empty(len(self.text), UNISREC_FEATURE_WIDTH).normal_(
-                0, config.initializer_range
-            )
-            del self.text
-            self.register_buffer("text", random_rows)
+            use_official_random_features(self, config.initializer_range)
 
     def feature_embedding(self, items: torch.Tensor) -> torch.Tensor:
         """(B, L) item ids -> (B, L, d) adapted text features (one field: the pooling is the identity)."""

@@ -76,6 +76,7 @@ from recbench.layers import (
     bidirectional_mask,
     causal_mask,
     init_recbole_weights,
+    use_official_random_features,
 )
 from recbench.method import (
     Batch,
@@ -164,14 +165,7 @@ class S3Rec(Method):
         self.sp_norm = nn.Linear(d, d)
         self.apply(lambda module: init_recbole_weights(module, config.initializer_range))
         if official:
-            # Drawn after the other weights, as the official apply() re-draws the text table (768 wide,
-            # their BERT features' width); a buffer in the state dict, so the fine-tuning model and a
-            # saved model keep the same table.
-            random_rows = self.text.new_empty(len(self.text), UNISREC_FEATURE_WIDTH).normal_(
-                0, config.initializer_range
-            )
-            del self.text
-            self.register_buffer("text", random_rows)
+            use_official_random_features(self, config.initializer_range)
 
     def encode(
         self, items: torch.Tensor, bidirectional: bool = False, last: torch.Tensor | None = None

@@ -126,6 +126,17 @@ UNISREC_FEATURE_WIDTH = 768
 ``official_random`` options)."""
 
 
+def use_official_random_features(module: nn.Module, std: float) -> None:
+    """Replace ``module.text`` (the frozen item text table) by what UniSRec's FDSA and S3-Rec baseline
+    scripts end up with: their text table is a registered module that ``apply(_init_weights)``
+    re-draws, so a random N(0, ``std``) table, ``UNISREC_FEATURE_WIDTH`` wide. Call it after the
+    other weights are initialised, as theirs is drawn then; it becomes a buffer in the state dict,
+    so a saved model (and a fine-tuning model loading pre-trained weights) keeps the same table."""
+    rows = module.text.new_empty(len(module.text), UNISREC_FEATURE_WIDTH).normal_(0, std)
+    del module.text
+    module.register_buffer("text", rows)
+
+
 def init_recbole_weights(module: nn.Module, std: float = 0.02) -> None:
     """RecBole's ``_init_weights``: Linear/Embedding N(0, std), biases 0, LayerNorm (1, 0)."""
     if isinstance(module, (nn.Linear, nn.Embedding)):
