@@ -176,6 +176,35 @@ def test_histories_are_right_aligned_and_cut_to_the_last_items() -> None:
     assert aligned.tolist() == [[1, 2, 3], [5, 6, 7], [0, 4, 5]]
 
 
+@pytest.mark.parametrize("name", ["automlp", "automlp-id"])
+def test_prefixes_represented_in_length_groups_equal_one_frame_as_wide_as_the_batch(name: str) -> None:
+    # Each group's frame is as wide as its longest prefix (capped at max_seq_length = 6; windows are
+    # 9 wide): h and every weight's gradient equal those of all prefixes in one batch-wide frame.
+    model = build(name, num_items=30, short_length=4).eval()
+    generator = torch.Generator().manual_seed(3)
+    items = torch.randint(1, 31, (8, 9), generator=generator)
+    rows = torch.arange(8).repeat_interleave(5)
+    ends = torch.randint(0, 9, (40,), generator=generator)  # prefix lengths 1..9, in no order
+    weights = torch.randn(40, 16, generator=generator)
+
+    def h_and_grads(represent) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        model.zero_grad()
+        hidden = represent()
+        (hidden * weights).sum().backward()
+        return hidden.detach(), [p.grad.clone() for p in model.parameters() if p.grad is not None]
+
+    grouped, grouped_grads = h_and_grads(lambda: model.represent_prefixes(items, rows, ends))
+    whole, whole_grads = h_and_grads(lambda: model.represent(right_aligned(items, rows, ends, 6)))
+    torch.testing.assert_close(grouped, whole, rtol=1e-5, atol=1e-6)
+    assert len(grouped_grads) == len(whole_grads)
+    for mine, reference in zip(grouped_grads, whole_grads):
+        torch.testing.assert_close(mine, reference, rtol=1e-4, atol=1e-5)
+    # The evaluation path groups an evaluation batch's histories the same way.
+    lengths = torch.tensor([1, 9, 3, 6, 2, 7, 5, 4])
+    evaluated = model.user_representation(Batch(items=items, lengths=lengths))
+    torch.testing.assert_close(evaluated, model.represent(right_aligned(items, torch.arange(8), lengths - 1, 6)))
+
+
 WINDOWS = Batch(
     items=torch.tensor([[3, 5, 7, 2], [4, 1, 0, 0]]),
     lengths=torch.tensor([4, 2]),
