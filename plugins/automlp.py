@@ -85,8 +85,8 @@ Departures, for cost (the model is the same; the search's optimisation differs s
   O(sum of squared window lengths). A batch's prefixes are represented in groups of similar
   length, each group in a frame as wide as its longest prefix (``represent_prefixes``; the same h),
   not as wide as T or the longest window: a training step (loss and backward, one thread) is
-  2.1x faster on 51-item windows and 1.8x on windows of 2..12 items
-  (``benchmarks/automlp_prefix_groups.py``, both settings in one run).
+  1.7-2.1x faster on 51-item windows and 1.8x on windows of 2..12 items
+  (``benchmarks/prefix_length_groups.py``, both settings in one run; two runs on a loaded machine).
 - Search: the weight step reuses grad_W L_train of the unrolled step (taken at alpha before its
   step; DARTS recomputes it at the new alpha), saving a forward and backward pass; the validation
   histories are grouped by length (as the Trainer groups training windows), since a random group of
@@ -108,7 +108,7 @@ from pydantic import Field, model_validator
 from torch import nn
 from torch.func import functional_call
 
-from recbench.layers import init_recbole_weights
+from recbench.layers import init_recbole_weights, length_groups
 from recbench.method import (
     Batch,
     ConfigRuleError,
@@ -255,9 +255,6 @@ def sample_negatives(seen: torch.Tensor, count: int, num_items: int) -> torch.Te
     return drawn.masked_fill(unseen == 0, 0)
 
 
-PREFIX_GROUPS = 16
-"""Groups of similar length the prefixes of a batch are represented in (see ``represent_prefixes``)."""
-
 SEARCH_RECORDS = 10
 """Points of the softmax(alpha) trajectory a search records after its start, evenly spaced in steps."""
 
@@ -383,18 +380,16 @@ class AutoMLPBase(Method):
     def represent_prefixes(self, items: torch.Tensor, rows: torch.Tensor, ends: torch.Tensor) -> torch.Tensor:
         """(R, d): h of every prefix items[rows[r], :ends[r] + 1], in the order of ``rows``.
 
-        The prefixes are sorted by length and cut into up to ``PREFIX_GROUPS`` groups of equal size,
-        each represented in a frame as wide as its longest prefix, not the batch's: padding is zero
-        after every sub-layer and the mixers skip the weights only padding meets, so a narrower frame
-        gives the same h, at a cost that follows the prefix's length (a window's prefixes are 1..W
-        long: about half the work of W-wide frames)."""
+        The prefixes are represented in groups of similar length (``length_groups``), each in a frame
+        as wide as its longest prefix, not the batch's: padding is zero after every sub-layer and the
+        mixers skip the weights only padding meets, so a narrower frame gives the same h."""
         lengths = (ends + 1).clamp(max=min(items.shape[1], self.horizon))
-        order = torch.argsort(lengths, stable=True)
+        groups = length_groups(lengths)
         parts = [
             self.represent(right_aligned(items, rows[group], ends[group], int(lengths[group].max())))
-            for group in order.tensor_split(min(PREFIX_GROUPS, len(order)))
+            for group in groups
         ]
-        return torch.cat(parts)[torch.argsort(order)]
+        return torch.cat(parts)[torch.argsort(torch.cat(groups))]
 
     def prefix_representations(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         """h of every target position's prefix (one row each, in ``nonzero`` order) and its target."""

@@ -120,6 +120,24 @@ def bidirectional_mask(items: torch.Tensor) -> torch.Tensor:
     return (items > 0)[:, None, None, :]
 
 
+LENGTH_GROUPS = 16
+"""How many groups :func:`length_groups` cuts a batch's rows into."""
+
+
+def length_groups(lengths: torch.Tensor, groups: int | None = None) -> list[torch.Tensor]:
+    """Row indices sorted by ``lengths`` (R,) and cut into up to ``groups`` (default
+    ``LENGTH_GROUPS``) groups of equal size.
+
+    For models that encode each (prefix, target) sample as its own row: a group of rows of similar
+    length can be encoded in a frame as wide as its longest row instead of the batch's widest, which
+    gives the same outputs where padding is masked or held at zero, at a cost that follows each row's
+    own length (the prefixes of a window are 1..W long: about half the work, less still where the cost
+    is quadratic in the width). Concatenated, the groups are a permutation of the rows; its inverse
+    (``torch.argsort``) puts per-row results back in order."""
+    order = torch.argsort(lengths, stable=True)
+    return list(order.tensor_split(max(1, min(groups or LENGTH_GROUPS, len(order)))))
+
+
 UNISREC_FEATURE_WIDTH = 768
 """Width of the text features UniSRec's baseline scripts read (bert-base-uncased [CLS], their
 ``plm_size``), so the width of the random tables their FDSA and S3-Rec end up with (the plugins'

@@ -135,3 +135,33 @@ def test_recbole_s_prefix_rows_never_predict_a_masked_first_item_the_other_modes
             assert not torch.allclose(loss, with_first)
         else:
             torch.testing.assert_close(loss, with_first)
+
+
+def test_sample_rows_encoded_in_length_groups_give_the_loss_and_gradients_of_one_full_width_frame() -> None:
+    # "prefixes" and "samples" rows are encoded in groups of similar length, each only as wide as its
+    # longest row; with the same masks (seeded) and no dropout, loss and gradients equal those of every
+    # row encoded at the batch's full width.
+    generator = torch.Generator().manual_seed(1)
+    lengths = torch.randint(2, 11, (12,), generator=generator)
+    items = torch.randint(1, NUM_ITEMS + 1, (12, 10), generator=generator) * (torch.arange(10) < lengths[:, None])
+    targets = torch.roll(items, -1, dims=1) * (torch.arange(10) < (lengths - 1)[:, None])
+    batch = Batch(items=items, lengths=lengths, targets=targets)
+    for mode in ("prefixes", "samples"):
+        bert4rec = model(training_input=mode, mask_ratio=0.5).eval()
+        torch.manual_seed(7)
+        loss = bert4rec.loss(batch)
+        loss.backward()
+        grouped_grads = [p.grad.clone() for p in bert4rec.parameters()]
+        bert4rec.zero_grad()
+        torch.manual_seed(7)  # the same masks
+        sequences = bert4rec.training_sequences(batch)
+        inputs, predicted = bert4rec.mask_items(sequences)
+        if mode == "prefixes":
+            predicted[:, 0] = False
+        hidden = bert4rec.encode(inputs)  # every row at the full width
+        reference = F.cross_entropy(bert4rec.item_logits(hidden[predicted]), sequences[predicted])
+        reference.backward()
+        assert len(set(lengths.tolist())) > 4 and predicted.sum() > 10  # the groups really differ in width
+        torch.testing.assert_close(loss, reference)
+        for mine, expected in zip(grouped_grads, (p.grad for p in bert4rec.parameters())):
+            torch.testing.assert_close(mine, expected, rtol=1e-4, atol=1e-6)
