@@ -135,13 +135,13 @@ class BERT4Rec(Method):
             # RecBole's masked-index list is padded with 0, and its loss weight is masked_index > 0,
             # so a masked first item stays masked in the input but is never predicted.
             predicted[:, 0] = False
+        if not predicted.any():  # possible on a tiny batch: no signal, but keep the graph connected
+            return self.encode(inputs).sum() * 0.0
         if self.config.training_input == "window":
             hidden = self.encode(inputs)  # (R, W, d)
             predicted_hidden, predicted_items = hidden[predicted], sequences[predicted]
         else:
             predicted_hidden, predicted_items = self.encode_samples(inputs, sequences, predicted)
-        if not predicted.any():  # possible on a tiny batch: no signal, but keep the graph connected
-            return predicted_hidden.sum() * 0.0
         return F.cross_entropy(self.item_logits(predicted_hidden), predicted_items)
 
     def encode_samples(

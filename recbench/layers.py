@@ -133,9 +133,9 @@ def length_groups(lengths: torch.Tensor, groups: int | None = None) -> list[torc
     gives the same outputs where padding is masked or held at zero, at a cost that follows each row's
     own length (the prefixes of a window are 1..W long: about half the work, less still where the cost
     is quadratic in the width). Concatenated, the groups are a permutation of the rows; its inverse
-    (``torch.argsort``) puts per-row results back in order."""
+    (``torch.argsort``) puts per-row results back in order. No rows: no groups."""
     order = torch.argsort(lengths, stable=True)
-    return list(order.tensor_split(max(1, min(groups or LENGTH_GROUPS, len(order)))))
+    return [group for group in order.tensor_split(min(groups or LENGTH_GROUPS, len(order)) or 1) if len(group)]
 
 
 UNISREC_FEATURE_WIDTH = 768
