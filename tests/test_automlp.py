@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from recbench import layers
 from recbench.data.dataset import build_dataset
 from recbench.method import Batch, DataSpec, SearchData, SearchOutcome
 from recbench.registry import get_method, resolve_config
@@ -177,7 +178,8 @@ def test_histories_are_right_aligned_and_cut_to_the_last_items() -> None:
 
 
 @pytest.mark.parametrize("name", ["automlp", "automlp-id"])
-def test_prefixes_represented_in_length_groups_equal_one_frame_as_wide_as_the_batch(name: str) -> None:
+def test_prefixes_represented_in_length_groups_equal_one_frame_as_wide_as_the_batch(name: str, monkeypatch) -> None:
+    monkeypatch.setattr(layers, "MIN_GROUP_ROWS", 1)  # groups of a few rows, so a small batch has several
     # Each group's frame is as wide as its longest prefix (capped at max_seq_length = 6; windows are
     # 9 wide): h and every weight's gradient equal those of all prefixes in one batch-wide frame.
     model = build(name, num_items=30, short_length=4).eval()

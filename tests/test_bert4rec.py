@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from recbench import layers
 from recbench.layers import length_groups
 from recbench.method import Batch, DataSpec
 from recbench.registry import get_method, resolve_config
@@ -138,7 +139,8 @@ def test_recbole_s_prefix_rows_never_predict_a_masked_first_item_the_other_modes
             torch.testing.assert_close(loss, with_first)
 
 
-def test_sample_rows_encoded_in_length_groups_give_the_loss_and_gradients_of_one_full_width_frame() -> None:
+def test_sample_rows_encoded_in_length_groups_give_the_loss_and_gradients_of_one_full_width_frame(monkeypatch) -> None:
+    monkeypatch.setattr(layers, "MIN_GROUP_ROWS", 1)  # groups of a few rows, so a small batch has several
     # "prefixes" and "samples" rows are encoded in groups of similar length, each only as wide as its
     # longest row; with the same masks (seeded) and no dropout, loss and gradients equal those of every
     # row encoded at the batch's full width.
@@ -168,12 +170,15 @@ def test_sample_rows_encoded_in_length_groups_give_the_loss_and_gradients_of_one
             torch.testing.assert_close(mine, expected, rtol=1e-4, atol=1e-6)
 
 
-def test_length_groups_cut_the_rows_sorted_by_length_into_at_most_the_set_number_of_groups() -> None:
+def test_length_groups_cut_the_rows_sorted_by_length_into_at_most_the_set_number_of_groups(monkeypatch) -> None:
     lengths = torch.tensor([5, 1, 3, 3, 9, 2, 7, 1, 4, 6])
+    assert len(length_groups(lengths)) == 1  # fewer than MIN_GROUP_ROWS rows a group: one group
+    monkeypatch.setattr(layers, "MIN_GROUP_ROWS", 2)
     groups = length_groups(lengths, groups=4)
     assert len(groups) == 4 and all(len(group) for group in groups)
     order = torch.cat(groups)
     assert sorted(order.tolist()) == list(range(10))  # a permutation of the rows
     assert (lengths[order][1:] >= lengths[order][:-1]).all()  # sorted by length
+    monkeypatch.setattr(layers, "MIN_GROUP_ROWS", 1)
     assert len(length_groups(lengths, groups=50)) == 10  # never more groups than rows
     assert length_groups(torch.tensor([], dtype=torch.long)) == []
