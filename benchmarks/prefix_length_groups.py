@@ -74,9 +74,11 @@ def main() -> None:
             batch = windows(shape, args.targets, args.items, torch.Generator().manual_seed(0))
             one = step_seconds(name, batch, 1, args.items, args.repeats)
             grouped = step_seconds(name, batch, default_groups, args.items, args.repeats)
+            rows = int((batch.targets > 0).sum())
+            groups = len(layers.length_groups(torch.zeros(rows), default_groups))  # MIN_GROUP_ROWS may cap it
             print(
-                f"{name:10s} {shape:5s} windows ({int((batch.targets > 0).sum())} targets): one frame {one:.3f} s, "
-                f"{default_groups} length groups {grouped:.3f} s, {one / grouped:.2f}x",
+                f"{name:10s} {shape:5s} windows ({rows} targets): one frame {one:.3f} s, "
+                f"{groups} length groups {grouped:.3f} s, {one / grouped:.2f}x",
                 flush=True,
             )
 
