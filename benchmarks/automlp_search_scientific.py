@@ -3,7 +3,7 @@
 Runs only the architecture search (not the final training) of ``automlp`` for each seed, exactly as a
 ``recbench train automlp`` run starts (:func:`recbench.runs.experiment.architecture_search`), and prints
 per seed the chosen short-term length k, the search's seconds, softmax(alpha) at the start and at the
-end with the margin between the two largest weights, and the alpha trajectory in a few points. A
+end with the margin between the two largest weights, and every point of the alpha trajectory. A
 decisive search is one whose final margin is large and whose k does not change with the seed.
 
 Imports UniSRec's Scientific files (default ``../shared/data/amazon2018-unisrec/Scientific``, never
@@ -49,16 +49,21 @@ def main() -> None:
     dataset = load_dataset("scientific")
     entry = get_method(args.method)
     config = resolve_config(entry, parse_assignments(args.overrides))
-    print(f"{args.method} on scientific {dataset.counts}: {config.search_steps} search steps")
+    warmup = f" after {config.search_warmup_steps} weight-only warm-up steps" if config.search_warmup_steps else ""
+    print(f"{args.method} on scientific {dataset.counts}: {config.search_steps} search steps{warmup}")
     for seed in (int(s) for s in args.seeds.split(",")):
         search = architecture_search(entry, config, dataset, run=None, seed=seed, device="cpu", reuse=False)
         details = search["details"]
         candidates = details["lengths"]
         trajectory = details["trajectory"]
         print(f"seed {seed}: k = {search['config_updates']['short_length']} in {details['seconds']:.0f} s")
-        shown = trajectory[:: max(1, len(trajectory) // 4)]
-        for point in shown + ([trajectory[-1]] if shown[-1] is not trajectory[-1] else []):
-            print(f"  step {point['step']:>4} ({point['epochs']:.2f} epochs): {describe(point['weights'], candidates)}")
+        for point in trajectory:
+            phase = " (warm-up)" if point.get("warmup") else ""
+            losses = "".join(f", {name} {point[name]:.4f}" for name in ("train_loss", "valid_loss") if name in point)
+            print(
+                f"  step {point['step']:>4}{phase} ({point['epochs']:.2f} epochs): "
+                f"{describe(point['weights'], candidates)}{losses}"
+            )
 
 
 if __name__ == "__main__":

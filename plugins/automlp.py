@@ -66,6 +66,10 @@ Choices where the document is silent:
   was within 0.03 of uniform and the chosen k changed with the seed. On large datasets the
   supernet sees a subsample (500 x 256 targets). The run records softmax(alpha) at 10 evenly
   spaced steps, with the mean losses between them and the final margin (first minus second weight).
+- ``search_warmup_steps`` (default 0, the search above) first trains the supernet's weights alone
+  for that many steps, alpha held uniform, as DARTS variants do against the early lead a candidate
+  gets from its first few weight steps (with the mixture weighting each candidate's gradient, the
+  leader trains faster and pulls further ahead).
 - The validation loss L_val is the training loss of each user's valid item after its valid history
   (the split early stopping uses), with its negatives drawn the same way.
 - ``loss = "ce"`` (full softmax over all N + 1 items, dot products) is kept as an option.
@@ -161,6 +165,9 @@ class AutoMLPConfig(MethodConfig):
     search_steps: StrictPositiveInt = 500
     """Steps of the bi-level search, each an alpha step on a validation batch and a weight step on a
     training batch (a fixed budget: its cost does not grow with the dataset)."""
+    search_warmup_steps: StrictNonNegativeInt = 0
+    """Weight-only steps on training batches before the bi-level search, alpha held where it starts
+    (uniform): every candidate's weights are trained before alpha compares them."""
     search_batch_targets: StrictPositiveInt = 256
     """Target positions per search step: training batches are the Trainer's cut to at most this many,
     validation batches hold this many users' valid items."""
@@ -482,9 +489,12 @@ class AutoMLPBase(Method):
         # Validation histories grouped by length, as the Trainer groups training windows: a random
         # group of 256 users is as wide as its longest history (often 50), which about doubled a step.
         valid_batches = cycle(by_length(data.valid_batches(), config.search_batch_targets, seed))
+        # Steps 1..warmup train W alone; the search proper follows. The trajectory's points and the
+        # kept states are at every `every` steps of either phase and at the end of each.
+        warmup, total = config.search_warmup_steps, config.search_warmup_steps + config.search_steps
         every = max(1, config.search_steps // SEARCH_RECORDS)
         trajectory = [{"step": 0, "epochs": 0.0, "weights": supernet.mixture()}]
-        losses: list[tuple[float, float]] = []
+        losses: list[tuple[float, float | None]] = []
         epochs, done = 0.0, 0
         state = data.load_state() if data.load_state is not None else None
         if state is not None:  # an interrupted search continues from the last step it kept
@@ -495,29 +505,41 @@ class AutoMLPBase(Method):
             started -= state["seconds"]
             for _ in range(done):  # the batches an uninterrupted search would use from here on
                 next(train_batches)
+            for _ in range(max(0, done - warmup)):  # only the search proper reads validation batches
                 next(valid_batches)
-        for step in range(done + 1, config.search_steps + 1):
+        for step in range(done + 1, total + 1):
             epochs, train = next(train_batches)
-            valid_loss, train_loss, grads = supernet.search_losses(train.to(device), next(valid_batches).to(device), xi)
-            arch_optimizer.zero_grad(set_to_none=True)
-            valid_loss.backward(inputs=[supernet.arch_weights])
-            arch_optimizer.step()
+            if step <= warmup:
+                train_loss = supernet(train.to(device))
+                grads = torch.autograd.grad(train_loss, weights, allow_unused=True)
+                valid_loss = None
+            else:
+                valid_loss, train_loss, grads = supernet.search_losses(
+                    train.to(device), next(valid_batches).to(device), xi
+                )
+                arch_optimizer.zero_grad(set_to_none=True)
+                valid_loss.backward(inputs=[supernet.arch_weights])
+                arch_optimizer.step()
             # The weight step reuses grad_W L_train of the unrolled step (taken at alpha before its step)
             # instead of a second forward and backward pass at the new alpha.
             for weight, grad in zip(weights, grads):
                 weight.grad = None if grad is None else grad.detach()
             weight_optimizer.step()
-            losses.append((float(train_loss.detach()), float(valid_loss.detach())))
-            if step % every == 0 or step == config.search_steps:
-                trajectory.append(
-                    {
-                        "step": step,
-                        "epochs": round(epochs, 3),
-                        "weights": supernet.mixture(),
-                        "train_loss": round(sum(t for t, _ in losses) / len(losses), 4),
-                        "valid_loss": round(sum(v for _, v in losses) / len(losses), 4),
-                    }
-                )
+            losses.append((float(train_loss.detach()), None if valid_loss is None else float(valid_loss.detach())))
+            phase_step = step if step <= warmup else step - warmup
+            if phase_step % every == 0 or step in (warmup, total):
+                point = {
+                    "step": step,
+                    "epochs": round(epochs, 3),
+                    "weights": supernet.mixture(),
+                    "train_loss": round(sum(t for t, _ in losses) / len(losses), 4),
+                }
+                valid = [v for _, v in losses if v is not None]
+                if valid:
+                    point["valid_loss"] = round(sum(valid) / len(valid), 4)
+                if step <= warmup:
+                    point["warmup"] = True
+                trajectory.append(point)
                 losses = []
                 if data.save_state is not None:
                     data.save_state(
@@ -540,6 +562,7 @@ class AutoMLPBase(Method):
             "lengths": supernet.short_lengths,
             "trajectory": trajectory,
             "steps": config.search_steps,
+            "warmup_steps": warmup,
             "epochs": round(epochs, 3),
             "seconds": time.perf_counter() - started,
             **({"resumed_at_step": done} if done else {}),

@@ -122,6 +122,32 @@ def test_search_records_the_softmax_alpha_trajectory() -> None:
     assert trajectory[1]["weights"] != trajectory[-1]["weights"]  # alpha moved
 
 
+def test_a_search_warmup_trains_the_weights_alone_then_searches() -> None:
+    outcome = lagged_search(2, [1, 2, 4], search_warmup_steps=6, search_steps=10)
+    details = outcome.details
+    trajectory = details["trajectory"]
+    assert details["warmup_steps"] == 6 and details["steps"] == 10
+    # warm-up points every 10 // 10 = 1 step, flagged, alpha untouched (uniform), no validation loss
+    warmup = [point for point in trajectory[1:] if point.get("warmup")]
+    assert [point["step"] for point in warmup] == list(range(1, 7))
+    for point in warmup:
+        assert point["weights"] == pytest.approx([1 / 3] * 3, abs=1e-4) and "valid_loss" not in point
+        assert np.isfinite(point["train_loss"])
+    search = trajectory[1 + len(warmup) :]
+    assert [point["step"] for point in search] == list(range(7, 17))
+    assert all(np.isfinite(point["valid_loss"]) for point in search)
+    assert search[-1]["weights"] != trajectory[0]["weights"]  # alpha moves once the search proper starts
+    # the weights did train during the warm-up: its training loss fell
+    assert warmup[-1]["train_loss"] < warmup[0]["train_loss"]
+
+
+def test_without_warmup_the_search_is_unchanged() -> None:
+    plain = lagged_search(2, [1, 2, 4], search_steps=12)
+    explicit = lagged_search(2, [1, 2, 4], search_steps=12, search_warmup_steps=0)
+    assert plain.details["trajectory"] == explicit.details["trajectory"]
+    assert not any(point.get("warmup") for point in plain.details["trajectory"])
+
+
 def test_the_search_batches_are_the_trainers_cut_to_the_search_batch_size() -> None:
     batch = Batch(
         items=torch.tensor([[1, 2, 3], [4, 5, 0], [6, 0, 0], [7, 8, 9]]),
@@ -377,6 +403,25 @@ def test_an_interrupted_search_continues_from_its_kept_state_to_the_same_outcome
     # the last state holds the finished search: asked again, it answers without another step
     again = lagged_search(2, [1, 2, 4], hooks=(save, load), **settings)
     assert again.details["resumed_at_step"] == 20 and again.details["trajectory"] == uninterrupted.details["trajectory"]
+
+
+@pytest.mark.parametrize("dies_at", [3, 8])  # during the warm-up, during the search proper
+def test_a_search_interrupted_in_either_phase_continues_to_the_same_outcome(tmp_path: Path, dies_at: int) -> None:
+    settings = {"search_warmup_steps": 5, "search_steps": 10, "dropout_prob": 0.2}
+    uninterrupted = lagged_search(2, [1, 2, 4], **settings)
+    save, load = search_state_hooks(tmp_path / SEARCH_STATE_FILE)
+
+    def save_then_die(state: dict) -> None:
+        save(state)
+        if state["step"] == dies_at:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        lagged_search(2, [1, 2, 4], hooks=(save_then_die, load), **settings)
+    resumed = lagged_search(2, [1, 2, 4], hooks=(save, load), **settings)
+    assert resumed.details["resumed_at_step"] == dies_at
+    assert resumed.details["trajectory"] == uninterrupted.details["trajectory"]
+    assert resumed.config_updates == uninterrupted.config_updates
 
 
 def test_a_run_keeps_its_search_state_in_its_directory_and_a_restart_forgets_it(tmp_path: Path) -> None:
