@@ -40,9 +40,9 @@ features means; expect it to differ from the published FDSA numbers for that rea
 ``feature = "official_random"`` reproduces the official baseline instead: a frozen table 768 wide
 (their BERT features' width) drawn N(0, ``initializer_range``) with the model's other weights (a
 buffer in the state dict, so a saved model keeps it), in place of the text, for comparing with the
-published row. Measured on Scientific (seed 2020, full ranking; published R@10 / N@10 0.0899 / 0.0580):
-``official_random`` 0.0907 / 0.0600 (+0.9% / +3.4%), the item text (MiniLM) 0.0986 / 0.0628 (+9.6% /
-+8.2%): the published row is the random-feature model.
+published row. Measured on Scientific (3 seeds, full ranking; published R@10 / N@10 0.0899 / 0.0580):
+``official_random`` 0.0877 / 0.0590 (−2.4% / +1.7%), the item text (MiniLM) 0.0975 / 0.0623 (+8.4% /
++7.4%): the published row is the random-feature model.
 
 Deviations: RecBole materialises every training prefix as its own sample; both streams are causal,
 so one pass over a training window predicts every next item (same outputs, one dropout mask shared
