@@ -520,8 +520,8 @@ class AutoMLPBase(Method):
                 arch_optimizer.zero_grad(set_to_none=True)
                 valid_loss.backward(inputs=[supernet.arch_weights])
                 arch_optimizer.step()
-            # The weight step reuses grad_W L_train of the unrolled step (taken at alpha before its step)
-            # instead of a second forward and backward pass at the new alpha.
+            # In the search proper the weight step reuses grad_W L_train of the unrolled step (taken at
+            # alpha before its step) instead of a second forward and backward pass at the new alpha.
             for weight, grad in zip(weights, grads):
                 weight.grad = None if grad is None else grad.detach()
             weight_optimizer.step()
