@@ -33,8 +33,12 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from recbench.data.dataset import Dataset
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 INDEX = SHARED / "vqrec-official-codes" / "Scientific.OPQ32,IVF1,PQ32x8.strict.index"
@@ -95,7 +99,7 @@ def main() -> None:
         control(dataset, sub_dims=root.d // stored.codes.shape[1])
 
 
-def control(dataset: object, sub_dims: int) -> None:
+def control(dataset: Dataset, sub_dims: int) -> None:
     """Store the default MiniLM features decoded through an OPQ/PQ index of ``sub_dims`` dims a code."""
     import faiss
 
