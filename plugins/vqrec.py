@@ -76,7 +76,9 @@ Deviations:
   early epoch re-evaluate identically and the write continues what was validated.
 - The schedule phase is a state-dict buffer, so best-weights restore and resume see which table
   the weights belong to. Faiss seeds default to faiss's own (1234), configurable.
-- Training uses every prefix of a sequence in one causal pass, as the SASRec plugin. In
+- Training uses every prefix of a sequence in one causal pass, as the SASRec plugin, so the
+  prefixes of a window share one dropout draw; ``training_input = "samples"`` encodes each
+  (prefix, target) sample as its own row, as the official loader (same outputs without dropout). In
   pre-training a batch of windows so holds many samples of one sequence, which a batch of the
   official loader's shuffled samples almost never does: the user's other next items are dropped
   from each anchor's InfoNCE denominator (``pretrain_mask_same_sequence``; the own positive and
@@ -100,6 +102,7 @@ from recbench.layers import (
     TransformerEncoder,
     causal_mask,
     contrastive_logits,
+    encode_each_prefix,
     init_recbole_weights,
     recbole_transformer_parameters,
     same_row_mask,
@@ -166,6 +169,11 @@ class VQRecConfig(TransferConfig, TransformerConfig, ItemCodesConfig):
     official trainer always does (from scratch too, so a random transformer); False trains them."""
     fake_idx_ratio: Probability = 0.75
     """Probability of replacing each code of the positive in its semi-synthetic negative."""
+    training_input: Literal["window", "samples"] = "window"
+    """How training (fine-tuning and pre-training) encodes its (prefix, target) samples: window
+    (every prefix of a window in one causal pass, so the prefixes share one dropout draw) or
+    samples (each prefix its own row with its own draw, as the official RecBole loader; the same
+    outputs without dropout, several times the work)."""
     pretrain_mask_same_sequence: StrictBool = True
     """Pre-training: drop the batch's other samples of an anchor's own sequence (its user's other
     next items) from the InfoNCE denominator, as the official loader's shuffled single samples
@@ -429,14 +437,21 @@ class VQRec(Method):
         hidden = self.dropout(self.norm(hidden))
         return self.encoder(hidden, causal_mask(items), query_index=last)
 
+    def sample_outputs(self, batch: Batch, table: torch.Tensor) -> torch.Tensor:
+        """(T, d) outputs at the batch's (prefix, target) samples, in the order of ``targets > 0``."""
+        if self.config.training_input == "samples":
+            return encode_each_prefix(
+                lambda rows, last: self.encode(rows, table, last=last), batch.items, batch.targets
+            )
+        return self.encode(batch.items, table)[batch.targets > 0]
+
     # --- fine-tuning ------------------------------------------------------------------------
     def loss(self, batch: Batch) -> torch.Tensor:
         table = self.code_table()
-        hidden = self.encode(batch.items, table)  # (B, L, d)
-        has_target = batch.targets > 0
+        hidden = self.sample_outputs(batch, table)  # (T, d)
         items = F.normalize(self.embed(self.codes, table), dim=-1)  # (N + 1, d), padding row included
-        logits = F.normalize(hidden[has_target], dim=-1) @ items.T / self.config.temperature  # (T, N + 1)
-        return F.cross_entropy(logits, batch.targets[has_target])
+        logits = F.normalize(hidden, dim=-1) @ items.T / self.config.temperature  # (T, N + 1)
+        return F.cross_entropy(logits, batch.targets[batch.targets > 0])
 
     def query_and_items(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         table, items = self.once_per_pass("tables", self.scoring_tables)
@@ -511,10 +526,8 @@ class VQRec(Method):
     def pretrain_loss(self, batch: Batch) -> torch.Tensor:
         """Seq-item InfoNCE over every target position with in-batch and semi-synthetic negatives."""
         table = self.code_table()
-        hidden = self.encode(batch.items, table)  # (B, L, d)
-        has_target = batch.targets > 0
-        sequences = F.normalize(hidden[has_target], dim=-1)  # (T, d)
-        targets = batch.targets[has_target]  # (T,)
+        sequences = F.normalize(self.sample_outputs(batch, table), dim=-1)  # (T, d)
+        targets = batch.targets[batch.targets > 0]  # (T,)
         target_codes = self.codes[targets]  # (T, M)
         positives = F.normalize(self.embed(target_codes, table), dim=-1)  # (T, d)
         same_row = same_row_mask(target_rows(batch.targets)) if self.config.pretrain_mask_same_sequence else None

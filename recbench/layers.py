@@ -7,6 +7,7 @@ N(0, 0.02), post-LN, GELU, and *no* dropout between the two feed-forward layers.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import torch
@@ -142,6 +143,28 @@ def length_groups(lengths: torch.Tensor, groups: int | None = None) -> list[torc
     order = torch.argsort(lengths, stable=True)
     count = min(groups or LENGTH_GROUPS, len(order) // MIN_GROUP_ROWS) or 1
     return [group for group in order.tensor_split(count) if len(group)]
+
+
+def encode_each_prefix(
+    encode_last: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], items: torch.Tensor, targets: torch.Tensor
+) -> torch.Tensor:
+    """(T, d) outputs of a training batch's (prefix, target) samples, each prefix encoded as its own row.
+
+    A causal model encodes every prefix of a window in one pass, and its prefixes then share one
+    dropout draw; RecBole's loader gives each sample its own row and so its own draw. Here sample
+    ``(b, t)`` (a position with ``targets[b, t] > 0``) is the row ``items[b, : t + 1]``, zero after
+    it, and ``encode_last(rows, last)`` returns each row's output at ``last`` ((R, W), (R,) ->
+    (R, d)). Rows are encoded in :func:`length_groups`, each frame as wide as its longest row. The
+    result is in the row-major order of ``targets > 0``, the order of ``hidden[targets > 0]``, so a
+    loss written for the one-pass outputs takes these unchanged; without dropout they are equal."""
+    rows, ends = (targets > 0).nonzero(as_tuple=True)
+    groups = length_groups(ends + 1)
+    parts = []
+    for group in groups:
+        width = int(ends[group].max()) + 1
+        kept = torch.arange(width, device=items.device) <= ends[group, None]
+        parts.append(encode_last(items[rows[group], :width] * kept, ends[group]))
+    return torch.cat(parts)[torch.argsort(torch.cat(groups))]
 
 
 UNISREC_FEATURE_WIDTH = 768

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import recbench_plugins.vqrec as vqrec
+from recbench import layers
 from recbench.method import Batch, DataSpec
 from recbench_plugins.vqrec import (
     ASSIGNING,
@@ -226,6 +227,59 @@ def test_pretrain_loss_equals_a_brute_force_infonce(monkeypatch: pytest.MonkeyPa
         fake = math.exp(float(sequence @ fakes[i]) / tau)
         losses.append(-math.log(positive / (negatives + fake)))
     assert loss == pytest.approx(sum(losses) / len(losses), rel=1e-5)
+
+
+def test_samples_input_encodes_each_prefix_alone_and_matches_one_pass_without_dropout(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``training_input = "samples"`` hands the encoder each (prefix, target) sample as its own row
+    (the prefix, zero after it); with dropout off its losses and gradients equal the one-pass ones."""
+    monkeypatch.setattr(layers, "MIN_GROUP_ROWS", 3)  # 3 groups of 3 on this batch, one of mixed length
+    batch = training_batch()
+    encoded_rows: list[torch.Tensor] = []
+    for phase in (ASSIGNING, REASSIGNED):
+        results = {}
+        for mode in ("window", "samples"):
+            model = build(training_input=mode).eval()
+            model.phase.fill_(phase)
+            if mode == "samples":
+                original = model.encode
+
+                def recording(items: torch.Tensor, table: torch.Tensor, last=None, original=original) -> torch.Tensor:
+                    encoded_rows.extend(row[: int(end) + 1] for row, end in zip(items, last))
+                    assert all(not row[int(end) + 1 :].any() for row, end in zip(items, last))
+                    return original(items, table, last=last)
+
+                monkeypatch.setattr(model, "encode", recording)
+            torch.manual_seed(3)  # the same semi-synthetic negatives in both modes
+            loss = model.loss(batch) + model.pretrain_loss(batch)
+            loss.backward()
+            results[mode] = (
+                loss.detach(),
+                {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None},
+            )
+        torch.testing.assert_close(results["samples"][0], results["window"][0])
+        assert results["samples"][1].keys() == results["window"][1].keys()
+        for name, grad in results["window"][1].items():
+            torch.testing.assert_close(results["samples"][1][name], grad, rtol=1e-4, atol=1e-6)
+    # two phases, each encoding the samples for the fine-tuning and the pre-training loss
+    expected = [tuple(batch.items[b, : t + 1].tolist()) for b, t in (batch.targets > 0).nonzero().tolist()] * 4
+    assert sorted(tuple(row.tolist()) for row in encoded_rows) == sorted(expected)
+
+
+def test_samples_input_draws_dropout_per_sample() -> None:
+    """In training mode a window's prefixes no longer share a dropout draw: the output of the shorter
+    prefix differs from the one-pass output at the same position."""
+    model = build(training_input="samples", hidden_dropout_prob=0.5).train()
+    items = torch.tensor([[1, 2, 3, 4]])
+    targets = torch.tensor([[2, 3, 4, 5]])
+    table = model.code_table()
+    torch.manual_seed(0)
+    one_pass = model.encode(items, table)[0]
+    torch.manual_seed(0)
+    own_rows = layers.encode_each_prefix(lambda rows, last: model.encode(rows, table, last=last), items, targets)
+    assert own_rows.shape == one_pass.shape
+    assert not torch.allclose(own_rows, one_pass)
 
 
 # --- (e) the fine-tuning schedule --------------------------------------------------------------
