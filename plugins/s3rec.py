@@ -59,6 +59,10 @@ Deviations:
   the concatenation holds each prefix once (both codes: the same).
 - Random draws use torch's generator on the batch's device (vectorised), not Python's ``random``.
 - Fine-tuning trains every prefix of a window in one causal pass (as recbench's SASRec).
+- Pre-training rows are encoded in groups of similar length, each frame only as wide as its
+  longest row (the same outputs at every real position: padding keys are masked out and the
+  position ids are those of the full left-padded frame). Dropout is drawn over the narrower
+  frames, so a run does not repeat a full-width run's draws bit for bit.
 """
 
 from __future__ import annotations
@@ -76,6 +80,7 @@ from recbench.layers import (
     bidirectional_mask,
     causal_mask,
     init_recbole_weights,
+    length_groups,
     use_official_random_features,
 )
 from recbench.method import (
@@ -176,6 +181,26 @@ class S3Rec(Method):
         mask = bidirectional_mask(items) if bidirectional else causal_mask(items)
         return self.encoder(hidden, mask, query_index=last)
 
+    def encode_left_padded(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(P, W) left-padded pre-training rows -> (P, W, d) bidirectional outputs (0 at padding).
+
+        The same outputs as ``encode(tokens, bidirectional=True)`` at every real position, at a
+        cost that follows each row's own length: rows are encoded in groups of similar length
+        (``length_groups``), each in a frame only as wide as its longest row, cut from the right of
+        the W columns with the position ids those columns have; padding keys are masked out of the
+        attention either way. Pre-training rows are single samples, most far shorter than W."""
+        width = tokens.shape[1]
+        lengths = (tokens > 0).sum(dim=1)
+        groups = length_groups(lengths)
+        parts = []
+        for group in groups:
+            frame = int(lengths[group].max())
+            cut = tokens[group, width - frame :]
+            positions = torch.arange(width - frame, width, device=tokens.device)
+            hidden = self.dropout(self.norm(self.item_embedding(cut) + self.position_embedding(positions)))
+            parts.append(F.pad(self.encoder(hidden, bidirectional_mask(cut)), (0, 0, width - frame, 0)))
+        return torch.cat(parts)[torch.argsort(torch.cat(groups))]
+
     # --- fine-tuning ---------------------------------------------------------------------
     def loss(self, batch: Batch) -> torch.Tensor:
         hidden = self.encode(batch.items)  # (B, L, d)
@@ -258,7 +283,7 @@ class S3Rec(Method):
         masked = real & (torch.rand(sequences.shape, device=sequences.device) < self.config.mask_ratio)
         inputs = torch.where(masked, torch.full_like(sequences, self.mask_token), sequences)
         negatives = self.negative_items(sequences)
-        hidden = self.encode(inputs, bidirectional=True)  # (P, W, d)
+        hidden = self.encode_left_padded(inputs)  # (P, W, d)
         attributes = self.attribute_table()  # (N + 1, d)
         targets = sequences if self.config.attribute_targets == "aligned" else self.right_padded_prefixes(batch)
 
@@ -274,7 +299,7 @@ class S3Rec(Method):
         def segment_loss() -> torch.Tensor:
             context, positive, negative = self.segments(sequences)
             count = len(sequences)
-            outputs = self.encode(torch.cat([context, positive, negative]), bidirectional=True)[:, -1]  # (3P, d)
+            outputs = self.encode_left_padded(torch.cat([context, positive, negative]))[:, -1]  # (3P, d)
             return pairwise(self.sp_norm(outputs[:count]), outputs[count : 2 * count], outputs[2 * count :])
 
         losses = {}

@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from recbench import layers
 from recbench.compare import takes_sources
 from recbench.errors import RecbenchError
 from recbench.method import Batch, DataSpec
@@ -83,7 +84,13 @@ def test_negative_items_are_never_in_their_prefix() -> None:
     assert not (negatives[:, :, None] == sequences[:, None, :]).any()
 
 
-def test_the_four_losses_are_recbole_s_sums_with_the_item_s_text_as_its_attribute() -> None:
+@pytest.mark.parametrize("min_group_rows", [128, 1])  # one length group; several of different widths
+def test_the_four_losses_are_recbole_s_sums_with_the_item_s_text_as_its_attribute(
+    monkeypatch: pytest.MonkeyPatch, min_group_rows: int
+) -> None:
+    # The losses encode in frames narrower than max_seq_length (10 here, rows of 1..4 items); the hand
+    # computation below encodes every row at the full width.
+    monkeypatch.setattr(layers, "MIN_GROUP_ROWS", min_group_rows)
     s3rec = model(**NO_DROPOUT).eval()
     batch = window()
     torch.manual_seed(4)
