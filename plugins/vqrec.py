@@ -78,7 +78,8 @@ Deviations:
   the weights belong to. Faiss seeds default to faiss's own (1234), configurable.
 - Training uses every prefix of a sequence in one causal pass, as the SASRec plugin, so the
   prefixes of a window share one dropout draw; ``training_input = "samples"`` encodes each
-  (prefix, target) sample as its own row, as the official loader (same outputs without dropout). In
+  (prefix, target) sample as its own row, as the official loader (same outputs without dropout; from
+  scratch on Scientific, 3 seeds, no better: docs/reproduction.md). In
   pre-training a batch of windows so holds many samples of one sequence, which a batch of the
   official loader's shuffled samples almost never does: the user's other next items are dropped
   from each anchor's InfoNCE denominator (``pretrain_mask_same_sequence``; the own positive and
