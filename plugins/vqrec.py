@@ -174,7 +174,7 @@ class VQRecConfig(TransferConfig, TransformerConfig, ItemCodesConfig):
     """How training (fine-tuning and pre-training) encodes its (prefix, target) samples: window
     (every prefix of a window in one causal pass, so the prefixes share one dropout draw) or
     samples (each prefix its own row with its own draw, as the official RecBole loader; the same
-    outputs without dropout, several times the work)."""
+    outputs without dropout; on Scientific about twice the time per epoch)."""
     pretrain_mask_same_sequence: StrictBool = True
     """Pre-training: drop the batch's other samples of an anchor's own sequence (its user's other
     next items) from the InfoNCE denominator, as the official loader's shuffled single samples

@@ -268,8 +268,8 @@ def test_samples_input_encodes_each_prefix_alone_and_matches_one_pass_without_dr
 
 
 def test_samples_input_draws_dropout_per_sample() -> None:
-    """In training mode a window's prefixes no longer share a dropout draw: the output of the shorter
-    prefix differs from the one-pass output at the same position."""
+    """In training mode a window's prefixes no longer share a dropout draw: from the same generator
+    state, the per-sample outputs are not the one-pass outputs (a shared draw would make them equal)."""
     model = build(training_input="samples", hidden_dropout_prob=0.5).train()
     items = torch.tensor([[1, 2, 3, 4]])
     targets = torch.tensor([[2, 3, 4, 5]])
