@@ -112,7 +112,7 @@ from pydantic import Field, model_validator
 from torch import nn
 from torch.func import functional_call
 
-from recbench.layers import init_recbole_weights, length_groups
+from recbench.layers import by_length_groups, init_recbole_weights
 from recbench.method import (
     Batch,
     ConfigRuleError,
@@ -391,12 +391,9 @@ class AutoMLPBase(Method):
         as wide as its longest prefix, not the batch's: padding is zero after every sub-layer and the
         mixers skip the weights only padding meets, so a narrower frame gives the same h."""
         lengths = (ends + 1).clamp(max=min(items.shape[1], self.horizon))
-        groups = length_groups(lengths)
-        parts = [
-            self.represent(right_aligned(items, rows[group], ends[group], int(lengths[group].max())))
-            for group in groups
-        ]
-        return torch.cat(parts)[torch.argsort(torch.cat(groups))]
+        return by_length_groups(
+            lengths, lambda group, width: self.represent(right_aligned(items, rows[group], ends[group], width))
+        )
 
     def prefix_representations(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         """h of every target position's prefix (one row each, in ``nonzero`` order) and its target."""

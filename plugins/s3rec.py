@@ -78,9 +78,9 @@ from recbench.layers import (
     UNISREC_FEATURE_WIDTH,
     TransformerEncoder,
     bidirectional_mask,
+    by_length_groups,
     causal_mask,
     init_recbole_weights,
-    length_groups,
     use_official_random_features,
 )
 from recbench.method import (
@@ -190,16 +190,14 @@ class S3Rec(Method):
         the W columns with the position ids those columns have; padding keys are masked out of the
         attention either way. Pre-training rows are single samples, most far shorter than W."""
         width = tokens.shape[1]
-        lengths = (tokens > 0).sum(dim=1)
-        groups = length_groups(lengths)
-        parts = []
-        for group in groups:
-            frame = int(lengths[group].max())
+
+        def encode_group(group: torch.Tensor, frame: int) -> torch.Tensor:
             cut = tokens[group, width - frame :]
             positions = torch.arange(width - frame, width, device=tokens.device)
             hidden = self.dropout(self.norm(self.item_embedding(cut) + self.position_embedding(positions)))
-            parts.append(F.pad(self.encoder(hidden, bidirectional_mask(cut)), (0, 0, width - frame, 0)))
-        return torch.cat(parts)[torch.argsort(torch.cat(groups))]
+            return F.pad(self.encoder(hidden, bidirectional_mask(cut)), (0, 0, width - frame, 0))
+
+        return by_length_groups((tokens > 0).sum(dim=1), encode_group)
 
     # --- fine-tuning ---------------------------------------------------------------------
     def loss(self, batch: Batch) -> torch.Tensor:

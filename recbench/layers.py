@@ -145,6 +145,15 @@ def length_groups(lengths: torch.Tensor, groups: int | None = None) -> list[torc
     return [group for group in order.tensor_split(count) if len(group)]
 
 
+def by_length_groups(lengths: torch.Tensor, encode_group: Callable[[torch.Tensor, int], torch.Tensor]) -> torch.Tensor:
+    """Per-row results of ``encode_group(group, width)`` over the :func:`length_groups` of
+    ``lengths`` (R,), back in row order: ``group`` holds a group's row indices and ``width`` its
+    longest length, the frame it can be encoded in; each call returns one result per row of its group."""
+    groups = length_groups(lengths)
+    parts = [encode_group(group, int(lengths[group].max())) for group in groups]
+    return torch.cat(parts)[torch.argsort(torch.cat(groups))]
+
+
 def encode_each_prefix(
     encode_last: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], items: torch.Tensor, targets: torch.Tensor
 ) -> torch.Tensor:
@@ -158,13 +167,12 @@ def encode_each_prefix(
     result is in the row-major order of ``targets > 0``, the order of ``hidden[targets > 0]``, so a
     loss written for the one-pass outputs takes these unchanged; without dropout they are equal."""
     rows, ends = (targets > 0).nonzero(as_tuple=True)
-    groups = length_groups(ends + 1)
-    parts = []
-    for group in groups:
-        width = int(ends[group].max()) + 1
+
+    def encode_group(group: torch.Tensor, width: int) -> torch.Tensor:
         kept = torch.arange(width, device=items.device) <= ends[group, None]
-        parts.append(encode_last(items[rows[group], :width] * kept, ends[group]))
-    return torch.cat(parts)[torch.argsort(torch.cat(groups))]
+        return encode_last(items[rows[group], :width] * kept, ends[group])
+
+    return by_length_groups(ends + 1, encode_group)
 
 
 UNISREC_FEATURE_WIDTH = 768
