@@ -32,16 +32,21 @@ tenth: 8 s instead of about 100 s per epoch on Scientific on one CPU thread).
 ``training_input="samples"`` makes every (prefix, target) sample the row prefix + target, i.e.
 T[:2], ..., T[:n]: RecBole's rows shifted by one (the last training item used, the one-item row
 dropped), as many rows as target positions. ``training_input="prefixes"`` reproduces RecBole's
-rows T[:1], ..., T[:-1] exactly. Both encode their rows in groups of similar length, each group only
-as wide as its longest row (the same outputs): one training step of ``prefixes`` is 2.0x faster on
-51-item windows and 2.4x on windows of 2..12 items than at the batch's full width
+rows T[:1], ..., T[:-1] exactly, cut from recbench's windows, so a batch holds all the rows of the
+windows it packs. ``training_input="shuffled_prefixes"`` trains the same rows as RecBole's loader
+batches them: the Trainer gives one (prefix, target) sample per row, ``train_batch_targets`` samples
+a batch in random order over the whole epoch (``TrainingWindows(samples=True)``), and the prefix of
+a target late in a long history is its 50 preceding items, not the rest of its window. The three
+per-sample modes encode their rows in groups of similar length, each group only as wide as its
+longest row (the same outputs): one training step of ``prefixes`` is 2.0x faster on 51-item windows
+and 2.4x on windows of 2..12 items than at the batch's full width
 (``benchmarks/prefix_length_groups.py``, one thread).
 
 RecBole pads its list of masked indices with 0 and weighs the loss by ``masked_index > 0``, so a
 masked *first* position stays masked in the input but is left out of the loss;
-``training_input="prefixes"`` does the same. Deviation: the "window" and "samples" modes predict a
-masked first position like any other. A batch with
-no masked item at all gives a zero loss (RecBole divides by zero). Only the CE loss is offered.
+``training_input="prefixes"`` and ``"shuffled_prefixes"`` do the same. Deviation: the "window" and
+"samples" modes predict a masked first position like any other. A batch with no masked item at all
+gives a zero loss (RecBole divides by zero). Only the CE loss is offered.
 """
 
 from __future__ import annotations
@@ -65,9 +70,10 @@ class BERT4RecConfig(TransformerConfig):
     """Width of item/position embeddings and transformer layers."""
     mask_ratio: Probability = 0.2
     """Probability that each non-padding training item is replaced by the mask token."""
-    training_input: Literal["window", "samples", "prefixes"] = "window"
+    training_input: Literal["window", "samples", "prefixes", "shuffled_prefixes"] = "window"
     """Rows to mask: each training window once, or every (prefix, target) sample with its target,
-    or its prefix only (RecBole)."""
+    or its prefix only (RecBole's rows), cut from the batch's windows or, with shuffled_prefixes,
+    one sample per row in batches shuffled across the epoch (RecBole's loader)."""
 
     @model_validator(mode="after")
     def _some_mask_is_predicted(self) -> BERT4RecConfig:
@@ -98,6 +104,15 @@ class BERT4Rec(Method):
         self.encoder = TransformerEncoder.from_config(config, config.hidden_size)
         self.apply(lambda module: init_recbole_weights(module, config.initializer_range))
 
+    @property
+    def trains_on_samples(self) -> bool:
+        return self.config.training_input == "shuffled_prefixes"
+
+    @property
+    def rows_are_prefixes(self) -> bool:
+        """True if a row is a sample's prefix without its target (RecBole's item_seq)."""
+        return self.config.training_input in ("prefixes", "shuffled_prefixes")
+
     def encode(self, tokens: torch.Tensor, query: torch.Tensor | None = None) -> torch.Tensor:
         """(B, W) token ids (items, mask tokens, 0 padding) -> (B, W, d); with ``query`` (B,) -> (B, d)."""
         positions = torch.arange(tokens.shape[1], device=tokens.device)
@@ -116,7 +131,7 @@ class BERT4Rec(Method):
         if self.config.training_input == "window":
             return windows
         rows, ends = (batch.targets > 0).nonzero(as_tuple=True)  # one row per (prefix, target) sample
-        if self.config.training_input == "prefixes":  # RecBole: the prefix items[: t + 1] without its target
+        if self.rows_are_prefixes:  # RecBole: the prefix items[: t + 1] without its target
             return batch.items[rows] * (torch.arange(batch.items.shape[1], device=batch.items.device) <= ends[:, None])
         return windows[rows] * (torch.arange(windows.shape[1], device=windows.device) <= ends[:, None] + 1)
 
@@ -131,7 +146,7 @@ class BERT4Rec(Method):
     def loss(self, batch: Batch) -> torch.Tensor:
         sequences = self.training_sequences(batch)  # (R, W)
         inputs, predicted = self.mask_items(sequences)
-        if self.config.training_input == "prefixes":
+        if self.rows_are_prefixes:
             # RecBole's masked-index list is padded with 0, and its loss weight is masked_index > 0,
             # so a masked first item stays masked in the input but is never predicted.
             predicted[:, 0] = False

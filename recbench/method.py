@@ -342,6 +342,13 @@ class Method(nn.Module, ABC):
         self.spec = spec
         self._pass_cache: dict[str, Any] | None = None
 
+    @property
+    def trains_on_samples(self) -> bool:
+        """True if the Trainer's batches should hold one (prefix, target) sample per row, shuffled
+        across the epoch as RecBole's training loader builds them (``TrainingWindows(samples=True)``:
+        only a row's last position has a target), instead of whole windows."""
+        return False
+
     @contextmanager
     def scoring_pass(self) -> Iterator[None]:
         """One evaluation pass over all users (the Evaluator opens it; weights do not change inside)."""

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -9,8 +12,10 @@ from recbench import layers
 from recbench.layers import length_groups
 from recbench.method import Batch, DataSpec
 from recbench.registry import get_method, resolve_config
-from recbench.runs.trainer import seed_everything
+from recbench.runs.record import RunRecord
+from recbench.runs.trainer import Trainer, seed_everything
 from recbench_plugins.bert4rec import BERT4Rec
+from tests.conftest import make_cyclic_dataset
 
 NUM_ITEMS = 20
 
@@ -73,6 +78,24 @@ def test_training_rows_are_the_samples_with_their_targets() -> None:
     assert rows["samples"] == [[3, 5, 0, 0], [3, 5, 7, 0], [3, 5, 7, 9], [4, 6, 0, 0], [4, 6, 8, 0]]
     assert rows["prefixes"] == [[3, 0, 0], [3, 5, 0], [3, 5, 7], [4, 0, 0], [4, 6, 0]]  # RecBole's item_seq
     assert rows["window"] == [[3, 5, 7, 9], [4, 6, 8, 0]]
+
+
+def test_shuffled_prefixes_train_recboles_rows_from_the_trainers_sample_rows(tmp_path: Path) -> None:
+    """``shuffled_prefixes`` makes the Trainer batch one (prefix, target) sample per row; each such row
+    is masked whole (its target, the only one, is not an input), exactly as ``prefixes`` reads it."""
+    dataset = make_cyclic_dataset(users=20, min_len=3, max_len=30)
+    shuffled = model(training_input="shuffled_prefixes")
+
+    def trainer_of(bert4rec: BERT4Rec) -> Trainer:
+        return Trainer(bert4rec, dataset, bert4rec.config, RunRecord(tmp_path), seed=0, show_progress=False)
+
+    trainer = trainer_of(shuffled)
+    assert trainer.windows.samples
+    assert not any(trainer_of(model(training_input=mode)).windows.samples for mode in ("window", "samples", "prefixes"))
+    batch = trainer.windows.batches(64, np.random.default_rng(0))[0]
+    rows = shuffled.training_sequences(batch)
+    assert torch.equal(rows, batch.items)  # every row is its sample's whole prefix, nothing cut
+    assert torch.equal(rows, model(training_input="prefixes").training_sequences(batch))
 
 
 def test_a_batch_without_any_masked_item_gives_a_zero_loss_with_gradients() -> None:

@@ -111,3 +111,29 @@ def test_batches_cover_every_target_once_within_the_size_limit(bucket_by_length:
     )
     assert pairs == expected
     assert all(int((b.targets > 0).sum()) <= 64 for b in batches)
+
+
+def test_sample_rows_are_recboles_training_rows_shuffled_across_users() -> None:
+    """``samples=True``: one row per training target, its input the (at most window) items before it,
+    the target at the row's last position only; batches of exactly the requested number of samples
+    (the last one smaller), rows of many users mixed in each, as RecBole's shuffled loader."""
+    dataset = make_cyclic_dataset(users=30, min_len=3, max_len=40)
+    window = 10
+    samples = TrainingWindows(*dataset.train_sequences(), window=window, samples=True)
+    batches = samples.batches(64, np.random.default_rng(4))
+    rows = []
+    for b in batches:
+        for r in range(b.size):
+            n = int(b.lengths[r])
+            assert b.targets[r, : n - 1].eq(0).all() and (b.targets[r, n:] == 0).all()
+            rows.append((int(b.users[r]), tuple(b.items[r, :n].tolist()), int(b.targets[r, n - 1])))
+    expected = []  # brute force: every (prefix, target) of each user's training part, prefix cut to `window`
+    for user in range(dataset.num_users):
+        training = dataset.sequence(user).tolist()[:-2]
+        for j in range(1, len(training)):
+            expected.append((user + 1, tuple(training[max(0, j - window) : j]), training[j]))
+    assert sorted(rows) == sorted(expected)
+    assert samples.num_targets == len(expected) == int((dataset.lengths - 3).sum())
+    sizes = sorted(b.size for b in batches)
+    assert sizes[1:] == [64] * (len(batches) - 1) and 0 < sizes[0] <= 64
+    assert min(len(set(b.users.tolist())) for b in batches if b.size == 64) > 10

@@ -169,7 +169,9 @@ class Trainer:
         self.seed = seed
         self.device = device
         self.show_progress = show_progress
-        self.windows = TrainingWindows(*dataset.train_sequences(), window=config.max_seq_length)
+        self.windows = TrainingWindows(
+            *dataset.train_sequences(), window=config.max_seq_length, samples=method.trains_on_samples
+        )
         self.validator = (
             None
             if pretrain
