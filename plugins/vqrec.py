@@ -79,7 +79,9 @@ Deviations:
 - Training uses every prefix of a sequence in one causal pass, as the SASRec plugin, so the
   prefixes of a window share one dropout draw; ``training_input = "samples"`` encodes each
   (prefix, target) sample as its own row, as the official loader (same outputs without dropout; from
-  scratch on Scientific, 3 seeds, no better: docs/reproduction.md). In
+  scratch on Scientific, 3 seeds, no better: docs/reproduction.md); ``training_input =
+  "shuffled_samples"`` also batches them as the official loader does, one sample a row, shuffled
+  across users over the epoch (the Trainer's sample rows), in fine-tuning and pre-training. In
   pre-training a batch of windows so holds many samples of one sequence, which a batch of the
   official loader's shuffled samples almost never does: the user's other next items are dropped
   from each anchor's InfoNCE denominator (``pretrain_mask_same_sequence``; the own positive and
@@ -170,11 +172,12 @@ class VQRecConfig(TransferConfig, TransformerConfig, ItemCodesConfig):
     official trainer always does (from scratch too, so a random transformer); False trains them."""
     fake_idx_ratio: Probability = 0.75
     """Probability of replacing each code of the positive in its semi-synthetic negative."""
-    training_input: Literal["window", "samples"] = "window"
+    training_input: Literal["window", "samples", "shuffled_samples"] = "window"
     """How training (fine-tuning and pre-training) encodes its (prefix, target) samples: window
-    (every prefix of a window in one causal pass, so the prefixes share one dropout draw) or
-    samples (each prefix its own row with its own draw, as the official RecBole loader; the same
-    outputs without dropout; on Scientific about twice the time per epoch)."""
+    (every prefix of a window in one causal pass, so the prefixes share one dropout draw), samples
+    (each prefix its own row with its own draw, as the official RecBole loader; the same outputs
+    without dropout; on Scientific about twice the time per epoch) or shuffled_samples (samples,
+    and batches of single samples shuffled across users, as that loader builds them)."""
     pretrain_mask_same_sequence: StrictBool = True
     """Pre-training: drop the batch's other samples of an anchor's own sequence (its user's other
     next items) from the InfoNCE denominator, as the official loader's shuffled single samples
@@ -385,6 +388,10 @@ class VQRec(Method):
         self.trans_matrix = nn.Parameter(torch.randn(config.code_dim, slots, slots))
         self.apply(lambda module: init_recbole_weights(module, config.initializer_range))
 
+    @property
+    def trains_on_samples(self) -> bool:
+        return self.config.training_input == "shuffled_samples"
+
     @classmethod
     def check_item_codes(cls, config: MethodConfig, codes: ItemCodes) -> None:
         """Imported codes must have ``code_dim`` codes per item, each of ``code_cap`` values."""
@@ -440,7 +447,7 @@ class VQRec(Method):
 
     def sample_outputs(self, batch: Batch, table: torch.Tensor) -> torch.Tensor:
         """(T, d) outputs at the batch's (prefix, target) samples, in the order of ``targets > 0``."""
-        if self.config.training_input == "samples":
+        if self.config.training_input != "window":
             return encode_each_prefix(
                 lambda rows, last: self.encode(rows, table, last=last), batch.items, batch.targets
             )

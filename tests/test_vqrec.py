@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import faiss
 import numpy as np
@@ -12,6 +13,8 @@ import torch
 import recbench_plugins.vqrec as vqrec
 from recbench import layers
 from recbench.method import Batch, DataSpec
+from recbench.runs.record import RunRecord
+from recbench.runs.trainer import Trainer
 from recbench_plugins.vqrec import (
     ASSIGNING,
     REASSIGNED,
@@ -26,6 +29,7 @@ from recbench_plugins.vqrec import (
     sinkhorn,
     train_quantizer,
 )
+from tests.conftest import make_cyclic_dataset
 
 TINY = {"hidden_size": 16, "inner_size": 16, "code_dim": 4, "code_cap": 8, "max_seq_length": 10}
 
@@ -280,6 +284,29 @@ def test_samples_input_draws_dropout_per_sample() -> None:
     own_rows = layers.encode_each_prefix(lambda rows, last: model.encode(rows, table, last=last), items, targets)
     assert own_rows.shape == one_pass.shape
     assert not torch.allclose(own_rows, one_pass)
+
+
+def test_shuffled_samples_train_on_the_trainers_single_sample_rows(tmp_path: Path) -> None:
+    """``training_input = "shuffled_samples"`` makes the Trainer batch one (prefix, target) sample a
+    row (as the official loader); on such rows it computes what ``samples`` computes."""
+    dataset = make_cyclic_dataset(users=20, min_len=3, max_len=30)
+    text = text_embeddings(num_items=dataset.num_items)
+
+    def trainer_of(mode: str) -> Trainer:
+        model = build(text, training_input=mode)
+        return Trainer(model, dataset, model.config, RunRecord(tmp_path), seed=0, show_progress=False)
+
+    shuffled = trainer_of("shuffled_samples")
+    assert shuffled.windows.samples
+    assert not any(trainer_of(mode).windows.samples for mode in ("window", "samples"))
+    batch = shuffled.windows.batches(16, np.random.default_rng(0))[0]
+    assert int((batch.targets > 0).sum()) == batch.size  # one target a row
+    losses = []
+    for mode in ("shuffled_samples", "samples"):
+        model = build(text, training_input=mode).eval()
+        torch.manual_seed(3)  # the same semi-synthetic negatives
+        losses.append(model.loss(batch) + model.pretrain_loss(batch))
+    torch.testing.assert_close(losses[0], losses[1])
 
 
 # --- (e) the fine-tuning schedule --------------------------------------------------------------
