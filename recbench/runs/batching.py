@@ -21,7 +21,8 @@ from recbench.method import Batch
 
 
 class TrainingWindows:
-    """Start offsets and lengths of all training windows of a dataset's training sequences."""
+    """Start offsets and lengths of all training windows (or, with ``samples``, all single-sample
+    rows) of a dataset's training sequences."""
 
     def __init__(self, offsets: np.ndarray, items: np.ndarray, window: int, samples: bool = False) -> None:
         self.items = np.asarray(items, dtype=np.int64)
