@@ -84,11 +84,11 @@ class TrainingWindows:
         """Greedily cut ``rows`` (in the given order) into groups of at most ``targets_per_batch`` targets."""
         groups: list[np.ndarray] = []
         start, filled = 0, 0
-        for position, length in enumerate(self.targets_per_row[rows].tolist()):
-            if position > start and filled + length > targets_per_batch:
+        for position, count in enumerate(self.targets_per_row[rows].tolist()):
+            if position > start and filled + count > targets_per_batch:
                 groups.append(rows[start:position])
                 start, filled = position, 0
-            filled += length
+            filled += count
         if start < len(rows):
             groups.append(rows[start:])
         return groups
