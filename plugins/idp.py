@@ -88,6 +88,7 @@ from __future__ import annotations
 
 import hashlib
 from abc import abstractmethod
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import torch
@@ -109,6 +110,7 @@ from recbench.method import (
 )
 from recbench.progress import ProgressDisplay
 from recbench.registry import register
+from recbench.runs.record import atomic_torch_save
 from recbench_plugins.bert4rec import BERT4Rec, BERT4RecConfig
 from recbench_plugins.sasrec import SASRec, SASRecConfig
 
@@ -129,6 +131,8 @@ BERT4REC_KEYS = ("mask_ratio", "training_input")
 shares idp's pre-training run whatever its BERT4Rec settings)."""
 CHUNK_SIZE = 1024
 """Query rows per similarity block: memory stays (CHUNK_SIZE, source items) whatever the dataset size."""
+MATCHER_PROGRESS = "matcher-progress.pt"  # in the pre-training run's directory while the matcher tunes
+MATCHER_SAVE_EVERY = 10  # matcher steps between saves: on CPU a step can take half a minute
 
 
 def matcher_digest(weights: dict[str, torch.Tensor], settings: str) -> str:
@@ -401,8 +405,11 @@ class IDP(Method):
         return self.bpr_loss(batch) if self.config.downstream_loss == "bpr" else super().loss(batch)
 
     # --- cross-domain ID matcher (pre-training model only) -------------------------------
-    def finish_pretraining(self, show_progress: bool = False) -> None:
-        """Fine-tune the matcher on the source texts, then store it and every source item's tuned text embedding."""
+    def finish_pretraining(self, show_progress: bool = False, work_dir: Path | None = None) -> None:
+        """Fine-tune the matcher on the source texts, then store it and every source item's tuned text embedding.
+
+        With ``work_dir``, the tuning saves its progress there every ``MATCHER_SAVE_EVERY`` steps and
+        an interrupted run continues from the last save (the same result as an uninterrupted one)."""
         from recbench.data.encode import encode_texts, load_encoder
 
         texts = self.spec.item_texts
@@ -418,7 +425,8 @@ class IDP(Method):
             neighbours = with_text[
                 behaviour_neighbours(ids, min(self.config.matcher_neighbours, len(with_text) - 1)).cpu()
             ]  # (S', k)
-            self.tune_matcher(encoder, texts, with_text, neighbours, show_progress)
+            progress_file = work_dir / MATCHER_PROGRESS if work_dir is not None else None
+            self.tune_matcher(encoder, texts, with_text, neighbours, show_progress, progress_file)
         encoder.eval()
         vectors = torch.from_numpy(
             encode_texts(texts, encoder, show_progress=show_progress, precision=self.config.text_precision)
@@ -429,18 +437,40 @@ class IDP(Method):
         self.register_buffer("source_text", source_text)
 
     def tune_matcher(
-        self, encoder: Any, texts: list[str], items: torch.Tensor, neighbours: torch.Tensor, show_progress: bool
+        self,
+        encoder: Any,
+        texts: list[str],
+        items: torch.Tensor,
+        neighbours: torch.Tensor,
+        show_progress: bool,
+        progress_file: Path | None = None,
     ) -> None:
-        """SimCSE + behaviour contrastive fine-tuning of ``encoder`` over ``items`` (S',), neighbours (S', k)."""
+        """SimCSE + behaviour contrastive fine-tuning of ``encoder`` over ``items`` (S',), neighbours (S', k).
+
+        With ``progress_file``, the encoder, the optimizer, the epoch's item order, the position in it
+        and the random generator are saved there every ``MATCHER_SAVE_EVERY`` steps, resumed from if
+        the file exists, and removed at the end (tensors only: read with ``weights_only=True``)."""
         tau, size = self.config.matcher_temperature, self.config.matcher_batch_size
         optimizer = torch.optim.AdamW(encoder.parameters(), lr=self.config.matcher_learning_rate)
         steps = -(-len(items) // size)
+        first_epoch, first_start, saved_order = 0, 0, None
+        if progress_file is not None and progress_file.exists():
+            saved = torch.load(progress_file, map_location="cpu", weights_only=True)
+            encoder.load_state_dict(saved["encoder"])
+            optimizer.load_state_dict(saved["optimizer"])
+            torch.set_rng_state(saved["rng"])
+            first_epoch, first_start, saved_order = int(saved["epoch"]), int(saved["start"]), saved["order"]
         encoder.train()  # dropout on: it makes the two SimCSE views differ
         with ProgressDisplay("count", enabled=show_progress) as progress:
             task = progress.add_task("tune ID matcher", total=self.config.matcher_epochs * steps, status="")
-            for epoch in range(self.config.matcher_epochs):
-                order = torch.randperm(len(items))
-                for start in range(0, len(items), size):
+            progress.update(task, completed=first_epoch * steps + first_start // size)
+            for epoch in range(first_epoch, self.config.matcher_epochs):
+                order = saved_order if epoch == first_epoch and saved_order is not None else torch.randperm(len(items))
+                for start in range(first_start if epoch == first_epoch else 0, len(items), size):
+                    if progress_file is not None and start > 0 and (start // size) % MATCHER_SAVE_EVERY == 0:
+                        state = {"encoder": encoder.state_dict(), "optimizer": optimizer.state_dict()}
+                        state |= {"rng": torch.get_rng_state(), "epoch": epoch, "start": start, "order": order}
+                        atomic_torch_save(state, progress_file)
                     rows = order[start : start + size]
                     if len(rows) < 2:  # no in-batch negative: nothing to contrast
                         progress.advance(task)
@@ -466,6 +496,8 @@ class IDP(Method):
                     loss.backward()
                     optimizer.step()
                     progress.update(task, advance=1, status=f"epoch {epoch} loss {loss.item():.4f}")
+        if progress_file is not None:
+            progress_file.unlink(missing_ok=True)
 
     # --- tuning stage: the target model ---------------------------------------------------
     def load_pretrained(self, state: dict[str, torch.Tensor]) -> list[str]:

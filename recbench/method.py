@@ -12,6 +12,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
 import torch
@@ -431,9 +432,13 @@ class Method(nn.Module, ABC):
         recorded in the state dict so that a resumed run does not make it twice.
         """
 
-    def finish_pretraining(self, show_progress: bool = False) -> None:
+    def finish_pretraining(self, show_progress: bool = False, work_dir: Path | None = None) -> None:
         """Called once after the last pre-training epoch, before the weights become the
-        pre-trained product (IDP tunes its cross-domain matcher here). Default: nothing."""
+        pre-trained product (IDP tunes its cross-domain matcher here). Default: nothing.
+
+        ``work_dir`` (the pre-training run's directory, or None) is where long work keeps its
+        progress, so an interrupted run resumes it instead of starting it over; whatever is
+        written there must be removed before returning."""
 
     def pretrain_loss(self, batch: Batch) -> torch.Tensor:
         """Pre-training loss on a batch of source-domain sequences (transfer methods only)."""

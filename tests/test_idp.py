@@ -243,6 +243,59 @@ def test_matcher_tuning_contrasts_each_anchor_with_all_its_k_neighbours(
     assert sorted(seen.tolist()) == list(range(12))  # every source item is an anchor once per epoch
 
 
+def test_an_interrupted_matcher_tuning_resumes_to_the_uninterrupted_result(
+    tiny_encoder: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The tuning saves its progress every MATCHER_SAVE_EVERY steps; a run stopped part-way and
+    started again (a fresh process: a fresh model and encoder) ends with the same matcher, bit for
+    bit, and leaves no progress file behind."""
+    import recbench_plugins.idp
+
+    monkeypatch.setattr(recbench_plugins.idp, "MATCHER_SAVE_EVERY", 3)
+    texts = [f"item {i} {WORDS[i % len(WORDS)]}" for i in range(40)]
+    config = resolve_config(
+        get_method("idp"), TINY, {"text_encoder": tiny_encoder, "matcher_batch_size": 4, "matcher_epochs": 2}
+    )
+
+    def tuned(work_dir: Path) -> IDP:
+        seed_everything(0)
+        model = IDP(IDP.pretraining_config(config), DataSpec(num_items=40, max_seq_length=10, item_texts=texts))
+        model.finish_pretraining(work_dir=work_dir)
+        return model
+
+    work_dir = tmp_path / "interrupted"
+    work_dir.mkdir()
+    original, calls = recbench_plugins.idp.behaviour_loss, []
+
+    class Stopped(Exception):
+        """Stands in for the process being killed."""
+
+    def crashing(*args):
+        calls.append(1)
+        if len(calls) == 15:  # step 5 of the second epoch (10 steps an epoch); last save at its step 3
+            raise Stopped
+        return original(*args)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(recbench_plugins.idp, "behaviour_loss", crashing)
+        with pytest.raises(Stopped):
+            tuned(work_dir)
+    progress_file = work_dir / recbench_plugins.idp.MATCHER_PROGRESS
+    assert torch.load(progress_file, weights_only=True)["epoch"] == 1
+    calls.clear()
+    with monkeypatch.context() as patch:
+        patch.setattr(recbench_plugins.idp, "behaviour_loss", crashing)  # counts; call 15 is never reached now
+        resumed = tuned(work_dir)
+    assert len(calls) == 7  # steps 3..9 of the second epoch: the saved steps are not run again
+    assert not progress_file.exists()
+    (tmp_path / "straight").mkdir()
+    straight = tuned(tmp_path / "straight")
+    assert not any((tmp_path / "straight").iterdir())
+    for name, weight in straight.matcher.state_dict().items():
+        assert torch.equal(resumed.matcher.state_dict()[name], weight), name
+    assert torch.equal(resumed.source_text, straight.source_text)
+
+
 def test_behaviour_neighbours_are_the_k_most_similar_other_items() -> None:
     ids = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9], [-1.0, 0.0]])
     neighbours = behaviour_neighbours(ids, 2, chunk_size=2)

@@ -245,7 +245,7 @@ def pretrain(
                 tracker=tracker,
             )
             _fit_or_record_failure(trainer, run, resume=run.has_checkpoint)
-            method.finish_pretraining(show_progress)
+            method.finish_pretraining(show_progress, work_dir=run.path)
             run.save_best(method.state_dict())
             run.mark_finished()  # no evaluation: the pre-trained weights (best.pt) are the product
     distributed.barrier()  # under torchrun, the other processes read best.pt once rank 0 has written it
