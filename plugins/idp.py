@@ -409,7 +409,8 @@ class IDP(Method):
         """Fine-tune the matcher on the source texts, then store it and every source item's tuned text embedding.
 
         With ``work_dir``, the tuning saves its progress there every ``MATCHER_SAVE_EVERY`` steps and
-        an interrupted run continues from the last save (the same result as an uninterrupted one)."""
+        an interrupted run continues from the last save (on CPU, the same result as an uninterrupted one:
+        the saved generator state is the CPU one)."""
         from recbench.data.encode import encode_texts, load_encoder
 
         texts = self.spec.item_texts
