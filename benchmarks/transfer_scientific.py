@@ -31,6 +31,11 @@ def main() -> None:
         help="one pre-training run (this seed) shared by every fine-tuning seed",
     )
     parser.add_argument("--set", dest="overrides", action="append", default=[])
+    parser.add_argument(
+        "--protocols",
+        default="full",
+        help="comma-separated evaluation protocols; the first drives early stopping and is the one printed",
+    )
     parser.add_argument("--no-scratch", action="store_true", help="only the pre-trained runs")
     parser.add_argument("--no-pretrained", action="store_true", help="only the runs from scratch")
     args = parser.parse_args()
@@ -48,6 +53,7 @@ def main() -> None:
             print(f"import {name}: {import_local(name, path).dataset.counts}")
     runs_dir = args.runs_dir or Path(home) / "runs"
     overrides = [parse_assignments(args.overrides)]
+    protocols = args.protocols.split(",")
     for method in args.methods.split(","):
         for sources in ([None] if not args.no_scratch else []) + (
             [["instruments-lcrec"]] if not args.no_pretrained else []
@@ -63,6 +69,7 @@ def main() -> None:
                     resume=True,
                     pretrain_on=sources,
                     pretrain_seed=args.pretrain_seed,
+                    protocols=protocols,
                     show_progress=False,
                 )
                 m, fit = result.run.metrics["test"], result.run.metrics.get("fit", {})
