@@ -96,7 +96,7 @@ import torch.nn.functional as F
 from pydantic import Field, StrictBool, model_validator
 
 from recbench.errors import RecbenchError
-from recbench.layers import contrastive_loss
+from recbench.layers import by_length_groups, contrastive_loss
 from recbench.method import (
     Batch,
     ConfigRuleError,
@@ -133,6 +133,8 @@ CHUNK_SIZE = 1024
 """Query rows per similarity block: memory stays (CHUNK_SIZE, source items) whatever the dataset size."""
 MATCHER_PROGRESS = "matcher-progress.pt"  # in the pre-training run's directory while the matcher tunes
 MATCHER_SAVE_EVERY = 10  # matcher steps between saves: on CPU a step can take half a minute
+MATCHER_GROUP_TEXTS = 32
+"""Texts per encoder call while the matcher tunes (:func:`embed_texts`): groups of similar token length."""
 
 
 def matcher_digest(weights: dict[str, torch.Tensor], settings: str) -> str:
@@ -318,10 +320,26 @@ def sample_negatives(positives: torch.Tensor, num_items: int) -> torch.Tensor:
 
 
 def embed_texts(encoder: Any, texts: list[str]) -> torch.Tensor:
-    """(len(texts), t) sentence embeddings with gradients (the encoder's mode decides dropout)."""
+    """(len(texts), t) sentence embeddings with gradients (the encoder's mode decides dropout).
+
+    The texts are tokenised once and encoded in groups of ``MATCHER_GROUP_TEXTS`` of similar token
+    length, each group cut to its own longest text. Padding is masked in the attention and the
+    pooling, so the embeddings are those of one call over all texts (dropout draws aside), but time and
+    activation memory follow each text's own length: in one call a single 256-token text pads every
+    other text of the step to 256 tokens (on the Instruments stand-in, median 22 tokens, such a step
+    of about 450 texts took over 20 GB)."""
     tokenize = getattr(encoder, "preprocess", None) or encoder.tokenize
-    features = {k: v.to(encoder.device) if isinstance(v, torch.Tensor) else v for k, v in tokenize(texts).items()}
-    return encoder(features)["sentence_embedding"]
+    features = tokenize(texts)  # padded on the right to the longest text
+    lengths = features["attention_mask"].sum(dim=1)
+
+    def encode_group(group: torch.Tensor, width: int) -> torch.Tensor:
+        part = {
+            key: value[group, :width].to(encoder.device) if isinstance(value, torch.Tensor) else value
+            for key, value in features.items()
+        }
+        return encoder(part)["sentence_embedding"]
+
+    return by_length_groups(lengths, encode_group, groups=-(-len(texts) // MATCHER_GROUP_TEXTS), min_rows=1)
 
 
 @register(
@@ -479,13 +497,11 @@ class IDP(Method):
                     anchors = items[rows]  # (B,) 0-based item rows
                     anchor_neighbours = neighbours[rows]  # (B, k) 0-based item rows
                     anchor_texts = [texts[i] for i in anchors.tolist()]
-                    first, second = (
-                        embed_texts(encoder, anchor_texts),
-                        embed_texts(encoder, anchor_texts),
-                    )  # (B, t) each
-                    # A neighbour shared by several anchors is encoded once per step.
+                    # A neighbour shared by several anchors is encoded once per step. One call encodes
+                    # both dropout views of the anchors and the neighbours, in groups of similar length.
                     distinct, position = torch.unique(anchor_neighbours, return_inverse=True)
-                    encoded = embed_texts(encoder, [texts[i] for i in distinct.tolist()])  # (U, t)
+                    embedded = embed_texts(encoder, anchor_texts * 2 + [texts[i] for i in distinct.tolist()])
+                    first, second, encoded = embedded.split([len(rows), len(rows), len(distinct)])  # (B|B|U, t)
                     # Gathered by a one-hot product: the backward of fancy indexing with repeated rows
                     # accumulates in a thread-dependent order on CPU, which breaks bit-identical resumes.
                     pick = F.one_hot(position.to(encoded.device), len(distinct)).to(encoded.dtype)  # (B, k, U)

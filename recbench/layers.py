@@ -130,9 +130,10 @@ every layer per group) costs more than the narrower frames save (a 300-step toy 
 several times longer with 16 groups of a few rows)."""
 
 
-def length_groups(lengths: torch.Tensor, groups: int | None = None) -> list[torch.Tensor]:
+def length_groups(lengths: torch.Tensor, groups: int | None = None, min_rows: int | None = None) -> list[torch.Tensor]:
     """Row indices sorted by ``lengths`` (R,) and cut into up to ``groups`` (default
-    ``LENGTH_GROUPS``) groups of equal size, each of at least ``MIN_GROUP_ROWS`` rows.
+    ``LENGTH_GROUPS``) groups of equal size, each of at least ``min_rows`` (default
+    ``MIN_GROUP_ROWS``) rows.
 
     For models that encode each (prefix, target) sample as its own row: a group of rows of similar
     length can be encoded in a frame as wide as its longest row instead of the batch's widest, which
@@ -141,17 +142,23 @@ def length_groups(lengths: torch.Tensor, groups: int | None = None) -> list[torc
     is quadratic in the width). Concatenated, the groups are a permutation of the rows; its inverse
     (``torch.argsort``) puts per-row results back in order. No rows: no groups."""
     order = torch.argsort(lengths, stable=True)
-    count = min(groups or LENGTH_GROUPS, len(order) // MIN_GROUP_ROWS) or 1
+    count = min(groups or LENGTH_GROUPS, len(order) // (min_rows or MIN_GROUP_ROWS)) or 1
     return [group for group in order.tensor_split(count) if len(group)]
 
 
-def by_length_groups(lengths: torch.Tensor, encode_group: Callable[[torch.Tensor, int], torch.Tensor]) -> torch.Tensor:
+def by_length_groups(
+    lengths: torch.Tensor,
+    encode_group: Callable[[torch.Tensor, int], torch.Tensor],
+    groups: int | None = None,
+    min_rows: int | None = None,
+) -> torch.Tensor:
     """Per-row results of ``encode_group(group, width)`` over the :func:`length_groups` of
-    ``lengths`` (R,), back in row order: ``group`` holds a group's row indices and ``width`` its
-    longest length, the frame it can be encoded in; each call returns one result per row of its group."""
-    groups = length_groups(lengths)
-    parts = [encode_group(group, int(lengths[group].max())) for group in groups]
-    return torch.cat(parts)[torch.argsort(torch.cat(groups))]
+    ``lengths`` (R,) (``groups`` and ``min_rows`` passed on), back in row order: ``group`` holds a
+    group's row indices and ``width`` its longest length, the frame it can be encoded in; each call
+    returns one result per row of its group."""
+    row_groups = length_groups(lengths, groups, min_rows)
+    parts = [encode_group(group, int(lengths[group].max())) for group in row_groups]
+    return torch.cat(parts)[torch.argsort(torch.cat(row_groups))]
 
 
 def encode_each_prefix(

@@ -193,15 +193,14 @@ def test_sample_rows_encoded_in_length_groups_give_the_loss_and_gradients_of_one
             torch.testing.assert_close(mine, expected, rtol=1e-4, atol=1e-6)
 
 
-def test_length_groups_cut_the_rows_sorted_by_length_into_at_most_the_set_number_of_groups(monkeypatch) -> None:
+def test_length_groups_cut_the_rows_sorted_by_length_into_at_most_the_set_number_of_groups() -> None:
     lengths = torch.tensor([5, 1, 3, 3, 9, 2, 7, 1, 4, 6])
     assert len(length_groups(lengths)) == 1  # fewer than MIN_GROUP_ROWS rows a group: one group
-    monkeypatch.setattr(layers, "MIN_GROUP_ROWS", 2)
-    groups = length_groups(lengths, groups=4)
+    assert len(length_groups(lengths, groups=4, min_rows=3)) == 3  # no group below min_rows
+    groups = length_groups(lengths, groups=4, min_rows=2)
     assert len(groups) == 4 and all(len(group) for group in groups)
     order = torch.cat(groups)
     assert sorted(order.tolist()) == list(range(10))  # a permutation of the rows
     assert (lengths[order][1:] >= lengths[order][:-1]).all()  # sorted by length
-    monkeypatch.setattr(layers, "MIN_GROUP_ROWS", 1)
-    assert len(length_groups(lengths, groups=50)) == 10  # never more groups than rows
+    assert len(length_groups(lengths, groups=50, min_rows=1)) == 10  # never more groups than rows
     assert length_groups(torch.tensor([], dtype=torch.long)) == []

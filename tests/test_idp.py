@@ -21,6 +21,7 @@ from recbench_plugins.idp import (
     IDPSASRec,
     behaviour_loss,
     behaviour_neighbours,
+    embed_texts,
     generate_id_embeddings,
     generation_weights,
     sample_negatives,
@@ -241,6 +242,35 @@ def test_matcher_tuning_contrasts_each_anchor_with_all_its_k_neighbours(
         assert shape[:2] == (len(anchor_items), 3)
     seen = torch.cat([anchor_items for anchor_items, _, _ in calls[:2]])
     assert sorted(seen.tolist()) == list(range(12))  # every source item is an anchor once per epoch
+
+
+def test_texts_embedded_in_length_groups_equal_one_call_and_are_not_padded_to_the_longest(
+    tiny_encoder: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The matcher encodes its texts in groups of similar token length: the embeddings equal those of
+    one encoder call over all texts (no dropout), and only the long text's group is as wide as it."""
+    import recbench_plugins.idp
+    from recbench.data.encode import EncoderSpec, load_encoder
+
+    monkeypatch.setattr(recbench_plugins.idp, "MATCHER_GROUP_TEXTS", 4)
+    encoder = load_encoder(EncoderSpec(tiny_encoder, "mean", 16)).eval()
+    long_text = " ".join(WORDS[3:17])  # 14 words: 16 tokens with [CLS] and [SEP]
+    texts = [f"item {WORDS[3 + i]}" for i in range(11)] + [long_text]  # 4 tokens each, and the long one
+    texts = texts[5:] + texts[:5]  # the long text mid-list: the result must come back in input order
+    tokenize = encoder.preprocess if hasattr(encoder, "preprocess") else encoder.tokenize
+    with torch.no_grad():
+        one_call = encoder({k: v for k, v in tokenize(texts).items()})["sentence_embedding"]
+    widths, forward = [], encoder.forward
+
+    def recording(features):
+        widths.append(int(features["input_ids"].shape[1]))
+        return forward(features)
+
+    monkeypatch.setattr(encoder, "forward", recording)
+    with torch.no_grad():
+        grouped = embed_texts(encoder, texts)
+    torch.testing.assert_close(grouped, one_call, rtol=1e-5, atol=1e-6)
+    assert sorted(widths) == [4, 4, 16]  # 12 texts in 3 groups of 4: two narrow, one as wide as the long text
 
 
 def test_an_interrupted_matcher_tuning_resumes_to_the_uninterrupted_result(
