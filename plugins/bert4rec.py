@@ -36,7 +36,9 @@ rows T[:1], ..., T[:-1] exactly, cut from recbench's windows, so a batch holds a
 windows it packs. ``training_input="shuffled_prefixes"`` trains the same rows as RecBole's loader
 batches them: the Trainer gives one (prefix, target) sample per row, ``train_batch_targets`` samples
 a batch in random order over the whole epoch (``TrainingWindows(samples=True)``), and the prefix of
-a target late in a long history is its 50 preceding items, not the rest of its window. The three
+a target late in a long history is its 50 preceding items, not the rest of its window. Only this
+mode reproduces the published BERT4Rec row on Scientific; ``prefixes``, the same rows in
+length-bucketed batches, trains a better model (docs/reproduction.md). The three
 per-sample modes encode their rows in groups of similar length, each group only as wide as its
 longest row (the same outputs): one training step of ``prefixes`` is 2.0x faster on 51-item windows
 and 2.4x on windows of 2..12 items than at the batch's full width
