@@ -71,15 +71,14 @@ def main() -> None:
         features = tokenize(step)
         return encoder(features)["sentence_embedding"]
 
-    def padded_tokens(step: list[str], grouped: bool) -> int:
-        step_lengths = tokenize(step)["attention_mask"].sum(dim=1)
-        if not grouped:
-            return len(step) * int(step_lengths.max())
-        from recbench.layers import length_groups
-        from recbench_plugins.idp import MATCHER_GROUP_TEXTS
+    padded: list[int] = []  # padded tokens of each encoder call of the current step, as the encoder saw them
+    forward = encoder.forward
 
-        groups = length_groups(step_lengths, -(-len(step) // MATCHER_GROUP_TEXTS), min_rows=1)
-        return sum(len(group) * int(step_lengths[group].max()) for group in groups)
+    def counting_forward(features: dict) -> dict:
+        padded.append(int(features["input_ids"].numel()))
+        return forward(features)
+
+    encoder.forward = counting_forward
 
     print(
         f"{len(texts)} texts, tokens median {int(lengths.median())}, longest {int(lengths.max())}; "
@@ -93,9 +92,10 @@ def main() -> None:
             for _ in range(count):
                 step = step_texts(generator, with_longest)
                 if with_longest and not grouped and not args.run_longest_one_call:
-                    tokens = padded_tokens(step, grouped)
+                    tokens = tokenize(step)["input_ids"].numel()  # one call pads every text to the longest
                     print(f"| with the longest text | one call | {len(step)} | {tokens} | not run |", flush=True)
                     continue
+                padded.clear()
                 started = time.perf_counter()
                 embedded = embed_texts(encoder, step) if grouped else one_call(step)
                 embedded.square().sum().backward()
@@ -103,7 +103,7 @@ def main() -> None:
                 encoder.zero_grad(set_to_none=True)
                 label = "with the longest text" if with_longest else "ordinary"
                 way = "grouped" if grouped else "one call"
-                print(f"| {label} | {way} | {len(step)} | {padded_tokens(step, grouped)} | {seconds:.1f} |", flush=True)
+                print(f"| {label} | {way} | {len(step)} | {sum(padded)} | {seconds:.1f} |", flush=True)
 
 
 if __name__ == "__main__":
