@@ -47,7 +47,7 @@ def main() -> None:
     from recbench.data.download import import_local
     from recbench.data.encode import EncoderSpec, load_encoder
     from recbench.registry import get_method
-    from recbench_plugins.idp import embed_texts
+    from recbench_plugins.idp import embed_texts, text_tokenizer
 
     torch.set_num_threads(args.threads)
     if not is_downloaded("instruments-lcrec"):
@@ -56,7 +56,7 @@ def main() -> None:
     defaults = get_method("idp").cls.Config()
     batch, k = defaults.matcher_batch_size, defaults.matcher_neighbours
     encoder = load_encoder(EncoderSpec()).train()
-    tokenize = getattr(encoder, "preprocess", None) or encoder.tokenize
+    tokenize = text_tokenizer(encoder)
     lengths = tokenize(texts)["attention_mask"].sum(dim=1)
     longest = int(lengths.argmax())
 

@@ -319,6 +319,11 @@ def sample_negatives(positives: torch.Tensor, num_items: int) -> torch.Tensor:
     return (positives - 1 + offset) % num_items + 1
 
 
+def text_tokenizer(encoder: Any) -> Any:
+    """The encoder's tokenising callable: ``preprocess`` on newer sentence-transformers, ``tokenize`` before."""
+    return getattr(encoder, "preprocess", None) or encoder.tokenize
+
+
 def embed_texts(encoder: Any, texts: list[str]) -> torch.Tensor:
     """(len(texts), t) sentence embeddings with gradients (the encoder's mode decides dropout).
 
@@ -328,8 +333,7 @@ def embed_texts(encoder: Any, texts: list[str]) -> torch.Tensor:
     activation memory follow each text's own length: in one call a single 256-token text pads every
     other text of the step to 256 tokens (on the Instruments stand-in, median 22 tokens, such a step
     of about 450 texts took over 20 GB)."""
-    tokenize = getattr(encoder, "preprocess", None) or encoder.tokenize
-    features = tokenize(texts)  # padded on the right to the longest text
+    features = text_tokenizer(encoder)(texts)  # padded on the right to the longest text
     lengths = features["attention_mask"].sum(dim=1)
 
     def encode_group(group: torch.Tensor, width: int) -> torch.Tensor:

@@ -26,6 +26,7 @@ from recbench_plugins.idp import (
     generation_weights,
     sample_negatives,
     simcse_loss,
+    text_tokenizer,
 )
 from tests.conftest import make_cyclic_dataset
 
@@ -257,9 +258,8 @@ def test_texts_embedded_in_length_groups_equal_one_call_and_are_not_padded_to_th
     long_text = " ".join(WORDS[3:17])  # 14 words: 16 tokens with [CLS] and [SEP]
     texts = [f"item {WORDS[3 + i]}" for i in range(11)] + [long_text]  # 4 tokens each, and the long one
     texts = texts[5:] + texts[:5]  # the long text mid-list: the result must come back in input order
-    tokenize = encoder.preprocess if hasattr(encoder, "preprocess") else encoder.tokenize
     with torch.no_grad():
-        one_call = encoder({k: v for k, v in tokenize(texts).items()})["sentence_embedding"]
+        one_call = encoder(text_tokenizer(encoder)(texts))["sentence_embedding"]
     widths, forward = [], encoder.forward
 
     def recording(features):
