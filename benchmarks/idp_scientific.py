@@ -2,11 +2,12 @@
 
 Imports Scientific (UniSRec files) and the LC-Rec Instruments stand-in as the pre-training source
 from ``../shared/data`` (never copied into the project), exactly as ``transfer_scientific.py``.
-For each training-user fraction (1 = the full target) and seed it runs SASRec-ID from scratch and
-the IDP variants pre-trained on instruments-lcrec (one pre-training run shared by all of them),
-printing test R@10, N@10, R@50, N@50, epochs and seconds. With ``--m``, first a search of m (source
-items per generated embedding) on valid NDCG@10 of ``--m-variant`` on the full target; the best m
-is then used for every IDP run.
+For each training-user fraction (1 = the full target) and seed it runs the baselines from scratch
+(SASRec-ID by default; ``bert4rec`` is the baseline of ``idp-bs`` and ``idp-bert4rec``) and the
+IDP variants pre-trained on instruments-lcrec (one pre-training run per pre-trained model, shared
+by the variants built on it), printing test R@10, N@10, R@50, N@50, epochs and seconds. With
+``--m``, first a search of m (source items per generated embedding) on valid NDCG@10 of
+``--m-variant`` on the full target; the best m is then used for every IDP run.
 
     python benchmarks/idp_scientific.py --seeds 2020 --fractions 1,0.3,0.1 --m 1,5,10,20 [--set k=v]
 """
@@ -22,6 +23,11 @@ from typing import Any
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 SOURCE = "instruments-lcrec"
+
+
+def is_idp(method: str) -> bool:
+    """IDP variants pre-train on the source; any other method (the baselines) trains on the target only."""
+    return method.startswith("idp")
 
 
 def describe(metrics: dict[str, float]) -> str:
@@ -79,7 +85,7 @@ def main() -> None:
 
     def run(method: str, seed: int, extra: dict[str, Any], dataset: Any = None) -> tuple[dict[str, Any], float]:
         started = time.perf_counter()
-        sources = None if method == "sasrec" else [SOURCE]
+        sources = [SOURCE] if is_idp(method) else None
         result = run_experiment(
             method,
             "scientific",
@@ -114,11 +120,11 @@ def main() -> None:
                 None if fraction == 1 else load_dataset("scientific").subsample_users(fraction, args.subsample_seed)
             )
             for method in args.methods.split(","):
-                metrics, seconds = run(method, seed, {} if method == "sasrec" else best_m, subset)
+                metrics, seconds = run(method, seed, best_m if is_idp(method) else {}, subset)
                 fit = metrics.get("fit", {})
                 how = (
                     "from scratch"
-                    if method == "sasrec"
+                    if not is_idp(method)
                     else f"pre-trained on {SOURCE}" + (f", m {best_m['num_similar']}" if best_m else "")
                 )
                 print(
