@@ -13,7 +13,7 @@ pre-trains on Scientific's own training part, as published. Both datasets are im
 ``../shared/data`` into ``--home`` if missing (never copied into the project).
 
     python benchmarks/baselines_scientific.py --home ../bench-home --runs-dir ../bench-runs/baselines \\
-        [--methods fdsa,s3rec,...] [--seeds 3] [--set key=value ...]
+        [--methods fdsa,s3rec,...] [--seeds 3] [--first-seed 2020] [--set key=value ...]
 """
 
 from __future__ import annotations
@@ -55,7 +55,8 @@ def main() -> None:
     parser.add_argument("--home", type=Path, required=True, help="RECBENCH_HOME (datasets, embeddings)")
     parser.add_argument("--runs-dir", type=Path, required=True)
     parser.add_argument("--methods", default=METHODS)
-    parser.add_argument("--seeds", type=int, default=3, help="seeds 2020, 2021, ...")
+    parser.add_argument("--seeds", type=int, default=3, help="how many seeds: --first-seed, the next, ...")
+    parser.add_argument("--first-seed", type=int, default=2020)
     parser.add_argument("--pretrain-seed", type=int, default=2020, help="one source pre-training per method")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="config override key=value")
     args = parser.parse_args()
@@ -75,8 +76,8 @@ def main() -> None:
     published = published_rows("scientific")
     overrides = [parse_assignments(args.overrides)]
     lines = [
-        f"Scientific, full ranking, {args.seeds} seed(s) from 2020, mean ± std; Δ% of the mean against the "
-        "published row (UniSRec Table 2) where there is one; sources pre-trained on: the Instruments stand-in",
+        f"Scientific, full ranking, {args.seeds} seed(s) from {args.first_seed}, mean ± std; Δ% of the mean against "
+        "the published row (UniSRec Table 2) where there is one; sources pre-trained on: the Instruments stand-in",
         "",
         "| method | R@10 | N@10 | R@50 | N@50 | published R@10 / N@10 | Δ R@10 | Δ N@10 | s/epoch | epochs |",
         "|---|---|---|---|---|---|---|---|---|---|",
@@ -85,7 +86,7 @@ def main() -> None:
         entry = get_method(method)
         from_sources = entry.cls.supports_pretraining and not entry.cls.pretrains_on_target
         results = []
-        for seed in range(2020, 2020 + args.seeds):
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
             result = run_experiment(
                 method,
                 "scientific",
