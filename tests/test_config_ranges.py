@@ -129,6 +129,7 @@ REFUSED: list[tuple[str, list[str], list[str]]] = [
     ("idp", ["matcher_neighbours=0"], ["matcher_neighbours"]),
     ("idp", ["transfer=bogus"], ["transfer"]),
     ("idp", ["downstream_loss=mse"], ["downstream_loss"]),
+    ("idp", ["pretrain_loss=mse"], ["pretrain_loss"]),
 ]
 
 

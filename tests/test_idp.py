@@ -355,6 +355,7 @@ def test_every_sasrec_variant_and_every_m_share_one_pretraining_config() -> None
     ]
     assert all(c == configs[0] for c in configs)
     assert configs[0].sequence_model == configs[0].built_model == "sasrec"
+    assert IDP.pretraining_config(resolve_config(get_method("idp"), TINY, {"pretrain_loss": "ce"})) != configs[0]
     bert4rec = IDP.pretraining_config(resolve_config(get_method("idp-bert4rec"), TINY))
     assert bert4rec != configs[0] and bert4rec.built_model == "bert4rec"
     assert IDP.pretraining_config(resolve_config(get_method("idp-bert4rec"), TINY, {"mask_ratio": 0.3})) != bert4rec
@@ -590,3 +591,20 @@ def test_padding_row_stays_zero_while_training_with_cross_entropy() -> None:
         model.loss(batch).backward()
         optimizer.step()
     assert not model.item_embedding.weight[0].any() and model.item_embedding.weight[1:].abs().sum() > 0
+
+
+@pytest.mark.parametrize("name", ["idp", "idp-bert4rec"])
+def test_cross_entropy_pretraining_is_the_sequence_models_own_loss(name: str) -> None:
+    from recbench_plugins.bert4rec import BERT4Rec
+    from recbench_plugins.sasrec import SASRec
+    from tests.test_contract import training_batches
+
+    assert resolve_config(get_method(name), TINY).pretrain_loss == "bpr"  # the document's loss stays the default
+    config = resolve_config(get_method(name), {**TINY, "pretrain_loss": "ce"})
+    model = IDP(config, DataSpec(num_items=30, max_seq_length=10)).eval()
+    batch = training_batches()[0]
+    torch.manual_seed(5)
+    loss = model.pretrain_loss(batch)
+    torch.manual_seed(5)  # BERT4Rec's masks drawn again
+    own_model = {"idp": SASRec, "idp-bert4rec": BERT4Rec}[name]
+    torch.testing.assert_close(loss, own_model.loss(model, batch))
