@@ -637,6 +637,24 @@ def definition_of_record(record: dict[str, Any]) -> dict[str, Any]:
     return definition_of(record.get("protocol") or {})
 
 
+def trained_method(run: RunRecord, dataset: Dataset) -> Method:
+    """The model of a finished run (not an imported one) with its best weights, built for ``dataset``
+    (the run's own, whose fingerprint the caller has checked), on the CPU."""
+    record = run.config
+    entry = get_method(record["method"])
+    config = resolve_config(entry, record["config"], (record.get("search") or {}).get("config_updates", {}))
+    codes = imported_item_codes(entry, config, dataset)
+    recorded = (record.get("item_codes") or {}).get("sha256")
+    if codes is not None and codes.sha256 != recorded:
+        raise RunError(
+            f"item codes '{codes.name}' of '{dataset.name}' were imported again since run {run.path} was made "
+            "(their digest differs); import the ones it was made with, or re-train it"
+        )
+    method = build_method(entry, config, dataset, item_codes=codes)
+    method.load_state_dict(run.load_best())
+    return method
+
+
 def _evaluate_stored(
     run: RunRecord, protocol: Protocol, device: str, dataset: Dataset | None = None, store: bool = True
 ) -> tuple[EvalResult | None, EvalResult]:
@@ -652,18 +670,9 @@ def _evaluate_stored(
 
         results: tuple[EvalResult | None, EvalResult] = (None, evaluate_imported(run, dataset, protocol))
     else:
-        entry = get_method(record["method"])
-        config = resolve_config(entry, record["config"], (record.get("search") or {}).get("config_updates", {}))
+        method = trained_method(run, dataset)
+        config = method.config
         device = resolve_device(device)
-        codes = imported_item_codes(entry, config, dataset)
-        recorded = (record.get("item_codes") or {}).get("sha256")
-        if codes is not None and codes.sha256 != recorded:
-            raise RunError(
-                f"item codes '{codes.name}' of '{dataset.name}' were imported again since run {run.path} was made "
-                "(their digest differs); import the ones it was made with, or re-train it"
-            )
-        method = build_method(entry, config, dataset, item_codes=codes)
-        method.load_state_dict(run.load_best())
         method.to(device)
         valid, test = (
             Evaluator(dataset, split, config.max_seq_length, config.eval_batch_size, protocol).run(method, device)
