@@ -14,7 +14,7 @@ last ``max_seq_length`` items before the test item) over all items and prints
 Run directories are those of ``recbench train`` and the benchmark scripts; the run's dataset must
 be in ``RECBENCH_HOME``.
 
-    python benchmarks/recommendation_spread.py RUN_DIR [RUN_DIR ...] [--pairs 2000] [--threads 1]
+    python benchmarks/recommendation_spread.py RUN_DIR [RUN_DIR ...] [--pairs 2000] [--subsample-seed 2020]
 """
 
 from __future__ import annotations
@@ -26,8 +26,11 @@ import numpy as np
 import torch
 
 
-def user_scores(run_dir: Path) -> tuple[str, np.ndarray]:
-    """(method name, (U, N) float32 test scores of every user over items 1..N) of a finished run."""
+def user_scores(run_dir: Path, subsample_seed: int) -> tuple[str, np.ndarray]:
+    """(method name, (U, N) float32 test scores of every user over items 1..N) of a finished run.
+
+    A run on a share of a dataset's users (``NAME@FRACTION``, e.g. from ``idp_scientific.py``)
+    gets that share drawn again with ``subsample_seed``; the fingerprint check catches a wrong seed."""
     from recbench.data.dataset import load_dataset, verify_fingerprint
     from recbench.errors import RunError
     from recbench.method import Batch
@@ -39,9 +42,12 @@ def user_scores(run_dir: Path) -> tuple[str, np.ndarray]:
     record = run.config
     if "imported" in record:
         raise RunError(f"{run_dir} holds imported results, not a model to score with")
-    dataset = load_dataset(record["dataset"])
+    name, _, fraction = record["dataset"].partition("@")
+    dataset = load_dataset(name)
+    if fraction:
+        dataset = dataset.subsample_users(float(fraction), subsample_seed)
     if verify_fingerprint(dataset) != record["fingerprint"]:
-        raise RunError(f"dataset '{dataset.name}' changed since run {run_dir} was made")
+        raise RunError(f"dataset '{dataset.name}' differs from run {run_dir}'s (changed, or another --subsample-seed)")
     method = trained_method(run, dataset).eval()
     histories, lengths, _ = dataset.eval_examples("test", method.config.max_seq_length)
     rows = []
@@ -79,10 +85,11 @@ def main() -> None:
     parser.add_argument("runs", type=Path, nargs="+")
     parser.add_argument("--pairs", type=int, default=2000, help="random user pairs for the correlation")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--subsample-seed", type=int, default=2020, help="for runs on a share of the users")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     for run_dir in args.runs:
-        method, scores = user_scores(run_dir)
+        method, scores = user_scores(run_dir, args.subsample_seed)
         measured = spread(scores, args.pairs)
         print(
             f"{method} ({run_dir}): " + ", ".join(f"{name} {value:.3f}" for name, value in measured.items()),
