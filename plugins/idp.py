@@ -73,10 +73,11 @@ Departures from the document, each with its reason:
   SASRec but gives no BERT4Rec details. Its pre-training keeps the document's BPR, at the cloze
   positions, the ones a bidirectional model predicts; its mask token (a row of BERT4Rec's item
   table) is transferred with the transformer; generation reads the source items' rows only.
-  Under that BPR a BERT4Rec pre-trained on the Instruments stand-in stayed at an output that
-  hardly depends on the user (measured in docs/reproduction.md, IDP), and fine-tuning did not
-  leave it; ``pretrain_loss = "ce"`` pre-trains with the model's own loss instead (BERT4Rec's
-  cloze CE, SASRec's full softmax), a departure offered as an option, not the default.
+  Under that BPR a BERT4Rec's pre-training on the Instruments stand-in stayed in its first,
+  popularity-like phase through 50 epochs, and the model fine-tuned from 10 of them scored every
+  user alike (docs/reproduction.md, IDP). ``pretrain_loss = "ce"`` pre-trains with the model's own
+  loss instead (BERT4Rec's cloze CE, SASRec's full softmax), a departure offered as an option, not
+  the default.
 - New encoders start with fresh positions (and a fresh mask token in ``idp-bs``): the document's
   P* is trained, and BERT4Rec has one position more than SASRec.
 - Target loss: the document does not name L_downstream; ``downstream_loss = "ce"`` (the model's
@@ -171,8 +172,8 @@ class IDPConfig(SASRecConfig, BERT4RecConfig, TransferConfig):
     """Score the target with the transferred model as it is (requires epochs = 0)."""
     pretrain_loss: Literal["bpr", "ce"] = "bpr"
     """Source pre-training loss: bpr (the document's, one uniform negative per predicted position) or
-    ce (the model's own: SASRec's full softmax, BERT4Rec's cloze). A BERT4Rec pre-trained with bpr
-    can stay at a user-independent output (docs/reproduction.md, IDP); ce is the way out offered."""
+    ce (the model's own: SASRec's full softmax, BERT4Rec's cloze). A BERT4Rec pre-trained for 10
+    epochs with either transferred badly (docs/reproduction.md, IDP)."""
     downstream_loss: Literal["ce", "bpr"] = "ce"
     """Target training loss: ce (the model's own: SASRec's full softmax, BERT4Rec's cloze) or bpr
     (as pre-training)."""
