@@ -429,11 +429,15 @@ class IDP(Method):
         margin = (hidden * (table[positives] - table[negatives])).sum(-1)  # (T,)
         return -F.logsigmoid(margin).mean()
 
+    def named_loss(self, name: Literal["bpr", "ce"], batch: Batch) -> torch.Tensor:
+        """BPR (:meth:`bpr_loss`), or ce: the sequence model's own loss (SASRec's or BERT4Rec's)."""
+        return self.bpr_loss(batch) if name == "bpr" else super().loss(batch)
+
     def pretrain_loss(self, batch: Batch) -> torch.Tensor:
-        return self.bpr_loss(batch) if self.config.pretrain_loss == "bpr" else super().loss(batch)
+        return self.named_loss(self.config.pretrain_loss, batch)
 
     def loss(self, batch: Batch) -> torch.Tensor:
-        return self.bpr_loss(batch) if self.config.downstream_loss == "bpr" else super().loss(batch)
+        return self.named_loss(self.config.downstream_loss, batch)
 
     # --- cross-domain ID matcher (pre-training model only) -------------------------------
     def finish_pretraining(self, show_progress: bool = False, work_dir: Path | None = None) -> None:
