@@ -2,8 +2,8 @@
 
 A model whose sequence encoder ignores its input gives every user nearly the same scores: it
 recommends by popularity whatever the history. Accuracy alone does not show why a model is weak;
-this does. For each finished run it scores every test user's history (the Evaluator's input: the
-last ``max_seq_length`` items before the test item) over all items and prints
+this does. For each finished run it scores every test user's history over all items, in the
+Evaluator's test batches (the last ``max_seq_length`` items before the test item), and prints
 
 - ``coverage@10``: distinct items in all users' top-10 lists, as a share of the catalogue;
 - ``shared top-10``: the mean share of a user's top 10 that is also in the top 10 of the mean
@@ -34,6 +34,7 @@ def user_scores(run_dir: Path, subsample_seed: int) -> tuple[str, np.ndarray]:
     from recbench.data.dataset import load_dataset, verify_fingerprint
     from recbench.errors import RunError
     from recbench.method import Batch
+    from recbench.runs.evaluate import Evaluator
     from recbench.runs.experiment import trained_method
     from recbench.runs.record import RunRecord
 
@@ -49,19 +50,16 @@ def user_scores(run_dir: Path, subsample_seed: int) -> tuple[str, np.ndarray]:
     if verify_fingerprint(dataset) != record["fingerprint"]:
         raise RunError(f"dataset '{dataset.name}' differs from run {run_dir}'s (changed, or another --subsample-seed)")
     method = trained_method(run, dataset).eval()
-    histories, lengths, _ = dataset.eval_examples("test", method.config.max_seq_length)
+    # The Evaluator's own test batches: the input it scores.
+    evaluator = Evaluator(dataset, "test", method.config.max_seq_length, method.config.eval_batch_size)
     rows = []
     with torch.inference_mode(), method.scoring_pass():
-        for start in range(0, len(lengths), 512):
-            part = slice(start, start + 512)
-            width = int(lengths[part].max())
-            batch = Batch(
-                items=torch.from_numpy(histories[part, :width]),
-                lengths=torch.from_numpy(lengths[part]),
-                users=torch.arange(start, start + len(lengths[part])) + 1,
-            )
-            rows.append(method.score(batch).float()[:, 1:].numpy())  # column 0 is padding
-    return record["method"], np.concatenate(rows)
+        for items, lengths, _, users, _ in evaluator.batches:
+            scores = method.score(Batch(items=items, lengths=lengths, users=users))
+            rows.append(scores.float()[:, 1:].numpy())  # column 0 is padding
+    by_user = np.empty((len(evaluator.order), dataset.num_items), dtype=np.float32)
+    by_user[evaluator.order] = np.concatenate(rows)  # the batches hold users in length order
+    return record["method"], by_user
 
 
 def spread(scores: np.ndarray, pairs: int, seed: int = 0) -> dict[str, float]:
