@@ -29,9 +29,10 @@ import torch
 def user_scores(run_dir: Path, subsample_seed: int) -> tuple[str, np.ndarray]:
     """(method name, (U, N) float32 test scores of every user over items 1..N) of a finished run.
 
-    A run on a share of a dataset's users (``NAME@FRACTION``, e.g. from ``idp_scientific.py``)
-    gets that share drawn again with ``subsample_seed``; the fingerprint check catches a wrong seed."""
-    from recbench.data.dataset import load_dataset, verify_fingerprint
+    A run on a share of a dataset's users (``NAME@FRACTION``, e.g. from ``idp_scientific.py``) gets
+    that share drawn again with the seed its record holds, or with ``subsample_seed`` for a run made
+    before runs recorded it; the fingerprint check catches a wrong seed."""
+    from recbench.data.dataset import load_run_dataset, verify_fingerprint
     from recbench.errors import RunError
     from recbench.method import Batch
     from recbench.runs.evaluate import Evaluator
@@ -44,9 +45,9 @@ def user_scores(run_dir: Path, subsample_seed: int) -> tuple[str, np.ndarray]:
     if "imported" in record:
         raise RunError(f"{run_dir} holds imported results, not a model to score with")
     name, _, fraction = record["dataset"].partition("@")
-    dataset = load_dataset(name)
-    if fraction:
-        dataset = dataset.subsample_users(float(fraction), subsample_seed)
+    if fraction and "subsample" not in record:
+        record = {**record, "subsample": {"fraction": float(fraction), "seed": subsample_seed}}
+    dataset = load_run_dataset(record)
     if verify_fingerprint(dataset) != record["fingerprint"]:
         raise RunError(f"dataset '{dataset.name}' differs from run {run_dir}'s (changed, or another --subsample-seed)")
     method = trained_method(run, dataset).eval()
@@ -83,7 +84,12 @@ def main() -> None:
     parser.add_argument("runs", type=Path, nargs="+")
     parser.add_argument("--pairs", type=int, default=2000, help="random user pairs for the correlation")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--subsample-seed", type=int, default=2020, help="for runs on a share of the users")
+    parser.add_argument(
+        "--subsample-seed",
+        type=int,
+        default=2020,
+        help="for runs on a share of the users that do not record their seed",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     for run_dir in args.runs:

@@ -97,6 +97,31 @@ def test_a_finished_run_is_reused_not_retrained(toy_dataset, tmp_path: Path) -> 
     assert not first.reused and again.reused and again.run.path == first.run.path
 
 
+def test_a_run_on_a_share_of_the_users_can_be_evaluated_again(toy_dataset, tmp_path: Path) -> None:
+    from recbench.data.dataset import load_run_dataset
+    from recbench.errors import DataError
+    from recbench.runs.experiment import evaluate_run
+
+    share = toy_dataset.subsample_users(0.5, seed=11)
+    result = run_experiment(
+        "sasrec",
+        share.name,
+        dataset=share,
+        seed=5,
+        overrides=[TINY],
+        runs_dir=tmp_path,
+        device="cpu",
+        show_progress=False,
+    )
+    record = result.run.config
+    assert record["dataset"] == "toy@0.5" and record["subsample"] == {"fraction": 0.5, "seed": 11}
+    assert load_run_dataset(record).user_ids == share.user_ids  # drawn again, not read from disk
+    again = evaluate_run(result.run.path, protocol="full")  # "toy@0.5" is not a saved dataset
+    assert again.metrics == pytest.approx(result.run.metrics["test"])
+    with pytest.raises(DataError, match="does not record how it was drawn"):
+        load_run_dataset({k: v for k, v in record.items() if k != "subsample"})
+
+
 def test_run_record_holds_config_log_best_weights_metrics_and_ranks(toy_dataset, tmp_path: Path) -> None:
     import torch
 

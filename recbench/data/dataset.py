@@ -37,7 +37,7 @@ import shutil
 import tempfile
 import threading
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Literal
@@ -452,6 +452,25 @@ def load_dataset(name: str, root: Path | None = None) -> Dataset:
         except _Replaced:
             continue  # a save swapped the directory while we read it: read the new one
     raise DataError(f"{path}: replaced again and again while being read; try once the import writing it has finished")
+
+
+def load_run_dataset(record: Mapping[str, Any], root: Path | None = None) -> Dataset:
+    """The dataset a run was made on, from its ``config.json`` record, without the fingerprint check.
+
+    A run on a share of the users (``NAME@FRACTION``, :meth:`Dataset.subsample_users`) records the
+    fraction and seed under ``"subsample"``: the share is drawn again from ``NAME`` with them.
+    """
+    name = str(record["dataset"])
+    if "@" not in name:
+        return load_dataset(name, root)
+    share = record.get("subsample")
+    if not isinstance(share, Mapping) or not {"fraction", "seed"} <= share.keys():
+        raise DataError(
+            f"'{name}' is a share of the users, and the run does not record how it was drawn (no 'subsample' "
+            "in its config.json: it predates that record); rebuild it with Dataset.subsample_users and pass it"
+        )
+    base = name.rpartition("@")[0]
+    return load_dataset(base, root).subsample_users(float(share["fraction"]), int(share["seed"]))
 
 
 class _Replaced(Exception):

@@ -233,14 +233,15 @@ def dataset_of_runs(results: Sequence[RunResult], name: str, root: Path | None =
     The data are rehashed (:func:`recbench.data.dataset.verify_fingerprint`) and compared with the
     fingerprint in the runs' ``config.json``; their rank vectors must cover its users.
     """
-    from recbench.data.dataset import load_dataset, verify_fingerprint
+    from recbench.data.dataset import load_dataset, load_run_dataset, verify_fingerprint
+    from recbench.runs.record import RunRecord
 
-    dataset = load_dataset(name, root)
     recorded, source = runs_fingerprint(results, name)
     if recorded is None:
         if source:
             raise RunError(f"run {source} records no dataset fingerprint: cannot tell which data it was made on")
-        return dataset  # no finished run: nothing to check (the tables show the failures)
+        return load_dataset(name, root)  # no finished run: nothing to check (the tables show the failures)
+    dataset = load_run_dataset(RunRecord(source).config, root)  # a share of the users is drawn again
     computed = verify_fingerprint(dataset)
     if computed != recorded:
         raise RunError(

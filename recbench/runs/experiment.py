@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from recbench.data.dataset import Dataset, load_dataset, union_of, verify_fingerprint
+from recbench.data.dataset import Dataset, load_dataset, load_run_dataset, union_of, verify_fingerprint
 from recbench.errors import DataError, RecbenchError, RunError
 from recbench.method import (
     Batch,
@@ -535,6 +535,8 @@ def _train_and_test(
         **identity,
         **({"item_codes": item_codes_record(item_codes)} if item_codes is not None else {}),
         **({"search": search} if search else {}),
+        # Not identity (the fingerprint is): how to draw a share of the users again to re-evaluate the run.
+        **({"subsample": dataset.manifest["subsample"]} if "subsample" in dataset.manifest else {}),
         "device": device,
         "protocol": {
             "valid_metric": "ndcg@10",
@@ -660,7 +662,7 @@ def _evaluate_stored(
 ) -> tuple[EvalResult | None, EvalResult]:
     """(valid, test) results of a finished run under ``protocol``, stored in it with ``store``."""
     record = run.config
-    dataset = dataset or load_dataset(record["dataset"])
+    dataset = dataset or load_run_dataset(record)
     if verify_fingerprint(dataset) != record["fingerprint"]:
         raise RunError(
             f"dataset '{dataset.name}' changed since run {run.path} was made (fingerprint differs); re-train it"
