@@ -118,12 +118,22 @@ class BERT4Rec(Method):
     def encode(self, tokens: torch.Tensor, query: torch.Tensor | None = None) -> torch.Tensor:
         """(B, W) token ids (items, mask tokens, 0 padding) -> (B, W, d); with ``query`` (B,) -> (B, d)."""
         positions = torch.arange(tokens.shape[1], device=tokens.device)
-        hidden = self.dropout(self.norm(self.item_embedding(tokens) + self.position_embedding(positions)))
+        hidden = self.dropout(self.norm(self.embed_items(tokens) + self.position_embedding(positions)))
         return self.encoder(hidden, bidirectional_mask(tokens), query_index=query)
+
+    def item_table(self) -> torch.Tensor:
+        """(N + 2, d): the vector of each token id (padding, items, mask token) that outputs are scored
+        against and that :meth:`embed_items` looks up; here the ID table itself (a subclass may fuse
+        item features in)."""
+        return self.item_embedding.weight
+
+    def embed_items(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(B, W) token ids -> (B, W, d) rows of :meth:`item_table` (padding id 0 gets no gradient)."""
+        return self.item_embedding(tokens)
 
     def item_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """(..., d) -> (..., N + 1): dot products with rows 0..N (padding included, mask token excluded)."""
-        return hidden @ self.item_embedding.weight[: self.spec.num_items + 1].T
+        return hidden @ self.item_table()[: self.spec.num_items + 1].T
 
     # --- training: the cloze task ------------------------------------------------------------
     def training_sequences(self, batch: Batch) -> torch.Tensor:

@@ -32,10 +32,14 @@ Formulas followed (sim = cosine, tau = ``matcher_temperature``, t = a text embed
 Variants, each a registered name: ``idp``, ``idp-zeroshot``, ``idp-newencoder``, ``idp-bs``
 (IDP^{B&S} of the universality table on the downstream model: SASRec pre-trained, BERT4Rec
 fine-tuned) share one SASRec pre-training run; ``idp-bert4rec`` (IDP^{BERT4Rec} of the universality
-table on the pre-training base model) pre-trains and fine-tunes BERT4Rec. IDP_{ID+t} of the main
-table is not implemented: the document gives its row of numbers only and never says how the text
-representation joins the ID embedding (added, concatenated, through an adaptor, which text vector),
-so any version of it would be made up here.
+table on the pre-training base model) pre-trains and fine-tunes BERT4Rec. ``idp-idt`` is IDP_{ID+t}
+of the main table (``text_fusion = "add"``), an inferred reading: the document gives that row of
+numbers only and never says how the text joins the ID embedding. It is read as the same table's
+UniSRec_{ID+t} does it: each item row (input and scoring alike) is the generated, fine-tuned ID
+embedding plus the item's frozen text embedding (``text_encoder``, the matcher's base encoder
+before tuning) through one fresh linear adapter (N(0, 0.02) weights, zero bias). UniSRec's own
+adaptor is a mixture of experts; one linear map is SASRec_T's choice here, the simplest that fits.
+The padding row stays zero and BERT4Rec's mask token stays ID-only. It shares idp's pre-training.
 
 Departures from the document, each with its reason:
 
@@ -99,6 +103,7 @@ from typing import Annotated, Any, Literal
 import torch
 import torch.nn.functional as F
 from pydantic import Field, StrictBool, model_validator
+from torch import nn
 
 from recbench.errors import RecbenchError
 from recbench.layers import by_length_groups, contrastive_loss
@@ -127,6 +132,7 @@ DOWNSTREAM_KEYS = (
     "num_similar",
     "id_weighting",
     "id_softmax_temperature",
+    "text_fusion",
 )
 """IDP's own keys that only matter on the target: reset by ``pretraining_config`` (with the shared
 fine-tuning keys of ``recbench.method.FINE_TUNING_KEYS``: epochs, patience, learning rate, ...) so every
@@ -177,6 +183,9 @@ class IDPConfig(SASRecConfig, BERT4RecConfig, TransferConfig):
     downstream_loss: Literal["ce", "bpr"] = "ce"
     """Target training loss: ce (the model's own: SASRec's full softmax, BERT4Rec's cloze) or bpr
     (as pre-training)."""
+    text_fusion: Literal["none", "add"] = "none"
+    """none (IDP) or add (IDP_{ID+t}, an inferred reading): every item row is its ID embedding plus its
+    frozen text embedding through a fresh linear adapter, in the input and in the scores alike."""
     num_similar: StrictPositiveInt = 10
     """m: source items whose ID embeddings make up each target item's generated embedding."""
     id_weighting: Literal["normalised_cosine", "softmax"] = "normalised_cosine"
@@ -206,6 +215,13 @@ class IDPConfig(SASRecConfig, BERT4RecConfig, TransferConfig):
         if self.zero_shot and self.epochs != 0:
             message = "zero-shot IDP (zero_shot = true) trains nothing on the target, so epochs must be 0"
             raise ConfigRuleError("epochs", self.epochs, message)
+        return self
+
+    @model_validator(mode="after")
+    def _zero_shot_has_no_untrained_adapter(self) -> IDPConfig:
+        if self.zero_shot and self.text_fusion != "none":
+            message = "zero-shot IDP trains nothing, so a text adapter (text_fusion = add) would stay random"
+            raise ConfigRuleError("text_fusion", self.text_fusion, message)
         return self
 
     @model_validator(mode="after")
@@ -362,6 +378,7 @@ def embed_texts(encoder: Any, texts: list[str]) -> torch.Tensor:
         "idp-newencoder": {"transfer": "item_embeddings"},
         "idp-bert4rec": {"sequence_model": "bert4rec"},
         "idp-bs": {"transfer": "item_embeddings", "new_encoder": "bert4rec"},
+        "idp-idt": {"text_fusion": "add"},
     },
 )
 class IDP(Method):
@@ -376,6 +393,9 @@ class IDP(Method):
     Config = IDPConfig
     supports_pretraining = True
     needs_raw_text = True
+    # The frozen text features of text_fusion = add. A class flag, so every variant gets them (one
+    # cached encoding per dataset and encoder); the others never read them.
+    needs_text = True
     causal = True  # BERT4Rec's scoring also cuts each history at its length (it appends the mask there)
 
     def __new__(cls, *args: Any, **kwargs: Any) -> IDP:
@@ -392,6 +412,31 @@ class IDP(Method):
         self.item_embedding.weight.register_hook(
             lambda grad: grad.index_fill(0, grad.new_zeros(1, dtype=torch.long), 0.0)
         )
+        self.text_adapter: nn.Linear | None = None
+        if config.text_fusion == "add":
+            text = spec.item_text_embeddings
+            if text is None:
+                raise RecbenchError("IDP_{ID+t} (text_fusion = add) needs DataSpec.item_text_embeddings")
+            self.register_buffer("item_text", text.float(), persistent=False)  # (N + 1, t), row 0 zero
+            self.text_adapter = nn.Linear(text.shape[1], config.hidden_size)
+            nn.init.normal_(self.text_adapter.weight, std=config.initializer_range)  # RecBole's Linear init
+            nn.init.zeros_(self.text_adapter.bias)
+
+    def item_table(self) -> torch.Tensor:
+        """The sequence model's ID table, plus (text_fusion = add) each item's adapted text; the padding
+        row and BERT4Rec's mask token stay ID-only."""
+        table = super().item_table()  # SASRec's or BERT4Rec's (the next class in the MRO)
+        if self.text_adapter is None:
+            return table
+        text = self.text_adapter(self.item_text)  # (N + 1, d)
+        text = text * (torch.arange(len(text), device=text.device) > 0)[:, None].to(text.dtype)
+        return table + F.pad(text, (0, 0, 0, len(table) - len(text)))
+
+    def embed_items(self, items: torch.Tensor) -> torch.Tensor:
+        """Rows of :meth:`item_table` (with text_fusion = add, ID + adapted text; else the ID table's lookup)."""
+        if self.text_adapter is None:
+            return super().embed_items(items)  # SASRec's or BERT4Rec's
+        return F.embedding(items, self.item_table(), padding_idx=0)
 
     @classmethod
     def pretraining_config(cls, config: IDPConfig) -> IDPConfig:
@@ -425,7 +470,7 @@ class IDP(Method):
         if len(positives) == 0:  # a cloze batch with nothing masked: no signal, graph kept connected
             return hidden.sum() * 0.0
         negatives = sample_negatives(positives, self.spec.num_items)
-        table = self.item_embedding.weight
+        table = self.item_table()
         margin = (hidden * (table[positives] - table[negatives])).sum(-1)  # (T,)
         return -F.logsigmoid(margin).mean()
 

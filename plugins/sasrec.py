@@ -54,18 +54,27 @@ class SASRec(Method):
     def encode(self, items: torch.Tensor, last: torch.Tensor | None = None) -> torch.Tensor:
         """(B, L) item ids -> (B, L, d) outputs; with ``last`` (B,) positions -> (B, d) there only."""
         positions = torch.arange(items.shape[1], device=items.device)
-        hidden = self.item_embedding(items) + self.position_embedding(positions)
+        hidden = self.embed_items(items) + self.position_embedding(positions)
         hidden = self.dropout(self.norm(hidden))
         return self.encoder(hidden, causal_mask(items), query_index=last)
+
+    def item_table(self) -> torch.Tensor:
+        """(N + 1, d): the vector of each item id that outputs are scored against and that
+        :meth:`embed_items` looks up; here the ID table itself (a subclass may fuse item features in)."""
+        return self.item_embedding.weight
+
+    def embed_items(self, items: torch.Tensor) -> torch.Tensor:
+        """(B, L) item ids -> (B, L, d) rows of :meth:`item_table` (padding id 0 gets no gradient)."""
+        return self.item_embedding(items)
 
     def loss(self, batch: Batch) -> torch.Tensor:
         hidden = self.encode(batch.items)  # (B, L, d)
         has_target = batch.targets > 0
-        logits = hidden[has_target] @ self.item_embedding.weight.T  # (T, N + 1)
+        logits = hidden[has_target] @ self.item_table().T  # (T, N + 1)
         return F.cross_entropy(logits, batch.targets[has_target])
 
     def query_and_items(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.encode(batch.items, last=batch.lengths - 1), self.item_embedding.weight  # (B, d), (N + 1, d)
+        return self.encode(batch.items, last=batch.lengths - 1), self.item_table()  # (B, d), (N + 1, d)
 
     def score(self, batch: Batch) -> torch.Tensor:
         hidden, items = self.query_and_items(batch)

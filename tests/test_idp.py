@@ -344,7 +344,7 @@ def test_negatives_are_uniform_over_the_other_items() -> None:
 def test_every_sasrec_variant_and_every_m_share_one_pretraining_config() -> None:
     configs = [
         IDP.pretraining_config(resolve_config(get_method(name), TINY, extra))
-        for name in ("idp", "idp-zeroshot", "idp-newencoder", "idp-bs")
+        for name in ("idp", "idp-zeroshot", "idp-newencoder", "idp-bs", "idp-idt")
         for extra in (
             {},
             {"num_similar": 3},
@@ -369,11 +369,12 @@ def test_every_sasrec_variant_and_every_m_share_one_pretraining_config() -> None
         ("idp-newencoder", IDPSASRec, IDPSASRec),
         ("idp-bert4rec", IDPBERT4Rec, IDPBERT4Rec),
         ("idp-bs", IDPSASRec, IDPBERT4Rec),
+        ("idp-idt", IDPSASRec, IDPSASRec),
     ],
 )
 def test_each_variant_pretrains_and_fine_tunes_its_sequence_model(name: str, pretrained: type, target: type) -> None:
     config = resolve_config(get_method(name), TINY)
-    spec = DataSpec(num_items=5, max_seq_length=10, item_texts=["a"] * 5)
+    spec = DataSpec(num_items=5, max_seq_length=10, item_texts=["a"] * 5, item_text_embeddings=torch.zeros(6, 4))
     assert type(IDP(IDP.pretraining_config(config), spec)) is pretrained
     assert type(IDP(config, spec)) is target
 
@@ -386,6 +387,45 @@ def test_a_new_encoder_without_a_fresh_model_is_rejected() -> None:
 def test_zero_shot_with_training_epochs_is_rejected() -> None:
     with pytest.raises(ConfigError, match="epochs must be 0"):
         resolve_config(get_method("idp-zeroshot"), {"epochs": 3})
+    with pytest.raises(ConfigError, match="text_fusion"):
+        resolve_config(get_method("idp-zeroshot"), {"text_fusion": "add"})
+
+
+@pytest.mark.parametrize(("name", "plain"), [("idp-idt", "sasrec"), ("idp-bert4rec", "bert4rec")])
+def test_id_plus_text_rows_are_id_rows_plus_adapted_text_in_input_and_scores(name: str, plain: str) -> None:
+    """IDP_{ID+t}: the model equals its plain sequence model whose item table is E + (T W^T + b), with
+    the padding row zero and BERT4Rec's mask token ID-only (computed here by hand, row by row)."""
+    from recbench_plugins.bert4rec import BERT4Rec
+    from recbench_plugins.sasrec import SASRec
+    from tests.test_contract import training_batches
+
+    text = torch.randn(31, 6, generator=torch.Generator().manual_seed(1))
+    text[0] = 0
+    spec = DataSpec(num_items=30, max_seq_length=10, item_text_embeddings=text)
+    seed_everything(0)
+    model = IDP(resolve_config(get_method(name), {**TINY, "text_fusion": "add"}), spec).eval()
+    with torch.no_grad():
+        model.text_adapter.bias.normal_()  # a non-zero bias, so the padding row's rule is tested
+    ids, weight, bias = model.item_embedding.weight.detach(), model.text_adapter.weight, model.text_adapter.bias
+    expected = ids.clone()
+    for item in range(1, 31):
+        expected[item] += (weight @ text[item] + bias).detach()
+    torch.testing.assert_close(model.item_table().detach(), expected)
+    assert not expected[0].any() and (name != "idp-bert4rec" or torch.equal(expected[31], ids[31]))
+
+    plain_model = {"sasrec": SASRec, "bert4rec": BERT4Rec}[plain]
+    reference = plain_model(model.config, DataSpec(num_items=30, max_seq_length=10))  # the same hyper-parameters
+    reference.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("text_adapter.")})
+    with torch.no_grad():
+        reference.item_embedding.weight.copy_(expected)
+    batch = training_batches()[0]
+    torch.testing.assert_close(model.score(batch), reference.eval().score(batch))
+    torch.manual_seed(5)
+    loss = model.loss(batch)
+    torch.manual_seed(5)
+    torch.testing.assert_close(loss, reference.loss(batch))
+    loss.backward()
+    assert model.text_adapter.weight.grad.abs().sum() > 0  # the adapter trains with the model
 
 
 def texts_dataset(name: str, texts: list[str], seed: int):
