@@ -524,6 +524,9 @@ def train(
 
     Example: recbench train sasrec --dataset scientific --seed 2020 --set hidden_size=300 --protocol full,pop100
     """
+    from recbench.runs.trainer import flush_denormals_in_this_process
+
+    flush_denormals_in_this_process()  # before torch starts its worker threads, so they inherit it
     from recbench.registry import parse_assignments, read_config_file
     from recbench.runs.experiment import run_experiment
 
@@ -1019,6 +1022,9 @@ def compare(
 
     Example: recbench compare --datasets scientific --methods sasrec,unisrec --seeds 3 --out tables/sci
     """
+    from recbench.runs.trainer import flush_denormals_in_this_process
+
+    flush_denormals_in_this_process()  # before torch starts its worker threads, so they inherit it
     from recbench.registry import parse_assignments
     from recbench.results.leaderboard import output_prefix
 

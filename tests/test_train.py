@@ -122,6 +122,33 @@ def test_a_run_on_a_share_of_the_users_can_be_evaluated_again(toy_dataset, tmp_p
         load_run_dataset({k: v for k, v in record.items() if k != "subsample"})
 
 
+def test_training_flushes_denormal_floats_and_switches_the_mode_back_off(
+    toy_dataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+
+    from recbench_plugins.sasrec import SASRec
+
+    def denormal_survives() -> bool:
+        return torch.tensor([1e-320], dtype=torch.float64).item() != 0.0  # 1e-320 is a float64 denormal
+
+    if not torch.set_flush_denormal(True):
+        pytest.skip("this CPU cannot flush denormals")
+    torch.set_flush_denormal(False)
+    seen: list[bool] = []
+    original = SASRec.loss
+
+    def recording(self, batch):
+        seen.append(denormal_survives())
+        return original(self, batch)
+
+    monkeypatch.setattr(SASRec, "loss", recording)
+    assert denormal_survives()
+    train_toy(tmp_path)
+    assert seen and not any(seen)  # flushed in every training step
+    assert denormal_survives()  # and back to PyTorch's default afterwards
+
+
 def test_run_record_holds_config_log_best_weights_metrics_and_ranks(toy_dataset, tmp_path: Path) -> None:
     import torch
 
