@@ -10,6 +10,9 @@ by the variants built on it), printing test R@10, N@10, R@50, N@50, epochs and s
 ``--m-variant`` on the full target; the best m is then used for every IDP run.
 
     python benchmarks/idp_scientific.py --seeds 2020 --fractions 1,0.3,0.1 --m 1,5,10,20 [--set k=v]
+
+``--no-pretraining`` trains the IDP variants on the target alone, as controls: their item rows then
+start random (``idp-idt``: SASRec whose item rows are ID + adapted text, no transfer).
 """
 
 from __future__ import annotations
@@ -63,6 +66,11 @@ def main() -> None:
         default=None,
         help="one pre-training run (this seed) shared by every fine-tuning seed",
     )
+    parser.add_argument(
+        "--no-pretraining",
+        action="store_true",
+        help="train the IDP variants from scratch too (a control: e.g. idp-idt is then SASRec with ID + text rows)",
+    )
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     args = parser.parse_args()
     home = os.environ.setdefault("RECBENCH_HOME", tempfile.mkdtemp(prefix="recbench-bench-"))
@@ -85,7 +93,7 @@ def main() -> None:
 
     def run(method: str, seed: int, extra: dict[str, Any], dataset: Any = None) -> tuple[dict[str, Any], float]:
         started = time.perf_counter()
-        sources = [SOURCE] if is_idp(method) else None
+        sources = [SOURCE] if is_idp(method) and not args.no_pretraining else None
         result = run_experiment(
             method,
             "scientific",
@@ -124,7 +132,7 @@ def main() -> None:
                 fit = metrics.get("fit", {})
                 how = (
                     "from scratch"
-                    if not is_idp(method)
+                    if not is_idp(method) or args.no_pretraining
                     else f"pre-trained on {SOURCE}" + (f", m {best_m['num_similar']}" if best_m else "")
                 )
                 print(
