@@ -467,7 +467,8 @@ def load_run_dataset(record: Mapping[str, Any], root: Path | None = None) -> Dat
     if not isinstance(share, Mapping) or not {"fraction", "seed"} <= share.keys():
         raise DataError(
             f"'{name}' is a share of the users, and the run does not record how it was drawn (no 'subsample' "
-            "in its config.json: it predates that record); rebuild it with Dataset.subsample_users and pass it"
+            "in its config.json: it predates that record); from Python, draw it again with "
+            "load_dataset(NAME).subsample_users(fraction, seed) and pass it as the dataset"
         )
     base = name.rpartition("@")[0]
     return load_dataset(base, root).subsample_users(float(share["fraction"]), int(share["seed"]))
