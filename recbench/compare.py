@@ -306,7 +306,7 @@ def run_grid(
             notify(cell, "failed" if finished[-1].error else "done", finished[-1])
     else:
         threads = max(1, (os.cpu_count() or 1) // jobs)  # jobs x threads <= cores
-        pool_options = {"initializer": stop_with_parent, "initargs": (os.getpid(),)}
+        pool_options = {"initializer": init_worker, "initargs": (os.getpid(),)}
         with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn"), **pool_options) as pool:
             futures = {pool.submit(run_cell, cell, **arguments, threads=threads): cell for cell in ready}
             finished = _collect(futures, notify, jobs)
@@ -328,6 +328,15 @@ def _run_key(cell: GridCell, overrides: list[dict[str, Any]], pretrain_on: Seque
         return None
     transfer = takes_sources(entry.cls, cell.grid_pretraining) and bool(pretrain_on)
     return (cell.dataset, entry.name, cell.seed, config, transfer, cell.init)
+
+
+def init_worker(parent_pid: int) -> None:
+    """Worker initializer: flush denormal floats for the whole worker process before torch starts
+    its threads (as the ``compare`` command does for itself), and end with the parent."""
+    from recbench.runs.trainer import flush_denormals_in_this_process
+
+    flush_denormals_in_this_process()
+    stop_with_parent(parent_pid)
 
 
 def stop_with_parent(parent_pid: int, interval: float = 1.0) -> None:
