@@ -393,9 +393,7 @@ class IDP(Method):
     Config = IDPConfig
     supports_pretraining = True
     needs_raw_text = True
-    # The frozen text features of text_fusion = add. A class flag, so every variant gets them (one
-    # cached encoding per dataset and encoder); the others never read them.
-    needs_text = True
+    needs_text = True  # the frozen text features of text_fusion = add (see needs_text_for)
     causal = True  # BERT4Rec's scoring also cuts each history at its length (it appends the mask there)
 
     def __new__(cls, *args: Any, **kwargs: Any) -> IDP:
@@ -437,6 +435,11 @@ class IDP(Method):
         if self.text_adapter is None:
             return super().embed_items(items)  # SASRec's or BERT4Rec's
         return F.embedding(items, self.item_table(), padding_idx=0)
+
+    @classmethod
+    def needs_text_for(cls, config: IDPConfig) -> bool:  # type: ignore[override]
+        """Only IDP_{ID+t} reads text embeddings; the other variants need none encoded."""
+        return config.text_fusion == "add"
 
     @classmethod
     def pretraining_config(cls, config: IDPConfig) -> IDPConfig:

@@ -320,7 +320,8 @@ class Method(nn.Module, ABC):
     name: ClassVar[str] = ""
     Config: ClassVar[type[MethodConfig]] = MethodConfig
     needs_text: ClassVar[bool] = False
-    """True if the method needs ``DataSpec.item_text_embeddings``."""
+    """True if the method may read ``DataSpec.item_text_embeddings`` (its Config is then a
+    TextMethodConfig); :meth:`needs_text_for` says whether a given config does."""
     causal: ClassVar[bool] = True
     """True if the score after a sequence ignores anything placed beyond its length (tested)."""
     supports_pretraining: ClassVar[bool] = False
@@ -336,6 +337,12 @@ class Method(nn.Module, ABC):
     """True if the method needs ``DataSpec.item_texts`` (e.g. to fine-tune a text encoder)."""
     needs_users: ClassVar[bool] = False
     """True if the method reads ``Batch.users`` (a user embedding table of ``DataSpec.num_users + 1`` rows)."""
+
+    @classmethod
+    def needs_text_for(cls, config: MethodConfig) -> bool:
+        """Whether a model of this config reads ``DataSpec.item_text_embeddings``, which are then
+        encoded (or read from the cache) before it is built; ``needs_text`` unless overridden."""
+        return cls.needs_text
 
     def __init__(self, config: MethodConfig, spec: DataSpec) -> None:
         super().__init__()

@@ -179,7 +179,7 @@ def build(
     config = resolve_config(entry, small_config(name), overrides)
     cls = entry.cls
     text = None
-    if cls.needs_text:
+    if cls.needs_text_for(config):
         text = torch.randn(num_items + 1, TEXT_DIM, generator=torch.Generator().manual_seed(0))
         text[0] = 0
     spec = DataSpec(
@@ -524,7 +524,7 @@ def _cache_text(entry: MethodEntry, config: MethodConfig, dataset: Dataset, pret
     from recbench.data.encode import EncoderSpec, item_embeddings
     from recbench.runs.experiment import WORD_DROP_RATIO
 
-    if not (entry.cls.needs_text and isinstance(config, TextMethodConfig)):
+    if not (entry.cls.needs_text_for(config) and isinstance(config, TextMethodConfig)):
         return
     spec = EncoderSpec(
         config.text_encoder, config.text_pooling, config.text_max_tokens, precision=config.text_precision

@@ -131,7 +131,7 @@ def build_method(
     else:
         item_codes = None
     text = word_dropped = None
-    if cls.needs_text:
+    if cls.needs_text_for(config):
         if not isinstance(config, TextMethodConfig):
             raise TypeError(f"{cls.__name__} needs text: its Config must subclass TextMethodConfig")
         from recbench.data.encode import EncoderSpec, item_embeddings
