@@ -32,11 +32,11 @@ def user_scores(run_dir: Path, subsample_seed: int) -> tuple[str, np.ndarray]:
     A run on a share of a dataset's users (``NAME@FRACTION``, e.g. from ``idp_scientific.py``) gets
     that share drawn again with the seed its record holds, or with ``subsample_seed`` for a run made
     before runs recorded it; the fingerprint check catches a wrong seed."""
-    from recbench.data.dataset import load_run_dataset, verify_fingerprint
+    from recbench.data.dataset import load_dataset
     from recbench.errors import RunError
     from recbench.method import Batch
     from recbench.runs.evaluate import Evaluator
-    from recbench.runs.experiment import trained_method
+    from recbench.runs.experiment import checked_run_dataset, trained_method
     from recbench.runs.record import RunRecord
 
     run = RunRecord(run_dir)
@@ -45,11 +45,9 @@ def user_scores(run_dir: Path, subsample_seed: int) -> tuple[str, np.ndarray]:
     if "imported" in record:
         raise RunError(f"{run_dir} holds imported results, not a model to score with")
     name, _, fraction = record["dataset"].partition("@")
-    if fraction and "subsample" not in record:
-        record = {**record, "subsample": {"fraction": float(fraction), "seed": subsample_seed}}
-    dataset = load_run_dataset(record)
-    if verify_fingerprint(dataset) != record["fingerprint"]:
-        raise RunError(f"dataset '{dataset.name}' differs from run {run_dir}'s (changed, or another --subsample-seed)")
+    older_share = fraction and "subsample" not in record  # made before runs recorded their share
+    given = load_dataset(name).subsample_users(float(fraction), subsample_seed) if older_share else None
+    dataset = checked_run_dataset(run, given)
     method = trained_method(run, dataset).eval()
     # The Evaluator's own test batches: the input it scores.
     evaluator = Evaluator(dataset, "test", method.config.max_seq_length, method.config.eval_batch_size)

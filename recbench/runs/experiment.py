@@ -639,6 +639,18 @@ def definition_of_record(record: dict[str, Any]) -> dict[str, Any]:
     return definition_of(record.get("protocol") or {})
 
 
+def checked_run_dataset(run: RunRecord, dataset: Dataset | None = None) -> Dataset:
+    """The data a finished run was made on: ``dataset``, else loaded as its record says (a share of
+    the users drawn again), rehashed and checked against the run's recorded fingerprint."""
+    record = run.config
+    dataset = dataset or load_run_dataset(record)
+    if verify_fingerprint(dataset) != record["fingerprint"]:
+        raise RunError(
+            f"dataset '{dataset.name}' changed since run {run.path} was made (fingerprint differs); re-train it"
+        )
+    return dataset
+
+
 def trained_method(run: RunRecord, dataset: Dataset) -> Method:
     """The model of a finished run (not an imported one) with its best weights, built for ``dataset``
     (the run's own, whose fingerprint the caller has checked), on the CPU."""
@@ -662,11 +674,7 @@ def _evaluate_stored(
 ) -> tuple[EvalResult | None, EvalResult]:
     """(valid, test) results of a finished run under ``protocol``, stored in it with ``store``."""
     record = run.config
-    dataset = dataset or load_run_dataset(record)
-    if verify_fingerprint(dataset) != record["fingerprint"]:
-        raise RunError(
-            f"dataset '{dataset.name}' changed since run {run.path} was made (fingerprint differs); re-train it"
-        )
+    dataset = checked_run_dataset(run, dataset)
     if "imported" in record:
         from recbench.runs.external import evaluate_imported
 
