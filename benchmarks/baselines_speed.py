@@ -137,11 +137,11 @@ def build(config_dict):
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
     dataset = create_dataset(config)
-    train_data, valid_data, _ = data_preparation(config, dataset)
+    train_data, valid_data, test_data = data_preparation(config, dataset)
     init_seed(config["seed"], config["reproducibility"])
     model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
-    return model, trainer, train_data, valid_data
+    return model, trainer, train_data, valid_data, test_data
 
 
 def timed(trainer, times, cap):
@@ -168,6 +168,8 @@ def timed(trainer, times, cap):
             elapsed = time.perf_counter() - started
             times[key].append(elapsed * total / seen[0] if cap and seen[0] else elapsed)
             times[key + "_batches"] = [seen[0], total]
+            if key == "valid":  # (valid score, result): the early-stopping metric of this epoch
+                times["valid_scores"] = times.get("valid_scores", []) + [float(out[0])]
             return out
 
         return run
@@ -181,7 +183,7 @@ config = spec["config"]
 if spec.get("pretrain") is not None:  # S3Rec: the pre-training stage first, its checkpoint for fine-tuning
     epochs = spec["pretrain"]
     stage = {**config, "train_stage": "pretrain", "pretrain_epochs": epochs, "save_step": max(epochs, 1)}
-    model, trainer, train_data, _ = build(stage)
+    model, trainer, train_data, _, _ = build(stage)
     times = {"train": [], "valid": []}
     timed(trainer, times, spec["batches"])
     path = os.path.join(config["checkpoint_dir"], f"{spec['model']}-{spec['dataset']}-{epochs}.pth")
@@ -192,11 +194,17 @@ if spec.get("pretrain") is not None:  # S3Rec: the pre-training stage first, its
         os.makedirs(config["checkpoint_dir"], exist_ok=True)
         torch.save({"state_dict": model.state_dict()}, path)
     config = {**config, "train_stage": "finetune", "pre_model_path": path}
-model, trainer, train_data, valid_data = build(config)
+model, trainer, train_data, valid_data, test_data = build(config)
 times = {"train": [], "valid": []}
 timed(trainer, times, spec["batches"])
-trainer.fit(train_data, valid_data, saved=False, show_progress=False)
+test = spec.get("test", False)  # to convergence: keep the best valid epoch's weights and evaluate them on test
+trainer.fit(train_data, valid_data, saved=test, show_progress=False)
 result["fit"] = times
+if test:
+    scores = times.get("valid_scores", [])
+    result["best_epoch"] = scores.index(max(scores)) if scores else None
+    metrics = trainer.evaluate(test_data, load_best_model=True, show_progress=False)
+    result["test"] = {name: float(value) for name, value in metrics.items()}
 result["train_samples"] = len(train_data._dataset)
 with open(sys.argv[2], "w") as out:
     json.dump(result, out)
@@ -264,8 +272,13 @@ def run_recbole(
     threads: int,
     batches: int,
     pretrain: int | None,
+    test: bool = False,
 ) -> dict[str, Any]:
-    """Run the driver in the RecBole venv (cwd ``work``: RecBole writes log/ and log_tensorboard/ there)."""
+    """Run the driver in the RecBole venv (cwd ``work``: RecBole writes log/ and log_tensorboard/ there).
+
+    With ``test``, RecBole keeps its best valid epoch's weights and the result holds their test metrics
+    (``test``) and that epoch (``best_epoch``, 0-based).
+    """
     driver = work / "recbole_driver.py"
     driver.write_text(RECBOLE_DRIVER)
     spec_path, out_path = work / f"recbole-{method}.spec.json", work / f"recbole-{method}.result.json"
@@ -276,6 +289,7 @@ def run_recbole(
         "threads": threads,
         "batches": batches,
         "pretrain": pretrain,
+        "test": test,
     }
     spec_path.write_text(json.dumps(spec, indent=1))
     out_path.unlink(missing_ok=True)

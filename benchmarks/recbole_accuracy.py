@@ -1,0 +1,154 @@
+"""Benchmark: a baseline trained to convergence by recbench and by RecBole 1.2.1, test metrics side by side.
+
+Where a baseline has no published row on Scientific (FPMC, GRU4Rec, NextItNet, Caser, ...), RecBole's
+own implementation is the independent check of recbench's number. For each method and seed this
+trains recbench's plugin (``run_experiment``; a finished run in ``--runs-dir`` is reused) and
+RecBole's model of the same name on the same UniSRec files, with the same sizes, learning rate,
+batch size, epoch cap and early stopping (patience on valid NDCG@10: RecBole's ``stopping_step``
+means what recbench's ``patience`` means), and prints test R@10 / N@10 / R@50 / N@50, epochs run
+(best) and seconds per epoch for both. RecBole evaluates with its own full-ranking evaluator on the
+best valid epoch's weights, so the comparison checks recbench's model, trainer and evaluator at once.
+
+The RecBole side is built exactly as ``baselines_speed.py`` builds it (same ``Pair`` table, data
+folder and config; see that script's docstring for the venv and the item-feature field), so the
+methods are the ones listed there. Overrides given with ``--set`` go to recbench only, except
+``learning_rate``, ``epochs``, ``patience`` and the model sizes, which RecBole reads from the resolved
+recbench config. One RecBole training per (method, seed) runs in a subprocess of ``--recbole-python``
+with ``--threads`` torch threads; its log stays under ``--work``.
+
+    python benchmarks/recbole_accuracy.py --home ../bench-home --runs-dir ../bench-runs/baselines \\
+        --work ../bench-runs/recbole-accuracy --methods fpmc,nextitnet [--seeds 2020,2021] [--threads 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from baselines_speed import (
+    DEFAULT_RECBOLE_PYTHON,
+    DEFAULT_SOURCE,
+    PAIRS,
+    prepare_recbole_data,
+    recbole_config,
+    run_recbole,
+)
+
+DATASET = "scientific"
+# recbench metric name -> RecBole's name for the same quantity (leave-one-out: one target, recall = hit rate).
+METRICS = {"hr@10": "recall@10", "ndcg@10": "ndcg@10", "hr@50": "recall@50", "ndcg@50": "ndcg@50"}
+
+
+def summary(values: list[float]) -> str:
+    """Mean ± sample standard deviation (just the value for one seed)."""
+    if len(values) == 1:
+        return f"{values[0]:.4f}"
+    return f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}"
+
+
+def run_recbench(method: str, seed: int, overrides: dict[str, Any], runs_dir: Path) -> dict[str, Any]:
+    """recbench's test metrics, epochs run, best epoch and seconds per epoch for one seed."""
+    from recbench.runs.experiment import run_experiment
+
+    result = run_experiment(
+        method, DATASET, seed=seed, overrides=[overrides], runs_dir=runs_dir, device="cpu", show_progress=False
+    )
+    metrics, fit = result.run.metrics, result.run.metrics["fit"]
+    return {
+        "test": {name: float(metrics["test"][name]) for name in METRICS},
+        "epochs": fit["epochs_run"],
+        "best_epoch": fit.get("best_epoch"),
+        "seconds_per_epoch": fit["seconds_per_epoch"],
+    }
+
+
+def run_recbole_to_convergence(
+    method: str, seed: int, config: Any, python: Path, data_root: Path, work: Path, threads: int
+) -> dict[str, Any]:
+    """RecBole's test metrics (recbench's names), epochs run, best epoch and seconds per epoch for one seed."""
+    pair = PAIRS[method]
+    work.mkdir(parents=True, exist_ok=True)
+    settings = recbole_config(method, config, pair, config.epochs, data_root, work)
+    settings.update({"seed": seed, "stopping_step": config.patience})
+    out = run_recbole(python, method, pair.recbole_model, settings, work, threads, 0, None, test=True)
+    times = out["fit"]["train"]
+    return {
+        "test": {name: out["test"][theirs] for name, theirs in METRICS.items()},
+        "epochs": len(times),
+        "best_epoch": out["best_epoch"],
+        "seconds_per_epoch": statistics.mean(times) if times else None,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--methods", required=True, help=f"comma-separated, from: {', '.join(PAIRS)}")
+    parser.add_argument("--seeds", default="2020", help="comma-separated seeds, each trained by both tools")
+    parser.add_argument("--home", type=Path, required=True, help="RECBENCH_HOME holding (or to hold) `scientific`")
+    parser.add_argument("--runs-dir", type=Path, required=True, help="recbench runs (outside the project)")
+    parser.add_argument("--work", type=Path, required=True, help="RecBole's data links, logs and checkpoints")
+    parser.add_argument("--recbole-python", type=Path, default=DEFAULT_RECBOLE_PYTHON)
+    parser.add_argument("--from", dest="source", type=Path, default=DEFAULT_SOURCE)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads, each tool")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], help="recbench config key=value")
+    parser.add_argument("--skip-recbole", action="store_true", help="recbench's side only")
+    args = parser.parse_args()
+
+    methods = [m for m in args.methods.split(",") if m]
+    unknown = [m for m in methods if m not in PAIRS]
+    if unknown:
+        parser.error(f"unknown method(s) {', '.join(unknown)}; known: {', '.join(PAIRS)}")
+    seeds = [int(s) for s in args.seeds.split(",") if s]
+    os.environ["RECBENCH_HOME"] = str(args.home.resolve())
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ["OMP_NUM_THREADS"] = str(args.threads)
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from recbench.data.dataset import is_downloaded
+    from recbench.data.download import import_local
+    from recbench.registry import get_method, parse_assignments, resolve_config
+
+    if not is_downloaded(DATASET):
+        import_local(DATASET, args.source)
+    work = args.work.resolve()
+    data_root = prepare_recbole_data(args.source.resolve(), work / "recbole-data")
+    overrides = parse_assignments(args.overrides)
+
+    rows: list[tuple[str, str, list[dict[str, Any]]]] = []
+    for method in methods:
+        config = resolve_config(get_method(method), [overrides])
+        per_tool: dict[str, list[dict[str, Any]]] = {"recbench": [], "RecBole": []}
+        for seed in seeds:
+            print(f"[{method} seed {seed}] recbench ...", file=sys.stderr, flush=True)
+            per_tool["recbench"].append(run_recbench(method, seed, overrides, args.runs_dir))
+            if not args.skip_recbole:
+                print(f"[{method} seed {seed}] RecBole {PAIRS[method].recbole_model} ...", file=sys.stderr, flush=True)
+                stamp = time.strftime("%Y%m%d-%H%M%S")
+                run_work = work / "recbole" / f"{method}-seed{seed}-{stamp}"
+                per_tool["RecBole"].append(
+                    run_recbole_to_convergence(
+                        method, seed, config, args.recbole_python, data_root, run_work, args.threads
+                    )
+                )
+            print(json.dumps({"method": method, "seed": seed, **per_tool}), file=sys.stderr, flush=True)
+        rows += [(method, tool, results) for tool, results in per_tool.items() if results]
+
+    print(f"\nScientific, full ranking, test split, seeds {args.seeds}, mean ± std; {args.threads} thread(s)\n")
+    print("| method | tool | R@10 | N@10 | R@50 | N@50 | epochs (best, 0-based) | s/epoch |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for method, tool, results in rows:
+        cells = [summary([r["test"][name] for r in results]) for name in METRICS]
+        epochs = "/".join(f"{r['epochs']} ({r['best_epoch']})" for r in results)
+        seconds = "/".join(f"{r['seconds_per_epoch']:.1f}" for r in results if r["seconds_per_epoch"] is not None)
+        print(f"| {method} | {tool} | {' | '.join(cells)} | {epochs} | {seconds} |")
+
+
+if __name__ == "__main__":
+    main()
