@@ -123,7 +123,7 @@ def main() -> None:
 
     rows: list[tuple[str, str, list[dict[str, Any]]]] = []
     for method in methods:
-        config = resolve_config(get_method(method), [overrides])
+        config = resolve_config(get_method(method), overrides)
         per_tool: dict[str, list[dict[str, Any]]] = {"recbench": [], "RecBole": []}
         for seed in seeds:
             print(f"[{method} seed {seed}] recbench ...", file=sys.stderr, flush=True)
