@@ -52,6 +52,18 @@ def summary(values: list[float]) -> str:
     return f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}"
 
 
+def difference(per_tool: dict[str, list[dict[str, Any]]], metric: str) -> str:
+    """RecBole's mean relative to recbench's, in %, and Welch's two-sided p over the seeds (2+ seeds each)."""
+    ours = [r["test"][metric] for r in per_tool["recbench"]]
+    theirs = [r["test"][metric] for r in per_tool["RecBole"]]
+    delta = f"{100 * (statistics.mean(theirs) / statistics.mean(ours) - 1):+.1f}%"
+    if min(len(ours), len(theirs)) < 2:
+        return delta
+    from scipy.stats import ttest_ind
+
+    return f"{delta}, p = {ttest_ind(theirs, ours, equal_var=False).pvalue:.2f}"
+
+
 def run_recbench(method: str, seed: int, overrides: dict[str, Any], runs_dir: Path) -> dict[str, Any]:
     """recbench's test metrics, epochs run, best epoch and seconds per epoch for one seed."""
     from recbench.runs.experiment import run_experiment
@@ -122,7 +134,7 @@ def main() -> None:
     data_root = prepare_recbole_data(args.source.resolve(), work / "recbole-data")
     overrides = parse_assignments(args.overrides)
 
-    rows: list[tuple[str, str, list[dict[str, Any]]]] = []
+    rows: list[tuple[str, dict[str, list[dict[str, Any]]]]] = []
     for method in methods:
         config = resolve_config(get_method(method), overrides)
         per_tool: dict[str, list[dict[str, Any]]] = {"recbench": [], "RecBole": []}
@@ -139,16 +151,23 @@ def main() -> None:
                     )
                 )
             print(json.dumps({"method": method, "seed": seed, **per_tool}), file=sys.stderr, flush=True)
-        rows += [(method, tool, results) for tool, results in per_tool.items() if results]
+        rows.append((method, per_tool))
 
-    print(f"\nScientific, full ranking, test split, seeds {args.seeds}, mean ± std; {args.threads} thread(s)\n")
+    print(f"\nScientific, full ranking, test split, seeds {args.seeds}, mean ± std; {args.threads} thread(s)")
+    print("last row per method: RecBole's mean against recbench's (Δ%) and Welch's t-test over the seeds (p)\n")
     print("| method | tool | R@10 | N@10 | R@50 | N@50 | epochs (best, 0-based) | s/epoch |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
-    for method, tool, results in rows:
-        cells = [summary([r["test"][name] for r in results]) for name in METRICS]
-        epochs = "/".join(f"{r['epochs']} ({r['best_epoch']})" for r in results)
-        seconds = "/".join(f"{r['seconds_per_epoch']:.1f}" for r in results if r["seconds_per_epoch"] is not None)
-        print(f"| {method} | {tool} | {' | '.join(cells)} | {epochs} | {seconds} |")
+    for method, per_tool in rows:
+        for tool, results in per_tool.items():
+            if not results:
+                continue
+            cells = [summary([r["test"][name] for r in results]) for name in METRICS]
+            epochs = "/".join(f"{r['epochs']} ({r['best_epoch']})" for r in results)
+            seconds = "/".join(f"{r['seconds_per_epoch']:.1f}" for r in results if r["seconds_per_epoch"] is not None)
+            print(f"| {method} | {tool} | {' | '.join(cells)} | {epochs} | {seconds} |")
+        if per_tool["RecBole"]:
+            deltas = [difference(per_tool, name) for name in METRICS]
+            print(f"| {method} | RecBole vs recbench | {' | '.join(deltas)} | | |")
 
 
 if __name__ == "__main__":
