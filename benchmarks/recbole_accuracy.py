@@ -11,10 +11,11 @@ best valid epoch's weights, so the comparison checks recbench's model, trainer a
 
 The RecBole side is built exactly as ``baselines_speed.py`` builds it (same ``Pair`` table, data
 folder and config; see that script's docstring for the venv and the item-feature field), so the
-methods are the ones listed there. Overrides given with ``--set`` go to recbench only, except
-``learning_rate``, ``epochs``, ``patience`` and the model sizes, which RecBole reads from the resolved
-recbench config. One RecBole training per (method, seed) runs in a subprocess of ``--recbole-python``
-with ``--threads`` torch threads; its log stays under ``--work``.
+methods are the ones listed there. ``--set`` overrides recbench's config; RecBole reads from that
+resolved config only the keys the two share (model sizes, learning rate, batch sizes, epochs,
+patience), so any other override (NextItNet's ``readout``, say) changes recbench's side only. One
+RecBole training per (method, seed) runs in a subprocess of ``--recbole-python`` with ``--threads``
+torch threads; its log, checkpoint and summary stay under ``--work``, and a finished one is reused.
 
     python benchmarks/recbole_accuracy.py --home ../bench-home --runs-dir ../bench-runs/baselines \\
         --work ../bench-runs/recbole-accuracy --methods fpmc,nextitnet [--seeds 2020,2021] [--threads 1]
@@ -23,11 +24,11 @@ with ``--threads`` torch threads; its log stays under ``--work``.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import statistics
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -83,20 +84,29 @@ def run_recbench(method: str, seed: int, overrides: dict[str, Any], runs_dir: Pa
 def run_recbole_to_convergence(
     method: str, seed: int, config: Any, python: Path, data_root: Path, work: Path, threads: int
 ) -> dict[str, Any]:
-    """RecBole's test metrics (recbench's names), epochs run, best epoch and seconds per epoch for one seed."""
+    """RecBole's test metrics (recbench's names), epochs run, best epoch and seconds per epoch for one seed.
+
+    ``work`` is this (method, seed, config)'s own folder: a finished training left its summary there
+    (``summary.json``) and is reused, as recbench reuses a finished run.
+    """
     pair = PAIRS[method]
+    summary_path = work / "summary.json"
+    if summary_path.is_file():
+        return json.loads(summary_path.read_text())
     work.mkdir(parents=True, exist_ok=True)
     settings = recbole_config(method, config, pair, config.epochs, data_root, work)
     # RecBole rounds its metrics to 4 places by default; 6 keeps them comparable to recbench's.
     settings.update({"seed": seed, "stopping_step": config.patience, "metric_decimal_place": 6})
     out = run_recbole(python, method, pair.recbole_model, settings, work, threads, 0, None, test=True)
     times = out["fit"]["train"]
-    return {
+    result = {
         "test": {name: out["test"][theirs] for name, theirs in METRICS.items()},
         "epochs": len(times),
         "best_epoch": out["best_epoch"],
         "seconds_per_epoch": statistics.mean(times) if times else None,
     }
+    summary_path.write_text(json.dumps(result, indent=1))
+    return result
 
 
 def main() -> None:
@@ -143,8 +153,8 @@ def main() -> None:
             per_tool["recbench"].append(run_recbench(method, seed, overrides, args.runs_dir))
             if not args.skip_recbole:
                 print(f"[{method} seed {seed}] RecBole {PAIRS[method].recbole_model} ...", file=sys.stderr, flush=True)
-                stamp = time.strftime("%Y%m%d-%H%M%S")
-                run_work = work / "recbole" / f"{method}-seed{seed}-{stamp}"
+                digest = hashlib.sha256(config.model_dump_json().encode()).hexdigest()[:10]
+                run_work = work / "recbole" / f"{method}-seed{seed}-{digest}"
                 per_tool["RecBole"].append(
                     run_recbole_to_convergence(
                         method, seed, config, args.recbole_python, data_root, run_work, args.threads
