@@ -81,23 +81,34 @@ def run_recbench(method: str, seed: int, overrides: dict[str, Any], runs_dir: Pa
     }
 
 
+def recbole_settings(method: str, seed: int, config: Any, data_root: Path, work: Path) -> dict[str, Any]:
+    """RecBole's config for training ``method`` to convergence (recbench's sizes, epochs and patience)."""
+    settings = recbole_config(method, config, PAIRS[method], config.epochs, data_root, work)
+    # RecBole rounds its metrics to 4 places by default; 6 keeps them comparable to recbench's.
+    settings.update({"seed": seed, "stopping_step": config.patience, "metric_decimal_place": 6})
+    return settings
+
+
 def run_recbole_to_convergence(
-    method: str, seed: int, config: Any, python: Path, data_root: Path, work: Path, threads: int
+    method: str, seed: int, config: Any, python: Path, data_root: Path, root: Path, threads: int
 ) -> dict[str, Any]:
     """RecBole's test metrics (recbench's names), epochs run, best epoch and seconds per epoch for one seed.
 
-    ``work`` is this (method, seed, config)'s own folder: a finished training left its summary there
-    (``summary.json``) and is reused, as recbench reuses a finished run.
+    Each training has its own folder under ``root``, named by method, seed and a digest of what
+    RecBole is given (paths aside); a finished training left its summary there (``summary.json``)
+    and is reused, as recbench reuses a finished run.
     """
-    pair = PAIRS[method]
+    shown = recbole_settings(method, seed, config, data_root, root)
+    for path_key in ("data_path", "checkpoint_dir"):
+        shown.pop(path_key)
+    digest = hashlib.sha256(json.dumps([PAIRS[method].recbole_model, shown], sort_keys=True).encode()).hexdigest()
+    work = root / f"{method}-seed{seed}-{digest[:10]}"
     summary_path = work / "summary.json"
     if summary_path.is_file():
         return json.loads(summary_path.read_text())
     work.mkdir(parents=True, exist_ok=True)
-    settings = recbole_config(method, config, pair, config.epochs, data_root, work)
-    # RecBole rounds its metrics to 4 places by default; 6 keeps them comparable to recbench's.
-    settings.update({"seed": seed, "stopping_step": config.patience, "metric_decimal_place": 6})
-    out = run_recbole(python, method, pair.recbole_model, settings, work, threads, 0, None, test=True)
+    settings = recbole_settings(method, seed, config, data_root, work)
+    out = run_recbole(python, method, PAIRS[method].recbole_model, settings, work, threads, 0, None, test=True)
     times = out["fit"]["train"]
     result = {
         "test": {name: out["test"][theirs] for name, theirs in METRICS.items()},
@@ -153,11 +164,9 @@ def main() -> None:
             per_tool["recbench"].append(run_recbench(method, seed, overrides, args.runs_dir))
             if not args.skip_recbole:
                 print(f"[{method} seed {seed}] RecBole {PAIRS[method].recbole_model} ...", file=sys.stderr, flush=True)
-                digest = hashlib.sha256(config.model_dump_json().encode()).hexdigest()[:10]
-                run_work = work / "recbole" / f"{method}-seed{seed}-{digest}"
                 per_tool["RecBole"].append(
                     run_recbole_to_convergence(
-                        method, seed, config, args.recbole_python, data_root, run_work, args.threads
+                        method, seed, config, args.recbole_python, data_root, work / "recbole", args.threads
                     )
                 )
             print(json.dumps({"method": method, "seed": seed, **per_tool}), file=sys.stderr, flush=True)
