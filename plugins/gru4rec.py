@@ -40,6 +40,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import StrictBool
 from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from recbench.method import Batch, DataSpec, DropoutProbability, Method, MethodConfig, StrictPositiveInt
 from recbench.registry import register
@@ -88,18 +89,26 @@ class GRU4Rec(Method):
         self.dense = nn.Linear(config.hidden_size, config.embedding_size)
         init_gru4rec_weights(self.item_embedding, self.gru)
 
-    def encode(self, items: torch.Tensor) -> torch.Tensor:
-        """(B, L) item ids -> (B, L, hidden) GRU states; the state at t has read items 0..t only."""
-        states, _ = self.gru(self.dropout(self.item_embedding(items)))
-        return states
+    def encode(self, items: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, L) item ids -> (B, L, hidden) GRU states; the state at t has read items 0..t only.
+
+        With ``lengths`` (real items per row, right-padded after them) the GRU steps over each row's
+        real items only, as a packed sequence, and the padding positions get zero states: a batch
+        of mixed lengths then costs the sum of its lengths, not rows x width.
+        """
+        embedded = self.dropout(self.item_embedding(items))
+        if lengths is None or bool((lengths == items.shape[1]).all()):
+            return self.gru(embedded)[0]
+        packed = pack_padded_sequence(embedded, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        return pad_packed_sequence(self.gru(packed)[0], batch_first=True, total_length=items.shape[1])[0]
 
     def loss(self, batch: Batch) -> torch.Tensor:
         has_target = batch.targets > 0
-        outputs = self.dense(self.encode(batch.items)[has_target])  # (T, embedding)
+        outputs = self.dense(self.encode(batch.items, batch.lengths)[has_target])  # (T, embedding)
         return F.cross_entropy(outputs @ self.item_embedding.weight.T, batch.targets[has_target])
 
     def query_and_items(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-        outputs = self.dense(self.last_hidden(self.encode(batch.items), batch.lengths))  # (B, embedding)
+        outputs = self.dense(self.last_hidden(self.encode(batch.items, batch.lengths), batch.lengths))  # (B, embedding)
         return outputs, self.item_embedding.weight
 
     def score(self, batch: Batch) -> torch.Tensor:

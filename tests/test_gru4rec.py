@@ -57,6 +57,28 @@ def test_training_loss_is_the_mean_ce_of_every_prefix_scored_on_its_own() -> Non
         torch.testing.assert_close(gru4rec.loss(window), expected)
 
 
+def test_the_packed_pass_over_real_items_equals_the_padded_pass_in_values_and_gradients() -> None:
+    # mixed lengths take the packed path; the padded pass (no lengths) is the reference
+    gru4rec = model(num_layers=2).eval()
+    items = torch.tensor([[3, 5, 7, 2, 0, 0], [4, 6, 0, 0, 0, 0], [9, 1, 2, 3, 4, 5]])
+    lengths = torch.tensor([4, 2, 6])
+    real = torch.arange(items.shape[1])[None, :] < lengths[:, None]
+
+    def states_and_gradients(packed: bool) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        gru4rec.zero_grad()
+        states = gru4rec.encode(items, lengths if packed else None)
+        (states[real] * torch.linspace(-1, 1, states.shape[-1])).sum().backward()
+        used = (*gru4rec.item_embedding.parameters(), *gru4rec.gru.parameters())  # encode does not reach dense
+        return states.detach(), [p.grad.clone() for p in used]
+
+    packed, packed_grads = states_and_gradients(packed=True)
+    padded, padded_grads = states_and_gradients(packed=False)
+    torch.testing.assert_close(packed[real], padded[real], rtol=1e-5, atol=1e-6)
+    assert (packed[~real] == 0).all()
+    for got, expected in zip(packed_grads, padded_grads, strict=True):
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+
+
 def test_initialisation_is_recbole_s() -> None:
     seed_everything(0)
     config = resolve_config(get_method("gru4rec"), {"num_layers": 2})  # embedding 300, hidden 128
