@@ -31,7 +31,8 @@ Batches: windows go into random batches by default (``bucket_by_length = False``
 shared default), because how the batches are composed moves GRU4Rec's result. On Scientific,
 batches of one window length gave R@10 0.0625 (3 seeds), random batches 0.0581, and RecBole 1.2.1's
 own GRU4Rec on the same files 0.0579 (seed 2020; docs/reproduction.md, "Against RecBole 1.2.1").
-Random batches pad every window to the batch's longest, about twice the time per epoch.
+Random batches cost about 1.7-1.9x the time per epoch of length buckets: the GRU runs as many steps
+as the batch's longest window (packing spares the padded rows' work, not the steps).
 """
 
 from __future__ import annotations
