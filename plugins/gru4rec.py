@@ -94,8 +94,8 @@ class GRU4Rec(Method):
         """(B, L) item ids -> (B, L, hidden) GRU states; the state at t has read items 0..t only.
 
         With ``lengths`` (real items per row, right-padded after them) the GRU steps over each row's
-        real items only, as a packed sequence, and the padding positions get zero states: a batch
-        of mixed lengths then costs the sum of its lengths, not rows x width.
+        real items only, as a packed sequence, and the padding positions get zero states: in a batch
+        of mixed lengths no work goes into padding (the steps stay as many as the longest row's).
         """
         embedded = self.dropout(self.item_embedding(items))
         if lengths is None or bool((lengths == items.shape[1]).all()):
