@@ -169,7 +169,7 @@ def timed(trainer, times, cap):
             times[key].append(elapsed * total / seen[0] if cap and seen[0] else elapsed)
             times[key + "_batches"] = [seen[0], total]
             if key == "valid":  # (valid score, result): the early-stopping metric of this epoch
-                times["valid_scores"] = times.get("valid_scores", []) + [float(out[0])]
+                times.setdefault("valid_scores", []).append(float(out[0]))
             return out
 
         return run

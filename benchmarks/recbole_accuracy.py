@@ -32,6 +32,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from baselines_scientific import summary
 from baselines_speed import (
     DEFAULT_RECBOLE_PYTHON,
     DEFAULT_SOURCE,
@@ -44,13 +45,6 @@ from baselines_speed import (
 DATASET = "scientific"
 # recbench metric name -> RecBole's name for the same quantity (leave-one-out: one target, recall = hit rate).
 METRICS = {"hr@10": "recall@10", "ndcg@10": "ndcg@10", "hr@50": "recall@50", "ndcg@50": "ndcg@50"}
-
-
-def summary(values: list[float]) -> str:
-    """Mean ± sample standard deviation (just the value for one seed)."""
-    if len(values) == 1:
-        return f"{values[0]:.4f}"
-    return f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}"
 
 
 def difference(per_tool: dict[str, list[dict[str, Any]]], metric: str) -> str:
