@@ -97,10 +97,11 @@ class GRU4Rec(Method):
         real items only, as a packed sequence, and the padding positions get zero states: in a batch
         of mixed lengths no work goes into padding (the steps stay as many as the longest row's).
         """
-        embedded = self.dropout(self.item_embedding(items))
         if lengths is None or bool((lengths == items.shape[1]).all()):
-            return self.gru(embedded)[0]
-        packed = pack_padded_sequence(embedded, lengths.cpu(), batch_first=True, enforce_sorted=False)
+            return self.gru(self.dropout(self.item_embedding(items)))[0]
+        # embedding and dropout of the real items only: in a random batch most positions are padding
+        packed = pack_padded_sequence(items, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        packed = packed._replace(data=self.dropout(self.item_embedding(packed.data)))
         return pad_packed_sequence(self.gru(packed)[0], batch_first=True, total_length=items.shape[1])[0]
 
     def loss(self, batch: Batch) -> torch.Tensor:
