@@ -32,9 +32,9 @@ Faithful to RecBole:
   bias 0.1; convolutions and LayerNorms keep PyTorch's defaults.
 
 Deviations:
-- Convolutions are ``nn.Conv1d`` over (B, channels, length); RecBole uses ``nn.Conv2d`` with
-  (1, k) kernels over (B, channels, 1, length): the same operation, the same default
-  initialisation (fan-in = channels x k), state-dict shapes without the singleton axis.
+- Convolutions are ``nn.Conv1d`` modules (RecBole: ``nn.Conv2d`` with (1, k) kernels): the same
+  default initialisation (fan-in = channels x k), state-dict shapes without the singleton axis.
+  They run as RecBole's 2-D convolution over a channels-last view (:meth:`ResidualBlock.causal_conv`).
 - Padded width: RecBole pads to the longest history list of the dataset, which is 50 whenever a
   history reaches ``MAX_ITEM_LIST_LENGTH``; here always to ``max_seq_length``.
 - Training with ``padded_end``: each (prefix, target) sample of a training window becomes its own
@@ -87,9 +87,16 @@ class ResidualBlock(nn.Module):
         self.ln2 = nn.LayerNorm(channels, eps=1e-8)
 
     def causal_conv(self, conv: nn.Conv1d, x: torch.Tensor, dilation: int) -> torch.Tensor:
-        """(B, L, C) -> (B, L, C): left zero-padding, so position t sees positions <= t only."""
-        padded = F.pad(x.transpose(1, 2), ((self.kernel_size - 1) * dilation, 0))
-        return conv(padded).transpose(1, 2)
+        """(B, L, C) -> (B, L, C): left zero-padding, so position t sees positions <= t only.
+
+        Computed as a (1, k) 2-D convolution over the channels-last view of ``x`` (as RecBole's
+        ``nn.Conv2d``): no transposed copies in or out, about 1.4x faster per convolution than
+        ``conv1d`` over a transposed copy on CPU (same values to float rounding).
+        """
+        padded = F.pad(x, (0, 0, (self.kernel_size - 1) * dilation, 0))  # (B, pad + L, C), contiguous
+        channels_last = padded.permute(0, 2, 1).unsqueeze(2)  # (B, C, 1, pad + L) without a copy
+        out = F.conv2d(channels_last, conv.weight.unsqueeze(2), conv.bias, dilation=(1, dilation))
+        return out.squeeze(2).permute(0, 2, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.ln1(self.causal_conv(self.conv1, x, self.dilation)))
