@@ -31,11 +31,15 @@ Batches: windows go into random batches by default (``bucket_by_length = False``
 shared default), because how the batches are composed moves GRU4Rec's result. On Scientific,
 batches of one window length gave R@10 0.0625 (3 seeds), random batches 0.0581, and RecBole 1.2.1's
 own GRU4Rec on the same files 0.0579 (seed 2020; docs/reproduction.md, "Against RecBole 1.2.1").
-Random batches cost about 1.7-1.9x the time per epoch of length buckets: the GRU runs as many steps
-as the batch's longest window (packing spares the padded rows' work, not the steps).
+In a random batch most positions are padding. Only the real items are embedded, dropped out and
+stepped through the GRU (a packed sequence), so random batches cost about what length buckets do,
+although the GRU runs as many steps as the batch's longest window. Dropout masks are drawn for the
+real items only, so the masks differ from a pass over the padded batch; the distribution does not.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -70,6 +74,23 @@ def init_gru4rec_weights(embedding: nn.Embedding, gru: nn.GRU) -> None:
     nn.init.xavier_uniform_(gru.weight_ih_l0)
 
 
+def gru_over_real_items(
+    gru: nn.GRU, embed: Callable[[torch.Tensor], torch.Tensor], items: torch.Tensor, lengths: torch.Tensor | None
+) -> torch.Tensor:
+    """(B, L) item ids -> (B, L, hidden) states of ``gru`` over ``embed(items)``; the state at t has read items 0..t.
+
+    With ``lengths`` (real items per row, right-padded after them) of mixed values, only the real
+    items are embedded and stepped through the GRU, as a packed sequence, and padding positions
+    get zero states: in a random batch most positions are padding (the steps stay as many as the
+    longest row's). ``embed`` maps ids of any shape to inputs with one more, last, dimension.
+    """
+    if lengths is None or bool((lengths == items.shape[1]).all()):
+        return gru(embed(items))[0]
+    ids = pack_padded_sequence(items, lengths.cpu(), batch_first=True, enforce_sorted=False)
+    states = gru(ids._replace(data=embed(ids.data)))[0]
+    return pad_packed_sequence(states, batch_first=True, total_length=items.shape[1])[0]
+
+
 @register("gru4rec")
 class GRU4Rec(Method):
     """GRU4Rec: a GRU over item ID embeddings, full-softmax CE (RecBole)."""
@@ -90,19 +111,16 @@ class GRU4Rec(Method):
         self.dense = nn.Linear(config.hidden_size, config.embedding_size)
         init_gru4rec_weights(self.item_embedding, self.gru)
 
+    def embed_inputs(self, items: torch.Tensor) -> torch.Tensor:
+        """Item ids -> their embeddings after dropout (the GRU's inputs)."""
+        return self.dropout(self.item_embedding(items))
+
     def encode(self, items: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """(B, L) item ids -> (B, L, hidden) GRU states; the state at t has read items 0..t only.
 
-        With ``lengths`` (real items per row, right-padded after them) the GRU steps over each row's
-        real items only, as a packed sequence, and the padding positions get zero states: in a batch
-        of mixed lengths no work goes into padding (the steps stay as many as the longest row's).
+        With ``lengths``, padding is neither embedded nor stepped through (:func:`gru_over_real_items`).
         """
-        if lengths is None or bool((lengths == items.shape[1]).all()):
-            return self.gru(self.dropout(self.item_embedding(items)))[0]
-        # embedding and dropout of the real items only: in a random batch most positions are padding
-        packed = pack_padded_sequence(items, lengths.cpu(), batch_first=True, enforce_sorted=False)
-        packed = packed._replace(data=self.dropout(self.item_embedding(packed.data)))
-        return pad_packed_sequence(self.gru(packed)[0], batch_first=True, total_length=items.shape[1])[0]
+        return gru_over_real_items(self.gru, self.embed_inputs, items, lengths)
 
     def loss(self, batch: Batch) -> torch.Tensor:
         has_target = batch.targets > 0

@@ -38,16 +38,22 @@ Deviations: RecBole materialises every training prefix as its own sample; both G
 here one pass over a training window predicts every next item at once (same outputs, one dropout
 mask shared by the prefixes of a window within a step). Windows longer than ``max_seq_length + 1``
 are cut by the Trainer as for every method. Only the CE loss is offered (RecBole's default).
+
+Batches: windows go into random batches by default (``bucket_by_length = False``), as RecBole
+shuffles its samples and as recbench's GRU4Rec does, so that GRU4Rec+ and GRU4Rec differ only in
+the feature GRU. Only the real items of a batch are embedded and stepped through the two GRUs.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from pydantic import StrictBool
 from torch import nn
 
 from recbench.method import Batch, DataSpec, DropoutProbability, Method, StrictPositiveInt, TextMethodConfig
 from recbench.registry import register
+from recbench_plugins.gru4rec import gru_over_real_items
 
 
 class GRU4RecFConfig(TextMethodConfig):
@@ -61,6 +67,8 @@ class GRU4RecFConfig(TextMethodConfig):
     """Stacked layers of each GRU."""
     dropout_prob: DropoutProbability = 0.3
     """Dropout on the input item ID embeddings (the feature input has none, as RecBole)."""
+    bucket_by_length: StrictBool = False
+    """Training windows in random batches, as RecBole's shuffled samples and as GRU4Rec (see there)."""
 
 
 def xavier_normal_initialization(module: nn.Module) -> None:
@@ -94,22 +102,30 @@ class GRU4RecF(Method):
         self.apply(xavier_normal_initialization)
 
     def feature_embedding(self, items: torch.Tensor) -> torch.Tensor:
-        """(B, L) item ids -> (B, L, embedding) mapped text features."""
+        """Item ids -> mapped text features, one more (last) dimension of width ``embedding_size``."""
         return F.relu(self.feature_adapter(self.text[items]))
 
-    def encode(self, items: torch.Tensor) -> torch.Tensor:
-        """(B, L) item ids -> (B, L, embedding) outputs; the output at t has read items 0..t only."""
-        item_states, _ = self.item_gru(self.dropout(self.item_embedding(items)))
-        feature_states, _ = self.feature_gru(self.feature_embedding(items))
+    def id_embedding(self, items: torch.Tensor) -> torch.Tensor:
+        """Item ids -> their ID embeddings after dropout (the item GRU's inputs)."""
+        return self.dropout(self.item_embedding(items))
+
+    def encode(self, items: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, L) item ids -> (B, L, embedding) outputs; the output at t has read items 0..t only.
+
+        With ``lengths``, padding is neither embedded nor stepped through (``gru_over_real_items``).
+        """
+        item_states = gru_over_real_items(self.item_gru, self.id_embedding, items, lengths)
+        feature_states = gru_over_real_items(self.feature_gru, self.feature_embedding, items, lengths)
         return self.dense(torch.cat([item_states, feature_states], dim=-1))
 
     def loss(self, batch: Batch) -> torch.Tensor:
         has_target = batch.targets > 0
-        outputs = self.encode(batch.items)[has_target]  # (T, embedding)
+        outputs = self.encode(batch.items, batch.lengths)[has_target]  # (T, embedding)
         return F.cross_entropy(outputs @ self.item_embedding.weight.T, batch.targets[has_target])
 
     def query_and_items(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.last_hidden(self.encode(batch.items), batch.lengths), self.item_embedding.weight  # (B, embedding)
+        outputs = self.last_hidden(self.encode(batch.items, batch.lengths), batch.lengths)  # (B, embedding)
+        return outputs, self.item_embedding.weight
 
     def score(self, batch: Batch) -> torch.Tensor:
         outputs, items = self.query_and_items(batch)

@@ -71,6 +71,35 @@ def test_dropout_touches_the_item_embeddings_not_the_text_feature() -> None:
     torch.testing.assert_close(seen["feature"], gru4recf.feature_embedding(items))
 
 
+def test_the_loss_over_real_items_only_equals_the_padded_pass_in_value_and_gradients() -> None:
+    # a batch of mixed lengths takes the packed path (padding never embedded nor stepped through)
+    gru4recf = model(num_layers=2).eval()
+    batch = Batch(
+        items=torch.tensor([[3, 5, 7, 2, 0], [4, 6, 0, 0, 0], [9, 1, 2, 3, 4]]),
+        lengths=torch.tensor([4, 2, 5]),
+        targets=torch.tensor([[5, 7, 2, 9, 0], [6, 8, 0, 0, 0], [1, 2, 3, 4, 11]]),
+    )
+    has_target = batch.targets > 0
+
+    def loss_and_gradients(packed: bool) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        gru4recf.zero_grad()
+        if packed:
+            loss = gru4recf.loss(batch)
+        else:  # every position through both GRUs, padding included
+            outputs = gru4recf.encode(batch.items)[has_target]
+            loss = torch.nn.functional.cross_entropy(
+                outputs @ gru4recf.item_embedding.weight.T, batch.targets[has_target]
+            )
+        loss.backward()
+        return loss.detach(), [p.grad.clone() for p in gru4recf.parameters()]
+
+    packed_loss, packed_grads = loss_and_gradients(packed=True)
+    padded_loss, padded_grads = loss_and_gradients(packed=False)
+    torch.testing.assert_close(packed_loss, padded_loss)
+    for got, expected in zip(packed_grads, padded_grads, strict=True):
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+
+
 def test_initialisation_is_recbole_s_and_the_text_is_a_frozen_buffer() -> None:
     seed_everything(0)
     text = text_table(2000, 64)
