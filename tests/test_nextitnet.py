@@ -40,6 +40,24 @@ def test_the_output_at_t_ignores_every_item_after_t() -> None:
             assert not torch.allclose(nextitnet.encode(changed)[:, t + 1 :], base[:, t + 1 :])
 
 
+@pytest.mark.parametrize(("kernel_size", "dilation"), [(3, 1), (3, 4), (2, 8), (5, 2)])
+def test_each_convolution_is_a_dilated_causal_convolution_with_zeros_before_the_first_item(
+    kernel_size: int, dilation: int
+) -> None:
+    block = model(kernel_size=kernel_size).residual_blocks[0]
+    x = torch.randn(3, 11, 8, generator=torch.Generator().manual_seed(1))
+    got = block.causal_conv(block.conv1, x, dilation)
+    weight, bias = block.conv1.weight, block.conv1.bias  # (out, in, k): tap k looks (k_size - 1 - k) x d back
+    expected = torch.zeros_like(got)
+    for t in range(x.shape[1]):
+        expected[:, t] = bias
+        for k in range(kernel_size):
+            source = t - (kernel_size - 1 - k) * dilation
+            if source >= 0:
+                expected[:, t] += x[:, source] @ weight[:, :, k].T
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
 def test_the_receptive_field_is_one_plus_3_k_minus_1_times_the_summed_dilations() -> None:
     # kernel 2, dilations [1] twice: blocks with dilations (1, 2), (1, 2) -> 1 + 3 * 1 * 2 = 7 positions
     nextitnet = model(kernel_size=2, dilations=[1], block_num=2).eval()
