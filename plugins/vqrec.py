@@ -45,14 +45,14 @@ Checked against: RUCAIBox/VQ-Rec @2981845 (``vqrec.py`` with the March-2023 fixe
   (``freeze_encoder = false`` trains them). Measured on Scientific from scratch against the paper's
   "w/o pre-training" 0.1104 / 0.0593 (R@10 / N@10): MiniLM codes, lr 0.003, 3 seeds, ``full``:
   0.1028 / 0.0511 frozen, 0.1089 / 0.0540 trained; the official BERT codes, lr 0.001,
-  ``full-random``: 0.0999 / 0.0546 frozen (2 seeds), 0.1078 ± 0.0013 / 0.0574 ± 0.0005 trained
-  (3 seeds, -2.4% / -3.2%). So the paper's row matches the transformer trained, not the official
+  ``full-random``: 0.0987 ± 0.0027 / 0.0542 ± 0.0009 frozen (3 seeds, -10.6% / -8.6%), 0.1078 ±
+  0.0013 / 0.0574 ± 0.0005 trained (3 seeds, -2.4% / -3.2%). So the paper's row matches the transformer trained, not the official
   trainer's freeze (recipe ``vqrec-no-pretraining`` has both rows).
 - Ties: items that share their whole code get exactly the same score, and RecBole's full sort
   (``torch.topk``) orders them arbitrarily, so compare with the paper under the ``full-random``
   protocol (each metric averaged over the orders of the tied items), not the pessimistic ``full``.
   With the official Scientific codes from scratch (lr 1e-3) 8.6% of the test targets tie:
-  R@10 / N@10 0.0987 / 0.0500 pessimistic, 0.0999 / 0.0546 random (frozen, 2 seeds); 0.1066 /
+  R@10 / N@10 0.0975 / 0.0498 pessimistic, 0.0987 / 0.0542 random (frozen, 3 seeds); 0.1066 /
   0.0529 pessimistic, 0.1078 / 0.0574 random (trained, 3 seeds).
 - Pre-training: seq-item InfoNCE over all target positions with in-batch negatives, plus one
   semi-synthetic negative per instance (the positive's codes, each replaced with probability
