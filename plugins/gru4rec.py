@@ -29,11 +29,12 @@ of a later window see fewer than 50 items (RecBole would show them the previous 
 
 Batches: windows go into random batches by default (``bucket_by_length = False``, unlike the
 shared default), because how the batches are composed moves GRU4Rec's result. On Scientific,
-batches of one window length gave R@10 0.0625 (3 seeds), random batches 0.0581, and RecBole 1.2.1's
-own GRU4Rec on the same files 0.0579 (seed 2020; docs/reproduction.md, "Against RecBole 1.2.1").
+batches of one window length gave R@10 0.0625 (3 seeds), random batches 0.0586 (3 seeds), and
+RecBole 1.2.1's own GRU4Rec on the same files 0.0572 (2 seeds; docs/reproduction.md, "Against
+RecBole 1.2.1").
 In a random batch most positions are padding. Only the real items are embedded, dropped out and
-stepped through the GRU (a packed sequence), so random batches cost about what length buckets do,
-although the GRU runs as many steps as the batch's longest window. Dropout masks are drawn for the
+stepped through the GRU (a packed sequence). Random batches still cost about 1.2x the time of
+length buckets, because the GRU runs as many steps as the batch's longest window. Dropout masks are drawn for the
 real items only, so the masks differ from a pass over the padded batch; the distribution does not.
 """
 

@@ -46,8 +46,9 @@ Checked against: RUCAIBox/VQ-Rec @2981845 (``vqrec.py`` with the March-2023 fixe
   "w/o pre-training" 0.1104 / 0.0593 (R@10 / N@10): MiniLM codes, lr 0.003, 3 seeds, ``full``:
   0.1028 / 0.0511 frozen, 0.1089 / 0.0540 trained; the official BERT codes, lr 0.001,
   ``full-random``: 0.0987 ± 0.0027 / 0.0542 ± 0.0009 frozen (3 seeds, -10.6% / -8.6%), 0.1078 ±
-  0.0013 / 0.0574 ± 0.0005 trained (3 seeds, -2.4% / -3.2%). So the paper's row matches the transformer trained, not the official
-  trainer's freeze (recipe ``vqrec-no-pretraining`` has both rows).
+  0.0013 / 0.0574 ± 0.0005 trained (3 seeds, -2.4% / -3.2%). So the paper's row matches the
+  transformer trained, not the official trainer's freeze (recipe ``vqrec-no-pretraining`` has both
+  rows).
 - Ties: items that share their whole code get exactly the same score, and RecBole's full sort
   (``torch.topk``) orders them arbitrarily, so compare with the paper under the ``full-random``
   protocol (each metric averaged over the orders of the tied items), not the pessimistic ``full``.
