@@ -30,7 +30,7 @@ of a later window see fewer than 50 items (RecBole would show them the previous 
 Batches: windows go into random batches by default (``bucket_by_length = False``, unlike the
 shared default), because how the batches are composed moves GRU4Rec's result. On Scientific,
 batches of one window length gave R@10 0.0625 (3 seeds), random batches 0.0586 (3 seeds), and
-RecBole 1.2.1's own GRU4Rec on the same files 0.0572 (2 seeds; docs/reproduction.md, "Against
+RecBole 1.2.1's own GRU4Rec on the same files 0.0578 (3 seeds; docs/reproduction.md, "Against
 RecBole 1.2.1").
 In a random batch most positions are padding. Only the real items are embedded, dropped out and
 stepped through the GRU (a packed sequence). Random batches still cost about 1.2x the time of
