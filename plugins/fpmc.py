@@ -84,7 +84,7 @@ class FPMC(Method):
             self.ui_emb.weight[0] = 0  # the unknown user: no MF term (see the module docstring)
 
     def pair_scores(self, users: torch.Tensor, last_items: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
-        """(T,) user rows, last items and candidate items -> (T,) scores, RecBole's ``forward``."""
+        """(T,) user rows and last items, (..., T) candidate items -> (..., T) scores, RecBole's ``forward``."""
         mf = (self.ui_emb(users) * self.iu_emb(candidates)).sum(-1)
         fmc = (self.il_emb(candidates) * self.li_emb(last_items)).sum(-1)
         return mf + fmc
@@ -103,12 +103,10 @@ class FPMC(Method):
         users = self.user_rows(batch)[rows]
         last_items = batch.items[rows, positions]  # the item right before each target
         positives = batch.targets[rows, positions]
+        # both candidates in one call: one look-up per table, where RecBole's two ``forward`` calls
+        # look the user and the last item up twice; the same scores
         candidates = torch.stack([positives, self.sample_negatives(positives)])  # (2, T)
-        # one look-up per table (the user and last item are shared by the two candidates): RecBole's
-        # two ``forward`` calls in half the embedding work, the same scores
-        mf = (self.ui_emb(users) * self.iu_emb(candidates)).sum(-1)
-        fmc = (self.li_emb(last_items) * self.il_emb(candidates)).sum(-1)
-        positive_score, negative_score = mf + fmc
+        positive_score, negative_score = self.pair_scores(users, last_items, candidates)
         return -torch.log(BPR_GAMMA + torch.sigmoid(positive_score - negative_score)).mean()
 
     def query_and_items(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
