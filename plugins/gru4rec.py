@@ -40,7 +40,7 @@ real items only, so the masks differ from a pass over the padded batch; the dist
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -75,21 +75,25 @@ def init_gru4rec_weights(embedding: nn.Embedding, gru: nn.GRU) -> None:
     nn.init.xavier_uniform_(gru.weight_ih_l0)
 
 
-def gru_over_real_items(
-    gru: nn.GRU, embed: Callable[[torch.Tensor], torch.Tensor], items: torch.Tensor, lengths: torch.Tensor | None
-) -> torch.Tensor:
-    """(B, L) item ids -> (B, L, hidden) states of ``gru`` over ``embed(items)``; the state at t has read items 0..t.
+def grus_over_real_items(
+    grus: Sequence[tuple[nn.GRU, Callable[[torch.Tensor], torch.Tensor]]],
+    items: torch.Tensor,
+    lengths: torch.Tensor | None,
+) -> list[torch.Tensor]:
+    """(B, L) item ids -> for each ``(gru, embed)``, the (B, L, hidden) states of ``gru`` over ``embed(items)``.
 
-    With ``lengths`` (real items per row, right-padded after them) of mixed values, only the real
-    items are embedded and stepped through the GRU, as a packed sequence, and padding positions
-    get zero states: in a random batch most positions are padding (the steps stay as many as the
-    longest row's). ``embed`` maps ids of any shape to inputs with one more, last, dimension.
+    The state at t has read items 0..t. With ``lengths`` (real items per row, right-padded after
+    them) of mixed values, only the real items are embedded and stepped through each GRU, as one
+    packed sequence shared by all of them, and padding positions get zero states: in a random batch
+    most positions are padding (the steps stay as many as the longest row's). ``embed`` maps ids of
+    any shape to inputs with one more, last, dimension.
     """
     if lengths is None or bool((lengths == items.shape[1]).all()):
-        return gru(embed(items))[0]
+        return [gru(embed(items))[0] for gru, embed in grus]
     ids = pack_padded_sequence(items, lengths.cpu(), batch_first=True, enforce_sorted=False)
-    states = gru(ids._replace(data=embed(ids.data)))[0]
-    return pad_packed_sequence(states, batch_first=True, total_length=items.shape[1])[0]
+    width = items.shape[1]
+    states = [gru(ids._replace(data=embed(ids.data)))[0] for gru, embed in grus]
+    return [pad_packed_sequence(packed, batch_first=True, total_length=width)[0] for packed in states]
 
 
 @register("gru4rec")
@@ -119,9 +123,9 @@ class GRU4Rec(Method):
     def encode(self, items: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """(B, L) item ids -> (B, L, hidden) GRU states; the state at t has read items 0..t only.
 
-        With ``lengths``, padding is neither embedded nor stepped through (:func:`gru_over_real_items`).
+        With ``lengths``, padding is neither embedded nor stepped through (:func:`grus_over_real_items`).
         """
-        return gru_over_real_items(self.gru, self.embed_inputs, items, lengths)
+        return grus_over_real_items([(self.gru, self.embed_inputs)], items, lengths)[0]
 
     def loss(self, batch: Batch) -> torch.Tensor:
         has_target = batch.targets > 0

@@ -54,7 +54,7 @@ from torch import nn
 
 from recbench.method import Batch, DataSpec, DropoutProbability, Method, StrictPositiveInt, TextMethodConfig
 from recbench.registry import register
-from recbench_plugins.gru4rec import gru_over_real_items
+from recbench_plugins.gru4rec import grus_over_real_items
 
 
 class GRU4RecFConfig(TextMethodConfig):
@@ -113,10 +113,11 @@ class GRU4RecF(Method):
     def encode(self, items: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """(B, L) item ids -> (B, L, embedding) outputs; the output at t has read items 0..t only.
 
-        With ``lengths``, padding is neither embedded nor stepped through (``gru_over_real_items``).
+        With ``lengths``, padding is neither embedded nor stepped through (``grus_over_real_items``).
         """
-        item_states = gru_over_real_items(self.item_gru, self.id_embedding, items, lengths)
-        feature_states = gru_over_real_items(self.feature_gru, self.feature_embedding, items, lengths)
+        item_states, feature_states = grus_over_real_items(
+            [(self.item_gru, self.id_embedding), (self.feature_gru, self.feature_embedding)], items, lengths
+        )
         return self.dense(torch.cat([item_states, feature_states], dim=-1))
 
     def loss(self, batch: Batch) -> torch.Tensor:
