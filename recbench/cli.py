@@ -152,7 +152,10 @@ ProtocolsOption = Annotated[
 RunsDir = Annotated[Path, typer.Option("--runs-dir", help="Where run directories are written.")]
 FinishedRunsDir = Annotated[
     Optional[Path],
-    typer.Option("--runs-dir", help="Directory of finished runs, searched recursively [default: runs]."),
+    typer.Option(
+        "--runs-dir",
+        help="Directory of finished runs, searched recursively (links to run directories followed) [default: runs].",
+    ),
 ]
 OldRunsDirArgument = Annotated[
     Optional[Path], typer.Argument(metavar="RUNS_DIR", help="Same as --runs-dir (kept for old scripts).")

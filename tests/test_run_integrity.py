@@ -285,3 +285,18 @@ def test_compare_with_a_failed_cell_reports_the_others_and_exits_non_zero(recben
     assert result.exit_code == 1, result.output
     assert "1 of 1 cells failed" in result.output and "training diverged" in result.output
     assert "Traceback" not in result.output
+
+
+def test_find_runs_follows_links_to_run_directories_once_each_and_ends_on_a_link_cycle(
+    two_seeds, tmp_path: Path
+) -> None:
+    runs, (first, second) = two_seeds
+    chosen = tmp_path / "chosen" / "toy"
+    chosen.mkdir(parents=True)
+    (chosen / "first").symlink_to(first.path, target_is_directory=True)
+    (chosen / "first-again").symlink_to(first.path, target_is_directory=True)
+    (chosen / "loop").symlink_to(tmp_path / "chosen", target_is_directory=True)
+    assert [run.path for run in find_runs(tmp_path / "chosen")] == [chosen / "first"]
+    # A link inside the runs directory to one of its own runs adds nothing.
+    (runs / "link-to-second").symlink_to(second.path, target_is_directory=True)
+    assert len(find_runs(runs)) == 2

@@ -24,6 +24,7 @@ import contextlib
 import hashlib
 import io
 import json
+import os
 import platform
 import zipfile
 from pathlib import Path
@@ -515,15 +516,34 @@ def rank_problem(
     return None
 
 
+def _status_files(root: Path) -> list[Path]:
+    """Every ``status.json`` below ``root``, also through symbolic links to directories (a folder of
+    links is how a user puts chosen runs side by side); each real directory is read once, so a run
+    linked twice counts once and a link cycle ends."""
+    found: list[Path] = []
+    seen: set[str] = set()
+    for directory, subdirectories, files in os.walk(root, followlinks=True):
+        real = os.path.realpath(directory)
+        if real in seen:
+            subdirectories.clear()
+            continue
+        seen.add(real)
+        subdirectories.sort()
+        if "status.json" in files:
+            found.append(Path(directory) / "status.json")
+    return sorted(found)
+
+
 def find_runs(runs_dir: Path | str) -> list[RunRecord]:
     """Every run below ``runs_dir`` that is finished and evaluated (pre-training runs have no ranks:
     skipped), plus every run whose status cannot be read but that holds results: its readers report
-    it as damaged rather than it silently vanishing from a table."""
+    it as damaged rather than it silently vanishing from a table. Links to run directories are
+    followed (see :func:`_status_files`)."""
     root = Path(runs_dir)
     if not root.is_dir():
         raise RunError(f"runs directory {root} does not exist")
     found = []
-    for path in sorted(root.rglob("status.json")):
+    for path in _status_files(root):
         run = RunRecord(path.parent)
         try:
             status = run.status
