@@ -256,6 +256,32 @@ def test_the_horizontal_branch_of_prefixes_equals_the_convolutions_on_each_padde
         assert torch.count_nonzero(got[0][0]) == 0  # the padding row gets no gradient as an input
 
 
+def test_a_batch_mixing_window_lengths_gives_the_loss_and_gradients_of_the_convolutions() -> None:
+    """Random batches (windows of many lengths, padded to the longest) are split by length for the
+    shared-window computation; the loss and every gradient equal the direct convolutions'."""
+    generator = torch.Generator().manual_seed(11)
+    short, short_lengths = random_windows(generator, 29, 4)
+    windows = torch.cat([torch.randint(1, NUM_ITEMS + 1, (1, 10), generator=generator), F.pad(short, (0, 6))])
+    lengths = torch.cat([torch.tensor([10]), short_lengths])
+    assert len(lengths.unique()) == 5 and 4 * (lengths**2).sum() < 30 * 10**2  # the batch is split
+    targets = torch.randint(1, NUM_ITEMS + 1, windows.shape, generator=generator) * (windows > 0)
+    batch = Batch(items=windows, lengths=lengths, targets=targets, users=torch.arange(30) % NUM_USERS + 1)
+    caser = model(max_seq_length=10, embedding_size=5, nh=2, reg_weight=0.0).eval()
+    rows, positions = (targets > 0).nonzero(as_tuple=True)
+    histories = caser.recent(windows[rows], positions + 1)
+    logits = caser.represent(histories, batch.users[rows]) @ caser.item_embedding.weight.T  # convolutions
+    expected_loss = F.cross_entropy(logits, targets[rows, positions])
+    expected = torch.autograd.grad(expected_loss, list(caser.parameters()), allow_unused=True)
+    loss = caser.loss(batch)
+    got = torch.autograd.grad(loss, list(caser.parameters()), allow_unused=True)
+    torch.testing.assert_close(loss, expected_loss, rtol=1e-5, atol=1e-6)
+    for (name, _), a, b in zip(caser.named_parameters(), got, expected, strict=True):
+        if b is None:
+            assert a is None or torch.count_nonzero(a) == 0, name
+        else:
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=name)
+
+
 def test_short_and_long_scored_histories_take_their_paths_and_equal_the_convolutions() -> None:
     seed_everything(3)
     length = 20  # lengths 1..20 cover every group (2, 4, 8, 16) and the direct path (17..20)
