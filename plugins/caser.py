@@ -68,6 +68,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from recbench.layers import by_length_groups
 from recbench.method import (
     Batch,
     DataSpec,
@@ -216,8 +217,9 @@ class Caser(Method):
     def horizontal_of_windows(self, batch: Batch, rows: torch.Tensor, ends: torch.Tensor) -> torch.Tensor | None:
         """The horizontal branch of the prefixes ``batch.items[rows[r], :ends[r]]`` (a training batch).
 
-        One :meth:`horizontal_of_prefixes` call per window length in the batch, each on its windows
-        trimmed to that length: its cost grows with the square of the width, so a batch mixing
+        :meth:`horizontal_of_prefixes` on the targets in groups of similar window length
+        (:func:`~recbench.layers.by_length_groups`), each group's windows trimmed to its longest:
+        its cost grows with the square of the width, so a batch mixing
         lengths (random batches, ``bucket_by_length = false``) padded to its longest window would
         cost up to 90x more on Scientific. A batch that splitting would save less (one length, as
         bucketed batches) is one call on the batch as it is. None when a window is longer than L
@@ -231,15 +233,13 @@ class Caser(Method):
         # bit for bit; random batches save 20-90x
         if 4 * int((widths**2).sum()) >= len(widths) * batch.items.shape[1] ** 2:
             return self.horizontal_of_prefixes(batch.items, rows, ends)
-        output = ends.new_empty(len(rows), self.config.nh * self.window, dtype=self.item_embedding.weight.dtype)
-        for width in widths.unique().tolist():
-            members = widths == width
-            local_row = members.cumsum(0) - 1  # a member window's row in the trimmed group
-            taken = members[rows]
-            output[taken] = self.horizontal_of_prefixes(
-                batch.items[members, :width], local_row[rows[taken]], ends[taken]
-            )
-        return output
+
+        def encode_group(targets: torch.Tensor, width: int) -> torch.Tensor:
+            windows, local_rows = rows[targets].unique(return_inverse=True)
+            return self.horizontal_of_prefixes(batch.items[windows, :width], local_rows, ends[targets])
+
+        # targets grouped by their window's length, each group's windows trimmed to its longest
+        return by_length_groups(widths[rows], encode_group)
 
     def loss(self, batch: Batch) -> torch.Tensor:
         rows, positions = (batch.targets > 0).nonzero(as_tuple=True)
